@@ -1,0 +1,85 @@
+"""evalgate: evaluation and release gate for production AI systems.
+
+The public Python API. Heavy modules load on first use, so importing
+evalgate (and ``evalgate --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoundScorer",
+    "Case",
+    "EvalgateError",
+    "RunError",
+    "RunOptions",
+    "RunReport",
+    "Score",
+    "ScoreContext",
+    "Store",
+    "Suite",
+    "SuiteError",
+    "Trace",
+    "Turn",
+    "UsageError",
+    "Verdict",
+    "__version__",
+    "case_story",
+    "history",
+    "load_suite",
+    "run",
+    "scorer",
+    "validate",
+]
+
+_LAZY = {
+    "BoundScorer": "evalgate.scorers",
+    "Score": "evalgate.scorers",
+    "ScoreContext": "evalgate.scorers",
+    "scorer": "evalgate.scorers",
+    "Case": "evalgate.suite",
+    "Suite": "evalgate.suite",
+    "Turn": "evalgate.suite",
+    "load_suite": "evalgate.suite",
+    "EvalgateError": "evalgate.errors",
+    "RunError": "evalgate.errors",
+    "SuiteError": "evalgate.errors",
+    "UsageError": "evalgate.errors",
+    "RunOptions": "evalgate.runner",
+    "RunReport": "evalgate.api",
+    "run": "evalgate.api",
+    "validate": "evalgate.api",
+    "case_story": "evalgate.api",
+    "history": "evalgate.api",
+    "Store": "evalgate.store",
+    "Trace": "evalgate.traces",
+    "Verdict": "evalgate.gate",
+}
+
+if TYPE_CHECKING:
+    from .api import RunReport, case_story, history, run, validate
+    from .errors import EvalgateError, RunError, SuiteError, UsageError
+    from .gate import Verdict
+    from .runner import RunOptions
+    from .scorers import BoundScorer, Score, ScoreContext, scorer
+    from .store import Store
+    from .suite import Case, Suite, Turn, load_suite
+    from .traces import Trace
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'evalgate' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

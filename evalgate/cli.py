@@ -1,0 +1,187 @@
+"""The command line. Each command parses options, calls one library
+function, renders the result and returns an exit code; ``main`` is the one
+place where exceptions become messages and exit codes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from .errors import EXIT_RUN_ERROR, EvalgateError
+
+app = typer.Typer(
+    name="evalgate",
+    help="Evaluate an AI system (routing, context, state, output) on suites and recorded traces; "
+         "store every run in DuckDB and gate releases on the results.",
+    rich_markup_mode=None,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DbOption = Annotated[Optional[str], typer.Option("--db", help="Store path (default: .evalgate/evalgate.duckdb, or EVALGATE_DB).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of the terminal view.")]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out = [t for v in values for t in v.replace(" ", ",").split(",") if t]
+    return out or None
+
+
+def _store(db: str | None) -> Any:
+    from .config import find_config
+    from .store import Store
+
+    return Store(db or find_config().store)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+@app.command()
+def run(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Suite files or folders (default: the configured suites folder).")] = None,
+    tags: Annotated[Optional[list[str]], typer.Option("--tags", "-t", help="Run only cases with any of these tags (comma-separated).")] = None,
+    repeat: Annotated[Optional[int], typer.Option("--repeat", min=1, help="Run every case this many times.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-j", min=1, help="Cases in flight at once (default 8).")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", min=0.001, help="Seconds a target may take for one turn (default 60).")] = None,
+    target: Annotated[Optional[str], typer.Option("--target", help="Override the target: replay, python:pkg.mod:fn, http:URL, command:ARGV.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="A bad line in a trace file is an error (exit 2) instead of skipped and counted.")] = False,
+    wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run to release the store.")] = 0.0,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run suites against their targets, score, store, and gate (exit 0 pass, 1 fail, 2 usage, 3 error)."""
+    from .api import run as run_api
+    from .reporters.console import ProgressBar, render_run
+    from .runner import RunOptions
+
+    options = RunOptions(tags=_split(tags), repeat=repeat, concurrency=concurrency, timeout_s=timeout,
+                         strict=strict, wait_s=wait)
+    console = _console()
+    show_progress = not as_json and console.is_terminal
+    factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
+    report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        render_run(console, report)
+    raise typer.Exit(report.exit_code)
+
+
+@app.command()
+def validate(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Suite files or folders (default: the configured suites folder).")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Treat bad trace lines as errors.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Check suites and every file they name, without running anything."""
+    from .api import validate as validate_api
+    from .reporters.console import render_validation
+
+    report = validate_api(paths, strict=strict)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        render_validation(_console(), report)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")],
+    case_id: Annotated[str, typer.Argument(help="Case id.")],
+    repeat: Annotated[Optional[int], typer.Option("--repeat", help="Only this repeat.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The story of one case: each turn's input, route and why, context, tools, output, state, scores."""
+    from .api import case_story
+    from .reporters.console import render_story
+
+    story = case_story(_store(db), run_id, case_id, repeat)
+    if as_json:
+        _print_json(story)
+    else:
+        render_story(_console(), story)
+
+
+@app.command()
+def history(
+    suite: Annotated[Optional[str], typer.Argument(help="Only runs of this suite.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recent runs with their verdicts and headline metrics."""
+    from .api import history as history_api
+    from .reporters.console import render_history
+
+    rows = history_api(_store(db), suite, limit)
+    if as_json:
+        _print_json(rows)
+    else:
+        render_history(_console(), rows)
+
+
+@app.command()
+def scorers(as_json: JsonOption = False) -> None:
+    """Every scorer a suite can name, with its arguments and one line of help."""
+    from .reporters.console import render_scorers, scorer_rows
+
+    rows = scorer_rows()
+    if as_json:
+        _print_json(rows)
+    else:
+        render_scorers(_console(), rows)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
+    if version:
+        from . import __version__
+
+        sys.stdout.write(f"evalgate {__version__}\n")
+        raise typer.Exit(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run a command, turn evalgate's errors into messages and exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    want_json = "--json" in args
+    try:
+        app(args=args, prog_name="evalgate")  # exits through SystemExit with the command's code
+    except EvalgateError as exc:
+        if want_json:
+            _print_json(exc.to_dict())
+        _console(stderr=True).print(f"[bold red]error:[/] {_escape(str(exc))}")
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(EXIT_RUN_ERROR) from None
+    except Exception as exc:  # an evalgate bug: say so plainly, keep the traceback for debugging
+        if os.environ.get("EVALGATE_DEBUG"):
+            raise
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n"
+                         "  set EVALGATE_DEBUG=1 for the traceback, and please report it\n")
+        raise SystemExit(EXIT_RUN_ERROR) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)

@@ -1,0 +1,80 @@
+"""Project configuration: ``[tool.evalgate]`` in pyproject.toml or ``evalgate.toml``.
+
+Found by walking up from the working directory, so evalgate works from a
+subfolder of a monorepo. Command-line options override it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Location, UsageError, did_you_mean
+
+DEFAULT_STORE = ".evalgate/evalgate.duckdb"
+_KEYS = {"suites", "store", "target", "baseline", "concurrency", "timeout_s"}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Where things are, with paths resolved against the project root."""
+
+    root: Path
+    suites: Path
+    store: Path
+    source: str | None = None
+    """The file the settings came from, or None for defaults."""
+    target: Any = None
+    baseline: str | None = None
+    concurrency: int | None = None
+    timeout_s: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+def find_config(start: Path | None = None) -> Config:
+    """The nearest configuration above ``start`` (defaults when there is none)."""
+    start = (start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        toml = folder / "evalgate.toml"
+        if toml.is_file():
+            return _from_table(folder, _read(toml), str(toml), top_level=True)
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            data = _read(pyproject)
+            table = data.get("tool", {}).get("evalgate")
+            if table is not None:
+                return _from_table(folder, table, str(pyproject), top_level=False)
+    return _from_table(start, {}, None, top_level=True)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"invalid TOML: {exc}", location=Location(str(path))) from None
+
+
+def _from_table(root: Path, table: dict[str, Any], source: str | None, *, top_level: bool) -> Config:
+    if top_level and "tool" in table and "evalgate" in table.get("tool", {}):
+        table = table["tool"]["evalgate"]
+    for key in table:
+        if key not in _KEYS:
+            where = "[tool.evalgate]" if not top_level else "evalgate.toml"
+            raise UsageError(f"unknown setting '{key}' in {where}", location=Location(source or str(root)),
+                             hint=did_you_mean(key, _KEYS) or f"known settings: {', '.join(sorted(_KEYS))}")
+    store_env = os.environ.get("EVALGATE_DB")
+    store = Path(store_env) if store_env else root / table.get("store", DEFAULT_STORE)
+    return Config(
+        root=root,
+        suites=root / table.get("suites", "suites"),
+        store=store,
+        source=source,
+        target=table.get("target"),
+        baseline=table.get("baseline"),
+        concurrency=table.get("concurrency"),
+        timeout_s=table.get("timeout_s"),
+        raw=dict(table),
+    )

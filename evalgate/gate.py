@@ -1,0 +1,175 @@
+"""The gate: results + rules → a verdict that says why. Pure: no I/O.
+
+Exit codes: 0 the gate passed; 1 a rule failed; 3 the run cannot be trusted
+(interrupted, failed, or errors above ``max_error_rate``). Infrastructure
+errors never masquerade as quality failures, nor the reverse.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR, did_you_mean
+from .metrics import CASE_METRICS, LATENCY_STATS, SCORER_STATS, RuleData
+from .suite import GateSpec, Rule
+
+LEAK_METRIC = "permissions.leaks"
+
+
+@dataclass
+class RuleResult:
+    """One rule's outcome: its value against its limit, and the cases behind it."""
+
+    rule: str
+    status: str  # pass | fail | skipped
+    detail: str
+    value: float | None = None
+    limit: str | None = None
+    cases: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Verdict:
+    """Pass, fail or error, with every rule's result and the notices."""
+
+    status: str  # pass | fail | error
+    exit_code: int
+    rules: list[RuleResult]
+    reasons: list[str]
+    notices: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GateInputs:
+    """What the gate looks at: the run's outcome, rule data and counts."""
+
+    gate: GateSpec
+    gated: bool
+    run_status: str
+    cases: int
+    errors: int
+    rule_data: list[RuleData | None]
+    critical: tuple[int, list[str]]
+    failed_cases: list[str]
+    bad_lines: int = 0
+    run_failure: str | None = None
+    has_baseline: bool = False
+
+
+def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | None] | None:
+    """A load-time check that a rule names a metric evalgate can compute."""
+    from . import scorers
+
+    if rule.metric is None:
+        return None
+    metric = rule.metric
+    if metric in CASE_METRICS or metric == LEAK_METRIC:
+        return None
+    family, _, stat = metric.rpartition(".")
+    if family in ("latency", "elapsed"):
+        if stat in LATENCY_STATS:
+            return None
+        return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, LATENCY_STATS) or f"use one of {', '.join(LATENCY_STATS)}")
+    known = {i.name for i in scorers.available()} | scorer_names
+    if family and family in known:
+        if stat in SCORER_STATS:
+            return None
+        return (f"unknown statistic '{stat}' for scorer {family}", did_you_mean(stat, SCORER_STATS) or f"use one of {', '.join(SCORER_STATS)}")
+    names = list(CASE_METRICS) + [f"{s}.pass_rate" for s in sorted(known)] + [f"latency.{s}" for s in LATENCY_STATS]
+    return (f"unknown metric '{metric}'", did_you_mean(metric, names) or "metrics: pass_rate, error_rate, <scorer>.pass_rate, latency.p95, ...")
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "not measured"
+    if metric.endswith(("rate", "accuracy")) or metric.endswith(".mean"):
+        return f"{value:.1%}" if metric.endswith(("rate", "accuracy")) else f"{value:.3f}"
+    if metric.startswith(("latency.", "elapsed.")):
+        return f"{value:.0f} ms"
+    return f"{value:g}"
+
+
+def evaluate(inputs: GateInputs) -> Verdict:
+    """Decide the verdict. Every failed rule names its value, limit and cases."""
+    results: list[RuleResult] = []
+    notices: list[str] = []
+    if inputs.bad_lines:
+        notices.append(f"{inputs.bad_lines} bad trace line(s) were skipped (see the run summary; --strict makes them fatal)")
+    rules = list(inputs.gate.rules)
+    if not any(r.metric == LEAK_METRIC for r in rules):
+        rules.append(Rule(metric=LEAK_METRIC, max=0))
+    data = list(inputs.rule_data) + [None] * (len(rules) - len(inputs.rule_data))
+
+    if not inputs.gated:
+        n = inputs.cases - inputs.errors
+        if inputs.failed_cases:
+            results.append(RuleResult("every case passes (no gate in the suite)", "fail",
+                                      f"{len(inputs.failed_cases)} of {n} case(s) failed", cases=inputs.failed_cases))
+        else:
+            results.append(RuleResult("every case passes (no gate in the suite)", "pass", f"all {n} case(s) passed"))
+
+    for rule, rd in zip(rules, data):
+        results.append(_evaluate_rule(rule, rd, inputs, implicit=rule not in inputs.gate.rules, notices=notices))
+
+    results = [r for r in results if r is not None]
+    failed = [r for r in results if r.status == "fail"]
+    error_rate = inputs.errors / inputs.cases if inputs.cases else 0.0
+    reasons: list[str] = []
+    if inputs.run_status != "completed":
+        status, code = "error", EXIT_RUN_ERROR
+        reasons.append(f"the run was {inputs.run_status}" + (f": {inputs.run_failure}" if inputs.run_failure else "")
+                       + f" after {inputs.cases} case(s); results so far are stored")
+    elif error_rate > inputs.gate.max_error_rate:
+        status, code = "error", EXIT_RUN_ERROR
+        reasons.append(f"{inputs.errors} of {inputs.cases} case(s) errored ({error_rate:.1%}), above max_error_rate "
+                       f"{inputs.gate.max_error_rate:.1%}: the run cannot be trusted")
+    elif inputs.cases == 0:
+        status, code = "error", EXIT_RUN_ERROR
+        reasons.append("no case ran")
+    elif failed:
+        status, code = "fail", EXIT_GATE_FAILED
+    else:
+        status, code = "pass", EXIT_PASS
+    for r in failed:
+        cases = f" [{', '.join(r.cases[:5])}{', …' if len(r.cases) > 5 else ''}]" if r.cases else ""
+        reasons.append(f"{r.rule}: {r.detail}{cases}")
+    if status == "pass":
+        reasons.append(f"{sum(1 for r in results if r.status == 'pass')} rule(s) passed")
+    return Verdict(status, code, results, reasons, notices)
+
+
+def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, implicit: bool,
+                   notices: list[str]) -> RuleResult:
+    name = rule.describe()
+    if rule.critical_cases_pass:
+        n, bad = inputs.critical
+        if bad:
+            return RuleResult(name, "fail", f"{len(bad)} critical case(s) failed", cases=bad)
+        return RuleResult(name, "pass", f"all {n} critical case run(s) passed" if n else "no critical cases in this run")
+    if rule.no_new_failures or rule.max_drop is not None:
+        if not inputs.has_baseline:
+            notices.append(f"'{name}' skipped: no baseline to compare with")
+            return RuleResult(name, "skipped", "no baseline")
+    assert rule.metric is not None
+    if rd is None or rd.value is None:
+        if implicit:
+            return RuleResult(name, "skipped", "not measured (no scorer produced it)")
+        where = f" in slice {rule.where.describe()}" if rule.where else ""
+        return RuleResult(name, "fail", f"{rule.metric} was not measured{where}: no case or scorer produced it",
+                          limit=None)
+    value = rd.value
+    problems = []
+    if rule.min is not None and value < rule.min:
+        problems.append(f"{_fmt(value, rule.metric)} is below the minimum {_fmt(rule.min, rule.metric)}")
+    if rule.max is not None and value > rule.max:
+        problems.append(f"{_fmt(value, rule.metric)} is above the maximum {_fmt(rule.max, rule.metric)}")
+    limit = " and ".join(x for x in (f"≥ {_fmt(rule.min, rule.metric)}" if rule.min is not None else "",
+                                     f"≤ {_fmt(rule.max, rule.metric)}" if rule.max is not None else "") if x)
+    over = f" over {rd.sample}" if rd.sample else ""
+    if problems:
+        return RuleResult(name, "fail", "; ".join(problems) + over, value, limit, rd.cases)
+    return RuleResult(name, "pass", f"{_fmt(value, rule.metric)} ({limit}){over}", value, limit)

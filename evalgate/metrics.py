@@ -1,0 +1,179 @@
+"""Run metrics, computed with SQL over the stored results.
+
+Names are ``<scorer>.<stat>`` plus a few run-level ones:
+
+    pass_rate        passed cases ÷ (cases − errored cases); case = one repeat of one case
+    error_rate       errored cases ÷ cases
+    cases, passed, failed, errors
+    <scorer>.pass_rate   passed scores ÷ scores without error (alias: route.accuracy)
+    <scorer>.mean        mean score value
+    <scorer>.failures    failed scores
+    latency.p50|p95|p99|mean|max   per-turn latency in ms: what the system reports
+                                   (latency_ms.total), else what evalgate measured
+    elapsed.p50|p95|p99|mean|max   per-turn time evalgate measured around the target call
+
+A slice (``where``) keeps cases with any of the tags, of a user or group;
+``route`` keeps turns on that route (and, for case metrics, cases that
+visited it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .suite import Rule, Where
+
+CASE_METRICS = ("pass_rate", "error_rate", "cases", "passed", "failed", "errors")
+SCORER_STATS = ("pass_rate", "mean", "failures", "accuracy", "leaks")
+LATENCY_STATS = ("p50", "p95", "p99", "mean", "max")
+_HIGHER_IS_WORSE = ("error_rate", "errors", "failed", "failures")
+
+
+@dataclass
+class RuleData:
+    """A rule's metric value on its slice and the cases behind it."""
+
+    value: float | None
+    cases: list[str] = field(default_factory=list)
+    sample: int = 0
+    """How many cases (or turns, or scores) the value is computed over."""
+
+
+def _case_filter(where: Where | None, alias: str = "c") -> tuple[str, list[Any]]:
+    clauses, params = [], []
+    if where is not None:
+        if where.tags:
+            clauses.append(f"list_has_any({alias}.tags, ?::VARCHAR[])")
+            params.append(where.tags)
+        if where.user:
+            clauses.append(f"{alias}.user_id = ?")
+            params.append(where.user)
+        if where.group:
+            clauses.append(f"list_contains({alias}.user_groups, ?)")
+            params.append(where.group)
+        if where.route:
+            clauses.append(f"list_contains({alias}.routes, ?)")
+            params.append(where.route)
+    return (" AND " + " AND ".join(clauses) if clauses else ""), params
+
+
+def _turn_route(where: Where | None, alias: str = "t") -> tuple[str, list[Any]]:
+    if where is not None and where.route:
+        return f" AND {alias}.route = ?", [where.route]
+    return "", []
+
+
+def split_metric(metric: str) -> tuple[str, str]:
+    """('route', 'accuracy') for 'route.accuracy'; ('', 'pass_rate') for run metrics."""
+    if metric in CASE_METRICS:
+        return "", metric
+    head, _, stat = metric.rpartition(".")
+    return head, stat
+
+
+def compute(con: Any, run_id: str, metric: str, where: Where | None = None) -> RuleData:
+    """One metric on one slice of a stored run."""
+    family, stat = split_metric(metric)
+    cf, cp = _case_filter(where)
+    if family == "":
+        row = con.execute(
+            "SELECT count(*), count(*) FILTER (passed), count(*) FILTER (errored), "
+            "count(*) FILTER (NOT passed AND NOT errored) "
+            f"FROM cases c WHERE run_id = ?{cf}", [run_id, *cp]).fetchone()
+        n, passed, errors, failed = (int(x or 0) for x in row)
+        scored = n - errors
+        value: float | None = {
+            "pass_rate": passed / scored if scored else None,
+            "error_rate": errors / n if n else None,
+            "cases": float(n), "passed": float(passed), "failed": float(failed), "errors": float(errors),
+        }[stat]
+        if stat == "pass_rate":
+            bad_sql = "NOT passed AND NOT errored"
+        elif stat in ("error_rate", "errors"):
+            bad_sql = "errored"
+        else:
+            bad_sql = "NOT passed"
+        cases = _ids(con, f"SELECT DISTINCT case_id, min(seq) AS s FROM cases c WHERE run_id = ? AND {bad_sql}{cf} "
+                          "GROUP BY case_id ORDER BY s", [run_id, *cp])
+        return RuleData(value, cases, n)
+    tf, tp = _turn_route(where)
+    if family in ("latency", "elapsed"):
+        expr = "coalesce(t.latency_ms, t.elapsed_ms)" if family == "latency" else "t.elapsed_ms"
+        agg = {"p50": f"quantile_cont({expr}, 0.5)", "p95": f"quantile_cont({expr}, 0.95)",
+               "p99": f"quantile_cont({expr}, 0.99)", "mean": f"avg({expr})", "max": f"max({expr})"}[stat]
+        row = con.execute(
+            f"SELECT {agg}, count({expr}) FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
+            f"WHERE t.run_id = ?{cf}{tf}", [run_id, *cp, *tp]).fetchone()
+        value = float(row[0]) if row[0] is not None else None
+        slow = []
+        if value is not None:
+            slow = _ids(con, f"SELECT t.case_id, max({expr}) AS m FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
+                             f"WHERE t.run_id = ?{cf}{tf} AND {expr} > ? GROUP BY t.case_id ORDER BY m DESC",
+                        [run_id, *cp, *tp, value])
+        return RuleData(value, slow, int(row[1]))
+    join = "FROM scores s JOIN cases c USING (run_id, case_id, repeat)"
+    route_join = ""
+    if where is not None and where.route:
+        route_join = " JOIN turns t ON t.run_id = s.run_id AND t.case_id = s.case_id AND t.repeat = s.repeat AND t.turn = s.turn"
+    row = con.execute(
+        f"SELECT count(*) FILTER (s.error IS NULL), count(*) FILTER (s.passed AND s.error IS NULL), "
+        f"avg(s.value), count(*) FILTER (NOT s.passed AND s.error IS NULL) "
+        f"{join}{route_join} WHERE s.run_id = ? AND s.scorer = ?{cf}{tf}",
+        [run_id, family, *cp, *tp]).fetchone()
+    scored, passed, mean, failures = int(row[0] or 0), int(row[1] or 0), row[2], int(row[3] or 0)
+    value = {"pass_rate": passed / scored if scored else None, "accuracy": passed / scored if scored else None,
+             "mean": float(mean) if mean is not None else None, "failures": float(failures),
+             "leaks": float(failures)}.get(stat)
+    if stat in ("failures", "leaks") and scored == 0:
+        value = None  # the scorer never ran: not measured, which is not the same as zero
+    cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {join}{route_join} WHERE s.run_id = ? AND s.scorer = ? "
+                      f"AND NOT s.passed AND s.error IS NULL{cf}{tf} GROUP BY s.case_id ORDER BY q",
+                 [run_id, family, *cp, *tp])
+    return RuleData(value, cases, scored)
+
+
+def _ids(con: Any, sql: str, params: list[Any]) -> list[str]:
+    return [str(r[0]) for r in con.execute(sql, params).fetchall()]
+
+
+def headline(con: Any, run_id: str) -> dict[str, float | None]:
+    """The metrics every summary shows: case counts, rates, latency, each scorer's pass rate."""
+    out: dict[str, float | None] = {}
+    for m in CASE_METRICS:
+        out[m] = compute(con, run_id, m).value
+    for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95"):
+        out[m] = compute(con, run_id, m).value
+    for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():
+        out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value
+    return out
+
+
+def rule_data(con: Any, run_id: str, rules: list[Rule]) -> list[RuleData | None]:
+    """The data each metric rule needs (None for rules that are not on a metric)."""
+    return [compute(con, run_id, r.metric, r.where) if r.metric else None for r in rules]
+
+
+def critical_failures(con: Any, run_id: str) -> tuple[int, list[str]]:
+    """(critical case runs, ids of critical cases that failed or errored in any repeat)."""
+    n = con.execute("SELECT count(*) FROM cases WHERE run_id = ? AND critical", [run_id]).fetchone()[0]
+    ids = _ids(con, "SELECT case_id, min(seq) AS s FROM cases WHERE run_id = ? AND critical AND NOT passed "
+                    "GROUP BY case_id ORDER BY s", [run_id])
+    return int(n), ids
+
+
+def failing_cases(con: Any, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The first failing or errored cases with the reasons, in case order."""
+    rows = con.execute(
+        "SELECT case_id, repeat, errored, error, critical, source FROM cases WHERE run_id = ? AND NOT passed "
+        "ORDER BY seq, repeat LIMIT ?", [run_id, limit]).fetchall()
+    out = []
+    for case_id, repeat, errored, error, critical, source in rows:
+        reasons = [f"error: {error}"] if error else []
+        for turn, scorer, explanation, serr in con.execute(
+                "SELECT turn, scorer, explanation, error FROM scores WHERE run_id = ? AND case_id = ? AND repeat = ? "
+                "AND (NOT passed OR error IS NOT NULL) ORDER BY turn, scorer", [run_id, case_id, repeat]).fetchall():
+            reasons.append(f"turn {turn} {scorer}: {serr or explanation}")
+        out.append({"case_id": case_id, "repeat": repeat, "errored": bool(errored), "critical": bool(critical),
+                    "source": source, "reasons": reasons})
+    return out

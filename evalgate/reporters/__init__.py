@@ -1,0 +1,1 @@
+"""Reporters: render stored results for people (terminal) and machines (JSON)."""

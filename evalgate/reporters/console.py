@@ -1,0 +1,228 @@
+"""The terminal view: verdict and reasons first, then failing cases and why.
+
+Everything from the system under test (inputs, outputs, explanations) is
+untrusted text: it is rendered as ``rich.text.Text``, never as markup.
+Colours follow rich's rules: off for NO_COLOR and for a non-terminal stdout.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+_STATUS_STYLE = {"pass": "bold green", "fail": "bold red", "error": "bold yellow"}
+_STATUS_WORD = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
+
+
+class ProgressBar:
+    """A rich progress bar for one suite's run (used only on a terminal)."""
+
+    def __init__(self, console: Console, label: str):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True)
+        self._label = label
+        self._task: Any = None
+
+    def start(self, total: int) -> None:
+        self._progress.start()
+        self._task = self._progress.add_task(self._label, total=total)
+
+    def advance(self, n: int) -> None:
+        self._progress.advance(self._task, n)
+
+    def stop(self) -> None:
+        self._progress.stop()
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1%}"
+
+
+def _ms(v: float | None) -> str:
+    return "—" if v is None else f"{v:.0f} ms"
+
+
+def render_run(console: Console, report: Any) -> None:
+    for s in report.suites:
+        _render_suite(console, s)
+    if len(report.suites) > 1:
+        words = ", ".join(f"{s.suite}: {_STATUS_WORD[s.verdict.status]}" for s in report.suites)
+        console.print(Text(f"overall exit code {report.exit_code} ({words})"))
+    console.print(Text(f"store: {report.store}", style="dim"))
+
+
+def _render_suite(console: Console, s: Any) -> None:
+    v = s.verdict
+    head = Text()
+    head.append(f"{_STATUS_WORD[v.status]} ", style=_STATUS_STYLE[v.status])
+    head.append(f"{s.suite}", style="bold")
+    head.append(f"  run {s.run_id}  ·  {s.cases} case run(s), {s.turns} turn(s) in {s.duration_s:.1f}s  ·  {s.target}")
+    console.print(head)
+    for reason in v.reasons:
+        console.print(Text("  " + reason, style="red" if v.status != "pass" else None))
+    for note in v.notices + s.warnings:
+        console.print(Text("  note: " + note, style="yellow"))
+    for b in s.bad_lines[:5]:
+        console.print(Text(f"  skipped {b['file']}:{b['line']}: {b['message']}", style="yellow"))
+
+    m = s.metrics
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("cases", "passed", "failed", "errors", "pass rate", "latency p50", "latency p95"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(int(m.get(k) or 0)) for k in ("cases", "passed", "failed", "errors")),
+                  _pct(m.get("pass_rate")), _ms(m.get("latency.p50")), _ms(m.get("latency.p95")))
+    console.print(table)
+    scorer_rates = [(k.removesuffix(".pass_rate"), val) for k, val in m.items()
+                    if k.endswith(".pass_rate") and k.count(".") == 1]
+    if scorer_rates:
+        console.print(Text("  scorers: " + ", ".join(f"{k} {_pct(val)}" for k, val in scorer_rates)))
+
+    rules = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    rules.add_column("")
+    rules.add_column("rule")
+    rules.add_column("result")
+    for r in v.rules:
+        mark = {"pass": Text("ok", style="green"), "fail": Text("FAIL", style="bold red"),
+                "skipped": Text("skip", style="yellow")}[r.status]
+        rules.add_row(mark, Text(r.rule), Text(r.detail))
+    console.print(rules)
+
+    if s.failing:
+        console.print(Text("failing cases:", style="bold"))
+        for f in s.failing:
+            label = Text("  ")
+            label.append(f["case_id"], style="bold")
+            if f["repeat"]:
+                label.append(f" (repeat {f['repeat']})")
+            label.append("  errored" if f["errored"] else "  failed", style="yellow" if f["errored"] else "red")
+            if f["critical"]:
+                label.append("  critical", style="bold red")
+            label.append(f"  {f['source']}", style="dim")
+            console.print(label)
+            for reason in f["reasons"][:4]:
+                console.print(Text("    " + reason))
+        total_failing = int((m.get("failed") or 0) + (m.get("errors") or 0))
+        if total_failing > len(s.failing):
+            console.print(Text(f"  … and {total_failing - len(s.failing)} more (evalgate run --json, or query the store)", style="dim"))
+        first = s.failing[0]["case_id"]
+        console.print(Text(f"  see one: evalgate show {s.run_id} {first}", style="dim"))
+    console.print()
+
+
+def render_validation(console: Console, report: Any) -> None:
+    for s in report.suites:
+        line = Text()
+        line.append("ok ", style="bold green")
+        line.append(s["path"], style="bold")
+        flags = "" if s["default"] else "  (default: false)"
+        line.append(f"  {s['cases']} case(s), {s['turns']} turn(s), target {s['target'] or 'none'}, "
+                    f"{s['rules']} gate rule(s){flags}")
+        console.print(line)
+        for w in s["warnings"]:
+            console.print(Text("  warning: " + w, style="yellow"))
+        for b in s["bad_lines"][:5]:
+            console.print(Text(f"  bad line {b['file']}:{b['line']}: {b['message']}", style="yellow"))
+
+
+def render_story(console: Console, story: dict[str, Any]) -> None:
+    for rep in story["repeats"]:
+        status = "errored" if rep["errored"] else ("passed" if rep["passed"] else "failed")
+        title = Text()
+        title.append(story["case_id"], style="bold")
+        title.append(f"  repeat {rep['repeat']}  ")
+        title.append(status, style={"passed": "green", "failed": "red", "errored": "yellow"}[status])
+        title.append(f"  run {story['run_id']} ({story['suite']}, {story['target']})", style="dim")
+        tree = Tree(title)
+        tree.add(Text(f"user {rep['user']['id']} groups [{', '.join(rep['user']['groups'])}]  ·  tags "
+                      f"[{', '.join(rep['tags'])}]  ·  {rep['source']}"))
+        if rep["error"]:
+            tree.add(Text(f"error: {rep['error']}", style="yellow"))
+        for t in rep["turns"]:
+            mark = "✓" if t["passed"] else ("!" if t["error"] else "✗")
+            node = tree.add(Text(f"{mark} turn {t['turn']}: ", style="green" if t["passed"] else "red") + Text(repr(t["input"])))
+            route = t.get("route") or {}
+            if route:
+                conf = f" ({route['confidence']:.2f})" if route.get("confidence") is not None else ""
+                why = f" because {route['reason']}" if route.get("reason") else ""
+                node.add(Text(f"route {route.get('name')}{conf}{why}"))
+            if t["context"]:
+                used = [c["id"] for c in t["context"] if c.get("used", True)]
+                left = [f"{c['id']} ({c.get('excluded') or 'not used'})" for c in t["context"] if not c.get("used", True)]
+                node.add(Text("context used: " + (", ".join(used) or "none")))
+                if left:
+                    node.add(Text("context left out: " + ", ".join(left), style="dim"))
+            for call in t["tool_calls"]:
+                node.add(Text(f"tool {call['name']}({json.dumps(call.get('arguments', {}), ensure_ascii=False)})"))
+            if t.get("model"):
+                node.add(Text(f"model {t['model'].get('name')} {json.dumps(t['model'].get('params') or {})}", style="dim"))
+            if t["error"]:
+                node.add(Text(f"error: {t['error']}", style="yellow"))
+            if t["output"] is not None:
+                node.add(Text("output: ") + Text(t["output"]))
+            if t["state"] is not None:
+                node.add(Text("state: " + json.dumps(t["state"], ensure_ascii=False)))
+            lat = t.get("latency_ms") or {}
+            reported = ", ".join(f"{k} {v:g}" for k, v in lat.items()) if lat else "not reported"
+            elapsed = f"{t['elapsed_ms']:.1f} ms" if t["elapsed_ms"] is not None else "—"
+            node.add(Text(f"elapsed {elapsed}; reported latency (ms): {reported}", style="dim"))
+            if t.get("changes"):
+                node.add(Text("changed vs recording: " + json.dumps(t["changes"], ensure_ascii=False)[:300], style="magenta"))
+            for sc in t["scores"]:
+                ok = sc["passed"] and not sc["error"]
+                node.add(Text(f"{'✓' if ok else '✗'} {sc['scorer']}: ", style="green" if ok else "red")
+                         + Text(sc["error"] or sc["explanation"] or ""))
+        console.print(tree)
+
+
+def render_history(console: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("no runs yet")
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("run", "suite", "verdict", "status", "cases", "errors", "pass rate", "latency p95", "branch", "commit", "started"):
+        table.add_column(col)
+    for r in rows:
+        verdict = r["verdict"] or "—"
+        table.add_row(r["run_id"], r["suite"], Text(verdict, style=_STATUS_STYLE.get(verdict, "")), r["status"],
+                      str(r["cases_done"]), str(r["errors"]), _pct(r["pass_rate"]), _ms(r["latency_p95"]),
+                      r["git_branch"] or "", (r["git_commit"] or "")[:8], (r["started_at"] or "")[:19])
+    console.print(table)
+
+
+def scorer_rows() -> list[dict[str, Any]]:
+    from ..scorers import available
+
+    rows = []
+    for info in available():
+        try:
+            params = inspect.signature(info.factory).parameters
+            args = []
+            for name, p in params.items():
+                if p.kind is p.VAR_KEYWORD:
+                    args.append(f"<slot>=value")
+                elif p.kind is not p.VAR_POSITIONAL:
+                    args.append(name if p.default is p.empty else f"{name}={p.default!r}")
+        except (TypeError, ValueError):
+            args = []
+        rows.append({"name": info.name, "arguments": args, "shorthand": info.shorthand, "help": info.help,
+                     "source": info.source})
+    return rows
+
+
+def render_scorers(console: Console, rows: list[dict[str, Any]]) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("scorer", "arguments", "help", "from"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(Text(r["name"], style="bold"), Text(", ".join(r["arguments"])), Text(r["help"]), Text(r["source"]))
+    console.print(table)
+    console.print(Group(Text("In a suite: expect: {<scorer>: <arguments>}; a user scorer is named package.module:function.",
+                             style="dim")))

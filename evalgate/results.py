@@ -1,0 +1,86 @@
+"""The records that runner, store, gate and reporters share.
+
+Results are keyed by (run, case, repeat, turn). Turns are 1-based, repeats
+0-based, as in the request a target receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .scorers import Score
+from .traces import Trace
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """What happened in one turn, and every score of it."""
+
+    turn: int
+    input: str
+    state_in: dict[str, Any]
+    trace: Trace | None
+    elapsed_ms: float | None
+    error: str | None
+    scores: list[Score]
+    recorded: Trace | None = None
+    changes: dict[str, Any] | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(s.passed and s.error is None for s in self.scores)
+
+
+@dataclass(slots=True)
+class CaseResult:
+    """One repeat of one case: its turns, whether it passed, and why not."""
+
+    case_id: str
+    seq: int
+    repeat: int
+    tags: tuple[str, ...]
+    user_id: str
+    user_groups: list[str]
+    session_id: str | None
+    source: str
+    critical: bool
+    turns: list[TurnResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def errored(self) -> bool:
+        return self.error is not None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(t.passed for t in self.turns)
+
+    @property
+    def elapsed_ms(self) -> float:
+        return sum(t.elapsed_ms or 0.0 for t in self.turns)
+
+    def reasons(self) -> list[str]:
+        """One line per failed score or error: why the case did not pass."""
+        out = [f"error: {self.error}"] if self.error else []
+        for t in self.turns:
+            for s in t.scores:
+                if not s.passed or s.error:
+                    out.append(f"turn {t.turn} {s.scorer}: {s.error or s.explanation}")
+        return out
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended, before the gate looks at it."""
+
+    run_id: str
+    suite: str
+    status: str  # completed | interrupted | failed
+    cases: int
+    turns: int
+    errors: int
+    passed: int
+    bad_lines: int
+    duration_s: float
+    failure: str | None = None

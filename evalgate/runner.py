@@ -1,0 +1,348 @@
+"""Cases → target → scorers → results, with bounded concurrency.
+
+Each (case, repeat) runs its turns in order, carrying state and history from
+one turn to the next. Up to ``concurrency`` cases are in flight at once;
+results are stored in batches as cases finish and are read back in ``seq``
+order, so the order of the output never depends on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from .errors import RunError
+from .results import CaseResult, RunOutcome, TurnResult
+from .scorers import ScoreContext
+from .store import Store
+from .store.writer import ResultWriter
+from .suite import Case, Suite, Turn
+from .targets import Reply, Target, TargetError, make_target
+from .traces import BadLine, Trace, describe_validation_error, request_for
+
+DEFAULT_CONCURRENCY = 8
+DEFAULT_TIMEOUT_S = 60.0
+
+
+@dataclass
+class RunOptions:
+    """How to run a suite; unset fields fall back to the suite, then the config."""
+
+    tags: list[str] | None = None
+    repeat: int | None = None
+    concurrency: int | None = None
+    timeout_s: float | None = None
+    strict: bool = False
+    wait_s: float = 0.0
+    """How long to wait for another run to release the store."""
+    batch_rows: int = 20_000
+    root: Path | None = None
+    config_hash: str | None = None
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI uses to draw a progress bar; all optional."""
+
+    start: Callable[[int], None] = lambda total: None
+    advance: Callable[[int], None] = lambda n: None
+
+
+@dataclass
+class _State:
+    stop: bool = False
+    bad_lines: list[BadLine] = field(default_factory=list)
+    bad_count: int = 0
+
+
+def new_run_id() -> str:
+    """Sortable and unique: UTC time then randomness, e.g. 20261125T231500-3f9a1c."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+
+
+def git_info(folder: Path) -> dict[str, Any]:
+    """Commit, branch and dirtiness of the repository holding ``folder``, if any."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"git_commit": None, "git_branch": None, "git_dirty": None}
+    branch = os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME") or git("rev-parse", "--abbrev-ref", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": commit, "git_branch": branch, "git_dirty": bool(status) if status is not None else None}
+
+
+def coerce_trace(raw: Any) -> Trace:
+    """A target's answer as a Trace; a plain string is taken as the output."""
+    if isinstance(raw, Trace):
+        return raw
+    if isinstance(raw, str):
+        return Trace(output=raw)
+    if isinstance(raw, dict):
+        return Trace.model_validate(raw)
+    raise TypeError(f"a target must return a trace object (dict) or a string, got {type(raw).__name__}")
+
+
+def diff_recorded(recorded: Trace, now: Trace) -> dict[str, Any]:
+    """What changed against the recording: route, context ids, tool calls, output."""
+    changes: dict[str, Any] = {}
+    if recorded.route_name != now.route_name:
+        changes["route"] = {"recorded": recorded.route_name, "now": now.route_name}
+    before, after = recorded.used_context_ids, now.used_context_ids
+    if before != after:
+        changes["context"] = {"added": [d for d in after if d not in before],
+                              "removed": [d for d in before if d not in after]}
+        if not changes["context"]["added"] and not changes["context"]["removed"]:
+            changes["context"]["reordered"] = True
+    tools_before, tools_after = [t.name for t in recorded.tool_calls], [t.name for t in now.tool_calls]
+    if tools_before != tools_after:
+        changes["tool_calls"] = {"recorded": tools_before, "now": tools_after}
+    if (recorded.output or "").strip() != (now.output or "").strip():
+        changes["output"] = {"recorded": (recorded.output or "")[:500], "now": (now.output or "")[:500]}
+    return changes
+
+
+class Runner:
+    """Runs one loaded suite against its target and stores the results."""
+
+    def __init__(self, suite: Suite, store: Store, options: RunOptions, progress: Progress | None = None):
+        self.suite = suite
+        self.store = store
+        self.options = options
+        self.progress = progress or Progress()
+        self.repeat = options.repeat or suite.repeat
+        self.concurrency = options.concurrency or suite.spec.concurrency or DEFAULT_CONCURRENCY
+        self.timeout_s = options.timeout_s or suite.spec.timeout_s or DEFAULT_TIMEOUT_S
+        self.state = _State()
+        if suite.target is None:
+            from .errors import UsageError
+
+            raise UsageError(f"suite '{suite.name}' has no target",
+                             hint="add target: {python: pkg.module:function} (or http, command, replay) to the suite, "
+                                  "set target in [tool.evalgate], or pass --target")
+        self.target_config = suite.target
+        self.is_replay = suite.target.kind == "replay"
+
+    # --- one case -------------------------------------------------------------
+
+    async def run_case(self, target: Target, case: Case, repeat: int) -> CaseResult:
+        result = CaseResult(case.id, case.seq, repeat, case.tags, case.user.id, list(case.user.groups),
+                            case.session_id, case.source, case.critical)
+        state: dict[str, Any] = dict(case.state)
+        history: list[dict[str, str]] = []
+        session_id = case.session_id or f"{case.id}#{repeat}"
+        previous: Trace | None = None
+        for index, turn in enumerate(case.turns, 1):
+            request = request_for(case_id=case.id, session_id=session_id, turn=index, repeat=repeat,
+                                  input=turn.input, history=list(history), state=state, user=case.user)
+            tr = await self._run_turn(target, case, turn, index, request, state, previous)
+            result.turns.append(tr)
+            if tr.error is not None:
+                result.error = f"turn {index}: {tr.error}"
+                break  # later turns depend on this one's state: stop the conversation here
+            scorer_errors = [s for s in tr.scores if s.error]
+            if scorer_errors and result.error is None:
+                result.error = f"turn {index}: scorer {scorer_errors[0].scorer} failed: {scorer_errors[0].error}"
+            assert tr.trace is not None
+            if tr.trace.state is not None:
+                state = tr.trace.state
+            history.append({"role": "user", "content": turn.input})
+            history.append({"role": "assistant", "content": tr.trace.output or ""})
+            previous = tr.trace
+        return result
+
+    async def _run_turn(self, target: Target, case: Case, turn: Turn, index: int, request: dict[str, Any],
+                        state: dict[str, Any], previous: Trace | None) -> TurnResult:
+        if self.is_replay:
+            if turn.recorded is None:
+                return TurnResult(index, turn.input, state, None, None, "nothing recorded for this turn", [])
+            reply = Reply(turn.recorded, 0.0)
+        else:
+            try:
+                reply = await target.call(request, turn, self.timeout_s)
+            except TargetError as exc:
+                return TurnResult(index, turn.input, state, None, None, str(exc), [], turn.recorded)
+        try:
+            trace = coerce_trace(reply.raw)
+        except ValidationError as exc:
+            return TurnResult(index, turn.input, state, None, reply.elapsed_ms,
+                              f"target returned an invalid trace: {describe_validation_error(exc)}", [], turn.recorded)
+        except TypeError as exc:
+            return TurnResult(index, turn.input, state, None, reply.elapsed_ms, str(exc), [], turn.recorded)
+        error = None
+        if trace.error:
+            error = f"system reported an error: {trace.error}"
+        elif trace.output is None and not self.is_replay:
+            error = "target returned a trace without output"
+        if error is not None:
+            return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, error, [], turn.recorded)
+        ctx = ScoreContext(case, index, request, trace, turn.recorded, previous)
+        scores = []
+        for check in turn.checks:
+            scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))
+        changes = diff_recorded(turn.recorded, trace) if turn.recorded is not None and not self.is_replay else None
+        return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, None, scores,
+                          turn.recorded if not self.is_replay else None, changes)
+
+    # --- the run ---------------------------------------------------------------
+
+    def _work(self) -> Iterator[tuple[Case, int]]:
+        def on_bad(bad: BadLine) -> None:
+            self.state.bad_count += 1
+            if len(self.state.bad_lines) < 50:
+                self.state.bad_lines.append(bad)
+
+        for case in self.suite.iter_cases(self.options.tags, on_bad=on_bad):
+            for r in range(self.repeat):
+                yield case, r
+
+    def make_target(self) -> Target:
+        return make_target(self.target_config, root=self.options.root, concurrency=self.concurrency)
+
+    async def run(self, target: Target) -> RunOutcome:
+        """Run every selected case through a started target; stores the run even when interrupted."""
+        run_id = new_run_id()
+        with self.store.run_lock(wait_s=self.options.wait_s, run_id=run_id):
+            return await self._run_locked(run_id, target)
+
+    async def _run_locked(self, run_id: str, target: Target) -> RunOutcome:
+        suite = self.suite
+        total = suite.count_cases(self.options.tags) * self.repeat
+        started = time.perf_counter()
+        info = git_info(suite.path.parent)
+        with self.store.connect() as con:
+            con.execute(
+                "INSERT INTO runs (run_id, suite, suite_path, suite_hash, config_hash, target, status, started_at, "
+                "git_commit, git_branch, git_dirty, evalgate_version, repeat, selected_tags, cases_total, bad_lines, options) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id, suite.name, str(suite.path), suite.text_hash, self.options.config_hash,
+                 self.target_config.describe(), datetime.now(timezone.utc).replace(tzinfo=None),
+                 info["git_commit"], info["git_branch"], info["git_dirty"], _version(), self.repeat,
+                 self.options.tags or [], total, suite.notes.bad_line_count,
+                 json.dumps({"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict})])
+        writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
+        self.progress.start(total)
+        status, failure = "completed", None
+        loop = asyncio.get_running_loop()
+        interrupted = asyncio.Event()
+        main_task = asyncio.current_task()
+
+        def on_sigint() -> None:
+            self.state.stop = True
+            interrupted.set()
+            loop.remove_signal_handler(signal.SIGINT)  # a second Ctrl-C interrupts for real
+
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            installed = False
+        try:
+            await self._execute(target, writer, interrupted)
+            if self.state.stop:
+                status = "interrupted"
+        except asyncio.CancelledError:
+            status = "interrupted"
+            if main_task is not None:
+                main_task.uncancel()
+        except Exception as exc:  # an evalgate bug: keep what finished, then report it
+            status, failure = "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            if installed:
+                try:
+                    loop.remove_signal_handler(signal.SIGINT)
+                except (RuntimeError, ValueError):
+                    pass
+        bad = suite.notes.bad_line_count + self.state.bad_count
+        writer.flush(status_update={"status": status, "bad_lines": bad,
+                                    "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)})
+        return RunOutcome(run_id, suite.name, status, writer.cases_done, writer.turns_done, writer.errors,
+                          writer.passed, bad, time.perf_counter() - started, failure)
+
+    async def _execute(self, target: Target, writer: ResultWriter, interrupted: asyncio.Event) -> None:
+        work = self._work()
+        done: dict[int, CaseResult] = {}
+
+        async def worker() -> None:
+            n = 0
+            for case, r in work:  # a shared iterator: each worker pulls the next case
+                if self.state.stop:
+                    return
+                result = await self.run_case(target, case, r)
+                writer.add(result)
+                self.progress.advance(1)
+                n += 1
+                if n % 64 == 0:
+                    await asyncio.sleep(0)  # replay never suspends: let signals and others in
+
+        workers = [asyncio.create_task(worker()) for _ in range(1 if self.is_replay else self.concurrency)]
+        stopper = asyncio.create_task(interrupted.wait())
+        pending = set(workers)
+        while pending:
+            finished, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
+            pending.discard(stopper)
+            if stopper in finished:
+                for w in pending:
+                    w.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
+                break
+            for w in finished:
+                if w is not stopper and w.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise w.exception()  # type: ignore[misc]
+        stopper.cancel()
+        del done
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def config_hash(suite: Suite, options: RunOptions) -> str:
+    """A short hash of what decides the results: suite text, target and options."""
+    blob = json.dumps([suite.text_hash, suite.target.describe() if suite.target else None, options.repeat,
+                       options.tags], default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_suite(suite: Suite, store: Store, options: RunOptions | None = None, progress: Progress | None = None) -> RunOutcome:
+    """Run a loaded suite and store its results (a blocking call)."""
+    options = options or RunOptions()
+    if options.config_hash is None:
+        options.config_hash = config_hash(suite, options)
+    runner = Runner(suite, store, options, progress)
+
+    async def go() -> RunOutcome:
+        target = runner.make_target()
+        await target.start()
+        try:
+            return await runner.run(target)
+        finally:
+            await target.close()
+
+    try:
+        return asyncio.run(go())
+    except KeyboardInterrupt:
+        raise RunError("interrupted before the run could be stored") from None

@@ -1,0 +1,282 @@
+"""Scorers: the extension point that turns what a target did into verdicts.
+
+A scorer is a *factory* registered under a name. The suite's YAML names it
+and gives its arguments; evalgate checks those arguments against the
+factory's signature when the suite loads (so a typo is reported at its
+line), calls the factory once, and gets back a check: a function (sync or
+async) from a :class:`ScoreContext` to a :class:`Score`.
+
+Built-ins register with :func:`scorer` exactly as third-party ones do;
+others come from the ``evalgate.scorers`` entry-point group (loaded only
+when a suite names them) or from a ``package.module:function`` reference.
+
+    from evalgate import Score, scorer
+
+    @scorer("polite", help="the answer says please")
+    def polite(min_count: int = 1):
+        def check(ctx):
+            n = (ctx.trace.output or "").lower().count("please")
+            return Score(n >= min_count, n, f"'please' appears {n} time(s)")
+        return check
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import typing
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ..errors import did_you_mean
+
+if TYPE_CHECKING:
+    from ..suite import Case
+    from ..traces import Trace
+
+ENTRY_POINT_GROUP = "evalgate.scorers"
+_BUILTIN_MODULES = ("output", "route", "state", "context", "tools")
+
+
+@dataclass(slots=True)
+class Score:
+    """One scorer's verdict on one turn: pass/fail, a value and why."""
+
+    passed: bool
+    value: float | None = None
+    explanation: str = ""
+    error: str | None = None
+    scorer: str = ""
+
+
+@dataclass(slots=True)
+class ScoreContext:
+    """Everything a scorer may look at for one turn."""
+
+    case: Case
+    turn: int  # 1-based
+    request: dict[str, Any]
+    trace: Trace
+    recorded: Trace | None = None
+    previous: Trace | None = None
+
+
+Check = Callable[[ScoreContext], "Score | Awaitable[Score]"]
+Factory = Callable[..., Check]
+
+
+@dataclass(frozen=True)
+class ScorerInfo:
+    """A registered scorer factory and how YAML addresses it."""
+
+    name: str
+    factory: Factory
+    help: str = ""
+    shorthand: str | None = None  # parameter that a non-mapping YAML value fills
+    source: str = "built-in"
+
+
+class ScorerArgError(ValueError):
+    """A scorer's YAML arguments do not fit its factory; ``path`` is where."""
+
+    def __init__(self, message: str, path: tuple[str | int, ...] = (), hint: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class BoundScorer:
+    """A scorer with its arguments applied: ready to check turns."""
+
+    name: str
+    check: Check
+    is_async: bool
+    args: Any = field(default=None, compare=False)
+
+    async def run(self, ctx: ScoreContext) -> Score:
+        """Check one turn; an exception becomes an error score, never a crash."""
+        try:
+            result = self.check(ctx)
+            if self.is_async or inspect.isawaitable(result):
+                result = await result  # type: ignore[misc]
+            score = _coerce(result)
+        except Exception as exc:  # a user scorer's bug is data, not a crash
+            return Score(False, None, f"scorer raised {type(exc).__name__}", f"{type(exc).__name__}: {exc}", self.name)
+        score.scorer = self.name
+        return score
+
+    def run_sync(self, ctx: ScoreContext) -> Score:
+        """Fast path for synchronous checks (no event-loop round trip)."""
+        try:
+            score = _coerce(self.check(ctx))
+        except Exception as exc:
+            return Score(False, None, f"scorer raised {type(exc).__name__}", f"{type(exc).__name__}: {exc}", self.name)
+        score.scorer = self.name
+        return score
+
+
+def _coerce(result: Any) -> Score:
+    if isinstance(result, Score):
+        return result
+    if isinstance(result, bool):
+        return Score(result, float(result), "passed" if result else "failed")
+    raise TypeError(f"a scorer check must return Score or bool, got {type(result).__name__}")
+
+
+_registry: dict[str, ScorerInfo] = {}
+_builtins_loaded = False
+
+
+def scorer(name: str, *, help: str = "", shorthand: str | None = None) -> Callable[[Factory], Factory]:
+    """Register a scorer factory under ``name`` (built-ins and plugins alike)."""
+
+    def register(factory: Factory) -> Factory:
+        doc = help or (inspect.getdoc(factory) or "").split("\n")[0]
+        _registry[name] = ScorerInfo(name, factory, doc, shorthand, _source_of(factory))
+        factory.__evalgate_scorer__ = _registry[name]  # type: ignore[attr-defined]
+        return factory
+
+    return register
+
+
+def _source_of(factory: Factory) -> str:
+    module = getattr(factory, "__module__", "") or ""
+    return "built-in" if module.startswith("evalgate.scorers") else module
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        for mod in _BUILTIN_MODULES:
+            importlib.import_module(f"{__name__}.{mod}")
+
+
+def _entry_points() -> dict[str, Any]:
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available() -> list[ScorerInfo]:
+    """Every scorer a suite can name: built-ins, then installed plugins."""
+    _load_builtins()
+    infos = dict(_registry)
+    for name, ep in _entry_points().items():
+        if name not in infos:
+            try:
+                info = lookup(name)
+            except ScorerArgError as exc:
+                info = ScorerInfo(name, lambda: None, f"(cannot load: {exc})", None, ep.value)  # type: ignore[arg-type,return-value]
+            infos[name] = info
+    return sorted(infos.values(), key=lambda i: (i.source != "built-in", i.name))
+
+
+def lookup(name: str) -> ScorerInfo:
+    """Find a scorer by registered name, entry point, or ``module:function``."""
+    _load_builtins()
+    if name in _registry:
+        return _registry[name]
+    if ":" in name:
+        return _from_reference(name)
+    eps = _entry_points()
+    if name in eps:
+        try:
+            factory = eps[name].load()
+        except Exception as exc:
+            raise ScorerArgError(f"scorer plugin '{name}' failed to load: {type(exc).__name__}: {exc}") from None
+        return getattr(factory, "__evalgate_scorer__", None) or ScorerInfo(name, factory, _doc(factory), None, eps[name].value)
+    known = list(_registry) + list(eps)
+    raise ScorerArgError(
+        f"unknown scorer '{name}'",
+        hint=did_you_mean(name, known) or "run 'evalgate scorers' for the list, or name a user scorer as package.module:function",
+    )
+
+
+def _doc(obj: Any) -> str:
+    return (inspect.getdoc(obj) or "").split("\n")[0]
+
+
+def _from_reference(ref: str) -> ScorerInfo:
+    from ..targets.python import import_reference
+
+    try:
+        factory = import_reference(ref)
+    except Exception as exc:
+        raise ScorerArgError(f"cannot import scorer '{ref}': {exc}",
+                             hint="the module must be importable from the project root; use package.module:function") from None
+    info = getattr(factory, "__evalgate_scorer__", None)
+    return info or ScorerInfo(ref, factory, _doc(factory), None, ref)
+
+
+def bind(name: str, args: Any, *, aliases: Mapping[str, tuple[str, Any]] | None = None) -> BoundScorer:
+    """Resolve ``name`` and apply YAML ``args``, checking them against the factory.
+
+    Raises ScorerArgError (with the path inside ``args``) when they do not fit.
+    """
+    if aliases and name in aliases:
+        target, base_args = aliases[name]
+        info = lookup(target)
+        if isinstance(base_args, dict) and isinstance(args, dict):
+            args = {**base_args, **args}
+        elif args is None:
+            args = base_args
+    else:
+        info = lookup(name)
+    kwargs = _arguments(info, args)
+    try:
+        check = info.factory(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ScorerArgError(f"scorer '{name}': {exc}") from None
+    if not callable(check):
+        raise ScorerArgError(f"scorer '{name}' factory returned {type(check).__name__}, not a check function",
+                             hint="a scorer factory takes the YAML arguments and returns check(ctx) -> Score")
+    is_async = asyncio.iscoroutinefunction(check) or asyncio.iscoroutinefunction(getattr(check, "__call__", None))
+    return BoundScorer(name, check, is_async, args)
+
+
+def _arguments(info: ScorerInfo, args: Any) -> dict[str, Any]:
+    """Map YAML arguments onto the factory's parameters, validating types."""
+    from pydantic import TypeAdapter, ValidationError
+
+    sig = inspect.signature(info.factory)
+    params = sig.parameters
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    if args is None or args is True:
+        args = {}
+    if not isinstance(args, dict):
+        if info.shorthand is None:
+            raise ScorerArgError(f"scorer '{info.name}' takes a mapping of arguments, got {type(args).__name__}",
+                                 hint=f"write {info.name}: {{{', '.join(list(params)[:2])}: ...}}")
+        args = {info.shorthand: args}
+    try:
+        hints = typing.get_type_hints(info.factory)
+    except Exception:
+        hints = {}
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        key = str(key)
+        param = params.get(key)
+        if param is None or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            if var_kw:
+                out[key] = value
+                continue
+            names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+            raise ScorerArgError(f"scorer '{info.name}' has no argument '{key}'", (key,),
+                                 hint=did_you_mean(key, names) or f"its arguments are: {', '.join(names) or '(none)'}")
+        hint = hints.get(key)
+        if hint is not None:
+            try:
+                value = TypeAdapter(hint).validate_python(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ScorerArgError(f"scorer '{info.name}' argument '{key}': {first['msg']}", (key,)) from None
+        out[key] = value
+    missing = [n for n, p in params.items()
+               if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in out]
+    if missing:
+        raise ScorerArgError(f"scorer '{info.name}' needs argument(s): {', '.join(missing)}")
+    return out

@@ -1,0 +1,25 @@
+"""Route scorer: did the system choose the right workflow?"""
+
+from __future__ import annotations
+
+from . import Score, ScoreContext, scorer
+
+
+@scorer("route", shorthand="expected", help="the router chose the expected route (or one of several)")
+def route(expected: str | list[str]):
+    """The turn's route name equals ``expected`` (or is one of a list)."""
+    allowed = [expected] if isinstance(expected, str) else list(expected)
+    if not allowed:
+        raise ValueError("expected at least one route name")
+    label = allowed[0] if len(allowed) == 1 else " or ".join(allowed)
+
+    def check(ctx: ScoreContext) -> Score:
+        got = ctx.trace.route_name
+        why = f" ({ctx.trace.route.reason})" if ctx.trace.route and ctx.trace.route.reason else ""
+        if got in allowed:
+            return Score(True, 1.0, f"routed to {got}{why}")
+        if got is None:
+            return Score(False, 0.0, f"no route reported, expected {label}")
+        return Score(False, 0.0, f"routed to {got}{why}, expected {label}")
+
+    return check

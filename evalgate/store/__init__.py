@@ -1,0 +1,146 @@
+"""The DuckDB store: runs, cases, turns and scores, one file per project.
+
+DuckDB lets one process open a file for writing at a time, so a run never
+holds the file between batches: it opens, appends a batch, and closes.
+Readers (``show``, ``history``, ``report``) open read-only and wait briefly
+when a batch is being written. A run also holds a lock file for its whole
+length, so a second run waits or stops with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunError, StoreBusyError
+from .migrations import SCHEMA_VERSION, migrate
+
+__all__ = ["Store", "RunLock", "SCHEMA_VERSION"]
+
+_LOCK_WAIT_S = 30.0
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return "lock" in text or "conflicting" in text or "different configuration" in text
+
+
+class Store:
+    """A path to a DuckDB file, and short-lived connections to it."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    @contextlib.contextmanager
+    def connect(self, *, read_only: bool = False, wait_s: float = _LOCK_WAIT_S) -> Iterator[Any]:
+        """A connection, retried while another process holds the file briefly."""
+        import duckdb
+
+        if read_only and not self.path.exists():
+            raise RunError(f"no store at {self.path}", hint="run 'evalgate run' first, or pass --db")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait_s
+        delay = 0.01
+        while True:
+            try:
+                con = duckdb.connect(str(self.path), read_only=read_only, config={"enable_progress_bar": False})
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_error(exc):
+                    raise RunError(f"cannot open the store {self.path}: {exc}") from None
+                if time.monotonic() >= deadline:
+                    raise StoreBusyError(f"the store {self.path} stayed locked by another process for {wait_s:g}s",
+                                         hint="wait for the other evalgate command to finish, or pass --db") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        try:
+            if not read_only:
+                migrate(con)
+            yield con
+        finally:
+            con.close()
+
+    def run_lock(self, *, wait_s: float = 0.0, run_id: str = "") -> RunLock:
+        return RunLock(self.path.with_name(self.path.name + ".lock"), wait_s, run_id)
+
+    # --- reading ----------------------------------------------------------
+
+    def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        with self.connect(read_only=True) as con:
+            return con.execute(sql, params or []).fetchall()
+
+    def query_dicts(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+        with self.connect(read_only=True) as con:
+            cur = con.execute(sql, params or [])
+            cols = [d[0] for d in cur.description]
+            return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+    def resolve_run(self, ref: str | None, suite: str | None = None) -> str:
+        """A run id from an id, a unique prefix, 'latest' or None (latest)."""
+        if ref in (None, "latest", "last"):
+            where, params = ("WHERE suite = ?", [suite]) if suite else ("", [])
+            rows = self.query(f"SELECT run_id FROM runs {where} ORDER BY started_at DESC LIMIT 1", params)
+            if not rows:
+                raise RunError("the store has no runs yet", hint="run 'evalgate run' first")
+            return str(rows[0][0])
+        rows = self.query("SELECT run_id FROM runs WHERE run_id LIKE ? || '%' ORDER BY started_at DESC", [ref])
+        if not rows:
+            from ..errors import UsageError
+
+            raise UsageError(f"no run '{ref}' in {self.path}", hint="'evalgate history' lists runs")
+        if len(rows) > 1 and rows[0][0] != ref:
+            from ..errors import UsageError
+
+            raise UsageError(f"run prefix '{ref}' matches {len(rows)} runs", hint="give more characters of the id")
+        return str(rows[0][0])
+
+
+@dataclass
+class RunLock:
+    """An exclusive lock file held while a run writes to the store."""
+
+    path: Path
+    wait_s: float
+    run_id: str
+    _fh: Any = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "a+")
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fcntl.flock(self._fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._fh.seek(0)
+                    holder = self._fh.read().strip()
+                    self._fh.close()
+                    who = ""
+                    with contextlib.suppress(ValueError):
+                        info = json.loads(holder)
+                        who = f" (run {info.get('run_id')}, pid {info.get('pid')})"
+                    raise StoreBusyError(f"another evalgate run is writing to {self.path.with_suffix('')}{who}",
+                                         hint="wait for it to finish (--wait SECONDS), or use another store with --db")
+                time.sleep(0.2)
+        self._fh.seek(0)
+        self._fh.truncate()
+        self._fh.write(json.dumps({"pid": os.getpid(), "run_id": self.run_id}))
+        self._fh.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.truncate(0)
+            fcntl.flock(self._fh, fcntl.LOCK_UN)
+            self._fh.close()

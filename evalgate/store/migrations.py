@@ -1,0 +1,128 @@
+"""Named, append-only schema migrations, recorded in ``schema_migrations``.
+
+Each migration runs in its own transaction. Never edit a migration that has
+shipped: add a new one. ``SCHEMA_VERSION`` is the number of migrations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIGRATIONS: list[tuple[str, str]] = [
+    ("0001_initial", """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            suite VARCHAR NOT NULL,
+            suite_path VARCHAR,
+            suite_hash VARCHAR,
+            config_hash VARCHAR,
+            target VARCHAR,
+            status VARCHAR NOT NULL,          -- running | completed | interrupted | failed
+            verdict VARCHAR,                  -- pass | fail | error
+            exit_code INTEGER,
+            started_at TIMESTAMP NOT NULL,
+            finished_at TIMESTAMP,
+            git_commit VARCHAR,
+            git_branch VARCHAR,
+            git_dirty BOOLEAN,
+            evalgate_version VARCHAR,
+            repeat INTEGER NOT NULL DEFAULT 1,
+            selected_tags VARCHAR[],
+            cases_total INTEGER,
+            cases_done INTEGER DEFAULT 0,
+            turns_done INTEGER DEFAULT 0,
+            errors INTEGER DEFAULT 0,
+            bad_lines INTEGER DEFAULT 0,
+            options JSON,
+            summary JSON
+        );
+        CREATE TABLE cases (
+            run_id VARCHAR NOT NULL,
+            seq INTEGER NOT NULL,
+            case_id VARCHAR NOT NULL,
+            repeat INTEGER NOT NULL,
+            tags VARCHAR[],
+            user_id VARCHAR,
+            user_groups VARCHAR[],
+            session_id VARCHAR,
+            source VARCHAR,
+            critical BOOLEAN,
+            passed BOOLEAN,
+            errored BOOLEAN,
+            error VARCHAR,
+            n_turns INTEGER,
+            elapsed_ms DOUBLE,
+            routes VARCHAR[],
+            PRIMARY KEY (run_id, case_id, repeat)
+        );
+        CREATE TABLE turns (
+            run_id VARCHAR NOT NULL,
+            case_id VARCHAR NOT NULL,
+            repeat INTEGER NOT NULL,
+            turn INTEGER NOT NULL,
+            input VARCHAR,
+            route VARCHAR,
+            output VARCHAR,
+            state_in JSON,
+            state JSON,
+            elapsed_ms DOUBLE,
+            latency_ms DOUBLE,
+            passed BOOLEAN,
+            error VARCHAR,
+            trace JSON,
+            recorded JSON,
+            changes JSON,
+            PRIMARY KEY (run_id, case_id, repeat, turn)
+        );
+        CREATE TABLE scores (
+            run_id VARCHAR NOT NULL,
+            case_id VARCHAR NOT NULL,
+            repeat INTEGER NOT NULL,
+            turn INTEGER NOT NULL,
+            scorer VARCHAR NOT NULL,
+            passed BOOLEAN,
+            value DOUBLE,
+            explanation VARCHAR,
+            error VARCHAR
+        );
+    """),
+    ("0002_turn_usage", """
+        ALTER TABLE turns ADD COLUMN input_tokens BIGINT;
+        ALTER TABLE turns ADD COLUMN output_tokens BIGINT;
+        ALTER TABLE turns ADD COLUMN cost_usd DOUBLE;
+    """),
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def applied(con: Any) -> list[str]:
+    """Names of the migrations this database has, in order."""
+    con.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP DEFAULT current_timestamp)")
+    return [r[0] for r in con.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()]
+
+
+def migrate(con: Any, upto: int | None = None) -> list[str]:
+    """Apply missing migrations (the first ``upto`` only, for tests); returns their names."""
+    from ..errors import RunError
+
+    done = applied(con)
+    known = [name for name, _ in MIGRATIONS]
+    newer = [n for n in done if n not in known]
+    if newer:
+        raise RunError(f"this store was written by a newer evalgate (it has migration {newer[-1]})",
+                       hint="upgrade evalgate, or use another --db")
+    ran = []
+    for name, sql in MIGRATIONS[:upto]:
+        if name in done:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(sql)
+            con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        ran.append(name)
+    return ran

@@ -1,0 +1,827 @@
+"""Suites: YAML → validated Suite with its Cases, Turns, target and gate.
+
+What users write is parsed into pydantic models with ``extra="forbid"`` (a
+misspelt key is an error with a did-you-mean hint at its file:line); the
+runnable form is plain dataclasses with scorers already bound, so a bad
+scorer argument is reported when the suite loads, never mid-run.
+
+Cases come from four places, yielded in this order with a stable ``seq``:
+inline in the suite, dataset files (YAML, JSONL, CSV), and recorded trace
+files, which are streamed (a session becomes one multi-turn case).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import shlex
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import scorers as scorer_registry
+from ._yaml import YamlDoc, load_yaml
+from .config import Config
+from .errors import Location, SuiteError, UsageError, did_you_mean
+from .scorers import BoundScorer, Score, ScorerArgError
+from .traces import BadLine, RecordedSession, Trace, TraceFileInfo, User, iter_sessions, scan
+
+SUITE_VERSION = 1
+CRITICAL_TAG = "critical"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TurnSpec(_Model):
+    """One user message and what should happen."""
+
+    input: str
+    """The user's message."""
+    expect: dict[str, Any] = Field(default_factory=dict)
+    """Scorer name → arguments, e.g. {route: refunds, output: {contains: ["5521"]}}."""
+
+
+class CaseSpec(_Model):
+    """A conversation, as written in a suite or dataset file."""
+
+    id: str | None = None
+    """Stable id; derived from the user and inputs when absent."""
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    user: User = Field(default_factory=User)
+    state: dict[str, Any] = Field(default_factory=dict)
+    """Conversation state before the first turn."""
+    turns: list[TurnSpec] | None = None
+    input: str | None = None
+    """Single-turn shorthand for ``turns: [{input, expect}]``."""
+    expect: dict[str, Any] | None = None
+    variant_of: str | None = None
+    """Groups variants of one conversation."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> CaseSpec:
+        if self.turns is None and self.input is None:
+            raise ValueError("a case needs 'turns' (a list of {input, expect}) or a single 'input'")
+        if self.turns is not None and self.input is not None:
+            raise ValueError("give either 'turns' or 'input' (single-turn shorthand), not both")
+        if self.turns is not None and not self.turns:
+            raise ValueError("'turns' is empty: a case needs at least one turn")
+        if self.expect is not None and self.input is None:
+            raise ValueError("'expect' at case level goes with 'input'; put it on each turn instead")
+        return self
+
+    def turn_specs(self) -> list[TurnSpec]:
+        if self.turns is not None:
+            return self.turns
+        return [TurnSpec(input=self.input or "", expect=self.expect or {})]
+
+
+class CasesFile(_Model):
+    """Cases read from a dataset file (YAML list, JSONL or CSV)."""
+
+    file: str
+    tags: list[str] = Field(default_factory=list)
+    """Tags added to every case of the file."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
+
+
+class TracesSource(_Model):
+    """Recorded sessions (native JSONL) replayed as cases."""
+
+    file: str
+    tags: list[str] = Field(default_factory=list)
+    expect: dict[str, Any] = Field(default_factory=dict)
+    """Expectations applied to every turn of these sessions."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
+
+
+class ScorerAlias(_Model):
+    """A named scorer configuration: ``use`` a scorer with preset arguments."""
+
+    use: str
+    """A registered scorer name, an entry point, or package.module:function."""
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Where(_Model):
+    """A slice of the run: cases with a tag, turns on a route, a user or group."""
+
+    tags: list[str] | None = None
+    route: str | None = None
+    user: str | None = None
+    group: str | None = None
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
+
+    def describe(self) -> str:
+        parts = []
+        if self.tags:
+            parts.append("tags=" + "|".join(self.tags))
+        for name in ("route", "user", "group"):
+            if getattr(self, name):
+                parts.append(f"{name}={getattr(self, name)}")
+        return ", ".join(parts)
+
+
+class Rule(_Model):
+    """One gate rule: a threshold on a metric, or a case-level requirement."""
+
+    metric: str | None = None
+    min: float | None = None
+    max: float | None = None
+    max_drop: float | None = None
+    """Largest allowed drop against the baseline (regression rule)."""
+    confidence: float = 0.95
+    where: Where | None = None
+    critical_cases_pass: bool | None = None
+    no_new_failures: bool | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Rule:
+        kinds = [k for k in ("metric", "critical_cases_pass", "no_new_failures") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a rule is one of: {metric: NAME, min|max|max_drop: N}, "
+                             "{critical_cases_pass: true}, {no_new_failures: true}")
+        if self.metric is not None and self.min is None and self.max is None and self.max_drop is None:
+            raise ValueError(f"rule on '{self.metric}' needs a limit: min, max or max_drop")
+        if self.metric is None and any(v is not None for v in (self.min, self.max, self.max_drop, self.where)):
+            raise ValueError("min, max, max_drop and where go with 'metric'")
+        if not 0.5 <= self.confidence < 1:
+            raise ValueError("confidence must be in [0.5, 1), e.g. 0.95")
+        return self
+
+    def describe(self) -> str:
+        if self.name:
+            return self.name
+        if self.critical_cases_pass:
+            return "critical cases pass"
+        if self.no_new_failures:
+            return "no new failures"
+        limits = []
+        if self.min is not None:
+            limits.append(f"≥ {self.min:g}")
+        if self.max is not None:
+            limits.append(f"≤ {self.max:g}")
+        if self.max_drop is not None:
+            limits.append(f"drop ≤ {self.max_drop:g}")
+        where = f" where {self.where.describe()}" if self.where else ""
+        return f"{self.metric} {' and '.join(limits)}{where}"
+
+
+class GateSpec(_Model):
+    """The release gate: rules plus the error rate a run may have."""
+
+    rules: list[Rule] = Field(default_factory=list)
+    max_error_rate: float = Field(0.0, ge=0, le=1)
+    """Errored cases ÷ cases above this exits 3 (the run cannot be trusted)."""
+
+
+class SuiteSpec(_Model):
+    """A suite file, as written."""
+
+    version: int = SUITE_VERSION
+    name: str | None = None
+    description: str | None = None
+    default: bool = True
+    """False keeps the suite out of a bare ``evalgate run``."""
+    target: Any = None
+    cases: list[Any] = Field(default_factory=list)
+    traces: list[Any] = Field(default_factory=list)
+    expect: dict[str, Any] = Field(default_factory=dict)
+    """Expectations applied to every turn of every case."""
+    scorers: dict[str, ScorerAlias] = Field(default_factory=dict)
+    repeat: int = Field(1, ge=1, le=1000)
+    concurrency: int | None = Field(None, ge=1, le=10_000)
+    timeout_s: float | None = Field(None, gt=0)
+    baseline: str | None = None
+    gate: GateSpec | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != SUITE_VERSION:
+            raise ValueError(f"suite format version {value} is not one this evalgate reads (it reads {SUITE_VERSION})")
+        return value
+
+
+# --- targets ----------------------------------------------------------------
+
+TargetKind = Literal["replay", "python", "http", "command"]
+
+
+class PythonTargetSpec(_Model):
+    python: str
+    """package.module:function, sync or async, called with the request."""
+
+    @field_validator("python")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not re.fullmatch(r"[\w.]+:[\w.]+", value):
+            raise ValueError("expected package.module:function")
+        return value
+
+
+class HttpTargetSpec(_Model):
+    http: str
+    """URL that takes the request as a JSON POST and answers with a trace."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Extra headers; ${VAR} is read from the environment (never stored)."""
+
+    @field_validator("http")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"https?://", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+
+class CommandTargetSpec(_Model):
+    command: list[str]
+    """argv of a long-lived process: one request per stdin line, one trace per stdout line."""
+    cwd: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _argv(cls, value: Any) -> Any:
+        return shlex.split(value) if isinstance(value, str) else value
+
+    @field_validator("command")
+    @classmethod
+    def _nonempty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("the command is empty")
+        return value
+
+
+_TARGET_MODELS: dict[str, type[_Model]] = {"python": PythonTargetSpec, "http": HttpTargetSpec, "command": CommandTargetSpec}
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """The system under test, resolved: its kind, spec and base folder."""
+
+    kind: TargetKind
+    spec: dict[str, Any]
+    base_dir: Path
+
+    def describe(self) -> str:
+        if self.kind == "replay":
+            return "replay"
+        value = self.spec[self.kind]
+        return f"{self.kind}: {' '.join(value) if isinstance(value, list) else value}"
+
+
+def parse_target(value: Any, base_dir: Path, where: Callable[[tuple[str | int, ...]], Location] | None = None) -> TargetConfig:
+    """A target from YAML, configuration, or ``--target kind:value``."""
+    loc = (lambda path: where(("target", *path))) if where else (lambda path: None)
+    if isinstance(value, str):
+        if value == "replay":
+            return TargetConfig("replay", {}, base_dir)
+        kind, sep, rest = value.partition(":")
+        if sep and kind in _TARGET_MODELS:
+            value = {kind: rest if kind != "command" else shlex.split(rest)}
+        else:
+            raise SuiteError(f"unknown target '{value}'", location=loc(()),
+                             hint="use replay, {python: pkg.module:function}, {http: URL} or {command: [argv...]}")
+    if not isinstance(value, dict):
+        raise SuiteError("target must be 'replay' or a mapping", location=loc(()),
+                         hint="e.g. target: {python: assistant.bot:respond}")
+    if value.get("replay") is True and len(value) == 1:
+        return TargetConfig("replay", {}, base_dir)
+    kinds = [k for k in value if k in _TARGET_MODELS]
+    if len(kinds) != 1:
+        unknown = [k for k in value if k not in _TARGET_MODELS]
+        hint = did_you_mean(unknown[0], list(_TARGET_MODELS) + ["replay"]) if unknown else None
+        raise SuiteError("target needs exactly one of: python, http, command (or the word replay)",
+                         location=loc((unknown[0],) if unknown else ()), hint=hint)
+    kind = kinds[0]
+    try:
+        spec = _TARGET_MODELS[kind].model_validate(value)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SuiteError(f"target: {_message(err, _TARGET_MODELS[kind])}", location=loc(tuple(err["loc"])),
+                         hint=_hint(err, _TARGET_MODELS[kind])) from None
+    return TargetConfig(kind, spec.model_dump(), base_dir)  # type: ignore[arg-type]
+
+
+# --- the runnable form --------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Turn:
+    """One turn, ready to run: the input and the bound checks."""
+
+    input: str
+    checks: list[BoundScorer]
+    expect: dict[str, Any]
+    recorded: Trace | None = None
+
+
+@dataclass(slots=True)
+class Case:
+    """A conversation, ready to run."""
+
+    id: str
+    seq: int
+    turns: list[Turn]
+    user: User
+    state: dict[str, Any]
+    tags: tuple[str, ...]
+    source: str
+    """file:line where the case was defined (or recorded)."""
+    description: str | None = None
+    variant_of: str | None = None
+    derived_id: bool = False
+    session_id: str | None = None
+    """The recorded session this case replays, if any."""
+
+    @property
+    def critical(self) -> bool:
+        return CRITICAL_TAG in self.tags
+
+
+@dataclass
+class LoadNotes:
+    """Things worth telling the user that are not errors."""
+
+    warnings: list[str] = field(default_factory=list)
+    bad_lines: list[BadLine] = field(default_factory=list)
+    bad_line_count: int = 0
+
+
+@dataclass
+class Suite:
+    """A loaded suite: its settings, target, gate and case sources."""
+
+    name: str
+    path: Path
+    spec: SuiteSpec
+    target: TargetConfig | None
+    gate: GateSpec
+    gated: bool
+    """True when the suite wrote a gate (else every case must pass)."""
+    text_hash: str
+    static_cases: list[Case]
+    trace_sources: list[tuple[TracesSource, TraceFileInfo, list[BoundScorer]]]
+    suite_checks: list[BoundScorer]
+    aliases: dict[str, tuple[str, Any]]
+    scorer_names: set[str]
+    notes: LoadNotes
+
+    @property
+    def repeat(self) -> int:
+        return self.spec.repeat
+
+    def count_cases(self, tags: Sequence[str] | None = None) -> int:
+        """Cases (not repeats) the run will execute, without reading traces again."""
+        n = sum(1 for c in self.static_cases if _selected(c.tags, tags))
+        for src, info, _ in self.trace_sources:
+            if _selected(tuple(src.tags) + ("recorded",), tags):
+                n += info.sessions
+        return n
+
+    def count_turns(self, tags: Sequence[str] | None = None) -> int:
+        n = sum(len(c.turns) for c in self.static_cases if _selected(c.tags, tags))
+        for src, info, _ in self.trace_sources:
+            if _selected(tuple(src.tags) + ("recorded",), tags):
+                n += info.turns
+        return n
+
+    def iter_cases(self, tags: Sequence[str] | None = None, on_bad: Callable[[BadLine], None] | None = None) -> Iterator[Case]:
+        """Every selected case in a stable order; recorded sessions are streamed."""
+        seq = len(self.static_cases)
+        ids = {c.id for c in self.static_cases}
+        for case in self.static_cases:
+            if _selected(case.tags, tags):
+                yield case
+        for src, info, src_checks in self.trace_sources:
+            for session in iter_sessions(info, on_bad=on_bad):
+                case = self._case_from_session(session, src, seq, src_checks)
+                seq += 1
+                if case.id in ids:  # a session id that collides with another case
+                    case.id = f"{case.id}@{Path(info.path).stem}"
+                ids.add(case.id)
+                if _selected(case.tags, tags):
+                    yield case
+
+    def _case_from_session(self, session: RecordedSession, src: TracesSource, seq: int,
+                           src_checks: list[BoundScorer]) -> Case:
+        base = _merge_checks(self.suite_checks, src_checks)
+        tags = list(src.tags) + ["recorded"]
+        turns: list[Turn] = []
+        for trace in session.turns:
+            checks, expect = base, {}
+            fb = trace.feedback
+            if fb is not None:
+                if fb.rating in ("down", -1, 0, "bad"):
+                    _add_tag(tags, "feedback:down")
+                if fb.correction is not None:
+                    expect = correction_to_expect(fb.correction)
+                    _add_tag(tags, "corrected")
+                    checks = _merge_checks(base, self._bind_lenient(expect))
+            turns.append(Turn(trace.input or "", checks, expect, trace))
+        first = session.turns[0]
+        return Case(id=session.session_id, seq=seq, turns=turns, user=first.user or User(), state={},
+                    tags=tuple(tags), source=f"{session.path}:{session.first_line}", session_id=session.session_id)
+
+    def _bind_lenient(self, expect: dict[str, Any]) -> list[BoundScorer]:
+        """Bind a correction's expectations; one that cannot bind becomes an error check."""
+        bound = []
+        for name, args in expect.items():
+            try:
+                bound.append(scorer_registry.bind(name, args, aliases=self.aliases))
+            except ScorerArgError as exc:
+                bound.append(_error_check(name, f"correction could not become an expectation: {exc}"))
+        return bound
+
+
+def correction_to_expect(c: Any) -> dict[str, Any]:
+    """A feedback correction → that turn's expectations (scorer → arguments)."""
+    expect: dict[str, Any] = {}
+    if c.route is not None:
+        expect["route"] = c.route
+    if c.output is not None:
+        expect["output"] = {"equals": c.output} if isinstance(c.output, str) else c.output
+    if c.context is not None:
+        expect["context"] = {"must_include": c.context} if isinstance(c.context, list) else c.context
+    if c.state is not None:
+        expect["state"] = c.state
+    if c.tool_calls is not None:
+        expect["tool_calls"] = c.tool_calls
+    return expect
+
+
+def _error_check(name: str, message: str) -> BoundScorer:
+    def check(ctx: Any) -> Score:
+        return Score(False, None, message, message)
+
+    return BoundScorer(name, check, False)
+
+
+def _add_tag(tags: list[str], tag: str) -> None:
+    if tag not in tags:
+        tags.append(tag)
+
+
+def _selected(case_tags: Sequence[str], wanted: Sequence[str] | None) -> bool:
+    return not wanted or any(t in case_tags for t in wanted)
+
+
+def _merge_checks(base: list[BoundScorer], more: list[BoundScorer]) -> list[BoundScorer]:
+    """Turn-level checks replace suite-level checks of the same scorer name."""
+    if not more:
+        return base
+    names = {c.name for c in more}
+    return [c for c in base if c.name not in names] + more
+
+
+def _split_tags(value: Any) -> Any:
+    if isinstance(value, str):
+        return [t for t in re.split(r"[,\s]+", value) if t]
+    return value
+
+
+def derive_case_id(user: User, inputs: Sequence[str]) -> str:
+    """A stable id from the user and the inputs only (never the expectations)."""
+    blob = json.dumps([user.id, sorted(user.groups), list(inputs)], ensure_ascii=False, separators=(",", ":"))
+    return "c-" + hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def _message(err: Any, model: type[BaseModel] | None = None) -> str:
+    loc = err.get("loc", ())
+    if err["type"] == "extra_forbidden":
+        return f"unknown key '{loc[-1]}'"
+    if err["type"] == "missing":
+        return f"missing required key '{loc[-1]}'"
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    return f"'{loc[-1]}': {msg}" if loc and isinstance(loc[-1], str) else msg
+
+
+def _hint(err: Any, model: type[BaseModel] | None) -> str | None:
+    if err["type"] != "extra_forbidden" or model is None:
+        return None
+    loc = err["loc"]
+    fields = _fields_at(model, loc[:-1])
+    return did_you_mean(str(loc[-1]), fields) or (f"allowed keys: {', '.join(fields)}" if fields else None)
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names of the nested model at ``loc`` (for did-you-mean hints)."""
+    import typing
+
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        ann = current.model_fields[part].annotation
+        current = _unwrap(ann, typing)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _unwrap(ann: Any, typing: Any) -> Any:
+    for arg in (typing.get_args(ann) or ()):
+        inner = _unwrap(arg, typing)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return ann
+
+
+def _validate(model: type[_Model], data: Any, doc: YamlDoc | None, prefix: tuple[Any, ...], path: str, line: int | None = None) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        if doc is not None:
+            location = doc.locate(prefix + loc, key=err["type"] == "extra_forbidden")
+        else:
+            location = Location(path, line)
+        where = ".".join(str(p) for p in loc[:-1])
+        message = _message(err, model) + (f" (in {where})" if where else "")
+        more = len(exc.errors()) - 1
+        if more:
+            message += f"; {more} more problem(s) after fixing this one"
+        raise SuiteError(message, location=location, hint=_hint(err, model)) from None
+
+
+def load_suite(path: Path | str, config: Config | None = None, *, strict: bool = False,
+               target_override: str | None = None) -> Suite:
+    """Load and fully check one suite file (datasets and trace files too)."""
+    from .config import find_config
+
+    path = Path(path)
+    config = config or find_config(path.parent)
+    if not path.is_file():
+        raise SuiteError(f"suite file not found: {path}", hint="evalgate run [PATHS] takes suite files or folders")
+    text = path.read_text(encoding="utf-8")
+    doc = load_yaml(path, text)
+    if not isinstance(doc.data, dict):
+        raise SuiteError("a suite file is a YAML mapping (name, target, cases, gate, ...)", location=Location(str(path), 1))
+    spec: SuiteSpec = _validate(SuiteSpec, doc.data, doc, (), str(path))
+    base = path.parent
+    notes = LoadNotes()
+
+    target_value = target_override if target_override is not None else (spec.target if spec.target is not None else config.target)
+    target = None
+    if target_value is not None:
+        where = doc.locate if target_override is None and spec.target is not None else None
+        target = parse_target(target_value, config.root if where is None else base, where)
+
+    aliases: dict[str, tuple[str, Any]] = {}
+    for alias, cfg in spec.scorers.items():
+        aliases[alias] = (cfg.use, cfg.args)
+        _bind_all({alias: None}, aliases, doc, ("scorers", alias), str(path))
+    suite_checks = _bind_all(spec.expect, aliases, doc, ("expect",), str(path))
+    scorer_names = {c.name for c in suite_checks}
+
+    static: list[Case] = []
+    seen: dict[str, str] = {}
+
+    def add(case: Case) -> None:
+        if case.id in seen:
+            raise SuiteError(f"duplicate case id '{case.id}' (first defined at {seen[case.id]})",
+                             location=_parse_loc(case.source), hint="case ids must be unique within a suite")
+        seen[case.id] = case.source
+        scorer_names.update(c.name for t in case.turns for c in t.checks)
+        static.append(case)
+
+    for i, item in enumerate(spec.cases):
+        if isinstance(item, dict) and "file" in item:
+            ref: CasesFile = _validate(CasesFile, item, doc, ("cases", i), str(path))
+            for case in _load_dataset(base / ref.file, ref.tags, aliases, suite_checks, len(static)):
+                add(case)
+        else:
+            cspec: CaseSpec = _validate(CaseSpec, item, doc, ("cases", i), str(path))
+            loc = doc.locate(("cases", i))
+            add(_build_case(cspec, len(static), f"{loc}", aliases, suite_checks, doc, ("cases", i)))
+
+    trace_sources = []
+    for i, item in enumerate(spec.traces):
+        if isinstance(item, str):
+            item = {"file": item}
+        src: TracesSource = _validate(TracesSource, item, doc, ("traces", i), str(path))
+        src_checks = _bind_all(src.expect, aliases, doc, ("traces", i, "expect"), str(path))
+        scorer_names.update(c.name for c in src_checks)
+        info = scan(base / src.file, strict=strict)
+        notes.bad_lines.extend(info.bad)
+        notes.bad_line_count += info.bad_count
+        trace_sources.append((src, info, src_checks))
+
+    if target is not None and target.kind == "replay" and static:
+        first = static[0]
+        raise SuiteError("the replay target scores recorded traces, but this suite has written cases "
+                         f"(e.g. '{first.id}') with nothing recorded to replay",
+                         location=_parse_loc(first.source),
+                         hint="give the suite a python, http or command target, or move the cases to another suite")
+    gated = spec.gate is not None
+    gate = spec.gate or GateSpec()
+    from .gate import check_rule_metrics
+
+    for i, rule in enumerate(gate.rules):
+        problem = check_rule_metrics(rule, scorer_names | set(aliases))
+        if problem:
+            raise SuiteError(problem[0], location=doc.locate(("gate", "rules", i, "metric")), hint=problem[1])
+    if gated:
+        derived = [c.id for c in static if c.derived_id]
+        if derived:
+            notes.warnings.append(f"{len(derived)} case(s) have derived ids (e.g. {derived[0]}); give them ids so "
+                                  "editing an input keeps them paired with the baseline")
+    name = spec.name or path.stem
+    return Suite(name, path, spec, target, gate, gated, hashlib.sha256(text.encode()).hexdigest()[:16],
+                 static, trace_sources, suite_checks, aliases, scorer_names, notes)
+
+
+def _parse_loc(source: str) -> Location:
+    path, _, rest = source.partition(":")
+    line, _, col = rest.partition(":")
+    return Location(path, int(line) if line.isdigit() else None, int(col) if col.isdigit() else None)
+
+
+def _bind_all(expect: dict[str, Any], aliases: dict[str, tuple[str, Any]], doc: YamlDoc | None,
+              prefix: tuple[Any, ...], path: str, line: int | None = None) -> list[BoundScorer]:
+    bound = []
+    for name, args in expect.items():
+        try:
+            bound.append(scorer_registry.bind(str(name), args, aliases=aliases))
+        except ScorerArgError as exc:
+            if doc is not None:
+                location = doc.locate(prefix + (name,) + exc.path, key=not exc.path)
+            else:
+                location = Location(path, line)
+            raise SuiteError(str(exc), location=location, hint=exc.hint) from None
+    return bound
+
+
+def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[str, Any]],
+                suite_checks: list[BoundScorer], doc: YamlDoc | None, prefix: tuple[Any, ...],
+                extra_tags: Sequence[str] = (), path: str = "", line: int | None = None) -> Case:
+    specs = spec.turn_specs()
+    turns = []
+    for t, tspec in enumerate(specs):
+        tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
+        checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
+        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect))
+    derived = spec.id is None
+    case_id = spec.id if spec.id is not None else derive_case_id(spec.user, [t.input for t in specs])
+    tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))
+    return Case(case_id, seq, turns, spec.user, spec.state, tags, source, spec.description,
+                spec.variant_of, derived)
+
+
+def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
+                  suite_checks: list[BoundScorer], seq0: int) -> Iterator[Case]:
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise SuiteError(f"dataset file not found: {path}", hint="paths in a suite are relative to the suite's folder")
+    if suffix in (".yaml", ".yml"):
+        doc = load_yaml(path)
+        items = doc.data
+        if isinstance(items, dict) and "cases" in items:
+            items, prefix0 = items["cases"], ("cases",)
+        else:
+            prefix0 = ()
+        if not isinstance(items, list):
+            raise SuiteError("a YAML dataset is a list of cases (or a mapping with 'cases:')", location=Location(str(path), 1))
+        for i, item in enumerate(items):
+            cspec = _validate(CaseSpec, item, doc, prefix0 + (i,), str(path))
+            yield _build_case(cspec, seq0 + i, str(doc.locate(prefix0 + (i,))), aliases, suite_checks, doc,
+                              prefix0 + (i,), tags, str(path))
+    elif suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            n = 0
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError as exc:
+                    raise SuiteError(f"not valid JSON: {exc}", location=Location(str(path), lineno)) from None
+                cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
+                yield _build_case(cspec, seq0 + n, f"{path}:{lineno}", aliases, suite_checks, None, (), tags,
+                                  str(path), lineno)
+                n += 1
+    elif suffix == ".csv":
+        yield from _load_csv(path, tags, aliases, suite_checks, seq0)
+    else:
+        raise SuiteError(f"unsupported dataset format '{suffix}': {path}", hint="use .yaml, .jsonl or .csv")
+
+
+_CSV_COLUMNS = {"id", "input", "tags", "user", "groups", "description", "variant_of", "turn"}
+
+
+def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
+              suite_checks: list[BoundScorer], seq0: int) -> Iterator[Case]:
+    """CSV: one turn per row; rows sharing an ``id`` are the turns of one case.
+
+    Columns: id, input, tags, user, groups, description, variant_of, and
+    ``expect.<scorer>`` or ``expect.<scorer>.<argument>`` cells (YAML values).
+    """
+    import yaml
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        for col in columns:
+            if col not in _CSV_COLUMNS and not col.startswith("expect."):
+                raise SuiteError(f"unknown CSV column '{col}'", location=Location(str(path), 1),
+                                 hint=did_you_mean(col, _CSV_COLUMNS) or "columns: id, input, tags, user, groups, expect.<scorer>[.<arg>]")
+        if "input" not in columns:
+            raise SuiteError("a CSV dataset needs an 'input' column", location=Location(str(path), 1))
+        grouped: dict[str, tuple[int, dict[str, Any]]] = {}
+        order: list[str] = []
+        for row in reader:
+            lineno = reader.line_num
+            expect: dict[str, Any] = {}
+            for col, cell in row.items():
+                if col is None or not col.startswith("expect.") or cell in (None, ""):
+                    continue
+                try:
+                    value = yaml.safe_load(cell)
+                except yaml.YAMLError:
+                    value = cell
+                parts = col.split(".")[1:]
+                if len(parts) == 1:
+                    expect[parts[0]] = value
+                else:
+                    expect.setdefault(parts[0], {})[parts[1]] = value
+            key = row.get("id") or f"__row{lineno}"
+            turn = {"input": row.get("input") or "", "expect": expect}
+            if key not in grouped:
+                case: dict[str, Any] = {"turns": [turn]}
+                if row.get("id"):
+                    case["id"] = row["id"]
+                for name in ("tags", "description", "variant_of"):
+                    if row.get(name):
+                        case[name] = row[name]
+                if row.get("user") or row.get("groups"):
+                    case["user"] = {"id": row.get("user") or "anonymous", "groups": _split_tags(row.get("groups") or "")}
+                grouped[key] = (lineno, case)
+                order.append(key)
+            else:
+                grouped[key][1]["turns"].append(turn)
+        for n, key in enumerate(order):
+            lineno, item = grouped[key]
+            cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
+            yield _build_case(cspec, seq0 + n, f"{path}:{lineno}", aliases, suite_checks, None, (), tags, str(path), lineno)
+
+
+def discover(paths: Sequence[Path | str], config: Config) -> list[Path]:
+    """Suite files named on the command line, or the configured folder's defaults."""
+    if not paths:
+        folder = config.suites
+        if not folder.is_dir():
+            raise UsageError(f"no suites folder at {folder}", hint="pass suite files, or set suites = '...' in [tool.evalgate]")
+        return sorted(p for p in folder.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.extend(sorted(q for q in p.glob("*.y*ml") if q.suffix in (".yaml", ".yml")))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise UsageError(f"no such suite file or folder: {p}")
+    return found
+
+
+def is_default(path: Path) -> bool:
+    """Whether a bare ``evalgate run`` includes this suite (``default: false`` opts out)."""
+    doc = load_yaml(path)
+    return not (isinstance(doc.data, dict) and doc.data.get("default") is False)

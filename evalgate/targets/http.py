@@ -1,0 +1,66 @@
+"""The http target: the request as a JSON POST, the trace as JSON back."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+from ..errors import UsageError
+from . import Reply, TargetError
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(value: str) -> str:
+    """Replace ${VAR} from the environment; a missing variable is a usage error."""
+
+    def sub(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name not in os.environ:
+            raise UsageError(f"environment variable {name} is not set (used in an http target header)",
+                             hint=f"export {name}=... before running")
+        return os.environ[name]
+
+    return _VAR.sub(sub, value)
+
+
+class HttpTarget:
+    """POSTs each turn's request to a URL. Headers are expanded, never stored."""
+
+    def __init__(self, url: str, headers: dict[str, str], *, concurrency: int = 8):
+        self.url = url
+        self.headers = headers
+        self.concurrency = concurrency
+        self._client: Any = None
+
+    async def start(self) -> None:
+        import httpx
+
+        headers = {k: expand_env(v) for k, v in self.headers.items()}
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        self._client = httpx.AsyncClient(headers=headers, limits=limits, trust_env=False)
+
+    async def call(self, request: dict[str, Any], turn: Any, timeout_s: float) -> Reply:
+        import httpx
+
+        start = time.perf_counter()
+        try:
+            resp = await self._client.post(self.url, json=request, timeout=timeout_s)
+        except httpx.TimeoutException:
+            raise TargetError(f"timed out after {timeout_s:g}s ({self.url})") from None
+        except httpx.HTTPError as exc:
+            raise TargetError(f"{type(exc).__name__}: {exc or 'request failed'} ({self.url})") from None
+        elapsed = (time.perf_counter() - start) * 1000
+        if resp.status_code >= 400:
+            raise TargetError(f"HTTP {resp.status_code} from {self.url}: {resp.text[:200]}")
+        try:
+            raw = resp.json()
+        except ValueError:
+            raise TargetError(f"response is not JSON: {resp.text[:120]!r}") from None
+        return Reply(raw, elapsed)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
