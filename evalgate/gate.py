@@ -112,10 +112,12 @@ def evaluate(inputs: GateInputs) -> Verdict:
         else:
             results.append(RuleResult("every case passes (no gate in the suite)", "pass", f"all {n} case(s) passed"))
 
-    for rule, rd in zip(rules, data):
-        results.append(_evaluate_rule(rule, rd, inputs, implicit=rule not in inputs.gate.rules, notices=notices))
+    for i, (rule, rd) in enumerate(zip(rules, data)):
+        implicit = i >= len(inputs.gate.rules)
+        result = _evaluate_rule(rule, rd, inputs, implicit=implicit, notices=notices)
+        if not (implicit and result.status == "skipped"):  # the default leak rule, when no scorer measures leaks
+            results.append(result)
 
-    results = [r for r in results if r is not None]
     failed = [r for r in results if r.status == "fail"]
     error_rate = inputs.errors / inputs.cases if inputs.cases else 0.0
     reasons: list[str] = []

@@ -51,7 +51,7 @@ class Store:
         delay = 0.01
         while True:
             try:
-                con = duckdb.connect(str(self.path), read_only=read_only, config={"enable_progress_bar": False})
+                con = duckdb.connect(str(self.path), read_only=read_only)
                 break
             except duckdb.Error as exc:
                 if not _is_lock_error(exc):
@@ -62,6 +62,7 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
         try:
+            con.execute("SET enable_progress_bar = false")  # DuckDB's own bar would garble ours
             if not read_only:
                 migrate(con)
             yield con
