@@ -1,0 +1,123 @@
+"""Shared fixtures: a real project folder, the real CLI in a subprocess, a real store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+BOT = '''
+import re, time, asyncio
+
+def respond(req):
+    text = req["input"].lower()
+    state = dict(req["state"])
+    if "crash" in text:
+        raise RuntimeError("the bot fell over")
+    if "slow" in text:
+        time.sleep(float(text.split()[-1]))
+    route = "refunds" if ("refund" in text or state.get("workflow") == "refunds") else "smalltalk"
+    m = re.findall(r"\\b(\\d{4})\\b", text)
+    if m:
+        state["order_id"] = m[0] if "not" not in text else m[0]
+    state["workflow"] = route
+    ctx = [{"id": "kb/refund-policy", "score": 0.9}] if route == "refunds" else []
+    return {"route": {"name": route, "confidence": 0.9, "reason": "keyword"},
+            "context": ctx, "output": f"Okay, order {state.get('order_id', 'none')}.", "state": state,
+            "latency_ms": {"total": 12.5, "route": 1}}
+
+async def respond_async(req):
+    await asyncio.sleep(0)
+    return respond(req)
+'''
+
+SUITE = '''
+name: demo
+target: {python: bot:respond}
+cases:
+  - id: refund-change
+    tags: [refunds, critical]
+    user: {id: u-1, groups: [customer]}
+    turns:
+      - input: I want a refund for order 5512
+        expect: {route: refunds, state: {order_id: "5512"}}
+      - input: sorry, it's 5521 not 5512
+        expect:
+          route: refunds
+          state: {order_id: "5521"}
+          output: {contains: ["5521"], not_contains: ["5512"]}
+          context: {must_include: [kb/refund-policy]}
+  - id: hello
+    tags: [smalltalk]
+    input: hello there
+    expect: {route: smalltalk}
+'''
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A small project: pyproject with [tool.evalgate], a bot, one passing suite."""
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\nstore = ".evalgate/evalgate.duckdb"\n')
+    write(tmp_path / "bot.py", BOT)
+    write(tmp_path / "suites" / "demo.yaml", SUITE)
+    return tmp_path
+
+
+class CLIResult:
+    def __init__(self, proc: subprocess.CompletedProcess[str]):
+        self.code = proc.returncode
+        self.out = proc.stdout
+        self.err = proc.stderr
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+    def __repr__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> CLIResult:
+    """The real command line, as a user runs it, in a subprocess."""
+    full_env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **(env or {})}
+    full_env.pop("EVALGATE_DB", None)
+    if env and "EVALGATE_DB" in env:
+        full_env["EVALGATE_DB"] = env["EVALGATE_DB"]
+    proc = subprocess.run([sys.executable, "-m", "evalgate", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    return CLIResult(proc)
+
+
+@pytest.fixture
+def cli(project: Path):
+    """Run evalgate in the project folder."""
+
+    def call(*args: str, **kw: Any) -> CLIResult:
+        kw.setdefault("cwd", project)
+        return run_cli(*args, **kw)
+
+    return call
+
+
+def query(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    """Read the store with DuckDB, as a user with SQL would."""
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()

@@ -1,0 +1,199 @@
+"""End-to-end: the real CLI on real files, exit codes, messages and the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import query, write
+
+
+def test_passing_suite_exits_0_and_stores_every_turn(cli, project: Path) -> None:
+    r = cli("run", "--json")
+    assert r.code == 0, r
+    data = r.json()
+    suite = data["suites"][0]
+    assert suite["verdict"]["status"] == "pass"
+    assert suite["metrics"]["pass_rate"] == 1.0
+    assert suite["metrics"]["route.pass_rate"] == 1.0
+    db = project / ".evalgate" / "evalgate.duckdb"
+    run_id = suite["run_id"]
+    assert query(db, "SELECT status, verdict, exit_code, cases_done, turns_done FROM runs WHERE run_id = ?", [run_id]) == [
+        ("completed", "pass", 0, 2, 3)]
+    # results keyed by (run, case, repeat, turn), turns 1-based
+    assert query(db, "SELECT case_id, repeat, turn, route FROM turns WHERE run_id = ? ORDER BY case_id, turn", [run_id]) == [
+        ("hello", 0, 1, "smalltalk"), ("refund-change", 0, 1, "refunds"), ("refund-change", 0, 2, "refunds")]
+    scores = query(db, "SELECT scorer, count(*) FROM scores WHERE run_id = ? GROUP BY scorer ORDER BY scorer", [run_id])
+    assert scores == [("context", 1), ("output", 1), ("route", 3), ("state", 2)]
+    # state flows: turn 2 received what turn 1 returned
+    state_in = query(db, "SELECT state_in FROM turns WHERE run_id = ? AND case_id = 'refund-change' AND turn = 2", [run_id])
+    assert '"order_id": "5512"' in state_in[0][0]
+
+
+def test_failing_expectation_exits_1_and_names_rule_and_case(cli, project: Path) -> None:
+    write(project / "suites" / "demo.yaml", (project / "suites" / "demo.yaml").read_text().replace(
+        "expect: {route: smalltalk}", "expect: {route: refunds}"))
+    r = cli("run")
+    assert r.code == 1, r
+    assert "FAIL demo" in r.out
+    assert "every case passes" in r.out
+    assert "hello" in r.out and "routed to smalltalk (keyword), expected refunds" in r.out
+
+
+def test_gate_rules_with_slices_decide_the_verdict(cli, project: Path) -> None:
+    suite = (project / "suites" / "demo.yaml").read_text()
+    suite = suite.replace("expect: {route: smalltalk}", "expect: {route: refunds}") + """
+gate:
+  rules:
+    - critical_cases_pass: true
+    - {metric: route.accuracy, min: 1.0, where: {tags: refunds}}
+    - {metric: latency.p95, max: 50, where: {route: refunds}}
+"""
+    write(project / "suites" / "demo.yaml", suite)
+    r = cli("run", "--json")
+    assert r.code == 0, r  # the failing case is outside every rule's slice
+    rules = r.json()["suites"][0]["verdict"]["rules"]
+    assert [x["status"] for x in rules] == ["pass", "pass", "pass"]
+    write(project / "suites" / "demo.yaml", suite.replace("min: 1.0, where: {tags: refunds}", "min: 0.9"))
+    r = cli("run", "--json")
+    assert r.code == 1, r
+    failed = [x for x in r.json()["suites"][0]["verdict"]["rules"] if x["status"] == "fail"]
+    assert failed[0]["rule"] == "route.accuracy ≥ 0.9" and failed[0]["cases"] == ["hello"]
+    assert "66.7% is below the minimum 90.0%" in failed[0]["detail"]
+
+
+def test_target_errors_above_max_error_rate_exit_3(cli, project: Path) -> None:
+    suite = (project / "suites" / "demo.yaml").read_text() + """
+  - id: boom
+    input: please crash now
+"""
+    write(project / "suites" / "demo.yaml", suite)
+    r = cli("run", "--json")
+    assert r.code == 3, r
+    s = r.json()["suites"][0]
+    assert s["verdict"]["status"] == "error"
+    assert "cannot be trusted" in s["verdict"]["reasons"][0]
+    assert s["metrics"]["errors"] == 1 and s["metrics"]["pass_rate"] == 1.0  # errors are counted apart
+    db = project / ".evalgate" / "evalgate.duckdb"
+    err = query(db, "SELECT error FROM turns WHERE case_id = 'boom'")[0][0]
+    assert err == "RuntimeError: the bot fell over"
+    # with a tolerated error rate the same run passes
+    write(project / "suites" / "demo.yaml", suite + "gate: {max_error_rate: 0.5}\n")
+    assert cli("run").code == 0
+
+
+def test_timeout_is_a_turn_error_not_a_crash(cli, project: Path) -> None:
+    write(project / "suites" / "slow.yaml", """
+        name: slow
+        target: {python: bot:respond}
+        timeout_s: 0.2
+        gate: {max_error_rate: 1.0}
+        cases:
+          - {id: slow, input: "be slow 2"}
+          - {id: fast, input: "hello", expect: {route: smalltalk}}
+    """)
+    r = cli("run", "suites/slow.yaml", "--json")
+    assert r.code == 0, r
+    db = project / ".evalgate" / "evalgate.duckdb"
+    assert query(db, "SELECT case_id, errored, error FROM cases ORDER BY seq") == [
+        ("slow", True, "turn 1: timed out after 0.2s"), ("fast", False, None)]
+
+
+def test_tags_select_cases_and_unknown_tags_are_usage_errors(cli, project: Path) -> None:
+    r = cli("run", "--tags", "smalltalk", "--json")
+    assert r.code == 0, r
+    assert r.json()["suites"][0]["cases"] == 1
+    r = cli("run", "--tags", "nope")
+    assert r.code == 2
+    assert "no case has any of the tags nope" in r.err
+
+
+def test_repeat_runs_every_case_k_times(cli, project: Path) -> None:
+    r = cli("run", "--repeat", "3", "--json")
+    assert r.code == 0, r
+    db = project / ".evalgate" / "evalgate.duckdb"
+    assert query(db, "SELECT case_id, list(repeat ORDER BY repeat) FROM cases GROUP BY case_id ORDER BY case_id") == [
+        ("hello", [0, 1, 2]), ("refund-change", [0, 1, 2])]
+
+
+def test_show_tells_the_story_of_a_case(cli, project: Path) -> None:
+    run_id = cli("run", "--json").json()["suites"][0]["run_id"]
+    r = cli("show", run_id[:12], "refund-change")
+    assert r.code == 0, r
+    for fact in ("turn 1: 'I want a refund for order 5512'", "route refunds (0.90) because keyword",
+                 "context used: kb/refund-policy", 'state: {"order_id": "5521", "workflow": "refunds"}',
+                 "reported latency (ms): total 12.5, route 1", "✓ output: 2 output check(s) passed"):
+        assert fact in r.out, fact
+    story = cli("show", "latest", "refund-change", "--json").json()
+    turn2 = story["repeats"][0]["turns"][1]
+    assert turn2["state_in"]["order_id"] == "5512" and turn2["state"]["order_id"] == "5521"
+    assert {s["scorer"] for s in turn2["scores"]} == {"route", "state", "output", "context"}
+    r = cli("show", "latest", "refund")
+    assert r.code == 2 and "refund-change" in r.err
+
+
+def test_history_lists_runs_newest_first(cli) -> None:
+    first = cli("run", "--json").json()["suites"][0]["run_id"]
+    second = cli("run", "--json").json()["suites"][0]["run_id"]
+    rows = cli("history", "--json").json()
+    assert [r["run_id"] for r in rows[:2]] == [second, first]
+    assert rows[0]["verdict"] == "pass" and rows[0]["pass_rate"] == 1.0
+    text = cli("history").out
+    assert second in text
+
+
+def test_python_async_target(cli, project: Path) -> None:
+    write(project / "suites" / "demo.yaml", (project / "suites" / "demo.yaml").read_text().replace(
+        "bot:respond", "bot:respond_async"))
+    assert cli("run").code == 0
+
+
+def test_target_override_and_config_default_target(cli, project: Path) -> None:
+    suite = (project / "suites" / "demo.yaml").read_text().replace("target: {python: bot:respond}\n", "")
+    write(project / "suites" / "demo.yaml", suite)
+    r = cli("run")
+    assert r.code == 2 and "has no target" in r.err
+    assert cli("run", "--target", "python:bot:respond_async").code == 0
+    with open(project / "pyproject.toml", "a") as fh:
+        fh.write('target = {python = "bot:respond"}\n')
+    assert cli("run").code == 0
+
+
+def test_db_option_and_env_var_choose_the_store(cli, project: Path, tmp_path: Path) -> None:
+    assert cli("run", "--db", str(tmp_path / "a.duckdb")).code == 0
+    assert query(tmp_path / "a.duckdb", "SELECT count(*) FROM runs") == [(1,)]
+    assert cli("run", env={"EVALGATE_DB": str(tmp_path / "b.duckdb")}).code == 0
+    assert query(tmp_path / "b.duckdb", "SELECT count(*) FROM runs") == [(1,)]
+
+
+def test_works_from_a_subfolder_of_the_project(cli, project: Path) -> None:
+    sub = project / "deep" / "er"
+    sub.mkdir(parents=True)
+    r = cli("run", "--json", cwd=sub)
+    assert r.code == 0, r
+    assert Path(r.json()["store"]) == project / ".evalgate" / "evalgate.duckdb"
+
+
+def test_default_false_suites_are_skipped_by_a_bare_run(cli, project: Path) -> None:
+    write(project / "suites" / "broken-on-purpose.yaml", """
+        name: broken
+        default: false
+        target: {python: bot:respond}
+        cases: [{id: x, input: hi, expect: {route: refunds}}]
+    """)
+    r = cli("run", "--json")
+    assert r.code == 0 and [s["suite"] for s in r.json()["suites"]] == ["demo"]
+    r = cli("run", "suites/broken-on-purpose.yaml")
+    assert r.code == 1
+
+
+def test_scorers_lists_builtins_with_arguments(cli) -> None:
+    rows = {r["name"]: r for r in cli("scorers", "--json").json()}
+    assert {"output", "route", "state", "context", "tool_calls"} <= set(rows)
+    assert "not_contains=None" in rows["output"]["arguments"]
+
+
+def test_validate_checks_without_running(cli, project: Path) -> None:
+    r = cli("validate", "--json")
+    assert r.code == 0, r
+    assert r.json()["suites"][0]["cases"] == 2 and r.json()["suites"][0]["turns"] == 3
+    assert not (project / ".evalgate").exists()
