@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     except EvalgateError as exc:
         if want_json:
             _print_json(exc.to_dict())
-        _console(stderr=True).print(f"[bold red]error:[/] {_escape(str(exc))}")
+        _console(stderr=True).print(f"[bold red]error:[/] {_escape(str(exc))}", soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

@@ -301,9 +301,12 @@ class TargetConfig:
         return f"{self.kind}: {' '.join(value) if isinstance(value, list) else value}"
 
 
-def parse_target(value: Any, base_dir: Path, where: Callable[[tuple[str | int, ...]], Location] | None = None) -> TargetConfig:
+def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | None = None) -> TargetConfig:
     """A target from YAML, configuration, or ``--target kind:value``."""
-    loc = (lambda path: where(("target", *path))) if where else (lambda path: None)
+
+    def loc(path: tuple[Any, ...], key: bool = False) -> Location | None:
+        return where(("target", *path), key=key) if where else None
+
     if isinstance(value, str):
         if value == "replay":
             return TargetConfig("replay", {}, base_dir)
@@ -323,13 +326,14 @@ def parse_target(value: Any, base_dir: Path, where: Callable[[tuple[str | int, .
         unknown = [k for k in value if k not in _TARGET_MODELS]
         hint = did_you_mean(unknown[0], list(_TARGET_MODELS) + ["replay"]) if unknown else None
         raise SuiteError("target needs exactly one of: python, http, command (or the word replay)",
-                         location=loc((unknown[0],) if unknown else ()), hint=hint)
+                         location=loc((unknown[0],) if unknown else (), key=bool(unknown)), hint=hint)
     kind = kinds[0]
     try:
         spec = _TARGET_MODELS[kind].model_validate(value)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise SuiteError(f"target: {_message(err, _TARGET_MODELS[kind])}", location=loc(tuple(err["loc"])),
+        raise SuiteError(f"target: {_message(err, _TARGET_MODELS[kind])}",
+                         location=loc(tuple(err["loc"]), key=err["type"] == "extra_forbidden"),
                          hint=_hint(err, _TARGET_MODELS[kind])) from None
     return TargetConfig(kind, spec.model_dump(), base_dir)  # type: ignore[arg-type]
 
@@ -683,7 +687,7 @@ def _bind_all(expect: dict[str, Any], aliases: dict[str, tuple[str, Any]], doc: 
             bound.append(scorer_registry.bind(str(name), args, aliases=aliases))
         except ScorerArgError as exc:
             if doc is not None:
-                location = doc.locate(prefix + (name,) + exc.path, key=not exc.path)
+                location = doc.locate(prefix + (name,) + exc.path, key=not exc.path or exc.at_key)
             else:
                 location = Location(path, line)
             raise SuiteError(str(exc), location=location, hint=exc.hint) from None

@@ -81,10 +81,12 @@ class ScorerInfo:
 class ScorerArgError(ValueError):
     """A scorer's YAML arguments do not fit its factory; ``path`` is where."""
 
-    def __init__(self, message: str, path: tuple[str | int, ...] = (), hint: str | None = None):
+    def __init__(self, message: str, path: tuple[str | int, ...] = (), hint: str | None = None, *, at_key: bool = False):
         super().__init__(message)
         self.path = path
         self.hint = hint
+        self.at_key = at_key
+        """True when the problem is the argument's name, not its value."""
 
 
 @dataclass(frozen=True)
@@ -266,7 +268,8 @@ def _arguments(info: ScorerInfo, args: Any) -> dict[str, Any]:
                 continue
             names = [n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
             raise ScorerArgError(f"scorer '{info.name}' has no argument '{key}'", (key,),
-                                 hint=did_you_mean(key, names) or f"its arguments are: {', '.join(names) or '(none)'}")
+                                 hint=did_you_mean(key, names) or f"its arguments are: {', '.join(names) or '(none)'}",
+                                 at_key=True)
         hint = hints.get(key)
         if hint is not None:
             try:

@@ -1,0 +1,126 @@
+"""Bad input: one clear message with file, line and a hint, exit 2, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+
+
+def _suite(project: Path, text: str) -> None:
+    write(project / "suites" / "demo.yaml", text)
+
+
+def _assert_usage(r, *fragments: str) -> None:
+    assert r.code == 2, r
+    assert "Traceback" not in r.err and "Traceback" not in r.out, r
+    for f in fragments:
+        assert f in r.err, (f, r.err)
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_broken_yaml_points_at_the_line(cli, project: Path, command: str) -> None:
+    _suite(project, "name: demo\ncases:\n  - id: a\n    input: [unclosed\n")
+    _assert_usage(cli(command), "demo.yaml:5:1: invalid YAML", "hint: check indentation")
+
+
+def test_misspelt_key_gets_did_you_mean_at_its_line(cli, project: Path) -> None:
+    _suite(project, """
+        name: demo
+        target: {python: bot:respond}
+        cases:
+          - id: a
+            turns:
+              - input: hi
+                expcet: {route: smalltalk}
+    """)
+    _assert_usage(cli("run"), "demo.yaml:7:9: unknown key 'expcet'", "did you mean 'expect'?")
+
+
+def test_unknown_top_level_key(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncase: []\n")
+    _assert_usage(cli("validate"), "demo.yaml:3:1: unknown key 'case'", "did you mean 'cases'?")
+
+
+def test_wrong_type_names_the_field(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\nrepeat: many\ncases: [{id: a, input: hi}]\n")
+    _assert_usage(cli("validate"), "demo.yaml:3:9: 'repeat': Input should be a valid integer")
+
+
+def test_unknown_scorer_gets_did_you_mean(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases:\n  - {id: a, input: hi, expect: {rout: smalltalk}}\n")
+    _assert_usage(cli("run"), "demo.yaml:4:33: unknown scorer 'rout'", "did you mean 'route'?")
+
+
+def test_bad_scorer_argument_is_reported_when_the_suite_loads(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases:\n"
+                    "  - id: a\n    input: hi\n    expect:\n      output: {contian: x}\n")
+    _assert_usage(cli("validate"), "demo.yaml:7:16: scorer 'output' has no argument 'contian'", "did you mean 'contains'?")
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases:\n"
+                    "  - id: a\n    input: hi\n    expect:\n      output: {regex: '(unclosed'}\n")
+    _assert_usage(cli("validate"), "invalid regex '(unclosed'")
+
+
+def test_missing_dataset_file(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases:\n  - file: ../datasets/nope.yaml\n")
+    _assert_usage(cli("run"), "dataset file not found", "nope.yaml")
+
+
+def test_target_module_that_does_not_import(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: no_such_bot:respond}\ncases: [{id: a, input: hi}]\n")
+    r = cli("run")
+    _assert_usage(r, "target module does not import", "No module named 'no_such_bot'")
+    assert not (project / ".evalgate" / "evalgate.duckdb").exists()  # nothing ran, nothing stored
+
+
+def test_target_function_missing(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:nope}\ncases: [{id: a, input: hi}]\n")
+    _assert_usage(cli("run"), "target function not found")
+
+
+def test_unknown_target_kind(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {pyton: bot:respond}\ncases: [{id: a, input: hi}]\n")
+    _assert_usage(cli("validate"), "demo.yaml:2:10", "did you mean 'python'?")
+
+
+def test_duplicate_case_ids(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases:\n  - {id: a, input: hi}\n  - {id: a, input: yo}\n")
+    _assert_usage(cli("validate"), "demo.yaml:5:5: duplicate case id 'a' (first defined at", "unique")
+
+
+def test_unknown_gate_metric(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n"
+                    "gate:\n  rules:\n    - {metric: pass_rat, min: 0.9}\n")
+    _assert_usage(cli("validate"), "demo.yaml:6:16: unknown metric 'pass_rat'", "did you mean 'pass_rate'?")
+
+
+def test_rule_without_a_limit(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n"
+                    "gate:\n  rules:\n    - {metric: pass_rate}\n")
+    _assert_usage(cli("validate"), "demo.yaml:6:7", "needs a limit")
+
+
+def test_replay_target_with_written_cases(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: replay\ncases: [{id: a, input: hi}]\n")
+    _assert_usage(cli("validate"), "nothing recorded to replay")
+
+
+def test_json_errors_are_json_too(cli, project: Path) -> None:
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi, expect: {rout: x}}]\n")
+    r = cli("run", "--json")
+    assert r.code == 2
+    err = r.json()
+    assert err["error"] == "SuiteError" and err["line"] == 3 and err["hint"] == "did you mean 'route'?"
+
+
+def test_bad_config_setting(cli, project: Path) -> None:
+    with open(project / "pyproject.toml", "a") as fh:
+        fh.write('suite = "x"\n')
+    _assert_usage(cli("run"), "unknown setting 'suite'", "did you mean 'suites'?")
+
+
+def test_bad_option_value_is_a_usage_error(cli) -> None:
+    r = cli("run", "--repeat", "zero")
+    assert r.code == 2 and "Traceback" not in r.err
