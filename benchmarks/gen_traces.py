@@ -139,9 +139,11 @@ def _context(rng: random.Random, route: str, groups: list[str]) -> list[dict[str
         item: dict[str, Any] = {"id": doc, "score": score, "rank": rank}
         score = round(score - rng.uniform(0.01, 0.08), 2)
         if doc in RESTRICTED:
-            item["groups"] = ["support"]
-            # the system under test almost always excludes it; a rare leak makes context fail
-            if "support" in groups or rng.random() < 0.005:
+            item["groups"] = ["support", "finance"] if doc == "kb/finance-ledger-notes" else ["support"]
+            # support staff may read the macros and ledger notes; the fraud rules are excluded for
+            # everyone, except in a rare leak (which the suite's context check catches)
+            allowed = doc != "kb/internal-fraud-rules" and any(g in groups for g in item["groups"])
+            if allowed or rng.random() < 0.005:
                 item["used"] = True
                 item["tokens"] = rng.randint(150, 600)
             else:
@@ -160,7 +162,7 @@ def _context(rng: random.Random, route: str, groups: list[str]) -> list[dict[str
 
 
 class _Session:
-    __slots__ = ("sid", "user", "groups", "turns", "next", "order", "route", "trace_n")
+    __slots__ = ("sid", "user", "groups", "turns", "next", "order", "route")
 
     def __init__(self, sid: str, user: str, groups: list[str], turns: int, order: str, route: str):
         self.sid, self.user, self.groups, self.turns = sid, user, groups, turns
@@ -209,7 +211,7 @@ def _turn(rng: random.Random, s: _Session, trace_id: int, ts: float) -> dict[str
         rec["tool_calls"] = [call]
     rec["model"] = rng.choice(MODELS)
     rec["output"] = _output(rng, route, s.order)
-    state: dict[str, Any] = {"order_id": s.order, "topic": route}
+    state: dict[str, Any] = {"order_id": s.order, "topic": route, "channel": "web" if rng.random() < 0.99 else "app"}
     if route == "escalation":
         state["escalated"] = True
     if route == "smalltalk" and s.next > 1 and rng.random() < 0.5:
@@ -237,22 +239,20 @@ def generate(turns: int, *, seed: int = 1, interleave: bool = False, open_sessio
     """Yield ``turns`` trace dicts, session by session (or interleaved)."""
     rng = random.Random(seed)
     ts = 1_767_225_600.0  # 2026-01-01T00:00:00Z
-    made = 0
+    unassigned = turns  # turns not yet given to a session
     n_sessions = 0
-
-    def new_session() -> _Session:
-        nonlocal n_sessions
-        n_sessions += 1
-        length = min(rng.randint(1, 6), turns - made - sum(s.turns - s.next + 1 for s in live))
-        user = f"u-{rng.randint(1, max(10, turns // 8))}"
-        route = rng.choices(ROUTES, ROUTE_WEIGHTS)[0]
-        return _Session(f"s-{seed}-{n_sessions}", user, rng.choice(GROUPS), max(1, length), _order(rng), route)
-
+    made = 0
     live: list[_Session] = []
     width = open_sessions if interleave else 1
-    while made < turns:
-        while len(live) < width and made + sum(s.turns - s.next + 1 for s in live) < turns:
-            live.append(new_session())
+    while unassigned or live:
+        while len(live) < width and unassigned:
+            n_sessions += 1
+            length = min(rng.randint(1, 6), unassigned)
+            unassigned -= length
+            uid = rng.randint(1, max(10, turns // 8))
+            user, groups = f"u-{uid}", GROUPS[uid % len(GROUPS)]  # a user keeps their groups
+            route = rng.choices(ROUTES, ROUTE_WEIGHTS)[0]
+            live.append(_Session(f"s-{seed}-{n_sessions}", user, groups, length, _order(rng), route))
         i = rng.randrange(len(live)) if interleave else 0
         s = live[i]
         ts += rng.uniform(0.05, 2.0)
@@ -264,19 +264,14 @@ def generate(turns: int, *, seed: int = 1, interleave: bool = False, open_sessio
 
 def write(path: Path | str, turns: int, *, seed: int = 1, interleave: bool = False) -> int:
     """Write the traces to ``path``; returns the number of sessions written."""
-    sessions: set[str] = set() if interleave else set()
     n_sessions = 0
-    last = None
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as fh:
         for rec in generate(turns, seed=seed, interleave=interleave):
-            sid = rec["session_id"]
             if rec["turn"] == 1:
                 n_sessions += 1
-            last = sid
             fh.write(dumps(rec))
             fh.write("\n")
-    del sessions, last
     return n_sessions
 
 

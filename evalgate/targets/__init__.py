@@ -59,6 +59,7 @@ def make_target(config: TargetConfig, *, root: Any = None, concurrency: int = 8)
     if config.kind == "command":
         from .command import CommandTarget
 
+        # commands run from the project root, like the shell a user types them in
         return CommandTarget(config.spec["command"], cwd=config.spec.get("cwd"), env=config.spec.get("env") or {},
-                             base_dir=config.base_dir)
+                             base_dir=root or config.base_dir)
     raise ValueError(f"unknown target kind {config.kind}")

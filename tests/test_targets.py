@@ -1,0 +1,179 @@
+"""Targets against real parts: a subprocess, an HTTP server on 127.0.0.1, python functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import query, write
+
+COMMAND_BOT = r'''
+import json, os, sys, time
+marker = os.environ["MARKER"]
+for line in sys.stdin:
+    req = json.loads(line)
+    text = req["input"]
+    if text == "crash" and not os.path.exists(marker):
+        open(marker, "w").close()
+        print("about to die", file=sys.stderr, flush=True)
+        os._exit(7)
+    if text == "hang":
+        time.sleep(60)
+    if text == "garbage":
+        print("this is not json", flush=True)
+        continue
+    out = {"output": "echo: " + text, "route": "echo", "state": {"turns": req["state"].get("turns", 0) + 1, "pid": os.getpid()}}
+    print(json.dumps(out), flush=True)
+'''
+
+
+def _command_suite(project: Path, inputs: list[str], timeout: float = 1.0) -> None:
+    cases = "\n".join(f"  - {{id: c{i}, input: {json.dumps(text)}, expect: {{route: echo}}}}" for i, text in enumerate(inputs))
+    write(project / "bot_cmd.py", COMMAND_BOT)
+    write(project / "suites" / "demo.yaml",
+          f"name: cmd\ntarget: {{command: [{json.dumps(sys.executable)}, bot_cmd.py], env: {{MARKER: {json.dumps(str(project / 'crashed'))}}}}}\n"
+          f"timeout_s: {timeout}\ngate: {{max_error_rate: 1.0}}\ncases:\n{cases}\n")
+
+
+def test_command_target_survives_crash_hang_and_garbage(cli, project: Path) -> None:
+    _command_suite(project, ["hello", "crash", "after crash", "hang", "after hang", "garbage", "after garbage"])
+    r = cli("run", "--json", "-j", "1")
+    assert r.code == 0, r
+    rows = query(project / ".evalgate" / "evalgate.duckdb",
+                 "SELECT case_id, turns.passed, turns.error, output FROM cases JOIN turns USING (run_id, case_id, repeat) ORDER BY seq")
+    by_id = {row[0]: row for row in rows}
+    assert by_id["c0"][1:] == (True, None, "echo: hello")
+    assert by_id["c1"][2].startswith("process exited (code 7) without answering; stderr: about to die")
+    assert by_id["c2"][1:] == (True, None, "echo: after crash")  # restarted
+    assert by_id["c3"][2] == "no answer within 1s; process killed and will be restarted"
+    assert by_id["c4"][1:] == (True, None, "echo: after hang")
+    assert by_id["c5"][2] == "output is not a JSON line: 'this is not json'; process restarted"
+    assert by_id["c6"][1:] == (True, None, "echo: after garbage")
+
+
+def test_command_target_keeps_one_process_across_turns(cli, project: Path) -> None:
+    write(project / "bot_cmd.py", COMMAND_BOT)
+    write(project / "suites" / "demo.yaml", f"""
+        name: cmd
+        target: {{command: "{sys.executable} bot_cmd.py", env: {{MARKER: "{project / 'm'}"}}}}
+        cases:
+          - id: conv
+            turns:
+              - {{input: one, expect: {{state: {{turns: 1}}}}}}
+              - {{input: two, expect: {{state: {{turns: 2}}}}}}
+              - {{input: three, expect: {{state: {{turns: 3}}}}}}
+    """)
+    r = cli("run", "--json")
+    assert r.code == 0, r
+    states = query(project / ".evalgate" / "evalgate.duckdb", "SELECT state FROM turns ORDER BY turn")
+    assert len({json.loads(s[0])["pid"] for s in states}) == 1
+
+
+def test_command_not_found_is_a_usage_error(cli, project: Path) -> None:
+    write(project / "suites" / "demo.yaml", "name: cmd\ntarget: {command: [./no-such-program]}\ncases: [{id: a, input: hi}]\n")
+    r = cli("run")
+    assert r.code == 2 and "command target not found: ./no-such-program" in r.err
+
+
+class _Handler(BaseHTTPRequestHandler):
+    seen: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _Handler.seen.append({"body": body, "auth": self.headers.get("Authorization")})
+        if body["input"] == "fail":
+            self.send_response(500)
+            self.end_headers()
+            self.wfile.write(b"upstream exploded")
+            return
+        trace = {"output": f"got {body['input']}", "route": {"name": "web"}, "state": {"n": body["turn"]}}
+        data = json.dumps(trace).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Handler.seen = []
+    yield f"http://127.0.0.1:{server.server_address[1]}/turn"
+    server.shutdown()
+
+
+def test_http_target_posts_the_request_and_keeps_secrets_out_of_the_store(cli, project: Path, http_server: str) -> None:
+    write(project / "suites" / "demo.yaml", f"""
+        name: web
+        target: {{http: "{http_server}", headers: {{Authorization: "Bearer ${{WEB_TOKEN}}"}}}}
+        gate: {{max_error_rate: 0.5}}
+        cases:
+          - id: conv
+            user: {{id: u-9, groups: [customer]}}
+            turns:
+              - {{input: hi, expect: {{route: web, output: {{contains: "got hi"}}}}}}
+              - {{input: again, expect: {{state: {{n: 2}}}}}}
+          - {{id: broken, input: fail}}
+    """)
+    r = cli("run", "--json", "-j", "1", env={"WEB_TOKEN": "sk-secret-123"})
+    assert r.code == 0, r
+    first, second = _Handler.seen[0], _Handler.seen[1]
+    assert first["auth"] == "Bearer sk-secret-123"
+    assert first["body"] == {"v": 1, "case_id": "conv", "session_id": "conv#0", "turn": 1, "repeat": 0, "input": "hi",
+                             "history": [], "state": {}, "user": {"id": "u-9", "groups": ["customer"]}}
+    assert second["body"]["history"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "got hi"}]
+    assert second["body"]["state"] == {"n": 1}
+    db = project / ".evalgate" / "evalgate.duckdb"
+    assert query(db, "SELECT error FROM turns WHERE case_id = 'broken'")[0][0].startswith("HTTP 500 from")
+    dump = "\n".join(str(row) for table in ("runs", "cases", "turns", "scores") for row in query(db, f"SELECT * FROM {table}"))
+    assert "sk-secret-123" not in dump  # headers are expanded at call time and never stored
+
+
+def test_http_target_missing_env_var_is_a_usage_error(cli, project: Path, http_server: str) -> None:
+    write(project / "suites" / "demo.yaml", f"""
+        name: web
+        target: {{http: "{http_server}", headers: {{Authorization: "Bearer ${{NOT_SET_ANYWHERE}}"}}}}
+        cases: [{{id: a, input: hi}}]
+    """)
+    r = cli("run")
+    assert r.code == 2 and "NOT_SET_ANYWHERE is not set" in r.err
+
+
+def test_http_target_unreachable_is_an_error_exit_3(cli, project: Path) -> None:
+    write(project / "suites" / "demo.yaml", "name: web\ntarget: {http: 'http://127.0.0.1:9/x'}\ncases: [{id: a, input: hi}]\n")
+    r = cli("run", "--json")
+    assert r.code == 3, r
+    assert "ConnectError" in r.json()["suites"][0]["failing"][0]["reasons"][0]
+
+
+def test_invalid_trace_from_a_target_is_a_turn_error(cli, project: Path) -> None:
+    write(project / "weird.py", "def respond(req):\n    return {'output': 'x', 'routee': 'a'}\n")
+    write(project / "suites" / "demo.yaml", "name: w\ntarget: {python: weird:respond}\ncases: [{id: a, input: hi}]\n")
+    r = cli("run", "--json")
+    assert r.code == 3
+    reason = r.json()["suites"][0]["failing"][0]["reasons"][0]
+    assert reason == "error: turn 1: target returned an invalid trace: routee: unknown field (did you mean 'route'?)"
+
+
+def test_elapsed_excludes_time_queued_behind_other_cases(cli, project: Path) -> None:
+    # one worker process, four cases of 0.3 s each: each turn's elapsed is ~0.3 s, not up to 1.2 s
+    write(project / "slow_cmd.py", "import json,sys,time\nfor l in sys.stdin:\n    time.sleep(0.3)\n"
+                                   "    print(json.dumps({'output': 'ok'}), flush=True)\n")
+    cases = "\n".join(f"  - {{id: c{i}, input: x}}" for i in range(4))
+    write(project / "suites" / "demo.yaml", f"name: q\ntarget: {{command: [{json.dumps(sys.executable)}, slow_cmd.py]}}\ncases:\n{cases}\n")
+    r = cli("run", "-j", "4")
+    assert r.code == 0, r
+    elapsed = [row[0] for row in query(project / ".evalgate" / "evalgate.duckdb", "SELECT elapsed_ms FROM turns")]
+    assert len(elapsed) == 4 and all(250 < e < 600 for e in elapsed), elapsed
