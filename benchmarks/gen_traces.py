@@ -162,13 +162,14 @@ def _context(rng: random.Random, route: str, groups: list[str]) -> list[dict[str
 
 
 class _Session:
-    __slots__ = ("sid", "user", "groups", "turns", "next", "order", "route")
+    __slots__ = ("sid", "user", "groups", "turns", "next", "order", "route", "channel")
 
-    def __init__(self, sid: str, user: str, groups: list[str], turns: int, order: str, route: str):
+    def __init__(self, sid: str, user: str, groups: list[str], turns: int, order: str, route: str, channel: str):
         self.sid, self.user, self.groups, self.turns = sid, user, groups, turns
         self.next = 1
         self.order = order
         self.route = route
+        self.channel = channel
 
 
 def _turn(rng: random.Random, s: _Session, trace_id: int, ts: float) -> dict[str, Any]:
@@ -211,7 +212,7 @@ def _turn(rng: random.Random, s: _Session, trace_id: int, ts: float) -> dict[str
         rec["tool_calls"] = [call]
     rec["model"] = rng.choice(MODELS)
     rec["output"] = _output(rng, route, s.order)
-    state: dict[str, Any] = {"order_id": s.order, "topic": route, "channel": "web" if rng.random() < 0.99 else "app"}
+    state: dict[str, Any] = {"order_id": s.order, "topic": route, "channel": s.channel}
     if route == "escalation":
         state["escalated"] = True
     if route == "smalltalk" and s.next > 1 and rng.random() < 0.5:
@@ -252,7 +253,8 @@ def generate(turns: int, *, seed: int = 1, interleave: bool = False, open_sessio
             uid = rng.randint(1, max(10, turns // 8))
             user, groups = f"u-{uid}", GROUPS[uid % len(GROUPS)]  # a user keeps their groups
             route = rng.choices(ROUTES, ROUTE_WEIGHTS)[0]
-            live.append(_Session(f"s-{seed}-{n_sessions}", user, groups, length, _order(rng), route))
+            live.append(_Session(f"s-{seed}-{n_sessions}", user, groups, length, _order(rng), route,
+                                 "web" if rng.random() < 0.98 else "app"))
         i = rng.randrange(len(live)) if interleave else 0
         s = live[i]
         ts += rng.uniform(0.05, 2.0)
