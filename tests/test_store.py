@@ -1,0 +1,118 @@
+"""The DuckDB store: migrations, concurrent readers, a busy store, an interrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from conftest import query, run_cli, write
+
+from evalgate.store import Store
+from evalgate.store.migrations import MIGRATIONS, SCHEMA_VERSION, applied, migrate
+
+
+def test_blank_store_gets_every_migration(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    assert migrate(con) == [name for name, _ in MIGRATIONS]
+    assert applied(con) == [name for name, _ in MIGRATIONS] and len(applied(con)) == SCHEMA_VERSION
+    assert migrate(con) == []  # idempotent
+    cols = {r[0] for r in con.execute("SELECT column_name FROM information_schema.columns WHERE table_name = 'turns'").fetchall()}
+    assert {"run_id", "case_id", "repeat", "turn", "cost_usd"} <= cols
+
+
+@pytest.mark.parametrize("upto", range(1, SCHEMA_VERSION))
+def test_upgrade_from_every_earlier_schema_keeps_data(tmp_path: Path, upto: int) -> None:
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    migrate(con, upto=upto)
+    con.execute("INSERT INTO runs (run_id, suite, status, started_at) VALUES ('r1', 'demo', 'completed', now())")
+    con.execute("INSERT INTO turns (run_id, case_id, repeat, turn, output) VALUES ('r1', 'c', 0, 1, 'kept')")
+    con.close()
+    with Store(tmp_path / "s.duckdb").connect() as con:  # opening for writing migrates forward
+        assert applied(con) == [name for name, _ in MIGRATIONS]
+        assert con.execute("SELECT output FROM turns").fetchall() == [("kept",)]
+
+
+def test_a_store_from_a_newer_evalgate_is_refused(tmp_path: Path) -> None:
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    migrate(con)
+    con.execute("INSERT INTO schema_migrations (name) VALUES ('9999_from_the_future')")
+    con.close()
+    from evalgate.errors import RunError
+
+    with pytest.raises(RunError, match="newer evalgate"):
+        with Store(tmp_path / "s.duckdb").connect():
+            pass
+
+
+def _slow_suite(project: Path, n: int = 12, delay: float = 0.25) -> None:
+    cases = "\n".join(f"  - {{id: c{i:02d}, input: 'slow {delay}', expect: {{route: smalltalk}}}}" for i in range(n))
+    write(project / "suites" / "demo.yaml", f"name: slow\ntarget: {{python: bot:respond}}\nconcurrency: 1\ncases:\n{cases}\n")
+
+
+def _start_run(project: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NO_COLOR": "1"}
+    return subprocess.Popen([sys.executable, "-m", "evalgate", "run", *args], cwd=project, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_rows(db: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                r = run_cli("history", "--json", "--db", str(db), cwd=db.parent)
+                if r.code == 0 and r.json() and r.json()[0]["cases_done"] > 0:
+                    return
+            except (ValueError, KeyError):
+                pass
+        time.sleep(0.2)
+    raise AssertionError("the run never stored a case")
+
+
+def test_history_and_show_work_while_a_run_writes(project: Path) -> None:
+    _slow_suite(project)
+    db = project / ".evalgate" / "evalgate.duckdb"
+    proc = _start_run(project, "--json")
+    try:
+        _wait_for_rows(db)
+        r = run_cli("history", "--json", cwd=project)
+        assert r.code == 0, r
+        assert r.json()[0]["status"] == "running"
+        assert run_cli("show", "latest", "c00", "--json", cwd=project).json()["repeats"][0]["passed"] is True
+        # a second run on the busy store stops with a clear message and exit 3
+        second = run_cli("run", cwd=project)
+        assert second.code == 3, second
+        assert "another evalgate run is writing to" in second.err and "pid" in second.err
+        assert "hint: wait for it to finish (--wait SECONDS)" in second.err
+    finally:
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["suites"][0]["cases"] == 12
+    assert query(db, "SELECT status, cases_done FROM runs") == [("completed", 12)]
+
+
+def test_ctrl_c_stores_the_run_as_interrupted_with_what_finished(project: Path) -> None:
+    _slow_suite(project, n=40)
+    db = project / ".evalgate" / "evalgate.duckdb"
+    proc = _start_run(project, "--json")
+    _wait_for_rows(db)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, (out, err)
+    report = json.loads(out)["suites"][0]
+    assert report["status"] == "interrupted" and report["verdict"]["status"] == "error"
+    assert "the run was interrupted after" in report["verdict"]["reasons"][0]
+    (status, done), = query(db, "SELECT status, cases_done FROM runs")
+    assert status == "interrupted" and 0 < done < 40
+    # what finished is whole: every stored case has its turns and scores
+    assert query(db, "SELECT count(*) FROM cases") == [(done,)]
+    assert query(db, "SELECT count(*) FROM turns") == [(done,)]
+    assert query(db, "SELECT count(*) FROM scores") == [(done,)]
