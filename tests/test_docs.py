@@ -1,0 +1,58 @@
+"""The README is tested: its two set-up commands, its CI twin, its Python example."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from conftest import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def _first_screen_commands() -> list[str]:
+    first_screen = README.split("## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)\n```", first_screen, re.S)
+
+
+def test_first_screen_has_exactly_two_commands() -> None:
+    commands = _first_screen_commands()
+    assert len(commands) == 2, commands
+    assert commands[0].endswith("evalgate run")
+    assert commands[1].endswith("pytest")
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (REPO / ".ci" / "run").read_text()
+    assert _first_screen_commands()[1] in ci
+
+
+def test_readme_main_command_runs_the_bundled_example_on_a_fresh_copy(tmp_path: Path) -> None:
+    """The first command, exactly as written, in a fresh copy of the repository (its own new venv)."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True,
+                           check=True).stdout.split()
+    copy = tmp_path / "evalgate"
+    for name in files:
+        src = REPO / name
+        if src.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, copy / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "EVALGATE_DB")}
+    proc = subprocess.run(["bash", "-c", _first_screen_commands()[0]], cwd=copy, env=env, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "PASS support" in proc.stdout
+    assert (copy / ".evalgate" / "evalgate.duckdb").exists()
+
+
+def test_readme_python_api_example(tmp_path: Path) -> None:
+    block = re.search(r"```python\nimport evalgate\n(.*?)```", README, re.S)
+    assert block is not None
+    env = {**os.environ, "EVALGATE_DB": str(tmp_path / "api.duckdb")}
+    proc = subprocess.run([os.sys.executable, "-c", "import evalgate\n" + block.group(1)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("0 ")
