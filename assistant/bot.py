@@ -34,7 +34,7 @@ MODEL = {"name": "builtin-template", "provider": "evalgate-example", "params": {
 WORKFLOWS = ("refunds", "order_status", "account")
 MODEL_ROUTES = frozenset({"refunds", "order_status", "account", "policy_question"})
 RETRIEVAL_TOPICS = {"refunds": "refund policy", "order_status": "order status tracking",
-                    "account": "account sign-in password", "policy_question": ""}
+                    "account": "sign-in password", "policy_question": ""}
 """Routes that retrieve, and the topic words each adds to the user's message."""
 MAX_USED_DOCS = 2
 MAX_CANDIDATES = 5
@@ -92,6 +92,7 @@ def words(text: str) -> list[str]:
 
 
 def _stem(word: str) -> str:
+    word = word.removesuffix("'s")
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
     if len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
@@ -195,13 +196,20 @@ def is_question(text: str, ws: list[str]) -> bool:
     return text.strip().endswith("?") or (bool(ws) and ws[0] in _QUESTION_WORDS)
 
 
-def smalltalk_kind(text: str, ws: list[str]) -> str | None:
-    """greeting, thanks, apology or goodbye, judged by a short message's first word."""
+def smalltalk_cue(text: str, ws: list[str]) -> tuple[str, str] | None:
+    """(kind, cue): greeting, thanks, apology or goodbye, judged by how a short message starts."""
     if not ws or len(ws) > 6:
         return None
-    if normalise(text).startswith(("good morning", "good afternoon", "good evening")):
-        return "greeting"
-    return next((kind for kind, first in _SMALLTALK.items() if ws[0] in first), None)
+    for phrase in ("good morning", "good afternoon", "good evening"):
+        if normalise(text).startswith(phrase):
+            return "greeting", phrase
+    return next(((kind, ws[0]) for kind, first in _SMALLTALK.items() if ws[0] in first), None)
+
+
+def smalltalk_kind(text: str, ws: list[str]) -> str | None:
+    """greeting, thanks, apology or goodbye, or None."""
+    cue = smalltalk_cue(text, ws)
+    return cue[0] if cue else None
 
 
 def workflow_keyword(text: str) -> tuple[str, str] | None:
@@ -253,9 +261,9 @@ def route(text: str, state: dict[str, Any], behaviour: Behaviour = CURRENT) -> D
     keyword = workflow_keyword(text)
     if keyword:
         return Decision(keyword[0], 0.9, f"keyword '{keyword[1]}'")
-    small = smalltalk_kind(text, ws)
+    small = smalltalk_cue(text, ws)
     if small and not behaviour.state_before_smalltalk:
-        return Decision("smalltalk", 0.95, f"{small} ('{ws[0]}')")
+        return Decision("smalltalk", 0.95, f"{small[0]} ('{small[1]}')")
     current = state.get("workflow")
     if current in WORKFLOWS:
         stay = _continue_reason(text, ws, state)
@@ -264,7 +272,7 @@ def route(text: str, state: dict[str, Any], behaviour: Behaviour = CURRENT) -> D
         if is_question(text, ws):
             return Decision("policy_question", 0.7, f"side question during {current}; the {current} state is kept")
     if small:
-        return Decision("smalltalk", 0.95, f"{small} ('{ws[0]}')")
+        return Decision("smalltalk", 0.95, f"{small[0]} ('{small[1]}')")
     if order_id_in(text):
         return Decision("order_status", 0.6, "an order number with no workflow: look the order up")
     if is_question(text, ws) or any(score(doc, terms(text)) >= MIN_SCORE for doc in DOCS):

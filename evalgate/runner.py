@@ -59,6 +59,7 @@ class Progress:
 
     start: Callable[[int], None] = lambda total: None
     advance: Callable[[int], None] = lambda n: None
+    stop: Callable[[], None] = lambda: None
 
 
 @dataclass
@@ -267,6 +268,7 @@ class Runner:
         except Exception as exc:  # an evalgate bug: keep what finished, then report it
             status, failure = "failed", f"{type(exc).__name__}: {exc}"
         finally:
+            self.progress.stop()
             if installed:
                 try:
                     loop.remove_signal_handler(signal.SIGINT)
