@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 DOCS_PATH = Path(__file__).resolve().parent.parent / "datasets" / "docs.jsonl"
-MODEL = {"name": "builtin-template", "provider": "evalgate-example", "params": {"temperature": 0}}
+MODEL_NAME, MODEL_PROVIDER = "builtin-template", "evalgate-example"
 WORKFLOWS = ("refunds", "order_status", "account")
 MODEL_ROUTES = frozenset({"refunds", "order_status", "account", "policy_question"})
 RETRIEVAL_TOPICS = {"refunds": "refund policy", "order_status": "order status tracking",
@@ -538,7 +538,7 @@ def respond(request: dict[str, Any], behaviour: Behaviour = CURRENT) -> dict[str
         "tool_calls": outcome.tool_calls,
     }
     if decision.name in MODEL_ROUTES:
-        trace["model"] = {**MODEL, "params": dict(MODEL["params"])}
+        trace["model"] = {"name": MODEL_NAME, "provider": MODEL_PROVIDER, "params": {"temperature": 0}}
     trace.update(output=outcome.output, state=outcome.state,
                  latency_ms=latency_ms(decision, context, outcome),
                  usage=usage(decision, request, passages, outcome.output))
