@@ -209,8 +209,16 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
 
 
 def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | None = None) -> dict[str, Any]:
-    """One case of a stored run, turn by turn, with every score."""
-    run_id = store.resolve_run(run_ref)
+    """One case of a stored run, turn by turn, with every score.
+
+    ``latest`` means the latest run that has this case.
+    """
+    if run_ref in (None, "latest", "last"):
+        rows = store.query("SELECT r.run_id FROM runs r WHERE EXISTS (SELECT 1 FROM cases c WHERE c.run_id = r.run_id "
+                           "AND c.case_id = ?) ORDER BY r.started_at DESC LIMIT 1", [case_id])
+        run_id = str(rows[0][0]) if rows else store.resolve_run(None)
+    else:
+        run_id = store.resolve_run(run_ref)
     with store.connect(read_only=True) as con:
         cases = con.execute(
             "SELECT case_id, repeat, tags, user_id, user_groups, passed, errored, error, source, elapsed_ms, session_id "
@@ -246,6 +254,7 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
                     "model": trace.get("model"), "state_in": json.loads(t[4]) if t[4] else {},
                     "state": json.loads(t[5]) if t[5] else None, "elapsed_ms": t[6], "latency_ms": trace.get("latency_ms"),
                     "usage": trace.get("usage"), "passed": bool(t[8]), "error": t[9],
+                    "feedback": (json.loads(t[11]) if t[11] else trace).get("feedback"),
                     "changes": json.loads(t[12]) if t[12] else None,
                     "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4]}
                                for s in scores]})

@@ -14,6 +14,7 @@ raises) are never exceptions: they are stored results with an error.
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ class Location:
     column: int | None = None
 
     def __str__(self) -> str:
-        parts = [self.path]
+        parts = [display_path(self.path)]
         if self.line is not None:
             parts.append(str(self.line))
             if self.column is not None:
@@ -93,3 +94,13 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A hint naming the closest known word, or None when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"did you mean '{close[0]}'?" if close else None
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """A path as a person wants to read it: relative to the working folder when inside it."""
+    full = os.path.normpath(os.path.abspath(path))
+    try:
+        rel = os.path.relpath(full)
+    except ValueError:  # another drive on Windows
+        return full
+    return full if rel.startswith("..") else rel

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import re
 import shlex
 from collections.abc import Callable, Iterator, Sequence
@@ -27,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import scorers as scorer_registry
 from ._yaml import YamlDoc, load_yaml
 from .config import Config
-from .errors import Location, SuiteError, UsageError, did_you_mean
+from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
 from .scorers import BoundScorer, Score, ScorerArgError
 from .traces import BadLine, RecordedSession, Trace, TraceFileInfo, User, iter_sessions, scan
 
@@ -456,7 +457,8 @@ class Suite:
             turns.append(Turn(trace.input or "", checks, expect, trace))
         first = session.turns[0]
         return Case(id=session.session_id, seq=seq, turns=turns, user=first.user or User(), state={},
-                    tags=tuple(tags), source=f"{session.path}:{session.first_line}", session_id=session.session_id)
+                    tags=tuple(tags), source=f"{display_path(session.path)}:{session.first_line}",
+                    session_id=session.session_id)
 
     def _bind_lenient(self, expect: dict[str, Any]) -> list[BoundScorer]:
         """Bind a correction's expectations; one that cannot bind becomes an error check."""
@@ -630,7 +632,7 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
     for i, item in enumerate(spec.cases):
         if isinstance(item, dict) and "file" in item:
             ref: CasesFile = _validate(CasesFile, item, doc, ("cases", i), str(path))
-            for case in _load_dataset(base / ref.file, ref.tags, aliases, suite_checks, len(static)):
+            for case in _load_dataset(Path(os.path.normpath(base / ref.file)), ref.tags, aliases, suite_checks, len(static)):
                 add(case)
         else:
             cspec: CaseSpec = _validate(CaseSpec, item, doc, ("cases", i), str(path))
@@ -644,7 +646,7 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
         src: TracesSource = _validate(TracesSource, item, doc, ("traces", i), str(path))
         src_checks = _bind_all(src.expect, aliases, doc, ("traces", i, "expect"), str(path))
         scorer_names.update(c.name for c in src_checks)
-        info = scan(base / src.file, strict=strict)
+        info = scan(os.path.normpath(base / src.file), strict=strict)
         notes.bad_lines.extend(info.bad)
         notes.bad_line_count += info.bad_count
         trace_sources.append((src, info, src_checks))
@@ -739,8 +741,8 @@ def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str,
                 except ValueError as exc:
                     raise SuiteError(f"not valid JSON: {exc}", location=Location(str(path), lineno)) from None
                 cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
-                yield _build_case(cspec, seq0 + n, f"{path}:{lineno}", aliases, suite_checks, None, (), tags,
-                                  str(path), lineno)
+                yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (),
+                                  tags, str(path), lineno)
                 n += 1
     elif suffix == ".csv":
         yield from _load_csv(path, tags, aliases, suite_checks, seq0)
@@ -804,7 +806,8 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
         for n, key in enumerate(order):
             lineno, item = grouped[key]
             cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
-            yield _build_case(cspec, seq0 + n, f"{path}:{lineno}", aliases, suite_checks, None, (), tags, str(path), lineno)
+            yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (), tags,
+                              str(path), lineno)
 
 
 def discover(paths: Sequence[Path | str], config: Config) -> list[Path]:

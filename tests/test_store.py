@@ -78,25 +78,26 @@ def _wait_for_rows(db: Path, timeout: float = 30) -> None:
 
 
 def test_history_and_show_work_while_a_run_writes(project: Path) -> None:
-    _slow_suite(project)
+    _slow_suite(project, n=40)  # about 10 s of work: long enough to look at it while it runs
     db = project / ".evalgate" / "evalgate.duckdb"
     proc = _start_run(project, "--json")
     try:
         _wait_for_rows(db)
-        r = run_cli("history", "--json", cwd=project)
-        assert r.code == 0, r
-        assert r.json()[0]["status"] == "running"
-        assert run_cli("show", "latest", "c00", "--json", cwd=project).json()["repeats"][0]["passed"] is True
         # a second run on the busy store stops with a clear message and exit 3
         second = run_cli("run", cwd=project)
         assert second.code == 3, second
         assert "another evalgate run is writing to" in second.err and "pid" in second.err
         assert "hint: wait for it to finish (--wait SECONDS)" in second.err
+        r = run_cli("history", "--json", cwd=project)
+        assert r.code == 0, r
+        assert r.json()[0]["status"] == "running"
+        assert run_cli("show", "latest", "c00", "--json", cwd=project).json()["repeats"][0]["passed"] is True
+        assert proc.poll() is None, "the run ended before the readers were checked"
     finally:
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert json.loads(out)["suites"][0]["cases"] == 12
-    assert query(db, "SELECT status, cases_done FROM runs") == [("completed", 12)]
+    assert json.loads(out)["suites"][0]["cases"] == 40
+    assert query(db, "SELECT status, cases_done FROM runs") == [("completed", 40)]
 
 
 def test_ctrl_c_stores_the_run_as_interrupted_with_what_finished(project: Path) -> None:

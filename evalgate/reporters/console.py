@@ -107,8 +107,10 @@ def _render_suite(console: Console, s: Any) -> None:
                 label.append("  critical", style="bold red")
             label.append(f"  {f['source']}", style="dim")
             console.print(label)
-            for reason in f["reasons"][:4]:
+            for reason in f["reasons"][:6]:
                 console.print(Text("    " + reason))
+            if len(f["reasons"]) > 6:
+                console.print(Text(f"    … and {len(f['reasons']) - 6} more (evalgate show {s.run_id} {f['case_id']})", style="dim"))
         total_failing = int((m.get("failed") or 0) + (m.get("errors") or 0))
         if total_failing > len(s.failing):
             console.print(Text(f"  … and {total_failing - len(s.failing)} more (evalgate run --json, or query the store)", style="dim"))
@@ -173,8 +175,16 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
             reported = ", ".join(f"{k} {v:g}" for k, v in lat.items()) if lat else "not reported"
             elapsed = f"{t['elapsed_ms']:.1f} ms" if t["elapsed_ms"] is not None else "—"
             node.add(Text(f"elapsed {elapsed}; reported latency (ms): {reported}", style="dim"))
-            if t.get("changes"):
-                node.add(Text("changed vs recording: " + json.dumps(t["changes"], ensure_ascii=False)[:300], style="magenta"))
+            if t.get("feedback"):
+                fb = t["feedback"]
+                parts = [f"rating {fb['rating']}"] if fb.get("rating") is not None else []
+                if fb.get("correction"):
+                    parts.append("correction " + json.dumps(fb["correction"], ensure_ascii=False))
+                if fb.get("note"):
+                    parts.append(f"note {fb['note']!r}")
+                node.add(Text("recorded feedback: " + "; ".join(parts), style="cyan"))
+            for what, change in (t.get("changes") or {}).items():
+                node.add(Text(f"changed vs recording, {what}: " + json.dumps(change, ensure_ascii=False), style="magenta"))
             for sc in t["scores"]:
                 ok = sc["passed"] and not sc["error"]
                 node.add(Text(f"{'✓' if ok else '✗'} {sc['scorer']}: ", style="green" if ok else "red")
