@@ -1,0 +1,49 @@
+"""The bundled example is real: its default suites pass, its regressed variant fails, and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import REPO, query, run_cli
+
+
+def test_default_suites_pass(tmp_path: Path) -> None:
+    r = run_cli("run", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    assert r.code == 0, r
+    suites = {s["suite"]: s for s in r.json()["suites"]}
+    assert set(suites) == {"support", "support-replay"}  # default: false suites stay out
+    support = suites["support"]
+    assert support["cases"] >= 30 and support["metrics"]["pass_rate"] == 1.0
+    assert [x["status"] for x in support["verdict"]["rules"]] == ["pass"] * len(support["verdict"]["rules"])
+    replay = suites["support-replay"]
+    assert replay["turns"] >= 45
+    db = tmp_path / "s.duckdb"
+    # replaying recordings through today's assistant records where it now differs from what was recorded
+    changed = query(db, "SELECT count(*) FROM turns WHERE run_id = ? AND changes IS NOT NULL", [replay["run_id"]])[0][0]
+    assert changed >= 3
+
+
+def test_regressed_assistant_fails_its_gate_with_reasons(tmp_path: Path) -> None:
+    r = run_cli("run", "suites/support-regressed.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    assert r.code == 1, r
+    verdict = r.json()["suites"][0]["verdict"]
+    failed = {x["rule"]: x for x in verdict["rules"] if x["status"] == "fail"}
+    assert "critical cases pass" in failed and "refund-changes-order-number" in failed["critical cases pass"]["cases"]
+    reasons = "\n".join(f for c in r.json()["suites"][0]["failing"] for f in c["reasons"])
+    assert "issue_refund called but must not be" in reasons  # the tool fired before confirmation
+    assert "must not use kb/internal" in reasons  # internal documents reached a customer
+
+
+def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> None:
+    r = run_cli("run", "suites/recorded-as-is.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    assert r.code == 1, r
+    s = r.json()["suites"][0]
+    db = tmp_path / "s.duckdb"
+    corrected = {row[0] for row in query(db, "SELECT case_id FROM cases WHERE list_contains(tags, 'corrected')")}
+    assert {c["case_id"] for c in s["failing"]} == corrected and corrected
+
+
+def test_validate_the_bundled_suites() -> None:
+    r = run_cli("validate", "suites", "--json", cwd=REPO)
+    assert r.code == 0, r
+    assert len(r.json()["suites"]) == 4
