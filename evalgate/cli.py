@@ -32,7 +32,10 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of 
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    stream = sys.stderr if stderr else sys.stdout
+    # piped output is read in files and CI logs, not an 80-column terminal
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
 
 def _split(values: list[str] | None) -> list[str] | None:

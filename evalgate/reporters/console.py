@@ -65,9 +65,9 @@ def _render_suite(console: Console, s: Any) -> None:
     head.append(f"{_STATUS_WORD[v.status]} ", style=_STATUS_STYLE[v.status])
     head.append(f"{s.suite}", style="bold")
     head.append(f"  run {s.run_id}  ·  {s.cases} case run(s), {s.turns} turn(s) in {s.duration_s:.1f}s  ·  {s.target}")
-    console.print(head)
+    console.print(head, soft_wrap=True)
     for reason in v.reasons:
-        console.print(Text("  " + reason, style="red" if v.status != "pass" else None))
+        console.print(Text("  " + reason, style="red" if v.status != "pass" else None), soft_wrap=True)
     for note in v.notices + s.warnings:
         console.print(Text("  note: " + note, style="yellow"))
     for b in s.bad_lines[:5]:
@@ -197,13 +197,14 @@ def render_history(console: Console, rows: list[dict[str, Any]]) -> None:
         console.print("no runs yet")
         return
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("run", "suite", "verdict", "status", "cases", "errors", "pass rate", "latency p95", "branch", "commit", "started"):
-        table.add_column(col)
+    for col in ("run", "suite", "verdict", "cases", "errors", "pass rate", "p95", "commit", "started"):
+        table.add_column(col, no_wrap=col in ("run", "verdict", "started"))
     for r in rows:
-        verdict = r["verdict"] or "—"
-        table.add_row(r["run_id"], r["suite"], Text(verdict, style=_STATUS_STYLE.get(verdict, "")), r["status"],
+        verdict = r["verdict"] or r["status"]
+        commit = (r["git_commit"] or "")[:8] + (f" ({r['git_branch']})" if r["git_branch"] else "")
+        table.add_row(r["run_id"], r["suite"], Text(verdict, style=_STATUS_STYLE.get(verdict, "")),
                       str(r["cases_done"]), str(r["errors"]), _pct(r["pass_rate"]), _ms(r["latency_p95"]),
-                      r["git_branch"] or "", (r["git_commit"] or "")[:8], (r["started_at"] or "")[:19])
+                      commit, (r["started_at"] or "")[5:16])
     console.print(table)
 
 
