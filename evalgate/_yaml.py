@@ -16,10 +16,7 @@ import yaml
 
 from .errors import Location, SuiteError
 
-try:  # the C loader is several times faster on large datasets
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover - libyaml missing
-    _Loader = yaml.SafeLoader
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the C loader is several times faster
 
 
 @dataclass

@@ -17,7 +17,7 @@ from typing import Any
 from . import gate as gate_mod
 from . import metrics
 from .config import Config, find_config
-from .errors import EXIT_PASS, EXIT_RUN_ERROR, RunError, UsageError
+from .errors import EXIT_PASS, EXIT_RUN_ERROR, UsageError
 from .results import RunOutcome
 from .runner import Progress, Runner, RunOptions, config_hash
 from .store import Store
@@ -179,24 +179,7 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
                 import_reference(s.target.spec["python"], [config.root, s.path.parent])
             except Exception as exc:
                 raise UsageError(f"suite {s.path}: target '{s.target.spec['python']}' does not import: {exc}") from None
-        bad_total = s.notes.bad_line_count
-        # stream the recorded sessions too: full validation of every line
-        sessions = 0
-        bad_msgs = [{"file": b.path, "line": b.line, "message": b.message} for b in s.notes.bad_lines]
-
-        def on_bad(b: Any) -> None:
-            nonlocal bad_total
-            bad_total += 1
-            if strict:
-                from .errors import Location, SuiteError
-
-                raise SuiteError(f"bad trace line: {b.message}", location=Location(b.path, b.line))
-            if len(bad_msgs) < 50:
-                bad_msgs.append({"file": b.path, "line": b.line, "message": b.message})
-
-        for case in s.iter_cases(on_bad=on_bad):
-            if case.session_id is not None:
-                sessions += 1
+        sessions, bad_total, bad_msgs = _stream_recorded(s, strict)
         warnings = list(s.notes.warnings)
         if bad_total:
             warnings.append(f"{bad_total} bad trace line(s) will be skipped (run with --strict to make them fatal)")
@@ -206,6 +189,25 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
                     "repeat": s.repeat, "gated": s.gated, "rules": len(s.gate.rules),
                     "warnings": warnings, "bad_lines": bad_msgs})
     return ValidationReport(out)
+
+
+def _stream_recorded(suite: Suite, strict: bool) -> tuple[int, int, list[dict[str, Any]]]:
+    """Read every recorded session in full (the scan pass only checks lines cheaply)."""
+    from .errors import Location, SuiteError
+
+    bad_total = suite.notes.bad_line_count
+    bad_msgs = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
+
+    def on_bad(b: Any) -> None:
+        nonlocal bad_total
+        bad_total += 1
+        if strict:
+            raise SuiteError(f"bad trace line: {b.message}", location=Location(b.path, b.line))
+        if len(bad_msgs) < 50:
+            bad_msgs.append({"file": b.path, "line": b.line, "message": b.message})
+
+    sessions = sum(1 for case in suite.iter_cases(on_bad=on_bad) if case.session_id is not None)
+    return sessions, bad_total, bad_msgs
 
 
 def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | None = None) -> dict[str, Any]:

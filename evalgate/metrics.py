@@ -41,7 +41,8 @@ class RuleData:
 
 
 def _case_filter(where: Where | None, alias: str = "c") -> tuple[str, list[Any]]:
-    clauses, params = [], []
+    clauses: list[str] = []
+    params: list[Any] = []
     if where is not None:
         if where.tags:
             clauses.append(f"list_has_any({alias}.tags, ?::VARCHAR[])")

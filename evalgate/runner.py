@@ -297,8 +297,8 @@ class Runner:
                     await asyncio.sleep(0)  # replay never suspends: let signals and others in
 
         workers = [asyncio.create_task(worker()) for _ in range(1 if self.is_replay else self.concurrency)]
-        stopper = asyncio.create_task(interrupted.wait())
-        pending = set(workers)
+        stopper: asyncio.Task[Any] = asyncio.create_task(interrupted.wait())
+        pending: set[asyncio.Task[Any]] = set(workers)
         while pending:
             finished, pending = await asyncio.wait(pending | {stopper}, return_when=asyncio.FIRST_COMPLETED)
             pending.discard(stopper)
@@ -307,11 +307,12 @@ class Runner:
                     w.cancel()
                 await asyncio.gather(*pending, return_exceptions=True)
                 break
-            for w in finished:
-                if w is not stopper and w.exception() is not None:
+            for task in finished:
+                exc = task.exception() if task is not stopper else None
+                if exc is not None:
                     for other in pending:
                         other.cancel()
-                    raise w.exception()  # type: ignore[misc]
+                    raise exc
         stopper.cancel()
         del done
 

@@ -336,7 +336,7 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
         raise SuiteError(f"target: {_message(err, _TARGET_MODELS[kind])}",
                          location=loc(tuple(err["loc"]), key=err["type"] == "extra_forbidden"),
                          hint=_hint(err, _TARGET_MODELS[kind])) from None
-    return TargetConfig(kind, spec.model_dump(), base_dir)  # type: ignore[arg-type]
+    return TargetConfig(kind, spec.model_dump(), base_dir)
 
 
 # --- the runnable form --------------------------------------------------------
@@ -658,7 +658,7 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
                          location=_parse_loc(first.source),
                          hint="give the suite a python, http or command target, or move the cases to another suite")
     gated = spec.gate is not None and bool(spec.gate.rules)  # a gate without rules still needs every case to pass
-    gate = spec.gate or GateSpec()
+    gate = spec.gate or GateSpec(max_error_rate=0.0)
     from .gate import check_rule_metrics
 
     for i, rule in enumerate(gate.rules):
@@ -720,10 +720,9 @@ def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str,
     if suffix in (".yaml", ".yml"):
         doc = load_yaml(path)
         items = doc.data
+        prefix0: tuple[str, ...] = ()
         if isinstance(items, dict) and "cases" in items:
             items, prefix0 = items["cases"], ("cases",)
-        else:
-            prefix0 = ()
         if not isinstance(items, list):
             raise SuiteError("a YAML dataset is a list of cases (or a mapping with 'cases:')", location=Location(str(path), 1))
         for i, item in enumerate(items):

@@ -67,7 +67,7 @@ def _render_suite(console: Console, s: Any) -> None:
     head.append(f"  run {s.run_id}  ·  {s.cases} case run(s), {s.turns} turn(s) in {s.duration_s:.1f}s  ·  {s.target}")
     console.print(head, soft_wrap=True)
     for reason in v.reasons:
-        console.print(Text("  " + reason, style="red" if v.status != "pass" else None), soft_wrap=True)
+        console.print(Text("  " + reason, style="red" if v.status != "pass" else ""), soft_wrap=True)
     for note in v.notices + s.warnings:
         console.print(Text("  note: " + note, style="yellow"))
     for b in s.bad_lines[:5]:
@@ -218,7 +218,7 @@ def scorer_rows() -> list[dict[str, Any]]:
             args = []
             for name, p in params.items():
                 if p.kind is p.VAR_KEYWORD:
-                    args.append(f"<slot>=value")
+                    args.append("<slot>=value")
                 elif p.kind is not p.VAR_POSITIONAL:
                     args.append(name if p.default is p.empty else f"{name}={p.default!r}")
         except (TypeError, ValueError):

@@ -22,7 +22,6 @@ when a suite names them) or from a ``package.module:function`` reference.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
 import typing
@@ -236,7 +235,7 @@ def bind(name: str, args: Any, *, aliases: Mapping[str, tuple[str, Any]] | None 
     if not callable(check):
         raise ScorerArgError(f"scorer '{name}' factory returned {type(check).__name__}, not a check function",
                              hint="a scorer factory takes the YAML arguments and returns check(ctx) -> Score")
-    is_async = asyncio.iscoroutinefunction(check) or asyncio.iscoroutinefunction(getattr(check, "__call__", None))
+    is_async = inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(getattr(check, "__call__", None))
     return BoundScorer(name, check, is_async, args)
 
 
