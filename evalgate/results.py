@@ -57,8 +57,9 @@ class CaseResult:
         return self.error is None and all(t.passed for t in self.turns)
 
     @property
-    def elapsed_ms(self) -> float:
-        return sum(t.elapsed_ms or 0.0 for t in self.turns)
+    def elapsed_ms(self) -> float | None:
+        measured = [t.elapsed_ms for t in self.turns if t.elapsed_ms is not None]
+        return sum(measured) if measured else None
 
     def reasons(self) -> list[str]:
         """One line per failed score or error: why the case did not pass."""

@@ -48,7 +48,7 @@ class RunOptions:
     strict: bool = False
     wait_s: float = 0.0
     """How long to wait for another run to release the store."""
-    batch_rows: int = 20_000
+    batch_rows: int = 5_000
     root: Path | None = None
     config_hash: str | None = None
 
@@ -176,7 +176,7 @@ class Runner:
         if self.is_replay:
             if turn.recorded is None:
                 return TurnResult(index, turn.input, state, None, None, "nothing recorded for this turn", [])
-            reply = Reply(turn.recorded, 0.0)
+            reply = Reply(turn.recorded, None)  # nothing ran: no elapsed time to report
         else:
             try:
                 reply = await target.call(request, turn, self.timeout_s)
@@ -275,8 +275,11 @@ class Runner:
                 except (RuntimeError, ValueError):
                     pass
         bad = suite.notes.bad_line_count + self.state.bad_count
-        writer.flush(status_update={"status": status, "bad_lines": bad,
-                                    "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)})
+        try:
+            writer.flush(status_update={"status": status, "bad_lines": bad,
+                                        "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)})
+        finally:
+            writer.close()
         return RunOutcome(run_id, suite.name, status, writer.cases_done, writer.turns_done, writer.errors,
                           writer.passed, bad, time.perf_counter() - started, failure)
 

@@ -13,6 +13,7 @@ files, which are streamed (a session becomes one multi-turn case).
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -402,6 +403,7 @@ class Suite:
     aliases: dict[str, tuple[str, Any]]
     scorer_names: set[str]
     notes: LoadNotes
+    _correction_cache: dict[tuple[str, str], BoundScorer] = field(default_factory=dict, repr=False)
 
     @property
     def repeat(self) -> int:
@@ -457,18 +459,33 @@ class Suite:
             turns.append(Turn(trace.input or "", checks, expect, trace))
         first = session.turns[0]
         return Case(id=session.session_id, seq=seq, turns=turns, user=first.user or User(), state={},
-                    tags=tuple(tags), source=f"{display_path(session.path)}:{session.first_line}",
+                    tags=tuple(tags), source=f"{_shown(session.path)}:{session.first_line}",
                     session_id=session.session_id)
 
     def _bind_lenient(self, expect: dict[str, Any]) -> list[BoundScorer]:
-        """Bind a correction's expectations; one that cannot bind becomes an error check."""
+        """Bind a correction's expectations; one that cannot bind becomes an error check.
+
+        Corrections repeat a handful of values (route names, mostly), so bound
+        checks are cached by their arguments.
+        """
         bound = []
         for name, args in expect.items():
-            try:
-                bound.append(scorer_registry.bind(name, args, aliases=self.aliases))
-            except ScorerArgError as exc:
-                bound.append(_error_check(name, f"correction could not become an expectation: {exc}"))
+            key = (name, json.dumps(args, sort_keys=True, default=str))
+            check = self._correction_cache.get(key)
+            if check is None:
+                try:
+                    check = scorer_registry.bind(name, args, aliases=self.aliases)
+                except ScorerArgError as exc:
+                    check = _error_check(name, f"correction could not become an expectation: {exc}")
+                if len(self._correction_cache) < 10_000:
+                    self._correction_cache[key] = check
+            bound.append(check)
         return bound
+
+
+@functools.lru_cache(maxsize=256)
+def _shown(path: str) -> str:
+    return display_path(path)
 
 
 def correction_to_expect(c: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from .errors import Location, SuiteError
 
@@ -135,6 +135,14 @@ class Trace(_Model):
     """The system's own report that the turn failed."""
     extra: dict[str, Any] = Field(default_factory=dict)
     """Anything else, passed through to custom scorers."""
+    _raw: bytes | None = PrivateAttr(default=None)
+    """The recorded line this trace was read from, stored as is instead of re-encoded."""
+
+    def to_json(self) -> str:
+        """The trace as compact JSON: the recorded line when there is one."""
+        if self._raw is not None:
+            return self._raw.decode("utf-8").strip()
+        return self.model_dump_json(exclude_defaults=True)
 
     @field_validator("route", mode="before")
     @classmethod
@@ -336,7 +344,9 @@ def iter_sessions(info: TraceFileInfo, *, on_bad: Callable[[BadLine], None] | No
 
 def _parse(raw: bytes, path: str, lineno: int, on_bad: Callable[[BadLine], None] | None) -> Trace | None:
     try:
-        return Trace.model_validate_json(raw)
+        trace = Trace.model_validate_json(raw)
+        trace._raw = raw
+        return trace
     except ValidationError as exc:
         if on_bad is not None:
             on_bad(BadLine(path, lineno, describe_validation_error(exc)))

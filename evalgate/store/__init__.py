@@ -25,6 +25,8 @@ from .migrations import SCHEMA_VERSION, migrate
 __all__ = ["Store", "RunLock", "SCHEMA_VERSION"]
 
 _LOCK_WAIT_S = 30.0
+# DuckDB's buffer pool otherwise grows with the store during checkpoints on close
+MEMORY_LIMIT = os.environ.get("EVALGATE_DUCKDB_MEMORY", "512MB")
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -39,7 +41,8 @@ class Store:
         self.path = Path(path)
 
     @contextlib.contextmanager
-    def connect(self, *, read_only: bool = False, wait_s: float = _LOCK_WAIT_S) -> Iterator[Any]:
+    def connect(self, *, read_only: bool = False, wait_s: float = _LOCK_WAIT_S,
+                memory_limit: str | None = None, threads: int | None = None) -> Iterator[Any]:
         """A connection, retried while another process holds the file briefly."""
         import duckdb
 
@@ -63,6 +66,9 @@ class Store:
                 delay = min(delay * 2, 0.2)
         try:
             con.execute("SET enable_progress_bar = false")  # DuckDB's own bar would garble ours
+            con.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
+            if threads is not None:
+                con.execute(f"SET threads = {int(threads)}")
             if not read_only:
                 migrate(con)
             yield con

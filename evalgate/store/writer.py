@@ -16,6 +16,10 @@ _TURN_COLS = ["run_id", "case_id", "repeat", "turn", "input", "route", "output",
 _SCORE_COLS = ["run_id", "case_id", "repeat", "turn", "scorer", "passed", "value", "explanation", "error"]
 
 
+WRITER_MEMORY_LIMIT = "64MB"
+"""DuckDB's buffer pool while appending a batch: enough for a batch, flat for any run length."""
+
+
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
@@ -28,7 +32,7 @@ class ResultWriter:
     ``interval_s`` has passed since the last flush.
     """
 
-    def __init__(self, store: Store, run_id: str, *, batch_rows: int = 20_000, interval_s: float = 2.0,
+    def __init__(self, store: Store, run_id: str, *, batch_rows: int = 10_000, interval_s: float = 2.0,
                  same_as_recorded: bool = False):
         self.store = store
         self.run_id = run_id
@@ -36,6 +40,8 @@ class ResultWriter:
         self.interval_s = interval_s
         self.same_as_recorded = same_as_recorded
         self._last_flush = time.monotonic()
+        self._executor: Any = None
+        self._future: Any = None
         self.cases_done = 0
         self.turns_done = 0
         self.errors = 0
@@ -72,9 +78,9 @@ class ResultWriter:
             tc["latency_ms"].append(lat)
             tc["passed"].append(t.passed)
             tc["error"].append(t.error)
-            tc["trace"].append(tr.model_dump_json(exclude_defaults=True) if tr is not None else None)
+            tc["trace"].append(tr.to_json() if tr is not None else None)
             rec = t.recorded
-            tc["recorded"].append(rec.model_dump_json(exclude_defaults=True) if rec is not None and rec is not tr else None)
+            tc["recorded"].append(rec.to_json() if rec is not None and rec is not tr else None)
             tc["changes"].append(_dumps(t.changes) if t.changes else None)
             usage = tr.usage if tr is not None else None
             tc["input_tokens"].append(usage.input_tokens if usage else None)
@@ -104,30 +110,70 @@ class ResultWriter:
         self.passed += result.passed
         self._pending += max(1, len(result.turns))
         if self._pending >= self.batch_rows or time.monotonic() - self._last_flush >= self.interval_s:
-            self.flush()
+            self.flush(background=True)
 
-    def _tables(self) -> tuple[Any, Any, Any]:
+    @staticmethod
+    def _tables(cases_cols: dict[str, list[Any]], turn_cols: dict[str, list[Any]],
+                score_cols: dict[str, list[Any]]) -> tuple[Any, Any, Any]:
         import pyarrow as pa
 
+        _use_system_allocator(pa)
+        string_list = pa.list_(pa.string())
         cases = pa.table({
-            **{k: self._cases[k] for k in _CASE_COLS},
-            "tags": pa.array(self._cases["tags"], pa.list_(pa.string())),
-            "user_groups": pa.array(self._cases["user_groups"], pa.list_(pa.string())),
-            "routes": pa.array(self._cases["routes"], pa.list_(pa.string())),
+            **cases_cols,
+            "tags": pa.array(cases_cols["tags"], string_list),
+            "user_groups": pa.array(cases_cols["user_groups"], string_list),
+            "routes": pa.array(cases_cols["routes"], string_list),
+            "elapsed_ms": pa.array(cases_cols["elapsed_ms"], pa.float64()),
         })
         types = {"elapsed_ms": pa.float64(), "latency_ms": pa.float64(), "cost_usd": pa.float64(),
                  "input_tokens": pa.int64(), "output_tokens": pa.int64()}
-        turns = pa.table({k: pa.array(v, types[k]) if k in types else v for k, v in self._turns.items()})
-        scores = pa.table({**self._scores, "value": pa.array(self._scores["value"], pa.float64())})
+        turns = pa.table({k: pa.array(v, types[k]) if k in types else v for k, v in turn_cols.items()})
+        scores = pa.table({**score_cols, "value": pa.array(score_cols["value"], pa.float64())})
         return cases, turns, scores
 
-    def flush(self, *, status_update: dict[str, Any] | None = None) -> None:
-        """Append the pending batch (if any) and the run's progress counters."""
+    def flush(self, *, status_update: dict[str, Any] | None = None, background: bool = False) -> None:
+        """Append the pending batch (if any) and the run's progress counters.
+
+        With ``background`` the batch is written on a writer thread (DuckDB
+        and Arrow release the GIL), so scoring goes on meanwhile; at most one
+        batch is in flight, and batches land in order. A flush with a status
+        update waits for everything before it.
+        """
         has_rows = bool(self._cases["case_id"])
         if not has_rows and status_update is None:
             return
-        tables = self._tables() if has_rows else None
-        with self.store.connect() as con:
+        batch = (self._cases, self._turns, self._scores) if has_rows else None
+        sets: dict[str, Any] = {"cases_done": self.cases_done, "turns_done": self.turns_done, "errors": self.errors}
+        sets.update(status_update or {})
+        self._reset()
+        self._last_flush = time.monotonic()
+        self.wait()
+        if background:
+            if self._executor is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-store")
+            self._future = self._executor.submit(self._write, batch, sets)
+        else:
+            self._write(batch, sets)
+
+    def wait(self) -> None:
+        """Wait for the batch in flight; its failure is raised here."""
+        future, self._future = self._future, None
+        if future is not None:
+            future.result()
+
+    def close(self) -> None:
+        self.wait()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _write(self, batch: tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[Any]]] | None,
+               sets: dict[str, Any]) -> None:
+        tables = self._tables(*batch) if batch is not None else None
+        with self.store.connect(memory_limit=WRITER_MEMORY_LIMIT, threads=1) as con:  # the other core scores
             con.execute("BEGIN TRANSACTION")
             if tables is not None:
                 cases_tbl, turns_tbl, scores_tbl = tables
@@ -137,10 +183,29 @@ class ResultWriter:
                 con.execute(f"INSERT INTO cases ({', '.join(_CASE_COLS)}) SELECT {', '.join(_CASE_COLS)} FROM batch_cases")
                 con.execute(f"INSERT INTO turns ({', '.join(_TURN_COLS)}) SELECT {', '.join(_TURN_COLS)} FROM batch_turns")
                 con.execute(f"INSERT INTO scores ({', '.join(_SCORE_COLS)}) SELECT {', '.join(_SCORE_COLS)} FROM batch_scores")
-            sets = {"cases_done": self.cases_done, "turns_done": self.turns_done, "errors": self.errors}
-            sets.update(status_update or {})
             assignments = ", ".join(f"{k} = ?" for k in sets)
             con.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*sets.values(), self.run_id])
             con.execute("COMMIT")
-        self._reset()
-        self._last_flush = time.monotonic()
+        del tables
+        _release_freed_memory()
+
+
+_allocator_set = False
+
+
+def _use_system_allocator(pa: Any) -> None:
+    """Arrow's default pool keeps freed memory for reuse; a long run's memory would only grow."""
+    global _allocator_set
+    if not _allocator_set:
+        _allocator_set = True
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
+def _release_freed_memory() -> None:
+    """Give memory DuckDB and Arrow freed back to the system (glibc keeps it otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

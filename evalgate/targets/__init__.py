@@ -26,7 +26,8 @@ class Reply:
 
     raw: Any
     """A trace as a dict, a Trace, or a plain string (taken as the output)."""
-    elapsed_ms: float
+    elapsed_ms: float | None
+    """Time around the real work; None when nothing ran (replay)."""
 
 
 class Target(Protocol):

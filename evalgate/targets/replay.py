@@ -16,7 +16,7 @@ class ReplayTarget:
     async def call(self, request: dict[str, Any], turn: Any, timeout_s: float) -> Reply:
         if turn.recorded is None:
             raise TargetError("nothing recorded for this turn")
-        return Reply(turn.recorded, 0.0)
+        return Reply(turn.recorded, None)
 
     async def close(self) -> None:
         return None
