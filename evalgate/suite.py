@@ -795,10 +795,7 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
             for col, cell in row.items():
                 if col is None or not col.startswith("expect.") or cell in (None, ""):
                     continue
-                try:
-                    value = yaml.safe_load(cell)
-                except yaml.YAMLError:
-                    value = cell
+                value = _csv_value(cell, yaml)
                 parts = col.split(".")[1:]
                 if len(parts) == 1:
                     expect[parts[0]] = value
@@ -824,6 +821,19 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
             cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
             yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (), tags,
                               str(path), lineno)
+
+
+def _csv_value(cell: str, yaml: Any) -> Any:
+    """CSV cells are text, except YAML lists/mappings (``[a, b]``) and true/false."""
+    text = cell.strip()
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith(("[", "{")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return cell
+    return cell
 
 
 def discover(paths: Sequence[Path | str], config: Config) -> list[Path]:
