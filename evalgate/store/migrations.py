@@ -2,6 +2,10 @@
 
 Each migration runs in its own transaction. Never edit a migration that has
 shipped: add a new one. ``SCHEMA_VERSION`` is the number of migrations.
+
+Results tables have no primary-key constraints: the runner writes each
+(run, case, repeat, turn) once by construction, and DuckDB would otherwise
+load the whole key index on every batch, making long runs quadratic.
 """
 
 from __future__ import annotations
@@ -52,8 +56,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             error VARCHAR,
             n_turns INTEGER,
             elapsed_ms DOUBLE,
-            routes VARCHAR[],
-            PRIMARY KEY (run_id, case_id, repeat)
+            routes VARCHAR[]
         );
         CREATE TABLE turns (
             run_id VARCHAR NOT NULL,
@@ -71,8 +74,7 @@ MIGRATIONS: list[tuple[str, str]] = [
             error VARCHAR,
             trace JSON,
             recorded JSON,
-            changes JSON,
-            PRIMARY KEY (run_id, case_id, repeat, turn)
+            changes JSON
         );
         CREATE TABLE scores (
             run_id VARCHAR NOT NULL,
