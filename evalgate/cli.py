@@ -69,7 +69,16 @@ def run(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run suites against their targets, score, store, and gate (exit 0 pass, 1 fail, 2 usage, 3 error)."""
+    """Run suites against their targets, score, store, and gate.
+
+    \b
+    Exit codes:
+      0  the gate passed
+      1  the gate failed on quality (a rule)
+      2  usage or configuration error, found before the first turn ran
+      3  the run could not be trusted or completed (errors above
+         max_error_rate, target unreachable, interrupted, store busy)
+    """
     from .api import run as run_api
     from .reporters.console import ProgressBar, render_run
     from .runner import RunOptions

@@ -34,3 +34,5 @@ def test_every_command_has_help() -> None:
     for command in ("run", "validate", "show", "history", "scorers"):
         out = subprocess.run([sys.executable, "-m", "evalgate", command, "--help"], capture_output=True, text=True)
         assert out.returncode == 0 and "Usage: evalgate " + command in out.stdout, command
+    run_help = subprocess.run([sys.executable, "-m", "evalgate", "run", "--help"], capture_output=True, text=True).stdout
+    assert "3  the run could not be trusted" in run_help
