@@ -14,8 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import baseline as baseline_mod
 from . import gate as gate_mod
-from . import metrics
+from . import metrics, stats
 from .config import Config, find_config
 from .errors import EXIT_PASS, EXIT_RUN_ERROR, UsageError
 from .results import RunOutcome
@@ -41,6 +42,8 @@ class SuiteReport:
     cases: int
     turns: int
     target: str
+    baseline: dict[str, Any] | None = None
+    """The comparison with the baseline: new failures, fixed, changed, ..."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,6 +101,7 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     if options.tags and not any(s.count_cases(options.tags) for s in suites):
         raise UsageError(f"no case has any of the tags {', '.join(options.tags)}", hint="check --tags")
     report = RunReport(str(store.path))
+    baselines = {s.name: resolve_baseline(s, store, options, config) for s in suites}
 
     async def go() -> None:
         runners = [Runner(s, store, _options_for(s, options), None) for s in suites]
@@ -112,7 +116,7 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
                     continue
                 runner.progress = progress_factory(suite) if progress_factory else Progress()
                 outcome = await runner.run(tgt)
-                report.suites.append(finish(store, suite, outcome))
+                report.suites.append(finish(store, suite, outcome, baselines[suite.name]))
                 if outcome.status == "interrupted":
                     break
         finally:
@@ -129,27 +133,84 @@ def _options_for(suite: Suite, options: RunOptions) -> RunOptions:
     return opts
 
 
-def finish(store: Store, suite: Suite, outcome: RunOutcome) -> SuiteReport:
-    """Compute metrics and the verdict of a finished run, and store them."""
+@dataclass
+class BaselineChoice:
+    """The baseline a suite's run is compared with, or why there is none."""
+
+    wanted: str | None
+    snapshot: baseline_mod.Snapshot | None = None
+
+
+def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Config) -> BaselineChoice:
+    """Find the suite's baseline before anything runs (so --require-baseline can exit 2)."""
+    if options.baseline_file is not None:
+        choice = BaselineChoice(str(options.baseline_file), baseline_mod.read_file(Path(options.baseline_file), suite.name))
+    else:
+        ref = options.baseline or suite.spec.baseline or config.baseline
+        choice = BaselineChoice(ref)
+        if ref and store.path.exists():
+            with store.connect() as con:
+                run_id = baseline_mod.find_run(con, ref, suite.name)
+                if run_id is not None:
+                    choice.snapshot = baseline_mod.snapshot(con, run_id)
+    if choice.snapshot is None and options.require_baseline:
+        what = f"'{choice.wanted}'" if choice.wanted else "none was named"
+        raise UsageError(f"suite {suite.name}: no baseline to compare with ({what})",
+                         hint="pass --baseline NAME, --baseline-file PATH, or drop --require-baseline")
+    return choice
+
+
+def _drop_tests(suite: Suite, base: baseline_mod.Snapshot, cand: baseline_mod.Snapshot) -> list[Any]:
+    tests: list[Any] = []
+    for rule in suite.gate.rules:
+        if rule.max_drop is None:
+            tests.append(None)
+            continue
+        wanted = set(rule.where.tags or []) if rule.where else set()
+        pairs = []
+        for case_id, now in cand.cases.items():
+            before = base.cases.get(case_id)
+            if before is None or (wanted and not wanted & set(now.tags)):
+                continue
+            if now.runs - now.errored <= 0 or before.runs - before.errored <= 0:
+                continue  # errors are counted apart, never as a drop
+            pairs.append((case_id, before.passed / (before.runs - before.errored), now.passed / (now.runs - now.errored)))
+        tests.append(stats.paired_drop(rule.metric or "pass_rate", pairs, rule.max_drop, rule.confidence))
+    stats.holm([t for t in tests if t is not None])
+    return tests
+
+
+def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice | None = None) -> SuiteReport:
+    """Compute metrics, compare with the baseline, decide the verdict, and store them."""
+    base = base or BaselineChoice(None)
     with store.connect() as con:
         head = metrics.headline(con, outcome.run_id)
+        comparison, drops = None, []
+        if base.snapshot is not None:
+            cand = baseline_mod.snapshot(con, outcome.run_id)
+            comparison = baseline_mod.compare(base.snapshot, cand)
+            drops = _drop_tests(suite, base.snapshot, cand)
         data = metrics.rule_data(con, outcome.run_id, list(suite.gate.rules))
         critical = metrics.critical_failures(con, outcome.run_id)
         failed_ids = [r[0] for r in con.execute(
             "SELECT case_id, min(seq) s FROM cases WHERE run_id = ? AND NOT passed AND NOT errored GROUP BY case_id ORDER BY s",
             [outcome.run_id]).fetchall()]
         inputs = gate_mod.GateInputs(suite.gate, suite.gated, outcome.status, outcome.cases, outcome.errors,
-                                     data, critical, failed_ids,
-                                     outcome.bad_lines, outcome.failure)
+                                     data, critical, failed_ids, outcome.bad_lines, outcome.failure,
+                                     comparison, drops)
         verdict = gate_mod.evaluate(inputs)
+        if base.wanted and base.snapshot is None:
+            verdict.notices.insert(0, f"baseline '{base.wanted}' has no run of suite {suite.name}; regression rules skipped")
         failing = metrics.failing_cases(con, outcome.run_id)
-        summary = {"metrics": head, "verdict": verdict.to_dict()}
+        summary = {"metrics": head, "verdict": verdict.to_dict(),
+                   "baseline": comparison.to_dict() if comparison else None}
         con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
                     [verdict.status, verdict.exit_code, json.dumps(summary, default=str), outcome.run_id])
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
     return SuiteReport(suite.name, str(suite.path), outcome.run_id, outcome.status, verdict, head, failing,
                        list(suite.notes.warnings), bad, outcome.duration_s, outcome.cases, outcome.turns,
-                       suite.target.describe() if suite.target else "")
+                       suite.target.describe() if suite.target else "",
+                       comparison.to_dict() if comparison else None)
 
 
 @dataclass
@@ -279,3 +340,47 @@ def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dic
         r["started_at"] = str(r["started_at"]) if r["started_at"] else None
         r["finished_at"] = str(r["finished_at"]) if r["finished_at"] else None
     return rows
+
+
+def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[dict[str, str]]:
+    """Name a baseline: the given run, or the latest completed run of every suite."""
+    if run_ref is not None:
+        run_ids = [store.resolve_run(run_ref)]
+    else:
+        run_ids = [str(r[0]) for r in store.query(
+            "SELECT arg_max(run_id, started_at) FROM runs WHERE status = 'completed' GROUP BY suite ORDER BY suite")]
+        if not run_ids:
+            raise UsageError("the store has no completed run to name", hint="run 'evalgate run' first")
+    with store.connect() as con:
+        return baseline_mod.set_baseline(con, name, run_ids)
+
+
+def show_baselines(store: Store, name: str | None = None) -> list[dict[str, Any]]:
+    """Named baselines with their runs' verdicts."""
+    where, params = ("WHERE b.name = ?", [name]) if name else ("", [])
+    with store.connect() as con:  # migrates an older store so the table exists
+        rows = con.execute(
+            f"SELECT b.name, b.suite, b.run_id, b.created_at, r.verdict, r.git_commit, r.git_branch "
+            f"FROM baselines b LEFT JOIN runs r USING (run_id) {where} ORDER BY b.name, b.suite", params).fetchall()
+    return [{"name": r[0], "suite": r[1], "run_id": r[2], "created_at": str(r[3]), "verdict": r[4],
+             "git_commit": r[5], "git_branch": r[6]} for r in rows]
+
+
+def export_baseline(store: Store, name: str, path: str | Path) -> dict[str, Any]:
+    """Write a named baseline to a JSON file a repository can commit."""
+    with store.connect() as con:
+        return baseline_mod.export(con, name, Path(path))
+
+
+def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
+    """What changed from run A (the baseline) to run B, case by case."""
+    a, b = store.resolve_run(run_a), store.resolve_run(run_b)
+    with store.connect(read_only=True) as con:
+        base, cand = baseline_mod.snapshot(con, a), baseline_mod.snapshot(con, b)
+    if base.suite != cand.suite:
+        raise UsageError(f"runs are of different suites ({base.suite}, {cand.suite})")
+    out = baseline_mod.compare(base, cand).to_dict()
+    out.update({"suite": cand.suite, "run_a": a, "run_b": b,
+                "metrics": {k: {"a": base.metrics.get(k), "b": cand.metrics.get(k)}
+                            for k in sorted(set(base.metrics) | set(cand.metrics))}})
+    return out

@@ -66,6 +66,9 @@ def run(
     target: Annotated[Optional[str], typer.Option("--target", help="Override the target: replay, python:pkg.mod:fn, http:URL, command:ARGV.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="A bad line in a trace file is an error (exit 2) instead of skipped and counted.")] = False,
     wait: Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another run to release the store.")] = 0.0,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Compare with this baseline: a name, branch:NAME or a run id.")] = None,
+    baseline_file: Annotated[Optional[str], typer.Option("--baseline-file", help="Compare with a baseline file written by 'baseline export'.")] = None,
+    require_baseline: Annotated[bool, typer.Option("--require-baseline", help="No baseline is a usage error (exit 2) instead of a notice.")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -83,8 +86,12 @@ def run(
     from .reporters.console import ProgressBar, render_run
     from .runner import RunOptions
 
+    from pathlib import Path
+
     options = RunOptions(tags=_split(tags), repeat=repeat, concurrency=concurrency, timeout_s=timeout,
-                         strict=strict, wait_s=wait)
+                         strict=strict, wait_s=wait, baseline=baseline,
+                         baseline_file=Path(baseline_file) if baseline_file else None,
+                         require_baseline=require_baseline)
     console = _console()
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
@@ -160,6 +167,81 @@ def scorers(as_json: JsonOption = False) -> None:
         _print_json(rows)
     else:
         render_scorers(_console(), rows)
+
+
+baseline_app = typer.Typer(help="Name, list and export baselines: the runs new runs are compared with.",
+                           rich_markup_mode=None, no_args_is_help=True)
+app.add_typer(baseline_app, name="baseline")
+
+
+@baseline_app.command("set")
+def baseline_set(
+    name: Annotated[str, typer.Argument(help="Baseline name, e.g. main or release-1.4.")],
+    run_id: Annotated[Optional[str], typer.Argument(help="Run id (default: the latest completed run of every suite).")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Point a baseline name at a run (one per suite)."""
+    from .api import set_baseline
+
+    rows = set_baseline(_store(db), name, run_id)
+    if as_json:
+        _print_json(rows)
+    else:
+        for r in rows:
+            _console().print(f"baseline {r['name']} for suite {r['suite']} → run {r['run_id']}", markup=False)
+
+
+@baseline_app.command("show")
+def baseline_show(
+    name: Annotated[Optional[str], typer.Argument(help="Only this baseline.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List named baselines and the runs they point at."""
+    from .api import show_baselines
+    from .reporters.console import render_baselines
+
+    rows = show_baselines(_store(db), name)
+    if as_json:
+        _print_json(rows)
+    else:
+        render_baselines(_console(), rows)
+
+
+@baseline_app.command("export")
+def baseline_export(
+    name: Annotated[str, typer.Argument(help="Baseline name.")],
+    path: Annotated[str, typer.Argument(help="JSON file to write (commit it; use it with run --baseline-file).")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a baseline's per-case outcomes and metrics to a versioned JSON file."""
+    from .api import export_baseline
+
+    info = export_baseline(_store(db), name, path)
+    if as_json:
+        _print_json(info)
+    else:
+        _console().print(f"wrote baseline {info['name']} ({', '.join(info['suites'])}) to {info['path']}", markup=False)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[str, typer.Argument(help="The earlier run (the baseline).")],
+    run_b: Annotated[str, typer.Argument(help="The later run.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """What changed from run A to run B: new failures, fixed, changed behaviour, metrics."""
+    from .api import compare_runs
+    from .reporters.console import render_comparison
+
+    data = compare_runs(_store(db), run_a, run_b)
+    if as_json:
+        _print_json(data)
+    else:
+        render_comparison(_console(), data)
 
 
 @app.callback(invoke_without_command=True)

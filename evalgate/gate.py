@@ -57,7 +57,14 @@ class GateInputs:
     failed_cases: list[str]
     bad_lines: int = 0
     run_failure: str | None = None
-    has_baseline: bool = False
+    comparison: Any = None
+    """A baseline.Comparison when there is a baseline."""
+    drops: list[Any] = field(default_factory=list)
+    """One stats.DropTest per max_drop rule, in rule order (None for others)."""
+
+    @property
+    def has_baseline(self) -> bool:
+        return self.comparison is not None
 
 
 def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | None] | None:
@@ -67,6 +74,9 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
     if rule.metric is None:
         return None
     metric = rule.metric
+    if rule.max_drop is not None and metric != "pass_rate":
+        return (f"max_drop is tested on pass_rate (paired per case), not '{metric}'",
+                "write {metric: pass_rate, max_drop: 0.02}, with where: to slice by tags")
     if metric in CASE_METRICS or metric == LEAK_METRIC:
         return None
     family, _, stat = metric.rpartition(".")
@@ -156,6 +166,20 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
         if not inputs.has_baseline:
             notices.append(f"'{name}' skipped: no baseline to compare with")
             return RuleResult(name, "skipped", "no baseline")
+        cmp = inputs.comparison
+        if rule.no_new_failures:
+            flaky = f"; {len(cmp.flaky)} flaky case(s) left out" if cmp.flaky else ""
+            if cmp.new_failures:
+                return RuleResult(name, "fail", f"{len(cmp.new_failures)} case(s) passed in baseline "
+                                  f"{cmp.baseline_run} and fail now{flaky}", float(len(cmp.new_failures)),
+                                  cases=cmp.new_failures)
+            return RuleResult(name, "pass", f"no new failures against {cmp.baseline_run} over {cmp.paired} "
+                              f"paired case(s); {len(cmp.fixed)} fixed{flaky}", 0.0)
+        test = next((d for r, d in zip(inputs.gate.rules, inputs.drops) if r is rule), None)
+        if test is None:
+            return RuleResult(name, "skipped", "no paired data for this rule")
+        return RuleResult(name, "fail" if test.fails else "pass", test.describe(), test.drop,
+                          f"drop ≤ {rule.max_drop:g}", test.cases if test.fails else [])
     assert rule.metric is not None
     if rd is None or rd.value is None:
         if implicit:

@@ -51,6 +51,11 @@ class RunOptions:
     batch_rows: int = 5_000
     root: Path | None = None
     config_hash: str | None = None
+    baseline: str | None = None
+    """A baseline name, ``branch:NAME`` or a run id (else the suite's, then the config's)."""
+    baseline_file: Path | None = None
+    """A baseline JSON file written by ``baseline export`` (wins over ``baseline``)."""
+    require_baseline: bool = False
 
 
 @dataclass

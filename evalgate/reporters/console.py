@@ -95,6 +95,8 @@ def _render_suite(console: Console, s: Any) -> None:
         rules.add_row(mark, Text(r.rule), Text(r.detail))
     console.print(rules)
 
+    if s.baseline:
+        _render_changes(console, s.baseline, f"against baseline run {s.baseline['baseline_run']}")
     if s.failing:
         console.print(Text("failing cases:", style="bold"))
         for f in s.failing:
@@ -237,3 +239,44 @@ def render_scorers(console: Console, rows: list[dict[str, Any]]) -> None:
     console.print(table)
     console.print(Group(Text("In a suite: expect: {<scorer>: <arguments>}; a user scorer is named package.module:function.",
                              style="dim")))
+
+
+def _render_changes(console: Console, cmp: dict[str, Any], title: str) -> None:
+    line = Text(f"{title}: ", style="bold")
+    line.append(f"{len(cmp['new_failures'])} new failure(s), {len(cmp['fixed'])} fixed, "
+                f"{len(cmp['still_failing'])} still failing, {len(cmp['flaky'])} flaky, "
+                f"{len(cmp['new_cases'])} new, {len(cmp['removed_cases'])} removed, "
+                f"{len(cmp['changed'])} changed behaviour, over {cmp['paired']} paired case(s)")
+    console.print(line)
+    for label, key, style in (("new failure", "new_failures", "red"), ("fixed", "fixed", "green"),
+                              ("flaky", "flaky", "yellow")):
+        if cmp[key]:
+            console.print(Text(f"  {label}: " + ", ".join(cmp[key][:10]) + (" …" if len(cmp[key]) > 10 else ""), style=style))
+    for case_id, what in list(cmp["changed"].items())[:10]:
+        console.print(Text(f"  changed {case_id}: " + "; ".join(what[:4])))
+    if len(cmp["changed"]) > 10:
+        console.print(Text(f"  … and {len(cmp['changed']) - 10} more changed", style="dim"))
+
+
+def render_comparison(console: Console, data: dict[str, Any]) -> None:
+    _render_changes(console, data, f"{data['suite']}: run {data['run_a']} → {data['run_b']}")
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("metric", "A", "B"):
+        table.add_column(col)
+    for name, v in data["metrics"].items():
+        fmt = _pct if name.endswith(("rate", "accuracy")) else (lambda x: "—" if x is None else f"{x:g}")
+        table.add_row(name, fmt(v["a"]), fmt(v["b"]))
+    console.print(table)
+
+
+def render_baselines(console: Console, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        console.print("no baselines yet: evalgate baseline set NAME [RUN]")
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("name", "suite", "run", "verdict", "commit", "set at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["name"], r["suite"], r["run_id"], r["verdict"] or "", (r["git_commit"] or "")[:8],
+                      r["created_at"][:19])
+    console.print(table)

@@ -93,6 +93,15 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE turns ADD COLUMN output_tokens BIGINT;
         ALTER TABLE turns ADD COLUMN cost_usd DOUBLE;
     """),
+    ("0003_baselines", """
+        CREATE TABLE baselines (
+            name VARCHAR NOT NULL,
+            suite VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            PRIMARY KEY (name, suite)
+        );
+    """),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,210 @@
+"""Baselines: what a run is compared with, and the per-case comparison.
+
+A baseline is a completed run of the same suite, named in the store
+(``baseline set NAME``), found by branch (``branch:main``: the latest
+completed run on that branch), or read from a versioned JSON file that a
+repository commits (``baseline export`` writes it), because a CI runner
+starts without the store.
+
+``snapshot`` reads a run's per-case outcomes and turn fingerprints;
+``compare`` (pure) says what changed: new failures, fixed, still failing,
+new and removed cases, and behaviour changes where both pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+BASELINE_FILE_VERSION = 1
+
+
+@dataclass
+class CaseOutcome:
+    """One case across its repeats, and what its turns did (first repeat)."""
+
+    passed: int
+    runs: int
+    errored: int
+    tags: list[str] = field(default_factory=list)
+    turns: list[dict[str, Any]] = field(default_factory=list)
+    """Per turn: route, context ids used, tool names, a hash of the output."""
+
+    @property
+    def all_passed(self) -> bool:
+        return self.runs > 0 and self.passed == self.runs
+
+    @property
+    def flaky(self) -> bool:
+        return 0 < self.passed < self.runs - self.errored
+
+
+@dataclass
+class Snapshot:
+    """A run reduced to what a comparison needs."""
+
+    suite: str
+    run_id: str
+    git_commit: str | None
+    git_branch: str | None
+    metrics: dict[str, Any]
+    cases: dict[str, CaseOutcome]
+    source: str = "store"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "run_id": self.run_id, "git_commit": self.git_commit,
+                "git_branch": self.git_branch, "metrics": self.metrics,
+                "cases": {k: asdict(v) for k, v in self.cases.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str) -> Snapshot:
+        cases = {k: CaseOutcome(**v) for k, v in data["cases"].items()}
+        return cls(data["suite"], data["run_id"], data.get("git_commit"), data.get("git_branch"),
+                   data.get("metrics", {}), cases, source)
+
+
+def _fingerprint(trace_json: str | None, route: str | None, output: str | None) -> dict[str, Any]:
+    trace = json.loads(trace_json) if trace_json else {}
+    context = [c["id"] for c in trace.get("context", []) if c.get("used", True)]
+    tools = [t["name"] for t in trace.get("tool_calls", [])]
+    digest = hashlib.sha1((output or "").strip().encode()).hexdigest()[:12] if output is not None else None
+    return {"route": route, "context": context, "tools": tools, "output": digest}
+
+
+def snapshot(con: Any, run_id: str) -> Snapshot:
+    """Read a stored run's outcomes (one pass over its cases and first-repeat turns)."""
+    run = con.execute("SELECT suite, git_commit, git_branch, summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if run is None:
+        raise UsageError(f"no run '{run_id}' in the store")
+    summary = json.loads(run[3]) if run[3] else {}
+    cases: dict[str, CaseOutcome] = {}
+    for case_id, passed, runs, errored, tags in con.execute(
+            "SELECT case_id, count(*) FILTER (passed), count(*), count(*) FILTER (errored), any_value(tags) FROM cases "
+            "WHERE run_id = ? GROUP BY case_id ORDER BY min(seq)", [run_id]).fetchall():
+        cases[case_id] = CaseOutcome(int(passed), int(runs), int(errored), list(tags or []))
+    for case_id, trace, route, output in con.execute(
+            "SELECT case_id, trace, route, output FROM turns WHERE run_id = ? AND repeat = 0 ORDER BY case_id, turn",
+            [run_id]).fetchall():
+        if case_id in cases:
+            cases[case_id].turns.append(_fingerprint(trace, route, output))
+    return Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases)
+
+
+def find_run(con: Any, ref: str, suite: str) -> str | None:
+    """The run a baseline reference names for ``suite``: a stored name, ``branch:NAME`` or a run id."""
+    if con.execute("SELECT 1 FROM runs WHERE run_id = ? AND suite = ?", [ref, suite]).fetchone():
+        return ref
+    if ref.startswith("branch:"):
+        row = con.execute("SELECT run_id FROM runs WHERE suite = ? AND git_branch = ? AND status = 'completed' "
+                          "ORDER BY started_at DESC LIMIT 1", [suite, ref.removeprefix("branch:")]).fetchone()
+    else:
+        row = con.execute("SELECT run_id FROM baselines WHERE name = ? AND suite = ?", [ref, suite]).fetchone()
+    return str(row[0]) if row else None
+
+
+def set_baseline(con: Any, name: str, run_ids: list[str]) -> list[dict[str, str]]:
+    """Point ``name`` at each run (one per suite); returns what was set."""
+    out = []
+    for run_id in run_ids:
+        row = con.execute("SELECT suite, status FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if row is None:
+            raise UsageError(f"no run '{run_id}' in the store")
+        if row[1] != "completed":
+            raise UsageError(f"run {run_id} is {row[1]}, not completed", hint="a baseline must be a completed run")
+        con.execute("INSERT OR REPLACE INTO baselines (name, suite, run_id, created_at) VALUES (?, ?, ?, ?)",
+                    [name, row[0], run_id, datetime.now(timezone.utc).replace(tzinfo=None)])
+        out.append({"name": name, "suite": str(row[0]), "run_id": run_id})
+    return out
+
+
+def export(con: Any, name: str, path: Path) -> dict[str, Any]:
+    """Write the named baseline (every suite it covers) as a versioned JSON file."""
+    rows = con.execute("SELECT suite, run_id FROM baselines WHERE name = ? ORDER BY suite", [name]).fetchall()
+    if not rows:
+        raise UsageError(f"no baseline named '{name}'", hint="evalgate baseline set NAME [RUN] first; 'baseline show' lists them")
+    data = {"evalgate_baseline": BASELINE_FILE_VERSION, "name": name,
+            "suites": {suite: snapshot(con, run_id).to_dict() for suite, run_id in rows}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return {"name": name, "path": str(path), "suites": [r[0] for r in rows]}
+
+
+def read_file(path: Path, suite: str) -> Snapshot | None:
+    """The suite's snapshot from a baseline file (None when the file does not cover it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"baseline file not found: {path}", hint="write one with 'evalgate baseline export NAME PATH'") from None
+    except ValueError as exc:
+        raise UsageError(f"baseline file {path} is not valid JSON: {exc}") from None
+    version = data.get("evalgate_baseline") if isinstance(data, dict) else None
+    if version != BASELINE_FILE_VERSION:
+        raise UsageError(f"{path} is not an evalgate baseline file of version {BASELINE_FILE_VERSION} (found {version!r})")
+    entry = data.get("suites", {}).get(suite)
+    return Snapshot.from_dict(entry, str(path)) if entry else None
+
+
+@dataclass
+class Comparison:
+    """What changed between a baseline and a candidate run, case by case."""
+
+    baseline_run: str
+    baseline_source: str
+    new_failures: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)
+    still_failing: list[str] = field(default_factory=list)
+    new_cases: list[str] = field(default_factory=list)
+    removed_cases: list[str] = field(default_factory=list)
+    flaky: list[str] = field(default_factory=list)
+    changed: dict[str, list[str]] = field(default_factory=dict)
+    """Case id → what changed in its turns (route, context, tools, output), pass or fail."""
+    paired: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compare(base: Snapshot, cand: Snapshot) -> Comparison:
+    """Per-case comparison; flaky cases (mixed outcomes in either run) are kept apart."""
+    out = Comparison(base.run_id, base.source)
+    for case_id, now in cand.cases.items():
+        before = base.cases.get(case_id)
+        if before is None:
+            out.new_cases.append(case_id)
+            continue
+        out.paired += 1
+        if now.flaky or before.flaky:
+            out.flaky.append(case_id)
+        elif before.all_passed and not now.all_passed and not now.errored:
+            out.new_failures.append(case_id)
+        elif not before.all_passed and not before.errored and now.all_passed:
+            out.fixed.append(case_id)
+        elif not before.all_passed and not now.all_passed:
+            out.still_failing.append(case_id)
+        what = _changes(before.turns, now.turns)
+        if what:
+            out.changed[case_id] = what
+    out.removed_cases = [c for c in base.cases if c not in cand.cases]
+    return out
+
+
+def _changes(before: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[str]:
+    what: list[str] = []
+    if len(before) != len(now):
+        what.append(f"turns {len(before)} → {len(now)}")
+    for i, (b, n) in enumerate(zip(before, now), 1):
+        for key in ("route", "context", "tools", "output"):
+            if b.get(key) != n.get(key):
+                label = f"turn {i} {key}"
+                if key == "route":
+                    label += f" {b.get(key)} → {n.get(key)}"
+                what.append(label)
+    return what
