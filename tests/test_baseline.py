@@ -126,3 +126,12 @@ def test_holm_controls_the_family() -> None:
     c, d = test(0.01), test(0.04)
     holm([c, d])
     assert c.fails and d.fails
+
+
+def test_gate_soundness_false_alarms_and_power() -> None:
+    """Nothing changed: at most 5 % of 200 gates fail; a 10-point drop (N=300, repeat 3): at least 80 % fail."""
+    from evalgate._simulate import alarm_rate
+
+    assert alarm_rate(0.0, max_drop=0.0) <= 0.05
+    assert alarm_rate(0.0) <= 0.05
+    assert alarm_rate(0.10) >= 0.80
