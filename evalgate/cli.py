@@ -69,6 +69,8 @@ def run(
     baseline: Annotated[Optional[str], typer.Option("--baseline", help="Compare with this baseline: a name, branch:NAME or a run id.")] = None,
     baseline_file: Annotated[Optional[str], typer.Option("--baseline-file", help="Compare with a baseline file written by 'baseline export'.")] = None,
     require_baseline: Annotated[bool, typer.Option("--require-baseline", help="No baseline is a usage error (exit 2) instead of a notice.")] = False,
+    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here (one test per case run).")] = None,
+    markdown: Annotated[Optional[str], typer.Option("--markdown", help="Also write a Markdown summary here (and to $GITHUB_STEP_SUMMARY when set).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -96,11 +98,28 @@ def run(
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
     report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory)
+    _ci_outputs(report, junit, markdown)
     if as_json:
         _print_json(report.to_dict())
     else:
         render_run(console, report)
     raise typer.Exit(report.exit_code)
+
+
+def _ci_outputs(report: Any, junit: str | None, markdown: str | None) -> None:
+    """JUnit, Markdown and GitHub annotations: what a CI step shows."""
+    from .reporters.markdown import github_annotations, write_markdown
+    from .store import Store
+
+    if junit and report.suites:
+        from .reporters.junit import write_junit
+
+        write_junit(report, Store(report.store), junit)
+    if report.suites and (markdown or os.environ.get("GITHUB_STEP_SUMMARY")):
+        write_markdown(report, markdown)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        for line in github_annotations(report):
+            sys.stderr.write(line + "\n")
 
 
 @app.command()

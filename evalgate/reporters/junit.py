@@ -1,0 +1,53 @@
+"""JUnit XML: one test per case run, so CI systems show failures natively."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from ..store import Store
+
+
+def write_junit(report: Any, store: Store, path: Path | str) -> Path:
+    """Write every case run of every suite in ``report`` as JUnit XML."""
+    root = ET.Element("testsuites", name="evalgate")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    with store.connect(read_only=True) as con:
+        for s in report.suites:
+            suite_el = ET.SubElement(root, "testsuite", name=s.suite)
+            counts = {"tests": 0, "failures": 0, "errors": 0}
+            repeated = bool(con.execute("SELECT max(repeat) FROM cases WHERE run_id = ?", [s.run_id]).fetchone()[0])
+            reasons: dict[tuple[str, int], list[str]] = {}
+            for case_id, repeat, turn, scorer, explanation, error in con.execute(
+                    "SELECT case_id, repeat, turn, scorer, explanation, error FROM scores WHERE run_id = ? "
+                    "AND (NOT passed OR error IS NOT NULL) ORDER BY case_id, repeat, turn, scorer", [s.run_id]).fetchall():
+                reasons.setdefault((case_id, repeat), []).append(f"turn {turn} {scorer}: {error or explanation}")
+            for case_id, repeat, passed, errored, error, elapsed, source in con.execute(
+                    "SELECT case_id, repeat, passed, errored, error, elapsed_ms, source FROM cases WHERE run_id = ? "
+                    "ORDER BY seq, repeat", [s.run_id]).fetchall():
+                name = case_id if not repeated else f"{case_id} [repeat {repeat}]"
+                case_el = ET.SubElement(suite_el, "testcase", name=name, classname=s.suite,
+                                        time=f"{(elapsed or 0) / 1000:.3f}", file=str(source or ""))
+                counts["tests"] += 1
+                why = reasons.get((case_id, repeat), [])
+                if errored:
+                    counts["errors"] += 1
+                    el = ET.SubElement(case_el, "error", message=str(error or "error"))
+                    el.text = "\n".join([str(error)] + why)
+                elif not passed:
+                    counts["failures"] += 1
+                    el = ET.SubElement(case_el, "failure", message=why[0] if why else "failed")
+                    el.text = "\n".join(why)
+            for k, v in counts.items():
+                suite_el.set(k, str(v))
+                totals[k] += v
+            props = ET.SubElement(suite_el, "properties")
+            ET.SubElement(props, "property", name="run_id", value=s.run_id)
+            ET.SubElement(props, "property", name="verdict", value=s.verdict.status)
+    for k, v in totals.items():
+        root.set(k, str(v))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path

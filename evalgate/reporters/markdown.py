@@ -1,0 +1,93 @@
+"""Markdown: the verdict for a CI step summary or a pull-request comment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️", "skipped": "➖"}
+
+
+def _cell(text: Any) -> str:
+    """Table-safe text: no pipes or newlines, and no HTML from model output."""
+    return (str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;"))
+
+
+def render_markdown(report: Any, *, max_cases: int = 20) -> str:
+    lines: list[str] = []
+    for s in report.suites:
+        v = s.verdict
+        lines.append(f"### {_ICON[v.status]} {_cell(s.suite)}: {v.status.upper()}")
+        lines.append("")
+        lines.append(f"Run `{s.run_id}` · {s.cases} case run(s), {s.turns} turn(s) · target `{_cell(s.target)}`")
+        lines.append("")
+        for reason in v.reasons:
+            lines.append(f"- {_cell(reason)}")
+        for note in v.notices:
+            lines.append(f"- note: {_cell(note)}")
+        lines.append("")
+        lines.append("| | rule | result |")
+        lines.append("|---|---|---|")
+        for r in v.rules:
+            lines.append(f"| {_ICON.get(r.status, '')} | {_cell(r.rule)} | {_cell(r.detail)} |")
+        lines.append("")
+        m = s.metrics
+        rate = m.get("pass_rate")
+        lines.append(f"pass rate **{rate:.1%}**" if rate is not None else "pass rate —")
+        lines.append("")
+        if s.baseline:
+            b = s.baseline
+            lines.append(f"**Against baseline `{b['baseline_run']}`:** {len(b['new_failures'])} new failure(s), "
+                         f"{len(b['fixed'])} fixed, {len(b['flaky'])} flaky, {len(b['changed'])} changed behaviour")
+            for label, key in (("New failures", "new_failures"), ("Fixed", "fixed"), ("Flaky", "flaky")):
+                if b[key]:
+                    lines.append(f"- {label}: " + ", ".join(f"`{_cell(c)}`" for c in b[key][:max_cases]))
+            lines.append("")
+        if s.failing:
+            lines.append("| case | why |")
+            lines.append("|---|---|")
+            for f in s.failing[:max_cases]:
+                lines.append(f"| `{_cell(f['case_id'])}` | {'<br>'.join(_cell(r) for r in f['reasons'][:4])} |")
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(report: Any, path: Path | str | None) -> list[str]:
+    """Write to ``path`` and append to $GITHUB_STEP_SUMMARY when set; returns where it went."""
+    text = render_markdown(report)
+    written = []
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text, encoding="utf-8")
+        written.append(str(path))
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        try:
+            with open(summary, "a", encoding="utf-8") as fh:
+                fh.write(text)
+            written.append(summary)
+        except OSError:
+            pass  # a summary file we cannot write must not fail the gate
+    return written
+
+
+def github_annotations(report: Any) -> list[str]:
+    """Workflow commands for failed rules (printed when running in GitHub Actions)."""
+    out = []
+    for s in report.suites:
+        for r in s.verdict.rules:
+            if r.status == "fail":
+                msg = f"{r.detail}" + (f" (cases: {', '.join(r.cases[:10])})" if r.cases else "")
+                out.append(f"::error title={_escape_property(f'evalgate {s.suite}: {r.rule}')}::{_escape(msg)}")
+    return out
+
+
+def _escape(text: str) -> str:
+    """Workflow-command data: %, CR and LF are escaped."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    """Workflow-command properties also escape ':' and ','."""
+    return _escape(text).replace(":", "%3A").replace(",", "%2C")
