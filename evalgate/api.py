@@ -195,9 +195,10 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         failed_ids = [r[0] for r in con.execute(
             "SELECT case_id, min(seq) s FROM cases WHERE run_id = ? AND NOT passed AND NOT errored GROUP BY case_id ORDER BY s",
             [outcome.run_id]).fetchall()]
+        flaky = metrics.compute(con, outcome.run_id, "flaky").cases
         inputs = gate_mod.GateInputs(suite.gate, suite.gated, outcome.status, outcome.cases, outcome.errors,
                                      data, critical, failed_ids, outcome.bad_lines, outcome.failure,
-                                     comparison, drops)
+                                     comparison, drops, flaky)
         verdict = gate_mod.evaluate(inputs)
         if base.wanted and base.snapshot is None:
             verdict.notices.insert(0, f"baseline '{base.wanted}' has no run of suite {suite.name}; regression rules skipped")

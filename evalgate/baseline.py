@@ -164,6 +164,8 @@ class Comparison:
     new_cases: list[str] = field(default_factory=list)
     removed_cases: list[str] = field(default_factory=list)
     flaky: list[str] = field(default_factory=list)
+    flaky_regressed: list[str] = field(default_factory=list)
+    """Flaky now, passed every time in the baseline."""
     changed: dict[str, list[str]] = field(default_factory=dict)
     """Case id → what changed in its turns (route, context, tools, output), pass or fail."""
     paired: int = 0
@@ -183,6 +185,8 @@ def compare(base: Snapshot, cand: Snapshot) -> Comparison:
         out.paired += 1
         if now.flaky or before.flaky:
             out.flaky.append(case_id)
+            if before.all_passed:
+                out.flaky_regressed.append(case_id)
         elif before.all_passed and not now.all_passed and not now.errored:
             out.new_failures.append(case_id)
         elif not before.all_passed and not before.errored and now.all_passed:

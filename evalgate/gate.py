@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR, did_you_mean
-from .metrics import CASE_METRICS, LATENCY_STATS, SCORER_STATS, RuleData
+from .metrics import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, RuleData
 from .suite import GateSpec, Rule
 
 LEAK_METRIC = "permissions.leaks"
@@ -60,6 +60,8 @@ class GateInputs:
     comparison: Any = None
     """A baseline.Comparison when there is a baseline."""
     drops: list[Any] = field(default_factory=list)
+    flaky: list[str] = field(default_factory=list)
+    """Cases with mixed outcomes across repeats."""
     """One stats.DropTest per max_drop rule, in rule order (None for others)."""
 
     @property
@@ -77,7 +79,7 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
     if rule.max_drop is not None and metric != "pass_rate":
         return (f"max_drop is tested on pass_rate (paired per case), not '{metric}'",
                 "write {metric: pass_rate, max_drop: 0.02}, with where: to slice by tags")
-    if metric in CASE_METRICS or metric == LEAK_METRIC:
+    if metric in CASE_METRICS or metric in REPEAT_METRICS or metric == LEAK_METRIC:
         return None
     family, _, stat = metric.rpartition(".")
     if family in ("latency", "elapsed"):
@@ -89,7 +91,7 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
         if stat in SCORER_STATS:
             return None
         return (f"unknown statistic '{stat}' for scorer {family}", did_you_mean(stat, SCORER_STATS) or f"use one of {', '.join(SCORER_STATS)}")
-    names = list(CASE_METRICS) + [f"{s}.pass_rate" for s in sorted(known)] + [f"latency.{s}" for s in LATENCY_STATS]
+    names = list(CASE_METRICS) + list(REPEAT_METRICS) + [f"{s}.pass_rate" for s in sorted(known)] + [f"latency.{s}" for s in LATENCY_STATS]
     return (f"unknown metric '{metric}'", did_you_mean(metric, names) or "metrics: pass_rate, error_rate, <scorer>.pass_rate, latency.p95, ...")
 
 
@@ -114,11 +116,18 @@ def evaluate(inputs: GateInputs) -> Verdict:
         rules.append(Rule(metric=LEAK_METRIC, max=0))
     data = list(inputs.rule_data) + [None] * (len(rules) - len(inputs.rule_data))
 
+    if inputs.flaky:
+        how = {"report": "named only", "fail": "counted as failures", "pass": "counted as passes"}[inputs.gate.flaky]
+        notices.append(f"{len(inputs.flaky)} flaky case(s), mixed outcomes across repeats ({how}): "
+                       + ", ".join(inputs.flaky[:10]) + (" …" if len(inputs.flaky) > 10 else ""))
     if not inputs.gated:
         n = inputs.cases - inputs.errors
-        if inputs.failed_cases:
+        failed_cases = inputs.failed_cases
+        if inputs.gate.flaky != "fail":
+            failed_cases = [c for c in failed_cases if c not in set(inputs.flaky)]
+        if failed_cases:
             results.append(RuleResult("every case passes (no gate in the suite)", "fail",
-                                      f"{len(inputs.failed_cases)} of {n} case(s) failed", cases=inputs.failed_cases))
+                                      f"{len(failed_cases)} of {n} case(s) failed", cases=failed_cases))
         else:
             results.append(RuleResult("every case passes (no gate in the suite)", "pass", f"all {n} case(s) passed"))
 
@@ -168,11 +177,15 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
             return RuleResult(name, "skipped", "no baseline")
         cmp = inputs.comparison
         if rule.no_new_failures:
-            flaky = f"; {len(cmp.flaky)} flaky case(s) left out" if cmp.flaky else ""
-            if cmp.new_failures:
-                return RuleResult(name, "fail", f"{len(cmp.new_failures)} case(s) passed in baseline "
-                                  f"{cmp.baseline_run} and fail now{flaky}", float(len(cmp.new_failures)),
-                                  cases=cmp.new_failures)
+            new = list(cmp.new_failures)
+            if inputs.gate.flaky == "fail":
+                new += cmp.flaky_regressed
+                flaky = f"; {len(cmp.flaky_regressed)} of them flaky" if cmp.flaky_regressed else ""
+            else:
+                flaky = f"; {len(cmp.flaky)} flaky case(s) left out" if cmp.flaky else ""
+            if new:
+                return RuleResult(name, "fail", f"{len(new)} case(s) passed in baseline "
+                                  f"{cmp.baseline_run} and fail now{flaky}", float(len(new)), cases=new)
             return RuleResult(name, "pass", f"no new failures against {cmp.baseline_run} over {cmp.paired} "
                               f"paired case(s); {len(cmp.fixed)} fixed{flaky}", 0.0)
         test = next((d for r, d in zip(inputs.gate.rules, inputs.drops) if r is rule), None)

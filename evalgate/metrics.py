@@ -25,6 +25,7 @@ from typing import Any
 from .suite import Rule, Where
 
 CASE_METRICS = ("pass_rate", "error_rate", "cases", "passed", "failed", "errors")
+REPEAT_METRICS = ("pass@k", "pass^k", "flaky")
 SCORER_STATS = ("pass_rate", "mean", "failures", "accuracy", "leaks")
 LATENCY_STATS = ("p50", "p95", "p99", "mean", "max")
 _HIGHER_IS_WORSE = ("error_rate", "errors", "failed", "failures")
@@ -67,7 +68,7 @@ def _turn_route(where: Where | None, alias: str = "t") -> tuple[str, list[Any]]:
 
 def split_metric(metric: str) -> tuple[str, str]:
     """('route', 'accuracy') for 'route.accuracy'; ('', 'pass_rate') for run metrics."""
-    if metric in CASE_METRICS:
+    if metric in CASE_METRICS or metric in REPEAT_METRICS:
         return "", metric
     head, _, stat = metric.rpartition(".")
     return head, stat
@@ -77,6 +78,8 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None) -> R
     """One metric on one slice of a stored run."""
     family, stat = split_metric(metric)
     cf, cp = _case_filter(where)
+    if metric in REPEAT_METRICS:
+        return _repeat_metric(con, run_id, metric, cf, cp)
     if family == "":
         row = con.execute(
             "SELECT count(*), count(*) FILTER (passed), count(*) FILTER (errored), "
@@ -134,6 +137,27 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None) -> R
     return RuleData(value, cases, scored)
 
 
+def _repeat_metric(con: Any, run_id: str, metric: str, cf: str, cp: list[Any]) -> RuleData:
+    """Across the k repeats of each case (errored repeats left out):
+
+    pass@k = cases that passed at least once ÷ cases; pass^k = cases that
+    passed every time ÷ cases; flaky = cases with both outcomes.
+    """
+    rows = con.execute(
+        "SELECT case_id, count(*) FILTER (passed) AS p, count(*) FILTER (NOT errored) AS n, min(seq) AS s "
+        f"FROM cases c WHERE run_id = ?{cf} GROUP BY case_id HAVING count(*) FILTER (NOT errored) > 0 ORDER BY s",
+        [run_id, *cp]).fetchall()
+    n = len(rows)
+    if metric == "pass@k":
+        bad = [r[0] for r in rows if r[1] == 0]
+        return RuleData((n - len(bad)) / n if n else None, bad, n)
+    if metric == "pass^k":
+        bad = [r[0] for r in rows if r[1] < r[2]]
+        return RuleData((n - len(bad)) / n if n else None, bad, n)
+    flaky = [r[0] for r in rows if 0 < r[1] < r[2]]
+    return RuleData(float(len(flaky)), flaky, n)
+
+
 def _ids(con: Any, sql: str, params: list[Any]) -> list[str]:
     return [str(r[0]) for r in con.execute(sql, params).fetchall()]
 
@@ -143,6 +167,9 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     for m in CASE_METRICS:
         out[m] = compute(con, run_id, m).value
+    if con.execute("SELECT max(repeat) FROM cases WHERE run_id = ?", [run_id]).fetchone()[0]:
+        for m in REPEAT_METRICS:
+            out[m] = compute(con, run_id, m).value
     for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95"):
         out[m] = compute(con, run_id, m).value
     for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():

@@ -205,6 +205,8 @@ class GateSpec(_Model):
     rules: list[Rule] = Field(default_factory=list)
     max_error_rate: float = Field(0.0, ge=0, le=1)
     """Errored cases ÷ cases above this exits 3 (the run cannot be trusted)."""
+    flaky: Literal["report", "fail", "pass"] = "report"
+    """Cases with mixed outcomes across repeats: named only (report), failures (fail), or passes (pass)."""
 
 
 class SuiteSpec(_Model):

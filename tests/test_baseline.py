@@ -135,3 +135,38 @@ def test_gate_soundness_false_alarms_and_power() -> None:
     assert alarm_rate(0.0, max_drop=0.0) <= 0.05
     assert alarm_rate(0.0) <= 0.05
     assert alarm_rate(0.10) >= 0.80
+
+
+def _flaky_project(project: Path, policy: str | None, rules: str = "") -> None:
+    write(project / "flip.py", '''
+        def respond(req):
+            flips = req["case_id"] == "flip" and req["repeat"] == 1
+            return {"output": "ok", "route": "refunds" if flips else "smalltalk"}
+    ''')
+    gate = ""
+    if policy or rules:
+        gate = "gate:\n" + (f"  flaky: {policy}\n" if policy else "") + (f"  rules:\n{rules}" if rules else "")
+    write(project / "suites" / "demo.yaml", f"""
+name: demo
+target: {{python: flip:respond}}
+repeat: 3
+cases:
+  - {{id: flip, input: hi, expect: {{route: smalltalk}}}}
+  - {{id: steady, input: hi, expect: {{route: smalltalk}}}}
+{gate}""")
+
+
+def test_repeats_give_pass_at_k_pass_hat_k_and_name_flaky_cases(cli, project: Path) -> None:
+    _flaky_project(project, None)
+    r = cli("run", "--json")
+    s = r.json()["suites"][0]
+    assert r.code == 0, r  # flaky cases are named, not failed, by default
+    assert (s["metrics"]["pass@k"], s["metrics"]["pass^k"], s["metrics"]["flaky"]) == (1.0, 0.5, 1.0)
+    assert s["metrics"]["pass_rate"] == 5 / 6
+    assert "1 flaky case(s), mixed outcomes across repeats (named only): flip" in s["verdict"]["notices"]
+    _flaky_project(project, "fail")
+    assert cli("run").code == 1
+    _flaky_project(project, None, '    - {metric: "pass^k", min: 1.0}\n')
+    r = cli("run", "--json")
+    assert r.code == 1
+    assert r.json()["suites"][0]["verdict"]["rules"][0]["cases"] == ["flip"]
