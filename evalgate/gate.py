@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR, did_you_mean
-from .metrics import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, RuleData
+from .metrics import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, RuleData
 from .suite import GateSpec, Rule
 
 LEAK_METRIC = "permissions.leaks"
@@ -86,6 +86,10 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
         if stat in LATENCY_STATS:
             return None
         return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, LATENCY_STATS) or f"use one of {', '.join(LATENCY_STATS)}")
+    if family in ("cost", "tokens"):
+        if stat in USAGE_STATS:
+            return None
+        return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, USAGE_STATS) or f"use one of {', '.join(USAGE_STATS)}")
     known = {i.name for i in scorers.available()} | scorer_names
     if family and family in known:
         if stat in SCORER_STATS:
@@ -98,10 +102,13 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
 def _fmt(value: float | None, metric: str) -> str:
     if value is None:
         return "not measured"
+    if metric.startswith("cost."):
+        return f"${value:.4f}"
     if metric.endswith(("rate", "accuracy")) or metric.endswith(".mean"):
         return f"{value:.1%}" if metric.endswith(("rate", "accuracy")) else f"{value:.3f}"
     if metric.startswith(("latency.", "elapsed.")):
         return f"{value:.0f} ms"
+
     return f"{value:g}"
 
 

@@ -11,6 +11,8 @@ Names are ``<scorer>.<stat>`` plus a few run-level ones:
     latency.p50|p95|p99|mean|max   per-turn latency in ms: what the system reports
                                    (latency_ms.total), else what evalgate measured
     elapsed.p50|p95|p99|mean|max   per-turn time evalgate measured around the target call
+    cost.total|mean|max            USD per turn, as the system reports it (usage.cost_usd)
+    tokens.total|mean|max          input + output tokens per turn (usage)
 
 A slice (``where``) keeps cases with any of the tags, of a user or group;
 ``route`` keeps turns on that route (and, for case metrics, cases that
@@ -28,6 +30,8 @@ CASE_METRICS = ("pass_rate", "error_rate", "cases", "passed", "failed", "errors"
 REPEAT_METRICS = ("pass@k", "pass^k", "flaky")
 SCORER_STATS = ("pass_rate", "mean", "failures", "accuracy", "leaks")
 LATENCY_STATS = ("p50", "p95", "p99", "mean", "max")
+USAGE_STATS = ("total", "mean", "max")
+_USAGE_EXPR = {"cost": "t.cost_usd", "tokens": "(coalesce(t.input_tokens, 0) + coalesce(t.output_tokens, 0))"}
 _HIGHER_IS_WORSE = ("error_rate", "errors", "failed", "failures")
 
 
@@ -102,6 +106,17 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None) -> R
                           "GROUP BY case_id ORDER BY s", [run_id, *cp])
         return RuleData(value, cases, n)
     tf, tp = _turn_route(where)
+    if family in _USAGE_EXPR:
+        expr = _USAGE_EXPR[family]
+        present = "t.cost_usd IS NOT NULL" if family == "cost" else "(t.input_tokens IS NOT NULL OR t.output_tokens IS NOT NULL)"
+        agg = {"total": f"sum({expr})", "mean": f"avg({expr})", "max": f"max({expr})"}[stat]
+        row = con.execute(f"SELECT {agg}, count(*) FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
+                          f"WHERE t.run_id = ? AND {present}{cf}{tf}", [run_id, *cp, *tp]).fetchone()
+        value = float(row[0]) if row[0] is not None else None
+        costly = _ids(con, f"SELECT t.case_id, sum({expr}) AS m FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
+                           f"WHERE t.run_id = ? AND {present}{cf}{tf} GROUP BY t.case_id ORDER BY m DESC LIMIT 10",
+                      [run_id, *cp, *tp]) if value is not None else []
+        return RuleData(value, costly, int(row[1]))
     if family in ("latency", "elapsed"):
         expr = "coalesce(t.latency_ms, t.elapsed_ms)" if family == "latency" else "t.elapsed_ms"
         agg = {"p50": f"quantile_cont({expr}, 0.5)", "p95": f"quantile_cont({expr}, 0.95)",
@@ -170,7 +185,7 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
     if con.execute("SELECT max(repeat) FROM cases WHERE run_id = ?", [run_id]).fetchone()[0]:
         for m in REPEAT_METRICS:
             out[m] = compute(con, run_id, m).value
-    for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95"):
+    for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95", "cost.total", "tokens.total"):
         out[m] = compute(con, run_id, m).value
     for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():
         out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value

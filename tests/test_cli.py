@@ -197,3 +197,30 @@ def test_validate_checks_without_running(cli, project: Path) -> None:
     assert r.code == 0, r
     assert r.json()["suites"][0]["cases"] == 2 and r.json()["suites"][0]["turns"] == 3
     assert not (project / ".evalgate").exists()
+
+
+def test_cost_and_token_budgets_per_route(cli, project: Path) -> None:
+    write(project / "priced.py", '''
+        def respond(req):
+            refund = "refund" in req["input"]
+            return {"output": "ok", "route": "refunds" if refund else "smalltalk",
+                    "usage": {"input_tokens": 100 if refund else 10, "output_tokens": 20, "cost_usd": 0.002 if refund else 0.0001}}
+    ''')
+    write(project / "suites" / "demo.yaml", """
+        name: priced
+        target: {python: priced:respond}
+        cases:
+          - {id: a, input: refund please}
+          - {id: b, input: hello}
+        gate:
+          rules:
+            - {metric: cost.mean, max: 0.001, where: {route: refunds}}
+            - {metric: tokens.total, max: 200}
+    """)
+    r = cli("run", "--json")
+    assert r.code == 1, r
+    s = r.json()["suites"][0]
+    assert s["metrics"]["cost.total"] == 0.0021 and s["metrics"]["tokens.total"] == 150
+    first, second = s["verdict"]["rules"]
+    assert first["status"] == "fail" and first["cases"] == ["a"] and "$0.0020 is above the maximum $0.0010" in first["detail"]
+    assert second["status"] == "pass"
