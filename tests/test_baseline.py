@@ -170,3 +170,25 @@ def test_repeats_give_pass_at_k_pass_hat_k_and_name_flaky_cases(cli, project: Pa
     r = cli("run", "--json")
     assert r.code == 1
     assert r.json()["suites"][0]["verdict"]["rules"][0]["cases"] == ["flip"]
+
+
+def test_branch_baseline_is_the_latest_completed_run_on_that_branch(cli, project: Path) -> None:
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=project, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "--allow-empty", "-m", "start")
+    env = {"GITHUB_HEAD_REF": "", "GITHUB_REF_NAME": ""}
+    first = cli("run", "--json", env=env).json()["suites"][0]["run_id"]
+    git("checkout", "-q", "-b", "feature")
+    _break_hello(project)
+    suite = project / "suites" / "demo.yaml"
+    suite.write_text(suite.read_text() + "gate:\n  rules:\n    - no_new_failures: true\n")
+    r = cli("run", "--baseline", "branch:main", "--json", env=env)
+    assert r.code == 1, r
+    s = r.json()["suites"][0]
+    assert s["baseline"]["baseline_run"] == first and s["baseline"]["new_failures"] == ["hello"]
+    db = project / ".evalgate" / "evalgate.duckdb"
+    assert query(db, "SELECT git_branch FROM runs ORDER BY started_at") == [("main",), ("feature",)]
