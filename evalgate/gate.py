@@ -79,6 +79,8 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
     if rule.max_drop is not None and metric != "pass_rate":
         return (f"max_drop is tested on pass_rate (paired per case), not '{metric}'",
                 "write {metric: pass_rate, max_drop: 0.02}, with where: to slice by tags")
+    if rule.max_drop is not None and rule.where is not None and (rule.where.route or rule.where.user or rule.where.group):
+        return ("a max_drop rule slices by tags only", "use where: {tags: [...]} on a max_drop rule")
     if metric in CASE_METRICS or metric in REPEAT_METRICS or metric == LEAK_METRIC:
         return None
     family, _, stat = metric.rpartition(".")
@@ -104,6 +106,10 @@ def _fmt(value: float | None, metric: str) -> str:
         return "not measured"
     if metric.startswith("cost."):
         return f"${value:.4f}"
+    if metric.startswith(("latency.", "elapsed.")):
+        return f"{value:.0f} ms"
+    if metric in ("pass@k", "pass^k"):
+        return f"{value:.1%}"
     if metric.endswith(("rate", "accuracy")) or metric.endswith(".mean"):
         return f"{value:.1%}" if metric.endswith(("rate", "accuracy")) else f"{value:.3f}"
     if metric.startswith(("latency.", "elapsed.")):
@@ -124,19 +130,23 @@ def evaluate(inputs: GateInputs) -> Verdict:
     data = list(inputs.rule_data) + [None] * (len(rules) - len(inputs.rule_data))
 
     if inputs.flaky:
-        how = {"report": "named only", "fail": "counted as failures", "pass": "counted as passes"}[inputs.gate.flaky]
+        how = {"report": "named, not failed", "fail": "counted as failures"}[inputs.gate.flaky]
         notices.append(f"{len(inputs.flaky)} flaky case(s), mixed outcomes across repeats ({how}): "
                        + ", ".join(inputs.flaky[:10]) + (" …" if len(inputs.flaky) > 10 else ""))
     if not inputs.gated:
         n = inputs.cases - inputs.errors
         failed_cases = inputs.failed_cases
-        if inputs.gate.flaky != "fail":
+        flaky_note = ""
+        if inputs.gate.flaky != "fail" and inputs.flaky:
             failed_cases = [c for c in failed_cases if c not in set(inputs.flaky)]
+            flaky_note = f"; {len(inputs.flaky)} flaky case(s) named, not failed"
         if failed_cases:
             results.append(RuleResult("every case passes (no gate in the suite)", "fail",
-                                      f"{len(failed_cases)} of {n} case(s) failed", cases=failed_cases))
+                                      f"{len(failed_cases)} case(s) failed over {n} case run(s){flaky_note}",
+                                      cases=failed_cases))
         else:
-            results.append(RuleResult("every case passes (no gate in the suite)", "pass", f"all {n} case(s) passed"))
+            results.append(RuleResult("every case passes (no gate in the suite)", "pass",
+                                      f"every case passed over {n} case run(s){flaky_note}"))
 
     for i, (rule, rd) in enumerate(zip(rules, data)):
         implicit = i >= len(inputs.gate.rules)
@@ -155,9 +165,9 @@ def evaluate(inputs: GateInputs) -> Verdict:
         status, code = "error", EXIT_RUN_ERROR
         reasons.append(f"{inputs.errors} of {inputs.cases} case(s) errored ({error_rate:.1%}), above max_error_rate "
                        f"{inputs.gate.max_error_rate:.1%}: the run cannot be trusted")
-    elif inputs.cases == 0:
+    elif inputs.cases - inputs.errors <= 0:
         status, code = "error", EXIT_RUN_ERROR
-        reasons.append("no case ran")
+        reasons.append("no case ran" if inputs.cases == 0 else "no case run completed without an error")
     elif failed:
         status, code = "fail", EXIT_GATE_FAILED
     else:
@@ -166,7 +176,10 @@ def evaluate(inputs: GateInputs) -> Verdict:
         cases = f" [{', '.join(r.cases[:5])}{', …' if len(r.cases) > 5 else ''}]" if r.cases else ""
         reasons.append(f"{r.rule}: {r.detail}{cases}")
     if status == "pass":
-        reasons.append(f"{sum(1 for r in results if r.status == 'pass')} rule(s) passed")
+        passed = sum(1 for r in results if r.status == "pass")
+        skipped = sum(1 for r in results if r.status == "skipped")
+        reasons.append(f"{passed} rule(s) passed" + (f", {skipped} skipped" if skipped else "") if passed
+                       else f"no rule evaluated ({skipped} skipped)")
     return Verdict(status, code, results, reasons, notices)
 
 
@@ -198,6 +211,8 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
         test = next((d for r, d in zip(inputs.gate.rules, inputs.drops) if r is rule), None)
         if test is None:
             return RuleResult(name, "skipped", "no paired data for this rule")
+        if test.n == 0:
+            return RuleResult(name, "fail", test.describe(), None, f"drop ≤ {rule.max_drop:g}")
         return RuleResult(name, "fail" if test.fails else "pass", test.describe(), test.drop,
                           f"drop ≤ {rule.max_drop:g}", test.cases if test.fails else [])
     assert rule.metric is not None

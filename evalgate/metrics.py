@@ -78,8 +78,8 @@ def split_metric(metric: str) -> tuple[str, str]:
     return head, stat
 
 
-def compute(con: Any, run_id: str, metric: str, where: Where | None = None) -> RuleData:
-    """One metric on one slice of a stored run."""
+def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limit: float | None = None) -> RuleData:
+    """One metric on one slice of a stored run; ``limit`` (a rule's max) picks the cases over it."""
     family, stat = split_metric(metric)
     cf, cp = _case_filter(where)
     if metric in REPEAT_METRICS:
@@ -101,7 +101,7 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None) -> R
         elif stat in ("error_rate", "errors"):
             bad_sql = "errored"
         else:
-            bad_sql = "NOT passed"
+            bad_sql = "NOT passed AND NOT errored"
         cases = _ids(con, f"SELECT DISTINCT case_id, min(seq) AS s FROM cases c WHERE run_id = ? AND {bad_sql}{cf} "
                           "GROUP BY case_id ORDER BY s", [run_id, *cp])
         return RuleData(value, cases, n)
@@ -127,9 +127,10 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None) -> R
         value = float(row[0]) if row[0] is not None else None
         slow = []
         if value is not None:
+            over = limit if limit is not None else value
             slow = _ids(con, f"SELECT t.case_id, max({expr}) AS m FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
                              f"WHERE t.run_id = ?{cf}{tf} AND {expr} > ? GROUP BY t.case_id ORDER BY m DESC",
-                        [run_id, *cp, *tp, value])
+                        [run_id, *cp, *tp, over])
         return RuleData(value, slow, int(row[1]))
     join = "FROM scores s JOIN cases c USING (run_id, case_id, repeat)"
     route_join = ""
@@ -194,14 +195,14 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
 
 def rule_data(con: Any, run_id: str, rules: list[Rule]) -> list[RuleData | None]:
     """The data each metric rule needs (None for rules that are not on a metric)."""
-    return [compute(con, run_id, r.metric, r.where) if r.metric else None for r in rules]
+    return [compute(con, run_id, r.metric, r.where, r.max) if r.metric else None for r in rules]
 
 
 def critical_failures(con: Any, run_id: str) -> tuple[int, list[str]]:
     """(critical case runs, ids of critical cases that failed or errored in any repeat)."""
     n = con.execute("SELECT count(*) FROM cases WHERE run_id = ? AND critical", [run_id]).fetchone()[0]
     ids = _ids(con, "SELECT case_id, min(seq) AS s FROM cases WHERE run_id = ? AND critical AND NOT passed "
-                    "GROUP BY case_id ORDER BY s", [run_id])
+                    "AND NOT errored GROUP BY case_id ORDER BY s", [run_id])  # errors are counted apart
     return int(n), ids
 
 

@@ -205,8 +205,9 @@ class GateSpec(_Model):
     rules: list[Rule] = Field(default_factory=list)
     max_error_rate: float = Field(0.0, ge=0, le=1)
     """Errored cases ÷ cases above this exits 3 (the run cannot be trusted)."""
-    flaky: Literal["report", "fail", "pass"] = "report"
-    """Cases with mixed outcomes across repeats: named only (report), failures (fail), or passes (pass)."""
+    flaky: Literal["report", "fail"] = "report"
+    """Cases with mixed outcomes across repeats: named but kept out of no_new_failures and the
+    no-gate rule (report), or counted as failures there (fail). Metrics always count every repeat."""
 
 
 class SuiteSpec(_Model):
