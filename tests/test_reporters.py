@@ -27,9 +27,11 @@ def test_junit_has_one_test_per_case_with_failure_messages(cli, project: Path) -
     r = cli("run", "--junit", "out/junit.xml", "--repeat", "2")
     assert r.code == 1, r
     root = ET.parse(project / "out" / "junit.xml").getroot()
-    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("4", "2", "0")
+    assert (root.get("tests"), root.get("failures"), root.get("errors")) == ("5", "3", "0")
     cases = root.findall("./testsuite/testcase")
-    assert [c.get("name") for c in cases] == ["ok [repeat 0]", "ok [repeat 1]", "bad [repeat 0]", "bad [repeat 1]"]
+    assert [c.get("name") for c in cases] == ["gate: every case passes (no gate in the suite)", "ok [repeat 0]",
+                                              "ok [repeat 1]", "bad [repeat 0]", "bad [repeat 1]"]
+    cases = cases[1:]
     failure = cases[2].find("failure")
     assert failure is not None and failure.get("message") == "turn 1 output: missing '5521'"
     assert "turn 1 route: routed to smalltalk, expected refunds" in (failure.text or "")
@@ -43,7 +45,23 @@ def test_markdown_summary_goes_to_the_step_summary_and_is_inert(cli, project: Pa
     text = (project / "out" / "summary.md").read_text()
     assert summary.read_text() == text
     assert text.startswith("### ❌ demo: FAIL")
-    assert "| ❌ | every case passes (no gate in the suite) | 1 of 2 case(s) failed |" in text
+    assert "| ❌ | every case passes \\(no gate in the suite\\) | 1 case\\(s\\) failed over 2 case run\\(s\\) |" in text
     assert "| `bad` | turn 1 output: missing '5521'<br>turn 1 route: routed to smalltalk, expected refunds |" in text
     assert "<script>" not in text
-    assert "::error title=evalgate demo%3A every case passes (no gate in the suite)::1 of 2 case(s) failed (cases: bad)" in r.err
+    assert "::error title=evalgate demo%3A every case passes (no gate in the suite)::1 case(s) failed over 2 case run(s) (cases: bad)" in r.err
+
+
+def test_control_characters_and_injection_stay_inert(cli, project: Path) -> None:
+    write(project / "evil.py", """
+        def respond(req):
+            return {"output": "ok", "route": {"name": "x", "reason": "kw \\x1b[31m\\x08 red\\r## Heading ![b](https://attacker.example/p.png)"}}
+    """)
+    write(project / "suites" / "demo.yaml", "name: demo\ntarget: {python: evil:respond}\n"
+                                            "cases: [{id: a, input: hi, expect: {route: y}}]\n")
+    r = cli("run", "--junit", "j.xml", "--markdown", "m.md")
+    assert r.code == 1, r
+    root = ET.parse(project / "j.xml").getroot()  # well-formed despite the control characters
+    assert root.get("failures") == "2"  # the case and the gate rule
+    assert [c.get("name") for c in root.iter("testcase")] == ["gate: every case passes (no gate in the suite)", "a"]
+    md = (project / "m.md").read_text()
+    assert "## Heading" not in md and "![b](" not in md and "\x1b" not in md and "\\#\\# Heading" in md

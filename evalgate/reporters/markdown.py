@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 _ICON = {"pass": "✅", "fail": "❌", "error": "⚠️", "skipped": "➖"}
 
 
-def _cell(text: Any) -> str:
-    """Table-safe text: no pipes or newlines, and no HTML from model output."""
-    return (str(text).replace("|", "\\|").replace("\n", " ").replace("<", "&lt;").replace(">", "&gt;"))
+_LINE_BREAKS = re.compile("[\r\n\u2028\u2029\x0b\x0c]+")
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+_MARKDOWN = re.compile(r"([\\`*_\[\]()!#@&|~<>])")
+
+
+def _cell(text: Any, limit: int = 300) -> str:
+    """Inert table text: one line, Markdown and HTML punctuation escaped (links, images and
+    mentions from model output render as plain text), and capped in length."""
+    one_line = _CONTROL.sub("\ufffd", _LINE_BREAKS.sub(" ", str(text)))
+    if len(one_line) > limit:
+        one_line = one_line[: limit - 1] + "…"
+    return _MARKDOWN.sub(r"\\\1", one_line)
+
+
+def _code(text: Any) -> str:
+    """A code span: nothing inside renders, so only backticks and line breaks need care."""
+    return "`" + _LINE_BREAKS.sub(" ", str(text)).replace("`", "'")[:200] + "`"
 
 
 def render_markdown(report: Any, *, max_cases: int = 20) -> str:
@@ -20,7 +35,7 @@ def render_markdown(report: Any, *, max_cases: int = 20) -> str:
         v = s.verdict
         lines.append(f"### {_ICON[v.status]} {_cell(s.suite)}: {v.status.upper()}")
         lines.append("")
-        lines.append(f"Run `{s.run_id}` · {s.cases} case run(s), {s.turns} turn(s) · target `{_cell(s.target)}`")
+        lines.append(f"Run {_code(s.run_id)} · {s.cases} case run(s), {s.turns} turn(s) · target {_code(s.target)}")
         lines.append("")
         for reason in v.reasons:
             lines.append(f"- {_cell(reason)}")
@@ -38,17 +53,17 @@ def render_markdown(report: Any, *, max_cases: int = 20) -> str:
         lines.append("")
         if s.baseline:
             b = s.baseline
-            lines.append(f"**Against baseline `{b['baseline_run']}`:** {len(b['new_failures'])} new failure(s), "
+            lines.append(f"**Against baseline {_code(b['baseline_run'])}:** {len(b['new_failures'])} new failure(s), "
                          f"{len(b['fixed'])} fixed, {len(b['flaky'])} flaky, {len(b['changed'])} changed behaviour")
             for label, key in (("New failures", "new_failures"), ("Fixed", "fixed"), ("Flaky", "flaky")):
                 if b[key]:
-                    lines.append(f"- {label}: " + ", ".join(f"`{_cell(c)}`" for c in b[key][:max_cases]))
+                    lines.append(f"- {label}: " + ", ".join(_code(c) for c in b[key][:max_cases]))
             lines.append("")
         if s.failing:
             lines.append("| case | why |")
             lines.append("|---|---|")
             for f in s.failing[:max_cases]:
-                lines.append(f"| `{_cell(f['case_id'])}` | {'<br>'.join(_cell(r) for r in f['reasons'][:4])} |")
+                lines.append(f"| {_code(f['case_id'])} | {'<br>'.join(_cell(r) for r in f['reasons'][:4])} |")
             lines.append("")
     return "\n".join(lines) + "\n"
 
