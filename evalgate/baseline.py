@@ -37,12 +37,21 @@ class CaseOutcome:
     """Per turn: route, context ids used, tool names, a hash of the output."""
 
     @property
+    def judged(self) -> int:
+        """Repeats that ran without error: the ones that say pass or fail."""
+        return self.runs - self.errored
+
+    @property
     def all_passed(self) -> bool:
-        return self.runs > 0 and self.passed == self.runs
+        return self.judged > 0 and self.passed == self.judged
+
+    @property
+    def any_failed(self) -> bool:
+        return self.passed < self.judged
 
     @property
     def flaky(self) -> bool:
-        return 0 < self.passed < self.runs - self.errored
+        return 0 < self.passed < self.judged
 
 
 @dataclass
@@ -96,12 +105,20 @@ def snapshot(con: Any, run_id: str) -> Snapshot:
     return Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases)
 
 
+# a run fit to be a baseline: it finished, its verdict can be trusted (exit 0 or 1), and it ran
+# every case (no --tags selection)
+TRUSTED = "status = 'completed' AND exit_code IN (0, 1) AND coalesce(len(selected_tags), 0) = 0"
+
+
 def find_run(con: Any, ref: str, suite: str) -> str | None:
     """The run a baseline reference names for ``suite``: a stored name, ``branch:NAME`` or a run id."""
     if con.execute("SELECT 1 FROM runs WHERE run_id = ? AND suite = ?", [ref, suite]).fetchone():
+        if not con.execute(f"SELECT 1 FROM runs WHERE run_id = ? AND {TRUSTED}", [ref]).fetchone():
+            raise UsageError(f"run {ref} cannot be a baseline: it did not complete with a trusted verdict, "
+                             "or it ran only some cases (--tags)")
         return ref
     if ref.startswith("branch:"):
-        row = con.execute("SELECT run_id FROM runs WHERE suite = ? AND git_branch = ? AND status = 'completed' "
+        row = con.execute(f"SELECT run_id FROM runs WHERE suite = ? AND git_branch = ? AND {TRUSTED} "
                           "ORDER BY started_at DESC LIMIT 1", [suite, ref.removeprefix("branch:")]).fetchone()
     else:
         row = con.execute("SELECT run_id FROM baselines WHERE name = ? AND suite = ?", [ref, suite]).fetchone()
@@ -115,8 +132,9 @@ def set_baseline(con: Any, name: str, run_ids: list[str]) -> list[dict[str, str]
         row = con.execute("SELECT suite, status FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if row is None:
             raise UsageError(f"no run '{run_id}' in the store")
-        if row[1] != "completed":
-            raise UsageError(f"run {run_id} is {row[1]}, not completed", hint="a baseline must be a completed run")
+        if not con.execute(f"SELECT 1 FROM runs WHERE run_id = ? AND {TRUSTED}", [run_id]).fetchone():
+            raise UsageError(f"run {run_id} cannot be a baseline ({row[1]})",
+                             hint="a baseline must be a completed run of every case whose verdict was pass or fail")
         con.execute("INSERT OR REPLACE INTO baselines (name, suite, run_id, created_at) VALUES (?, ?, ?, ?)",
                     [name, row[0], run_id, datetime.now(timezone.utc).replace(tzinfo=None)])
         out.append({"name": name, "suite": str(row[0]), "run_id": run_id})
@@ -166,6 +184,8 @@ class Comparison:
     flaky: list[str] = field(default_factory=list)
     flaky_regressed: list[str] = field(default_factory=list)
     """Flaky now, passed every time in the baseline."""
+    errored: list[str] = field(default_factory=list)
+    """Cases that only errored now (no repeat gave a verdict): neither failed nor passed."""
     changed: dict[str, list[str]] = field(default_factory=dict)
     """Case id → what changed in its turns (route, context, tools, output), pass or fail."""
     paired: int = 0
@@ -183,15 +203,17 @@ def compare(base: Snapshot, cand: Snapshot) -> Comparison:
             out.new_cases.append(case_id)
             continue
         out.paired += 1
-        if now.flaky or before.flaky:
+        if now.judged == 0:
+            out.errored.append(case_id)
+        elif now.flaky or before.flaky:
             out.flaky.append(case_id)
             if before.all_passed:
                 out.flaky_regressed.append(case_id)
-        elif before.all_passed and not now.all_passed and not now.errored:
+        elif before.all_passed and now.any_failed:
             out.new_failures.append(case_id)
-        elif not before.all_passed and not before.errored and now.all_passed:
+        elif before.any_failed and now.all_passed:
             out.fixed.append(case_id)
-        elif not before.all_passed and not now.all_passed:
+        elif before.any_failed and now.any_failed:
             out.still_failing.append(case_id)
         what = _changes(before.turns, now.turns)
         if what:

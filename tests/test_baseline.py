@@ -198,3 +198,17 @@ def test_branch_baseline_is_the_latest_completed_run_on_that_branch(cli, project
     assert s["baseline"]["baseline_run"] == first and s["baseline"]["new_failures"] == ["hello"]
     db = project / ".evalgate" / "evalgate.duckdb"
     assert query(db, "SELECT git_branch FROM runs ORDER BY started_at") == [("main",), ("feature",)]
+
+
+def test_untrusted_runs_cannot_be_baselines(cli, project: Path) -> None:
+    suite = project / "suites" / "demo.yaml"
+    suite.write_text(suite.read_text() + "  - {id: boom, input: please crash}\n")
+    r = cli("run", "--json")
+    assert r.code == 3
+    run_id = r.json()["suites"][0]["run_id"]
+    r = cli("baseline", "set", "main", run_id)
+    assert r.code == 2 and "cannot be a baseline" in r.err
+    r = cli("run", "--baseline", run_id)
+    assert r.code == 2 and "cannot be a baseline" in r.err
+    partial = cli("run", "--tags", "smalltalk", "--json").json()["suites"][0]["run_id"]
+    assert cli("baseline", "set", "main", partial).code == 2  # ran only some cases

@@ -245,7 +245,7 @@ def _render_changes(console: Console, cmp: dict[str, Any], title: str) -> None:
     line = Text(f"{title}: ", style="bold")
     line.append(f"{len(cmp['new_failures'])} new failure(s), {len(cmp['fixed'])} fixed, "
                 f"{len(cmp['still_failing'])} still failing, {len(cmp['flaky'])} flaky, "
-                f"{len(cmp['new_cases'])} new, {len(cmp['removed_cases'])} removed, "
+                f"{len(cmp['new_cases'])} new, {len(cmp['removed_cases'])} removed, {len(cmp.get('errored', []))} errored, "
                 f"{len(cmp['changed'])} changed behaviour, over {cmp['paired']} paired case(s)")
     console.print(line)
     for label, key, style in (("new failure", "new_failures", "red"), ("fixed", "fixed", "green"),
