@@ -231,6 +231,9 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
     limit = " and ".join(x for x in (f"≥ {_fmt(rule.min, rule.metric)}" if rule.min is not None else "",
                                      f"≤ {_fmt(rule.max, rule.metric)}" if rule.max is not None else "") if x)
     over = f" over {rd.sample}" if rd.sample else ""
+    if rd.population is not None and rd.sample < rd.population:
+        notices.append(f"{rule.metric}: usage reported on {rd.sample} of {rd.population} turn(s); "
+                       "turns without it are not counted")
     if problems:
         return RuleResult(name, "fail", "; ".join(problems) + over, value, limit, rd.cases)
     return RuleResult(name, "pass", f"{_fmt(value, rule.metric)} ({limit}){over}", value, limit)

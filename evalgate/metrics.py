@@ -43,6 +43,8 @@ class RuleData:
     cases: list[str] = field(default_factory=list)
     sample: int = 0
     """How many cases (or turns, or scores) the value is computed over."""
+    population: int | None = None
+    """For usage metrics: the turns in the slice, reported or not."""
 
 
 def _case_filter(where: Where | None, alias: str = "c") -> tuple[str, list[Any]]:
@@ -110,13 +112,15 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
         expr = _USAGE_EXPR[family]
         present = "t.cost_usd IS NOT NULL" if family == "cost" else "(t.input_tokens IS NOT NULL OR t.output_tokens IS NOT NULL)"
         agg = {"total": f"sum({expr})", "mean": f"avg({expr})", "max": f"max({expr})"}[stat]
-        row = con.execute(f"SELECT {agg}, count(*) FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
-                          f"WHERE t.run_id = ? AND {present}{cf}{tf}", [run_id, *cp, *tp]).fetchone()
+        row = con.execute(f"SELECT {agg.replace(expr, f'CASE WHEN {present} THEN {expr} END')}, "
+                          f"count(*) FILTER ({present}), count(*) "
+                          f"FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
+                          f"WHERE t.run_id = ? AND t.error IS NULL{cf}{tf}", [run_id, *cp, *tp]).fetchone()
         value = float(row[0]) if row[0] is not None else None
         costly = _ids(con, f"SELECT t.case_id, sum({expr}) AS m FROM turns t JOIN cases c USING (run_id, case_id, repeat) "
                            f"WHERE t.run_id = ? AND {present}{cf}{tf} GROUP BY t.case_id ORDER BY m DESC LIMIT 10",
                       [run_id, *cp, *tp]) if value is not None else []
-        return RuleData(value, costly, int(row[1]))
+        return RuleData(value, costly, int(row[1]), int(row[2]))
     if family in ("latency", "elapsed"):
         expr = "coalesce(t.latency_ms, t.elapsed_ms)" if family == "latency" else "t.elapsed_ms"
         agg = {"p50": f"quantile_cont({expr}, 0.5)", "p95": f"quantile_cont({expr}, 0.95)",

@@ -224,3 +224,21 @@ def test_cost_and_token_budgets_per_route(cli, project: Path) -> None:
     first, second = s["verdict"]["rules"]
     assert first["status"] == "fail" and first["cases"] == ["a"] and "$0.0020 is above the maximum $0.0010" in first["detail"]
     assert second["status"] == "pass"
+
+
+def test_cost_budget_says_when_turns_report_no_cost(cli, project: Path) -> None:
+    write(project / "partly.py", '''
+        def respond(req):
+            usage = {"cost_usd": 0.001} if req["case_id"] == "a" else None
+            return {"output": "ok", "route": "smalltalk", **({"usage": usage} if usage else {})}
+    ''')
+    write(project / "suites" / "demo.yaml", """
+        name: partly
+        target: {python: partly:respond}
+        cases: [{id: a, input: x}, {id: b, input: y}]
+        gate: {rules: [{metric: cost.total, max: 0.01}]}
+    """)
+    r = cli("run", "--json")
+    assert r.code == 0, r
+    notices = r.json()["suites"][0]["verdict"]["notices"]
+    assert "cost.total: usage reported on 1 of 2 turn(s); turns without it are not counted" in notices
