@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -167,10 +168,13 @@ def _drop_tests(suite: Suite, base: baseline_mod.Snapshot, cand: baseline_mod.Sn
             tests.append(None)
             continue
         wanted = set(rule.where.tags or []) if rule.where else set()
+        pattern = rule.where.case if rule.where else None
         pairs = []
         for case_id, now in cand.cases.items():
             before = base.cases.get(case_id)
             if before is None or (wanted and not wanted & set(now.tags)):
+                continue
+            if pattern is not None and not fnmatch.fnmatchcase(case_id, pattern):
                 continue
             if now.runs - now.errored <= 0 or before.runs - before.errored <= 0:
                 continue  # errors are counted apart, never as a drop

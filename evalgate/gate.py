@@ -79,8 +79,9 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
     if rule.max_drop is not None and metric != "pass_rate":
         return (f"max_drop is tested on pass_rate (paired per case), not '{metric}'",
                 "write {metric: pass_rate, max_drop: 0.02}, with where: to slice by tags")
-    if rule.max_drop is not None and rule.where is not None and (rule.where.route or rule.where.user or rule.where.group):
-        return ("a max_drop rule slices by tags only", "use where: {tags: [...]} on a max_drop rule")
+    if rule.max_drop is not None and rule.where is not None and (
+            rule.where.route or rule.where.user or rule.where.group or rule.where.recorded is not None):
+        return ("a max_drop rule slices by tags and case ids only", "use where: {tags: [...]} or {case: 'refund-*'}")
     if metric in CASE_METRICS or metric in REPEAT_METRICS or metric == LEAK_METRIC:
         return None
     family, _, stat = metric.rpartition(".")

@@ -63,6 +63,12 @@ def _case_filter(where: Where | None, alias: str = "c") -> tuple[str, list[Any]]
         if where.route:
             clauses.append(f"list_contains({alias}.routes, ?)")
             params.append(where.route)
+        if where.case:
+            clauses.append(f"{alias}.case_id GLOB ?")
+            params.append(where.case)
+        if where.recorded is not None:
+            clauses.append(f"({alias}.session_id IS NOT NULL) = ?")
+            params.append(where.recorded)
     return (" AND " + " AND ".join(clauses) if clauses else ""), params
 
 

@@ -137,6 +137,10 @@ class Where(_Model):
     route: str | None = None
     user: str | None = None
     group: str | None = None
+    case: str | None = None
+    """Case ids matching a glob, e.g. refund-*."""
+    recorded: bool | None = None
+    """Only cases replayed from recorded traces (true) or only written cases (false)."""
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -147,9 +151,11 @@ class Where(_Model):
         parts = []
         if self.tags:
             parts.append("tags=" + "|".join(self.tags))
-        for name in ("route", "user", "group"):
+        for name in ("route", "user", "group", "case"):
             if getattr(self, name):
                 parts.append(f"{name}={getattr(self, name)}")
+        if self.recorded is not None:
+            parts.append(f"recorded={str(self.recorded).lower()}")
         return ", ".join(parts)
 
 

@@ -242,3 +242,18 @@ def test_cost_budget_says_when_turns_report_no_cost(cli, project: Path) -> None:
     assert r.code == 0, r
     notices = r.json()["suites"][0]["verdict"]["notices"]
     assert "cost.total: usage reported on 1 of 2 turn(s); turns without it are not counted" in notices
+
+
+def test_slices_by_case_id_glob_and_recorded(cli, project: Path) -> None:
+    suite = (project / "suites" / "demo.yaml").read_text().replace("expect: {route: smalltalk}", "expect: {route: refunds}")
+    write(project / "suites" / "demo.yaml", suite + """
+gate:
+  rules:
+    - {metric: pass_rate, min: 1.0, where: {case: "refund-*"}}
+    - {metric: pass_rate, min: 1.0, where: {case: "hel*", recorded: false}}
+""")
+    r = cli("run", "--json")
+    assert r.code == 1, r
+    first, second = r.json()["suites"][0]["verdict"]["rules"]
+    assert first["status"] == "pass" and first["rule"] == "pass_rate ≥ 1 where case=refund-*"
+    assert second["status"] == "fail" and second["cases"] == ["hello"]
