@@ -1,0 +1,145 @@
+"""The model client: bounded, timed, retried, cached calls to an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UsageError
+from .cache import ResponseCache, cache_key
+
+
+class ModelError(Exception):
+    """A model call failed for good (after retries); the message says why."""
+
+
+@dataclass
+class ModelRequest:
+    """One chat completion: the model, the messages, parameters and the repeat index."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+    repeat: int = 0
+
+
+@dataclass
+class ModelResponse:
+    """The answer, its usage, and how it was obtained."""
+
+    text: str
+    model: str
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cached: bool = False
+    attempts: int = 0
+    latency_ms: float | None = None
+
+
+_RETRY_STATUS = {408, 409, 429}
+
+
+class ModelClient:
+    """One client per run, shared by the pipeline and the judge.
+
+    ``api_key_env`` names the environment variable holding the key: the key
+    itself never appears in configuration, results or reports.
+    """
+
+    def __init__(self, base_url: str, *, api_key_env: str | None = None, concurrency: int = 8, timeout_s: float = 60.0,
+                 max_retries: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
+                 cache: ResponseCache | None = None, seed: int | None = None):
+        self.base_url = base_url
+        key = "not-needed"
+        if api_key_env:
+            if api_key_env not in os.environ:
+                raise UsageError(f"environment variable {api_key_env} (the model API key) is not set",
+                                 hint=f"export {api_key_env}=... before running")
+            key = os.environ[api_key_env]
+        from openai import AsyncOpenAI
+
+        # retries are ours (Retry-After, jitter, one budget for the run), so the SDK's are off
+        self._client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
+        self._slots = asyncio.Semaphore(concurrency)
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.cache = cache
+        self._random = random.Random(seed)
+        self.calls = 0
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        """The model's answer, from the cache when it has one; raises ModelError when it fails for good."""
+        key = cache_key(self.base_url, request.model, request.messages, request.params, request.repeat)
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                return ModelResponse(**{**hit, "cached": True, "attempts": 0})
+        response = await self._call_with_retries(request)
+        if self.cache is not None:
+            self.cache.put(key, request.model, {"text": response.text, "model": response.model,
+                                                "input_tokens": response.input_tokens,
+                                                "output_tokens": response.output_tokens})
+        return response
+
+    async def _call_with_retries(self, request: ModelRequest) -> ModelResponse:
+        import openai
+
+        last = "no attempt made"
+        for attempt in range(1, self.max_retries + 2):
+            retry_after: float | None = None
+            async with self._slots:  # waiting for a slot is not counted as the call's latency
+                start = time.perf_counter()
+                try:
+                    self.calls += 1
+                    completion = await self._client.chat.completions.create(
+                        model=request.model, messages=request.messages, **request.params)  # type: ignore[arg-type]
+                    elapsed = (time.perf_counter() - start) * 1000
+                    choice = completion.choices[0] if completion.choices else None
+                    text = (choice.message.content or "") if choice is not None else ""
+                    usage = completion.usage
+                    return ModelResponse(text, completion.model or request.model,
+                                         usage.prompt_tokens if usage else None,
+                                         usage.completion_tokens if usage else None,
+                                         attempts=attempt, latency_ms=elapsed)
+                except openai.APITimeoutError:
+                    last = f"timed out after {self.timeout_s:g}s"
+                except openai.APIConnectionError as exc:
+                    last = f"connection failed: {exc}"
+                except openai.APIStatusError as exc:
+                    status = exc.status_code
+                    last = f"HTTP {status}: {str(exc.message)[:200]}"
+                    if status < 500 and status not in _RETRY_STATUS:
+                        raise ModelError(last) from None  # a bad request will not get better by asking again
+                    retry_after = _retry_after(exc.response.headers.get("retry-after"))
+            if attempt > self.max_retries:
+                break
+            delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+            delay = delay / 2 + self._random.uniform(0, delay / 2)  # jitter: spread retries of many callers
+            if retry_after is not None:
+                delay = max(delay, min(retry_after, self.max_backoff_s))
+            await asyncio.sleep(delay)
+        raise ModelError(f"{last} (after {self.max_retries + 1} attempts)")
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, when.timestamp() - time.time())

@@ -1,0 +1,172 @@
+"""The model client against a real OpenAI-compatible server on 127.0.0.1, through the real openai client."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalgate.errors import UsageError
+from evalgate.models import ModelClient, ModelError, ModelRequest, ResponseCache
+
+
+class FakeOpenAI(BaseHTTPRequestHandler):
+    """Speaks /v1/chat/completions; a script of failures is consumed per request."""
+
+    script: list[tuple[int, dict[str, str]]] = []
+    requests: list[dict[str, Any]] = []
+    auth: list[str | None] = []
+    in_flight = 0
+    max_in_flight = 0
+    delay = 0.0
+    lock = threading.Lock()
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = FakeOpenAI
+        with cls.lock:
+            cls.requests.append(body)
+            cls.auth.append(self.headers.get("Authorization"))
+            step = cls.script.pop(0) if cls.script else (200, {})
+            cls.in_flight += 1
+            cls.max_in_flight = max(cls.max_in_flight, cls.in_flight)
+        time.sleep(cls.delay)
+        with cls.lock:  # before answering: the client may send its next request right after
+            cls.in_flight -= 1
+        status, headers = step
+        if status == 0:  # hang longer than the client waits
+            time.sleep(3)
+            status = 200
+        if status != 200:
+            payload = json.dumps({"error": {"message": f"scripted {status}", "type": "x"}}).encode()
+        else:
+            text = "echo: " + body["messages"][-1]["content"]
+            payload = json.dumps({
+                "id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}).encode()
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    FakeOpenAI.script, FakeOpenAI.requests, FakeOpenAI.auth = [], [], []
+    FakeOpenAI.max_in_flight, FakeOpenAI.delay = 0, 0.0
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def _ask(text: str, repeat: int = 0) -> ModelRequest:
+    return ModelRequest("tiny-model", [{"role": "user", "content": text}], {"temperature": 0}, repeat)
+
+
+def test_answer_usage_and_api_key_from_the_environment(server: str, monkeypatch) -> None:
+    monkeypatch.setenv("TEST_MODEL_KEY", "sk-test-456")
+
+    async def go():
+        client = ModelClient(server, api_key_env="TEST_MODEL_KEY")
+        try:
+            return await client.complete(_ask("hello"))
+        finally:
+            await client.close()
+
+    r = asyncio.run(go())
+    assert (r.text, r.model, r.input_tokens, r.output_tokens, r.attempts) == ("echo: hello", "tiny-model", 11, 3, 1)
+    assert FakeOpenAI.auth == ["Bearer sk-test-456"] and FakeOpenAI.requests[0]["temperature"] == 0
+
+
+def test_missing_api_key_variable_is_a_usage_error(server: str) -> None:
+    with pytest.raises(UsageError, match="NO_SUCH_KEY_VAR"):
+        ModelClient(server, api_key_env="NO_SUCH_KEY_VAR")
+
+
+def test_retries_429_and_5xx_honouring_retry_after(server: str) -> None:
+    FakeOpenAI.script = [(429, {"Retry-After": "0.3"}), (503, {}), (200, {})]
+
+    async def go():
+        client = ModelClient(server, backoff_s=0.01, seed=1)
+        start = time.perf_counter()
+        try:
+            return await client.complete(_ask("x")), time.perf_counter() - start
+        finally:
+            await client.close()
+
+    r, took = asyncio.run(go())
+    assert r.attempts == 3 and r.text == "echo: x"
+    assert took >= 0.3  # waited as long as the server asked
+
+
+def test_final_failure_and_bad_requests_are_model_errors(server: str) -> None:
+    FakeOpenAI.script = [(500, {})] * 3
+
+    async def go(request: ModelRequest, **kw):
+        client = ModelClient(server, backoff_s=0.01, **kw)
+        try:
+            return await client.complete(request)
+        finally:
+            await client.close()
+
+    with pytest.raises(ModelError, match=r"HTTP 500: .*scripted 500.* \(after 3 attempts\)"):
+        asyncio.run(go(_ask("x"), max_retries=2))
+    FakeOpenAI.script = [(400, {})]
+    with pytest.raises(ModelError, match="HTTP 400"):
+        asyncio.run(go(_ask("y"), max_retries=5))
+    assert len(FakeOpenAI.requests) == 4  # the 400 was not retried
+    FakeOpenAI.script = [(0, {})]
+    with pytest.raises(ModelError, match=r"timed out after 0.5s \(after 1 attempts\)"):
+        asyncio.run(go(_ask("z"), max_retries=0, timeout_s=0.5))
+
+
+def test_concurrency_is_bounded_across_callers(server: str) -> None:
+    FakeOpenAI.delay = 0.1
+
+    async def go():
+        client = ModelClient(server, concurrency=3)
+        try:
+            return await asyncio.gather(*(client.complete(_ask(f"q{i}")) for i in range(10)))
+        finally:
+            await client.close()
+
+    answers = asyncio.run(go())
+    assert [a.text for a in answers] == [f"echo: q{i}" for i in range(10)]
+    assert FakeOpenAI.max_in_flight == 3
+
+
+def test_cache_makes_no_call_on_a_warm_rerun_but_repeats_get_fresh_answers(server: str, tmp_path: Path) -> None:
+    async def go(cache: ResponseCache):
+        client = ModelClient(server, cache=cache)
+        try:
+            return [await client.complete(_ask("same", repeat=r)) for r in (0, 1, 0)], client.calls
+        finally:
+            await client.close()
+
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+    answers, calls = asyncio.run(go(cache))
+    assert calls == 2 and [a.cached for a in answers] == [False, False, True]
+    cache.close()
+    warm = ResponseCache(tmp_path / "cache.sqlite")
+    answers, calls = asyncio.run(go(warm))
+    assert calls == 0 and all(a.cached for a in answers) and answers[0].text == "echo: same"
+    assert warm.stats()["entries"] == 2
+    exported = tmp_path / "cache.jsonl"
+    assert warm.export(exported) == 2
+    fresh = ResponseCache(tmp_path / "other.sqlite")
+    assert fresh.load(exported) == 2 and fresh.stats()["entries"] == 2
+    assert warm.clear() == 2 and warm.stats()["entries"] == 0
