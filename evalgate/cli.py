@@ -245,6 +245,46 @@ def baseline_export(
         _console().print(f"wrote baseline {info['name']} ({', '.join(info['suites'])}) to {info['path']}", markup=False)
 
 
+cache_app = typer.Typer(help="The model response cache: stats, export, clear.", rich_markup_mode=None,
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheOption = Annotated[Optional[str], typer.Option("--cache", help="Cache path (default: .evalgate/cache.sqlite, or EVALGATE_CACHE).")]
+
+
+def _cache(path: str | None) -> Any:
+    from .config import find_config
+    from .models.cache import ResponseCache
+
+    return ResponseCache(path or find_config().cache)
+
+
+@cache_app.command("stats")
+def cache_stats(cache: CacheOption = None, as_json: JsonOption = False) -> None:
+    """Entries, size and models in the response cache."""
+    stats = _cache(cache).stats()
+    if as_json:
+        _print_json(stats)
+    else:
+        models = ", ".join(f"{m} {n}" for m, n in stats["by_model"].items()) or "none"
+        _console().print(f"{stats['path']}: {stats['entries']} response(s), {stats['bytes']} bytes; models: {models}",
+                         markup=False)
+
+
+@cache_app.command("export")
+def cache_export(path: Annotated[str, typer.Argument(help="JSON-lines file to write (a repository can commit it).")],
+                 cache: CacheOption = None) -> None:
+    """Write every cached response to a file, sorted by key."""
+    n = _cache(cache).export(path)
+    _console().print(f"wrote {n} response(s) to {path}", markup=False)
+
+
+@cache_app.command("clear")
+def cache_clear(cache: CacheOption = None) -> None:
+    """Delete every cached response."""
+    n = _cache(cache).clear()
+    _console().print(f"deleted {n} response(s)", markup=False)
+
+
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="The earlier run (the baseline).")],

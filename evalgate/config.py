@@ -15,7 +15,8 @@ from typing import Any
 from .errors import Location, UsageError, did_you_mean
 
 DEFAULT_STORE = ".evalgate/evalgate.duckdb"
-_KEYS = {"suites", "store", "target", "baseline", "concurrency", "timeout_s"}
+DEFAULT_CACHE = ".evalgate/cache.sqlite"
+_KEYS = {"suites", "store", "cache", "target", "baseline", "concurrency", "timeout_s"}
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class Config:
     root: Path
     suites: Path
     store: Path
+    cache: Path = Path(DEFAULT_CACHE)
+    """The model response cache (kept apart from the results store)."""
     source: str | None = None
     """The file the settings came from, or None for defaults."""
     target: Any = None
@@ -71,6 +74,7 @@ def _from_table(root: Path, table: dict[str, Any], source: str | None, *, top_le
         root=root,
         suites=root / table.get("suites", "suites"),
         store=store,
+        cache=Path(os.environ["EVALGATE_CACHE"]) if os.environ.get("EVALGATE_CACHE") else root / table.get("cache", DEFAULT_CACHE),
         source=source,
         target=table.get("target"),
         baseline=table.get("baseline"),

@@ -170,3 +170,26 @@ def test_cache_makes_no_call_on_a_warm_rerun_but_repeats_get_fresh_answers(serve
     fresh = ResponseCache(tmp_path / "other.sqlite")
     assert fresh.load(exported) == 2 and fresh.stats()["entries"] == 2
     assert warm.clear() == 2 and warm.stats()["entries"] == 0
+
+
+def test_cache_commands(server: str, tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    path = tmp_path / "c.sqlite"
+    cache = ResponseCache(path)
+
+    async def go():
+        client = ModelClient(server, cache=cache)
+        try:
+            await client.complete(_ask("a"))
+        finally:
+            await client.close()
+
+    asyncio.run(go())
+    cache.close()
+    stats = run_cli("cache", "stats", "--cache", str(path), "--json", cwd=tmp_path).json()
+    assert stats["entries"] == 1 and stats["by_model"] == {"tiny-model": 1}
+    assert run_cli("cache", "export", str(tmp_path / "c.jsonl"), "--cache", str(path), cwd=tmp_path).code == 0
+    assert json.loads((tmp_path / "c.jsonl").read_text())["response"]["text"] == "echo: a"
+    r = run_cli("cache", "clear", "--cache", str(path), cwd=tmp_path)
+    assert r.code == 0 and "deleted 1 response(s)" in r.out
