@@ -196,9 +196,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
             drops = _drop_tests(suite, base.snapshot, cand)
         data = metrics.rule_data(con, outcome.run_id, list(suite.gate.rules))
         critical = metrics.critical_failures(con, outcome.run_id)
-        failed_ids = [r[0] for r in con.execute(
-            "SELECT case_id, min(seq) s FROM cases WHERE run_id = ? AND NOT passed AND NOT errored GROUP BY case_id ORDER BY s",
-            [outcome.run_id]).fetchall()]
+        failed_ids = metrics.compute(con, outcome.run_id, "failed").cases
         flaky = metrics.compute(con, outcome.run_id, "flaky").cases
         inputs = gate_mod.GateInputs(suite.gate, suite.gated, outcome.status, outcome.cases, outcome.errors,
                                      data, critical, failed_ids, outcome.bad_lines, outcome.failure,

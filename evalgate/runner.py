@@ -9,6 +9,7 @@ order, so the order of the output never depends on timing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -275,10 +276,8 @@ class Runner:
         finally:
             self.progress.stop()
             if installed:
-                try:
+                with contextlib.suppress(RuntimeError, ValueError):  # the loop may be closing
                     loop.remove_signal_handler(signal.SIGINT)
-                except (RuntimeError, ValueError):
-                    pass
         bad = suite.notes.bad_line_count + self.state.bad_count
         try:
             writer.flush(status_update={"status": status, "bad_lines": bad,
@@ -290,7 +289,6 @@ class Runner:
 
     async def _execute(self, target: Target, writer: ResultWriter, interrupted: asyncio.Event) -> None:
         work = self._work()
-        done: dict[int, CaseResult] = {}
 
         async def worker() -> None:
             n = 0
@@ -322,7 +320,6 @@ class Runner:
                         other.cancel()
                     raise exc
         stopper.cancel()
-        del done
 
 
 def _version() -> str:

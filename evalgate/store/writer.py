@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -203,9 +204,7 @@ def _use_system_allocator(pa: Any) -> None:
 
 def _release_freed_memory() -> None:
     """Give memory DuckDB and Arrow freed back to the system (glibc keeps it otherwise)."""
-    try:
-        import ctypes
+    import ctypes
 
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        pass

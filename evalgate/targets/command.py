@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import shutil
@@ -36,7 +37,6 @@ class CommandTarget:
         self._lock = asyncio.Lock()
         self._stderr: collections.deque[str] = collections.deque(maxlen=20)
         self._stderr_task: asyncio.Task[None] | None = None
-        self.restarts = 0
 
     def _resolve_program(self) -> str:
         prog = self.argv[0]
@@ -79,10 +79,8 @@ class CommandTarget:
             return
         if proc.returncode is None:
             proc.kill()
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):  # a process stuck in the kernel: leave it
             await asyncio.wait_for(proc.wait(), 5)
-        except asyncio.TimeoutError:  # pragma: no cover - a process that ignores SIGKILL
-            pass
         if self._stderr_task is not None:
             self._stderr_task.cancel()
 
@@ -92,7 +90,6 @@ class CommandTarget:
             if self._proc is None or self._proc.returncode is not None:
                 if self._proc is not None:
                     await self._kill()
-                self.restarts += 1
                 await self._spawn()
             proc = self._proc
             assert proc is not None and proc.stdin is not None and proc.stdout is not None
@@ -126,11 +123,10 @@ class CommandTarget:
     async def close(self) -> None:
         proc = self._proc
         if proc is not None and proc.returncode is None and proc.stdin is not None:
-            try:
+            # a polite end first (EOF on stdin); _kill below handles one that will not go
+            with contextlib.suppress(asyncio.TimeoutError, BrokenPipeError, ConnectionResetError):
                 proc.stdin.close()
                 await asyncio.wait_for(proc.wait(), 2)
-            except (asyncio.TimeoutError, BrokenPipeError, ConnectionResetError):
-                pass
         await self._kill()
 
 
