@@ -202,7 +202,8 @@ class Runner:
             error = "target returned a trace without output"
         if error is not None:
             return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, error, [], turn.recorded)
-        ctx = ScoreContext(case, index, request, trace, turn.recorded, previous)
+        ctx = ScoreContext(case, index, request, trace, turn.recorded, previous,
+                           self.suite.documents, self.suite.permissions)
         scores = []
         for check in turn.checks:
             scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))

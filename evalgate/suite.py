@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import scorers as scorer_registry
 from ._yaml import YamlDoc, load_yaml
 from .config import Config
+from .documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
 from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
 from .scorers import BoundScorer, Score, ScorerArgError
 from .traces import BadLine, RecordedSession, Trace, TraceFileInfo, User, iter_sessions, scan
@@ -216,6 +217,23 @@ class GateSpec(_Model):
     no-gate rule (report), or counted as failures there (fail). Metrics always count every repeat."""
 
 
+class PermissionsSpec(_Model):
+    """Where the truth about who may read a document comes from."""
+
+    file: str | None = None
+    """A file of document ids → groups (YAML/JSON mapping, JSONL or CSV)."""
+    python: str | None = None
+    """module:function(user, doc_id) -> bool."""
+
+    @model_validator(mode="after")
+    def _one(self) -> PermissionsSpec:
+        if (self.file is None) == (self.python is None):
+            raise ValueError("permissions take exactly one of: file (ids → groups) or python (module:function)")
+        if self.python is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.python):
+            raise ValueError("expected package.module:function")
+        return self
+
+
 class SuiteSpec(_Model):
     """A suite file, as written."""
 
@@ -234,6 +252,10 @@ class SuiteSpec(_Model):
     concurrency: int | None = Field(None, ge=1, le=10_000)
     timeout_s: float | None = Field(None, gt=0)
     baseline: str | None = None
+    documents: str | None = None
+    """The document set (a .jsonl file or a folder of .md files) the system retrieves from."""
+    permissions: PermissionsSpec | None = None
+    """Who may read each document, when not the document set's own groups."""
     gate: GateSpec | None = None
 
     @field_validator("version")
@@ -412,6 +434,9 @@ class Suite:
     aliases: dict[str, tuple[str, Any]]
     scorer_names: set[str]
     notes: LoadNotes
+    documents: DocumentSet | None = None
+    permissions: Permissions | None = None
+    """The truth about who may read what (the suite's permission source, else the document set)."""
     _correction_cache: dict[tuple[str, str], BoundScorer] = field(default_factory=dict, repr=False)
 
     @property
@@ -696,9 +721,32 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
         if derived:
             notes.warnings.append(f"{len(derived)} case(s) have derived ids (e.g. {derived[0]}); give them ids so "
                                   "editing an input keeps them paired with the baseline")
+    documents, permissions = _load_documents(spec, doc, base, str(path))
     name = spec.name or path.stem
     return Suite(name, path, spec, target, gate, gated, hashlib.sha256(text.encode()).hexdigest()[:16],
-                 static, trace_sources, suite_checks, aliases, scorer_names, notes)
+                 static, trace_sources, suite_checks, aliases, scorer_names, notes, documents, permissions)
+
+
+def _load_documents(spec: SuiteSpec, doc: YamlDoc, base: Path,
+                    path: str) -> tuple[DocumentSet | None, Permissions | None]:
+    """The suite's document set and permission source (errors point at the YAML key)."""
+    documents: DocumentSet | None = None
+    permissions: Permissions | None = None
+    try:
+        if spec.documents is not None:
+            documents = DocumentSet.load(Path(os.path.normpath(base / spec.documents)))
+            permissions = GroupPermissions.of(documents)
+        if spec.permissions is not None:
+            if spec.permissions.file is not None:
+                permissions = GroupPermissions.load(Path(os.path.normpath(base / spec.permissions.file)))
+            elif spec.permissions.python is not None:
+                permissions = FunctionPermissions.load(spec.permissions.python)
+    except SuiteError as exc:
+        if exc.location is None:
+            key = "documents" if documents is None and spec.documents is not None else "permissions"
+            exc.location = doc.locate((key,))
+        raise
+    return documents, permissions
 
 
 def _parse_loc(source: str) -> Location:

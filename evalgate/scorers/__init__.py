@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import did_you_mean
 
 if TYPE_CHECKING:
+    from ..documents import DocumentSet, Permissions
     from ..suite import Case
     from ..traces import Trace
 
@@ -60,6 +61,10 @@ class ScoreContext:
     trace: Trace
     recorded: Trace | None = None
     previous: Trace | None = None
+    documents: DocumentSet | None = None
+    """The suite's document set, if it names one."""
+    permissions: Permissions | None = None
+    """The truth about who may read what (never what the system reports)."""
 
 
 Check = Callable[[ScoreContext], "Score | Awaitable[Score]"]
