@@ -375,6 +375,14 @@ def export_baseline(store: Store, name: str, path: str | Path) -> dict[str, Any]
         return baseline_mod.export(con, name, Path(path))
 
 
+def html_report(store: Store, run_ref: str | None, path: str | Path, *, config: Config | None = None) -> dict[str, Any]:
+    """Write the self-contained HTML report of a stored run; returns its path, size and counts."""
+    from .reporters.html import build
+
+    config = config or find_config()
+    return build(store, run_ref, path, trace_url=config.trace_url)
+
+
 def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
     """What changed from run A (the baseline) to run B, case by case."""
     a, b = store.resolve_run(run_a), store.resolve_run(run_b)

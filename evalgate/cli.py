@@ -71,6 +71,7 @@ def run(
     require_baseline: Annotated[bool, typer.Option("--require-baseline", help="No baseline is a usage error (exit 2) instead of a notice.")] = False,
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here (one test per case run).")] = None,
     markdown: Annotated[Optional[str], typer.Option("--markdown", help="Also write a Markdown summary here (and to $GITHUB_STEP_SUMMARY when set).")] = None,
+    html: Annotated[Optional[str], typer.Option("--html", help="Also write the HTML report here (one file per suite: NAME-SUITE.html when several ran).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -99,11 +100,32 @@ def run(
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
     report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory)
     _ci_outputs(report, junit, markdown)
+    written = _html_outputs(report, html)
     if as_json:
-        _print_json(report.to_dict())
+        data = report.to_dict()
+        if written:
+            data["html"] = written
+        _print_json(data)
     else:
         render_run(console, report)
+        for w in written:
+            console.print(f"HTML report: {w['path']}", markup=False)
     raise typer.Exit(report.exit_code)
+
+
+def _html_outputs(report: Any, path: str | None) -> list[dict[str, Any]]:
+    if not path or not report.suites:
+        return []
+    from pathlib import Path
+
+    from .api import html_report
+    from .store import Store
+
+    store = Store(report.store)
+    target = Path(path)
+    several = len(report.suites) > 1
+    return [html_report(store, s.run_id, target.with_name(f"{target.stem}-{s.suite}{target.suffix or '.html'}")
+                        if several else target) for s in report.suites]
 
 
 def _ci_outputs(report: Any, junit: str | None, markdown: str | None) -> None:
@@ -156,6 +178,28 @@ def show(
         _print_json(story)
     else:
         render_story(_console(), story)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")] = "latest",
+    html: Annotated[Optional[str], typer.Option("--html", help="Write the HTML report to this file.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the report of a stored run: one self-contained HTML file (no network), safe to share."""
+    from .api import html_report
+
+    if not html:
+        from .errors import UsageError
+
+        raise UsageError("say where to write the report", hint="evalgate report RUN --html report.html")
+    info = html_report(_store(db), run_id, html)
+    if as_json:
+        _print_json(info)
+    else:
+        _console().print(f"wrote {info['path']}: {info['suite']} run {info['run_id']}, {info['cases']} case(s), "
+                         f"{info['bytes'] / 1e6:.2f} MB", markup=False)
 
 
 @app.command()
