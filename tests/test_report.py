@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO, write
+from evalgate.reporters.html import _chunk, _records, unchunk
 
 HOSTILE_BOT = '''
 PAYLOADS = {
@@ -55,9 +56,10 @@ cases:
 def _blobs(page: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[list[dict[str, Any]]]]:
     """The embedded meta, case index and story chunks, decoded as the page decodes them."""
     meta = json.loads(re.search(r'<script type="application/json" id="meta">(.*?)</script>', page, re.S).group(1))
-    index = json.loads(gzip.decompress(base64.b64decode(
+    packed = json.loads(gzip.decompress(base64.b64decode(
         re.search(r'<script type="application/gzip\+base64" id="index">(.*?)</script>', page, re.S).group(1))))
-    chunks = [json.loads(gzip.decompress(base64.b64decode(c))) for c in
+    index = _records(packed["c"], packed["n"])
+    chunks = [unchunk(json.loads(gzip.decompress(base64.b64decode(c)))) for c in
               re.findall(r'<script type="application/gzip\+base64" class="chunk">(.*?)</script>', page, re.S)]
     return meta, index, chunks
 
@@ -294,3 +296,18 @@ def test_stories_stream_in_write_order_and_match_the_sorted_read(cli, project: P
     assert cli("report", "latest", "--html", "r.html").code == 0
     _, index, _ = _blobs((project / "r.html").read_text())
     assert [(c["id"], c["n"]) for c in index] == [("refund-change", 3), ("hello", 3)]  # suite order
+
+
+def test_columns_round_trip() -> None:
+    """Stories survive the column encoding exactly, including missing fields and nested values
+    (turn records leave empty lists out, and so does the decoder)."""
+    stories = [
+        {"id": "a", "reps": [{"r": 0, "st": "pass", "turns": [
+            {"n": 1, "in": "hi", "route": {"name": "x", "confidence": 0.5}, "sc": [{"s": "route", "ok": True}]},
+            {"n": 2, "in": "again", "ctx": [{"id": "d1", "used": False, "excluded": "permission"}, {"id": "d2"}],
+             "lat": {"total": 3}, "state": {"k": [1, {"deep": None}]}}]}]},
+        {"id": "b", "reps": [{"r": 0, "st": "error", "err": "boom", "turns": []},
+                             {"r": 1, "st": "fail", "turns": [{"n": 1, "tools": [{"name": "t", "arguments": {}}]}]}]},
+    ]
+    data = json.loads(json.dumps(_chunk(stories)))
+    assert unchunk(data) == stories

@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import __version__
 
-CHUNK_CASES = 500
+CHUNK_CASES = 2000
 """Cases per compressed chunk of stories."""
 TREND_RUNS = 30
 _CONTEXT_KEYS = ("id", "title", "score", "rank", "tokens", "used", "excluded")
@@ -65,7 +65,8 @@ def _turn_record(row: tuple[Any, ...], scores: list[dict[str, Any]]) -> dict[str
      in_tok, out_tok, cost) = row
     trace = _json_load(trace_raw) or {}
     recorded = _json_load(recorded_raw) or {}
-    context = [{k: c.get(k) for k in _CONTEXT_KEYS if c.get(k) is not None} for c in trace.get("context") or []]
+    context = [{k: c.get(k) for k in _CONTEXT_KEYS if c.get(k) is not None and not (k == "used" and c[k] is True)}
+               for c in trace.get("context") or []]
     feedback = (recorded or trace).get("feedback")
     out: dict[str, Any] = {"n": turn, "in": _cap(text), "route": trace.get("route") or ({"name": route_name} if route_name else None),
                            "out": _cap(output), "ok": bool(passed), "err": error, "ms": elapsed, "lat": trace.get("latency_ms"),
@@ -178,7 +179,6 @@ def _case_entry(acc: _CaseAcc, chunk: int, regressed: set[str], fixed: set[str],
     scorers: list[str] = []
     failing: list[str] = []
     inputs: list[str] = []
-    trace_ids: list[str] = []
     for rep in acc.reps:
         for t in rep.get("turns", []):
             name = (t.get("route") or {}).get("name")
@@ -186,15 +186,13 @@ def _case_entry(acc: _CaseAcc, chunk: int, regressed: set[str], fixed: set[str],
                 routes.append(name)
             if rep is acc.reps[0] and isinstance(t.get("in"), str):
                 inputs.append(t["in"][:200])
-            if t.get("tid") and t["tid"] not in trace_ids:
-                trace_ids.append(t["tid"])
             for s in t.get("sc", []):
                 if s["s"] not in scorers:
                     scorers.append(s["s"])
                 if not s.get("ok") and s["s"] not in failing:
                     failing.append(s["s"])
     index = {"id": acc.id, "seq": acc.seq, "st": status, "k": chunk, "tags": acc.tags, "routes": routes, "sc": scorers,
-             "fsc": failing, "n": len(acc.reps), "q": " ".join(inputs)[:400]}
+             "fsc": failing, "n": len(acc.reps), "q": " ".join(inputs)[:240]}
     if acc.critical:
         index["crit"] = 1
     if acc.id in regressed:
@@ -206,13 +204,103 @@ def _case_entry(acc: _CaseAcc, chunk: int, regressed: set[str], fixed: set[str],
     if any(r["st"] == "error" for r in acc.reps):
         index["erred"] = 1
     story = {"id": acc.id, "user": acc.user, "groups": acc.groups, "src": acc.source, "session": acc.session,
-             "tids": trace_ids, "reps": acc.reps}
+             "reps": acc.reps}
     return index, story
+
+
+_LIST_FIELDS = frozenset({"ctx", "sc"})
+"""Turn fields holding lists of records: flattened into columns with a count per turn."""
+_DICT_FIELDS = frozenset({"route", "lat", "usage", "model"})
+"""Turn fields holding one flat record: a column per key (inner values are kept whole)."""
+
+
+def _columns(rows: list[dict[str, Any]], lists: frozenset[str] = _LIST_FIELDS,
+             dicts: frozenset[str] = _DICT_FIELDS) -> dict[str, Any]:
+    """Records as columns, which compress about twice as well as rows (numbers sit with numbers).
+
+    A plain list is a column of values (``null`` where a record lacks the key);
+    ``{"$": "L", "#": counts, "c": columns}`` is a list-of-records field and
+    ``{"$": "D", "?": present, "c": columns}`` a record field. The page's
+    ``rows()`` reverses it.
+    """
+    keys: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        for k in row:
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
+    out: dict[str, Any] = {}
+    for k in keys:
+        if k in lists:
+            counts, items = [], []
+            for row in rows:
+                value = row.get(k) or []
+                counts.append(len(value))
+                items.extend(value)
+            out[k] = {"$": "L", "#": counts, "c": _columns(items, frozenset(), frozenset())}
+        elif k in dicts:
+            present = [1 if isinstance(row.get(k), dict) else 0 for row in rows]
+            out[k] = {"$": "D", "?": present,
+                      "c": _columns([row[k] for row in rows if isinstance(row.get(k), dict)], frozenset(), frozenset())}
+        else:
+            out[k] = [row.get(k) for row in rows]
+    return out
+
+
+def _chunk(stories: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chunk of stories: case-level records, and every turn of them as columns."""
+    turns: list[dict[str, Any]] = []
+    cases = []
+    for story in stories:
+        reps = []
+        for rep in story["reps"]:
+            reps.append({**{k: v for k, v in rep.items() if k != "turns"}, "nt": len(rep.get("turns", []))})
+            turns.extend(rep.get("turns", []))
+        cases.append({**story, "reps": reps})
+    return {"ncases": len(cases), "cases": _columns(cases, frozenset({"reps"}), frozenset()),
+            "nturns": len(turns), "turns": _columns(turns)}
+
+
+def _records(cols: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Columns back to records: what the page's ``rows()`` does, for tests and tools."""
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for k, col in cols.items():
+        if isinstance(col, list):
+            for i, v in enumerate(col):
+                if v is not None:
+                    out[i][k] = v
+        elif col["$"] == "L":
+            items, at = _records(col["c"], sum(col["#"])), 0
+            for i, count in enumerate(col["#"]):
+                if count:  # an empty list reads as absent, as the writer leaves it out
+                    out[i][k] = items[at:at + count]
+                at += count
+        else:
+            recs = iter(_records(col["c"], sum(col["?"])))
+            for i, present in enumerate(col["?"]):
+                if present:
+                    out[i][k] = next(recs)
+    return out
+
+
+def unchunk(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A decoded chunk back to its stories (each repeat with its turns)."""
+    turns, at = _records(data["turns"], data["nturns"]), 0
+    stories = []
+    for case in _records(data["cases"], data["ncases"]):
+        reps = []
+        for rep in case["reps"]:
+            nt = rep["nt"]
+            reps.append({**{k: v for k, v in rep.items() if k != "nt"}, "turns": turns[at:at + nt]})
+            at += nt
+        stories.append({**case, "reps": reps})
+    return stories
 
 
 def _pack(obj: Any) -> str:
     raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode()
-    gz = zlib.compressobj(6, zlib.DEFLATED, 31)  # 31: gzip framing, which DecompressionStream('gzip') reads
+    gz = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing, which DecompressionStream('gzip') reads
     return base64.b64encode(gz.compress(raw) + gz.flush()).decode("ascii")
 
 
@@ -337,7 +425,8 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
         trend_pass=trend_svg(trend, "pass_rate", percent=True), trend_p95=trend_svg(trend, "p95", percent=False),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
         script=script, style=style, csp=_csp(script, style),
-        meta_json=_safe_json(meta), index_blob=_pack(index), chunks=chunks)
+        meta_json=_safe_json(meta), index_blob=_pack({"n": len(index), "c": _columns(index, frozenset(), frozenset())}),
+        chunks=chunks)
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
@@ -364,10 +453,10 @@ def _pack_cases(cases: Iterator[_CaseAcc], regressed: set[str], fixed: set[str],
             if len(failing) > 400:
                 failing = sorted(failing, key=lambda f: f[0])[:200]
         if len(pending) == CHUNK_CASES:
-            chunks.append(_pack(pending))
+            chunks.append(_pack(_chunk(pending)))
             pending = []
     if pending:
-        chunks.append(_pack(pending))
+        chunks.append(_pack(_chunk(pending)))
     index.sort(key=lambda e: e.pop("seq"))
     return index, chunks, counts, [f for _, f in sorted(failing, key=lambda f: f[0])[:200]]
 

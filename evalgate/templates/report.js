@@ -31,8 +31,36 @@
     return new Response(stream).text().then(JSON.parse);
   }
 
+  // Columns back to records (the reverse of _columns in evalgate/reporters/html.py).
+  function rows(cols, n) {
+    var out = [];
+    for (var i = 0; i < n; i++) out.push({});
+    Object.keys(cols).forEach(function (k) {
+      var col = cols[k];
+      if (Array.isArray(col)) {
+        for (var i = 0; i < n; i++) if (col[i] !== null && col[i] !== undefined) out[i][k] = col[i];
+      } else if (col.$ === "L") {
+        var items = rows(col.c, col["#"].reduce(function (a, b) { return a + b; }, 0)), at = 0;
+        for (var j = 0; j < n; j++) { if (col["#"][j]) out[j][k] = items.slice(at, at + col["#"][j]); at += col["#"][j]; }
+      } else if (col.$ === "D") {
+        var recs = rows(col.c, col["?"].reduce(function (a, b) { return a + b; }, 0)), pos = 0;
+        for (var m = 0; m < n; m++) if (col["?"][m]) out[m][k] = recs[pos++];
+      }
+    });
+    return out;
+  }
+
   function chunk(k) {
-    if (!chunkCache[k]) chunkCache[k] = inflate(chunkEls[k].textContent);
+    if (!chunkCache[k]) {
+      chunkCache[k] = inflate(chunkEls[k].textContent).then(function (data) {
+        var turns = rows(data.turns, data.nturns), at = 0;
+        var cases = rows(data.cases, data.ncases);
+        cases.forEach(function (c) {
+          (c.reps || []).forEach(function (rep) { rep.turns = turns.slice(at, at + rep.nt); at += rep.nt; });
+        });
+        return cases;
+      });
+    }
     return chunkCache[k];
   }
 
@@ -133,6 +161,7 @@
     link.href = "#case=" + encodeURIComponent(s.id);
     box.appendChild(el("p", "muted", "user " + (s.user || "—") + " in [" + s.groups.join(", ") + "] · defined at " + s.src + " · ", link));
     if (s.session) box.appendChild(el("p", "muted", "replays recorded session " + s.session));
+    s.groups = s.groups || [];
     s.reps.forEach(function (rep) {
       if (s.reps.length > 1) box.appendChild(el("h4", null, "Repeat " + rep.r + ": " + (STATUS[rep.st] || rep.st)));
       if (rep.err) box.appendChild(el("p", "notice", "error: " + rep.err));
@@ -244,7 +273,8 @@
   }
 
   inflate(document.getElementById("index").textContent).then(function (data) {
-    index = data;
+    index = rows(data.c, data.n);
+    index.forEach(function (c) { c.tags = c.tags || []; c.routes = c.routes || []; c.sc = c.sc || []; c.fsc = c.fsc || []; });
     var routes = {}, tags = {}, scorers = {};
     index.forEach(function (c) {
       c.routes.forEach(function (r) { routes[r] = 1; });
