@@ -20,6 +20,7 @@ import json
 import tempfile
 import zlib
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,14 +65,14 @@ def _turn_record(row: tuple[Any, ...], scores: list[dict[str, Any]]) -> dict[str
     (turn, text, route_name, output, state, elapsed, latency, passed, error, trace_raw, recorded_raw, changes_raw,
      in_tok, out_tok, cost) = row
     trace = _json_load(trace_raw) or {}
-    recorded = _json_load(recorded_raw) or {}
+    recorded = _json_load(recorded_raw) if recorded_raw else None
     context = [{k: c.get(k) for k in _CONTEXT_KEYS if c.get(k) is not None and not (k == "used" and c[k] is True)}
                for c in trace.get("context") or []]
     feedback = (recorded or trace).get("feedback")
     out: dict[str, Any] = {"n": turn, "in": _cap(text), "route": trace.get("route") or ({"name": route_name} if route_name else None),
                            "out": _cap(output), "ok": bool(passed), "err": error, "ms": elapsed, "lat": trace.get("latency_ms"),
                            "ctx": context, "tools": trace.get("tool_calls") or [], "model": trace.get("model"),
-                           "state": _json_load(state), "sc": sorted(scores, key=lambda sc: sc["s"])}
+                           "state": state, "sc": sorted(scores, key=lambda sc: sc["s"])}
     usage = {k: v for k, v in (("input_tokens", in_tok), ("output_tokens", out_tok), ("cost_usd", cost)) if v is not None}
     if usage:
         out["usage"] = usage
@@ -233,7 +234,8 @@ def _columns(rows: list[dict[str, Any]], lists: frozenset[str] = _LIST_FIELDS,
     out: dict[str, Any] = {}
     for k in keys:
         if k in lists:
-            counts, items = [], []
+            counts: list[int] = []
+            items: list[dict[str, Any]] = []
             for row in rows:
                 value = row.get(k) or []
                 counts.append(len(value))
@@ -438,25 +440,27 @@ def _pack_cases(cases: Iterator[_CaseAcc], regressed: set[str], fixed: set[str],
                 ) -> tuple[list[dict[str, Any]], list[str], dict[str, int], list[dict[str, Any]]]:
     """The case index (in suite order), the compressed story chunks, counts and the first failures."""
     index: list[dict[str, Any]] = []
-    chunks: list[str] = []
+    packing: list[Future[str]] = []
     pending: list[dict[str, Any]] = []
     counts = {"pass": 0, "fail": 0, "flaky": 0, "error": 0}
     failing: list[tuple[int, dict[str, Any]]] = []
-    for acc in cases:
-        entry, story = _case_entry(acc, len(chunks), regressed, fixed, changed)
-        counts[entry["st"]] += 1
-        index.append(entry)
-        pending.append(story)
-        if entry["st"] != "pass":
-            failing.append((acc.seq, {"id": acc.id, "status": entry["st"], "scorers": entry["fsc"],
-                                      "reasons": _reasons(story)}))
-            if len(failing) > 400:
-                failing = sorted(failing, key=lambda f: f[0])[:200]
-        if len(pending) == CHUNK_CASES:
-            chunks.append(_pack(_chunk(pending)))
-            pending = []
-    if pending:
-        chunks.append(_pack(_chunk(pending)))
+    with ThreadPoolExecutor(max_workers=1) as pool:  # zlib lets go of the GIL: compress while reading on
+        for acc in cases:
+            entry, story = _case_entry(acc, len(packing), regressed, fixed, changed)
+            counts[entry["st"]] += 1
+            index.append(entry)
+            pending.append(story)
+            if entry["st"] != "pass":
+                failing.append((acc.seq, {"id": acc.id, "status": entry["st"], "scorers": entry["fsc"],
+                                          "reasons": _reasons(story)}))
+                if len(failing) > 400:
+                    failing = sorted(failing, key=lambda f: f[0])[:200]
+            if len(pending) == CHUNK_CASES:
+                packing.append(pool.submit(_pack, _chunk(pending)))
+                pending = []
+        if pending:
+            packing.append(pool.submit(_pack, _chunk(pending)))
+        chunks = [f.result() for f in packing]
     index.sort(key=lambda e: e.pop("seq"))
     return index, chunks, counts, [f for _, f in sorted(failing, key=lambda f: f[0])[:200]]
 
