@@ -302,12 +302,12 @@ def test_columns_round_trip() -> None:
     """Stories survive the column encoding exactly, including missing fields and nested values
     (turn records leave empty lists out, and so does the decoder)."""
     stories = [
-        {"id": "a", "reps": [{"r": 0, "st": "pass", "turns": [
+        {"id": "a", "session": "a", "reps": [{"r": 0, "st": "pass", "turns": [
             {"n": 1, "in": "hi", "route": {"name": "x", "confidence": 0.5}, "sc": [{"s": "route", "ok": True}]},
             {"n": 2, "in": "again", "ctx": [{"id": "d1", "used": False, "excluded": "permission"}, {"id": "d2"}],
              "lat": {"total": 3}, "state": {"k": [1, {"deep": None}]}}]}]},
-        {"id": "b", "reps": [{"r": 0, "st": "error", "err": "boom", "turns": []},
-                             {"r": 1, "st": "fail", "turns": [{"n": 1, "tools": [{"name": "t", "arguments": {}}]}]}]},
+        {"id": "b", "session": None, "reps": [{"r": 0, "st": "error", "err": "boom", "turns": []},
+                             {"r": 1, "st": "fail", "turns": [{"n": 1, "tools": [{"name": "t", "arguments": {}}]}, {"n": 3, "in": "a gap keeps its number"}]}]},
     ]
     data = json.loads(json.dumps(_chunk(stories)))
     assert unchunk(data) == stories

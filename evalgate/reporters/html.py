@@ -258,8 +258,10 @@ def _chunk(stories: list[dict[str, Any]]) -> dict[str, Any]:
         reps = []
         for rep in story["reps"]:
             reps.append({**{k: v for k, v in rep.items() if k != "turns"}, "nt": len(rep.get("turns", []))})
-            turns.extend(rep.get("turns", []))
-        cases.append({**story, "reps": reps})
+            for i, t in enumerate(rep.get("turns", []), 1):  # turn numbers are implied by position
+                turns.append({k: v for k, v in t.items() if k != "n"} if t.get("n") == i else t)
+        session = "=" if story.get("session") == story["id"] else story.get("session")
+        cases.append({**story, "session": session, "reps": reps})
     return {"ncases": len(cases), "cases": _columns(cases, frozenset({"reps"}), frozenset()),
             "nturns": len(turns), "turns": _columns(turns)}
 
@@ -294,9 +296,11 @@ def unchunk(data: dict[str, Any]) -> list[dict[str, Any]]:
         reps = []
         for rep in case["reps"]:
             nt = rep["nt"]
-            reps.append({**{k: v for k, v in rep.items() if k != "nt"}, "turns": turns[at:at + nt]})
+            rep_turns = [t if "n" in t else {"n": i, **t} for i, t in enumerate(turns[at:at + nt], 1)]
+            reps.append({**{k: v for k, v in rep.items() if k != "nt"}, "turns": rep_turns})
             at += nt
-        stories.append({**case, "reps": reps})
+        stories.append({**case, "session": case["id"] if case.get("session") == "=" else case.get("session"),
+                        "reps": reps})
     return stories
 
 

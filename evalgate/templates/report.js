@@ -56,7 +56,12 @@
         var turns = rows(data.turns, data.nturns), at = 0;
         var cases = rows(data.cases, data.ncases);
         cases.forEach(function (c) {
-          (c.reps || []).forEach(function (rep) { rep.turns = turns.slice(at, at + rep.nt); at += rep.nt; });
+          if (c.session === "=") c.session = c.id;
+          (c.reps || []).forEach(function (rep) {
+            rep.turns = turns.slice(at, at + rep.nt);
+            rep.turns.forEach(function (t, i) { if (t.n === undefined) t.n = i + 1; });
+            at += rep.nt;
+          });
         });
         return cases;
       });
