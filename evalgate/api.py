@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -161,20 +160,18 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
     return choice
 
 
-def _drop_tests(suite: Suite, base: baseline_mod.Snapshot, cand: baseline_mod.Snapshot) -> list[Any]:
+def _drop_tests(con: Any, suite: Suite, base: baseline_mod.Snapshot, cand: baseline_mod.Snapshot) -> list[Any]:
+    """One paired test per max_drop rule, on the cases of the rule's slice in the candidate run."""
     tests: list[Any] = []
     for rule in suite.gate.rules:
         if rule.max_drop is None:
             tests.append(None)
             continue
-        wanted = set(rule.where.tags or []) if rule.where else set()
-        pattern = rule.where.case if rule.where else None
+        in_slice = metrics.slice_case_ids(con, cand.run_id, rule.where) if rule.where else None
         pairs = []
         for case_id, now in cand.cases.items():
             before = base.cases.get(case_id)
-            if before is None or (wanted and not wanted & set(now.tags)):
-                continue
-            if pattern is not None and not fnmatch.fnmatchcase(case_id, pattern):
+            if before is None or (in_slice is not None and case_id not in in_slice):
                 continue
             if now.runs - now.errored <= 0 or before.runs - before.errored <= 0:
                 continue  # errors are counted apart, never as a drop
@@ -193,7 +190,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         if base.snapshot is not None:
             cand = baseline_mod.snapshot(con, outcome.run_id)
             comparison = baseline_mod.compare(base.snapshot, cand)
-            drops = _drop_tests(suite, base.snapshot, cand)
+            drops = _drop_tests(con, suite, base.snapshot, cand)
         data = metrics.rule_data(con, outcome.run_id, list(suite.gate.rules))
         critical = metrics.critical_failures(con, outcome.run_id)
         failed_ids = metrics.compute(con, outcome.run_id, "failed").cases

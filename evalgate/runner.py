@@ -153,7 +153,7 @@ class Runner:
 
     async def run_case(self, target: Target, case: Case, repeat: int) -> CaseResult:
         result = CaseResult(case.id, case.seq, repeat, case.tags, case.user.id, list(case.user.groups),
-                            case.session_id, case.source, case.critical)
+                            case.session_id, case.source, case.critical, meta=case.meta)
         state: dict[str, Any] = dict(case.state)
         history: list[dict[str, str]] = []
         session_id = case.session_id or f"{case.id}#{repeat}"

@@ -67,6 +67,8 @@ class CaseSpec(_Model):
     expect: dict[str, Any] | None = None
     variant_of: str | None = None
     """Groups variants of one conversation."""
+    meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    """The case's own fields (locale, tier, difficulty, ...): gate rules slice on them with where: {meta: ...}."""
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -142,6 +144,10 @@ class Where(_Model):
     """Case ids matching a glob, e.g. refund-*."""
     recorded: bool | None = None
     """Only cases replayed from recorded traces (true) or only written cases (false)."""
+    critical: bool | None = None
+    """Only critical cases (true) or only the others (false)."""
+    meta: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
+    """Cases whose own fields match: {locale: de} or {tier: [gold, platinum]} (any of)."""
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -157,7 +163,17 @@ class Where(_Model):
                 parts.append(f"{name}={getattr(self, name)}")
         if self.recorded is not None:
             parts.append(f"recorded={str(self.recorded).lower()}")
+        if self.critical is not None:
+            parts.append(f"critical={str(self.critical).lower()}")
+        for key, value in (self.meta or {}).items():
+            shown = "|".join(_meta_text(v) for v in value) if isinstance(value, list) else _meta_text(value)
+            parts.append(f"{key}={shown}")
         return ", ".join(parts)
+
+
+def _meta_text(value: Any) -> str:
+    """How a case field compares: JSON's spelling for booleans, text for the rest."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class Rule(_Model):
@@ -401,6 +417,8 @@ class Case:
     derived_id: bool = False
     session_id: str | None = None
     """The recorded session this case replays, if any."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The case's own fields, for slicing."""
 
     @property
     def critical(self) -> bool:
@@ -783,7 +801,7 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
     case_id = spec.id if spec.id is not None else derive_case_id(spec.user, [t.input for t in specs])
     tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))
     return Case(case_id, seq, turns, spec.user, spec.state, tags, source, spec.description,
-                spec.variant_of, derived)
+                spec.variant_of, derived, meta=dict(spec.meta))
 
 
 def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
@@ -839,9 +857,9 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         for col in columns:
-            if col not in _CSV_COLUMNS and not col.startswith("expect."):
+            if col not in _CSV_COLUMNS and not col.startswith(("expect.", "meta.")):
                 raise SuiteError(f"unknown CSV column '{col}'", location=Location(str(path), 1),
-                                 hint=did_you_mean(col, _CSV_COLUMNS) or "columns: id, input, tags, user, groups, expect.<scorer>[.<arg>]")
+                                 hint=did_you_mean(col, _CSV_COLUMNS) or "columns: id, input, tags, user, groups, expect.<scorer>[.<arg>], meta.<field>")
         if "input" not in columns:
             raise SuiteError("a CSV dataset needs an 'input' column", location=Location(str(path), 1))
         grouped: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -867,6 +885,9 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
                 for name in ("tags", "description", "variant_of"):
                     if row.get(name):
                         case[name] = row[name]
+                meta = {col[5:]: cell for col, cell in row.items() if col and col.startswith("meta.") and cell not in (None, "")}
+                if meta:
+                    case["meta"] = meta
                 if row.get("user") or row.get("groups"):
                     case["user"] = {"id": row.get("user") or "anonymous", "groups": _split_tags(row.get("groups") or "")}
                 grouped[key] = (lineno, case)

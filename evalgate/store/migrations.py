@@ -102,6 +102,9 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (name, suite)
         );
     """),
+    ("0005_case_meta", """
+        ALTER TABLE cases ADD COLUMN meta JSON;
+    """),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
