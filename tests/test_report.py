@@ -311,3 +311,18 @@ def test_columns_round_trip() -> None:
     ]
     data = json.loads(json.dumps(_chunk(stories)))
     assert unchunk(data) == stories
+
+
+def test_report_prints_the_summary_and_the_failures(browser: Any, regressed_report: Path) -> None:
+    w = Watched(browser)
+    page = w.open(regressed_report)
+    page.emulate_media(media="print")
+    assert page.locator(".filters").is_hidden() and page.locator(".pager").is_hidden()
+    static = page.locator(".static-list")
+    assert static.is_visible() and "refund-changes-order-number" in static.inner_text()
+    pdf = page.pdf(path=str(_artifact("report-regressed.pdf")), format="A4")
+    pages = len(re.findall(rb"/Type\s*/Page(?!s)", pdf))
+    assert pdf.startswith(b"%PDF") and pages >= 2, pages  # the summary and the failing cases span pages
+    page.emulate_media(media="screen")
+    assert static.is_hidden() and page.locator(".filters").is_visible()
+    w.assert_clean()
