@@ -194,7 +194,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
             cand = baseline_mod.snapshot(con, outcome.run_id)
             comparison = baseline_mod.compare(base.snapshot, cand)
             drops = _drop_tests(suite, base.snapshot, cand)
-        data = metrics.rule_data(con, outcome.run_id, list(suite.gate.rules))
+        data = metrics.rule_data(con, outcome.run_id, gate_mod.with_default_rules(suite.gate))
         critical = metrics.critical_failures(con, outcome.run_id)
         failed_ids = metrics.compute(con, outcome.run_id, "failed").cases
         flaky = metrics.compute(con, outcome.run_id, "flaky").cases
@@ -312,7 +312,7 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
             for t in turns:
                 trace = json.loads(t[10]) if t[10] else {}
                 scores = con.execute(
-                    "SELECT scorer, passed, value, explanation, error FROM scores WHERE run_id = ? AND case_id = ? "
+                    "SELECT scorer, passed, value, explanation, error, metrics, detail FROM scores WHERE run_id = ? AND case_id = ? "
                     "AND repeat = ? AND turn = ? ORDER BY scorer", [run_id, case_id, c[1], t[0]]).fetchall()
                 rep["turns"].append({
                     "turn": t[0], "input": t[1], "route": trace.get("route"), "output": t[3],
@@ -322,7 +322,9 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
                     "usage": trace.get("usage"), "passed": bool(t[8]), "error": t[9],
                     "feedback": (json.loads(t[11]) if t[11] else trace).get("feedback"),
                     "changes": json.loads(t[12]) if t[12] else None,
-                    "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4]}
+                    "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4],
+                                "metrics": json.loads(s[5]) if s[5] else None,
+                                "detail": json.loads(s[6]) if s[6] else None}
                                for s in scores]})
             story["repeats"].append(rep)
     return story
