@@ -102,3 +102,115 @@ def test_similarity_scorer() -> None:
     assert not s.passed and s.value == 0.0
     with pytest.raises(ScorerArgError, match="argument 'method'"):
         bind("similarity", {"expected": "x", "method": "levenshtein"})
+
+
+# --- state ----------------------------------------------------------------------------------
+
+
+def state_score(name: str, args: Any, before: dict[str, Any], **trace: Any) -> Score:
+    return bind(name, args).run_sync(_ctx(state_in=before, **trace))
+
+
+@pytest.mark.parametrize("args, before, after, passed, explanation", [
+    ({"present": "order_id", "absent": "refund"}, {}, {"order_id": "1", "refund": None}, True, "2 slot check(s) passed"),
+    ({"present": ["order_id"]}, {}, {"order_id": None}, False, "order_id is not set"),
+    ({"changed": "order_id", "unchanged": "workflow"}, {"order_id": "5512", "workflow": "refunds"},
+     {"order_id": "5521", "workflow": "refunds"}, True, "2 slot check(s) passed"),
+    ({"changed": "order_id"}, {"order_id": "5512"}, None, False, "order_id unchanged ('5512')"),  # no state: unchanged
+    ({"unchanged": "workflow"}, {"workflow": "refunds"}, {"workflow": "smalltalk"}, False,
+     "workflow changed from 'refunds' to 'smalltalk'"),
+    ({"changed": "x"}, {}, {"x": None}, True, "1 slot check(s) passed"),  # missing → null is a change
+])
+def test_slots_scorer(args, before, after, passed, explanation) -> None:
+    s = state_score("slots", args, before, output="ok", state=after)
+    assert (s.passed, s.explanation) == (passed, explanation)
+
+
+@pytest.mark.parametrize("args, before, after, output, passed, explanation", [
+    ("order_id", {"order_id": "5512"}, {"order_id": "5521"}, "Refund for 5521.", True,
+     "order_id corrected from '5512' to '5521'; the old value is gone"),
+    ("order_id", {"order_id": "5512"}, {"order_id": "5512"}, "ok", False, "order_id is still '5512'"),
+    ("order_id", {"order_id": "5512"}, {"order_id": "5521", "previous": ["5512"]}, "ok", False,
+     "old value '5512' still in state at previous[0]"),
+    ("order_id", {"order_id": "5512"}, {"order_id": "5521"}, "Refunding 5521, not 5512", False,
+     "the answer still mentions '5512'"),
+    ("order_id", {"order_id": "5512"}, {"order_id": "5521"}, "order 55123 is another", True,
+     "order_id corrected from '5512' to '5521'; the old value is gone"),  # a longer number is not the old one
+    ({"slot": "order_id", "new": "5521"}, {"order_id": "5512"}, {"order_id": "5522"}, "ok", False,
+     "order_id='5522', expected '5521'"),
+    ("order_id", {}, {"order_id": "5521"}, "ok", False, "nothing to correct: order_id was not set before the turn"),
+])
+def test_corrected_scorer(args, before, after, output, passed, explanation) -> None:
+    s = state_score("corrected", args, before, output=output, state=after)
+    assert (s.passed, s.explanation) == (passed, explanation)
+
+
+# --- tools ----------------------------------------------------------------------------------
+
+CALLS = [{"name": "lookup_order", "arguments": {"order_id": "5521", "verbose": True}},
+         {"name": "issue_refund", "arguments": {"order_id": "5521"}}]
+
+
+@pytest.mark.parametrize("args, state, passed, explanation", [
+    ({"calls": [{"name": "lookup_order", "arguments": {"order_id": "5521"}}, {"name": "issue_refund"}]}, None, True,
+     "called lookup_order, issue_refund"),
+    ({"calls": [{"name": "issue_refund"}, {"name": "lookup_order"}]}, None, False,
+     "expected lookup_order() in this order; called lookup_order(order_id='5521', verbose=True), "
+     "issue_refund(order_id='5521')"),
+    ({"calls": [{"name": "issue_refund"}, {"name": "lookup_order"}], "ordered": False}, None, True,
+     "called lookup_order, issue_refund"),
+    ({"calls": [{"name": "issue_refund", "arguments": {"order_id": "5512"}}]}, None, False,
+     "expected issue_refund(order_id='5512'); called lookup_order(order_id='5521', verbose=True), "
+     "issue_refund(order_id='5521')"),
+    ({"calls": [{"name": "issue_refund"}], "only": True}, None, False, "unexpected lookup_order"),
+    ({"must_exclude": "issue_refund", "unless_state": {"confirmed": True}}, {"confirmed": True}, True,
+     "called lookup_order, issue_refund"),
+    ({"must_exclude": "issue_refund", "unless_state": {"confirmed": True}}, {"confirmed": False}, False,
+     "issue_refund called while confirmed=False"),
+])
+def test_tool_calls_scorer(args, state, passed, explanation) -> None:
+    s = score("tool_calls", args, output="ok", tool_calls=CALLS, state=state)
+    assert (s.passed, s.explanation) == (passed, explanation)
+
+
+def test_tool_call_arguments_are_checked() -> None:
+    with pytest.raises(ScorerArgError, match="argument 'calls'"):
+        bind("tool_calls", {"calls": [{"nmae": "x"}]})
+    with pytest.raises(ScorerArgError, match="unless_state goes with must_exclude"):
+        bind("tool_calls", {"must_include": "x", "unless_state": {"confirmed": True}})
+
+
+# --- budgets ------------------------------------------------------------------------------
+
+
+def test_budget_scorer_reported_measured_and_missing() -> None:
+    trace = {"output": "ok", "latency_ms": {"total": 840}, "usage": {"input_tokens": 500, "output_tokens": 40,
+                                                                      "cost_usd": 0.0004}}
+    s = score("budget", {"latency_ms": 1000, "tokens": 500, "cost_usd": 0.001}, **trace)
+    assert not s.passed and s.explanation == "tokens 540 over 500; latency_ms 840 ≤ 1000; cost_usd 0.0004 ≤ 0.001"
+    assert s.metrics == {"latency_ms": 840.0, "tokens": 540.0, "cost_usd": 0.0004}
+    ctx = _ctx(**trace)
+    ctx.elapsed_ms = 1500.0
+    s = bind("budget", {"latency_ms": 1000, "latency": "measured"}).run_sync(ctx)
+    assert not s.passed and s.explanation == "latency_ms 1500 over 1000"
+    s = score("budget", {"cost_usd": 1}, output="ok")
+    assert not s.passed and s.explanation == "cost_usd not reported"
+    assert score("budget", {"cost_usd": 1, "missing": "pass"}, output="ok").passed
+
+
+def test_context_budget_tokens_documents_and_near_duplicates() -> None:
+    policy = "Orders can be refunded within 30 days of delivery, back to the original payment method."
+    items = [{"id": "kb/a", "tokens": 300, "content": policy},
+             {"id": "kb/b", "tokens": 200, "content": policy.replace("30 days", "thirty days")},  # near-duplicate
+             {"id": "kb/c", "content": "x" * 400},  # no token count: 400 characters ≈ 100 tokens
+             {"id": "kb/a", "tokens": 300, "content": policy},  # the same document twice
+             {"id": "kb/d", "tokens": 999, "used": False}]  # not used: not counted
+    s = score("context_budget", {"max_tokens": 1000, "max_docs": 4, "max_redundant": 1}, output="ok", context=items)
+    assert not s.passed
+    assert s.explanation == ("2 redundant (kb/b ~ kb/a; kb/a twice) over 1 (4 document(s), 900 tokens (1 estimated), "
+                             "2 redundant)")
+    assert s.metrics == {"tokens": 900.0, "docs": 4.0, "redundant": 2.0}
+    s = score("context_budget", {"max_docs": 3}, output="ok", context=items[:3])
+    assert s.passed and s.explanation == "3 document(s), 600 tokens (1 estimated), 1 redundant"
+    s = score("context_budget", {"max_docs": 0}, output="ok")  # no context at all
+    assert s.passed and s.metrics == {"tokens": 0.0, "docs": 0.0, "redundant": 0.0}
