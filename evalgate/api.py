@@ -207,6 +207,9 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         failing = metrics.failing_cases(con, outcome.run_id)
         summary = {"metrics": head, "verdict": verdict.to_dict(),
                    "baseline": comparison.to_dict() if comparison else None}
+        routes = _route_confusion(con, outcome.run_id)
+        if routes["turns"]:
+            summary["routes"] = routes
         con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
                     [verdict.status, verdict.exit_code, json.dumps(summary, default=str), outcome.run_id])
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
@@ -328,6 +331,43 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
                                for s in scores]})
             story["repeats"].append(rep)
     return story
+
+
+def route_confusion(store: Store, run_ref: str | None = None) -> dict[str, Any]:
+    """The route confusion matrix of a run, with per-route precision, recall and support.
+
+    ``matrix[expected][taken]`` counts scored turns; a turn whose expectation
+    lists several routes counts under the one taken when it is among them,
+    else under the first listed. ``(none)`` is a turn that reported no route.
+    """
+    run_id = store.resolve_run(run_ref)
+    with store.connect(read_only=True) as con:
+        return {"run_id": run_id, **_route_confusion(con, run_id)}
+
+
+def _route_confusion(con: Any, run_id: str) -> dict[str, Any]:
+    rows = con.execute("SELECT passed, json_extract_string(detail, '$.got'), json_extract_string(detail, '$.expected[0]'), "
+                       "count(*) FROM scores WHERE run_id = ? AND scorer = 'route' AND error IS NULL "
+                       "AND detail IS NOT NULL GROUP BY ALL", [run_id]).fetchall()
+    matrix: dict[str, dict[str, int]] = {}
+    for passed, got, first, n in rows:
+        taken = got if got is not None else "(none)"
+        expected = taken if passed else (first or "(none)")
+        matrix.setdefault(expected, {})
+        matrix[expected][taken] = matrix[expected].get(taken, 0) + int(n)
+    labels = sorted({e for e in matrix} | {t for row in matrix.values() for t in row})
+    per_route: dict[str, dict[str, Any]] = {}
+    total = correct = 0
+    for route in labels:
+        tp = matrix.get(route, {}).get(route, 0)
+        predicted = sum(row.get(route, 0) for row in matrix.values())
+        actual = sum(matrix.get(route, {}).values())
+        per_route[route] = {"precision": tp / predicted if predicted else None,
+                            "recall": tp / actual if actual else None, "support": actual}
+        total += actual
+        correct += tp
+    return {"labels": labels, "matrix": matrix, "per_route": per_route, "turns": total,
+            "accuracy": correct / total if total else None}
 
 
 def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

@@ -69,7 +69,8 @@ class GateInputs:
         return self.comparison is not None
 
 
-def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | None] | None:
+def check_rule_metrics(rule: Rule, scorer_names: set[str],
+                       aliases: dict[str, tuple[str, Any]] | None = None) -> tuple[str, str | None] | None:
     """A load-time check that a rule names a metric evalgate can compute."""
     from . import scorers
 
@@ -97,7 +98,7 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
         return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, USAGE_STATS) or f"use one of {', '.join(USAGE_STATS)}")
     known = {i.name for i in scorers.available()} | scorer_names
     if family and family in known:
-        declared = _declared_stats(family)
+        declared = _declared_stats(aliases[family][0] if aliases and family in aliases else family)
         if stat in SCORER_STATS or _stat_matches(stat, declared):
             return None
         names = list(SCORER_STATS) + list(declared)

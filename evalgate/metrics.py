@@ -204,7 +204,8 @@ def _route_class(con: Any, run_id: str, kind: str, route: str, where: Where | No
     if kind == "precision":
         cond = "json_extract_string(s.detail, '$.got') = ?"
     else:
-        cond = "list_contains(from_json(json_extract(s.detail, '$.expected'), '[\"VARCHAR\"]'), ?)"
+        cond = ("CASE WHEN s.passed THEN json_extract_string(s.detail, '$.got') "
+                "ELSE json_extract_string(s.detail, '$.expected[0]') END = ?")
     base = (f"FROM scores s JOIN cases c USING (run_id, case_id, repeat) WHERE s.run_id = ? AND s.scorer = 'route' "
             f"AND s.error IS NULL AND {cond}{cf}")
     row = con.execute(f"SELECT count(*), count(*) FILTER (s.passed) {base}", [run_id, route, *cp]).fetchone()

@@ -754,7 +754,7 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
     from .gate import check_rule_metrics
 
     for i, rule in enumerate(gate.rules):
-        problem = check_rule_metrics(rule, scorer_names | set(aliases))
+        problem = check_rule_metrics(rule, scorer_names | set(aliases), aliases)
         if problem:
             raise SuiteError(problem[0], location=doc.locate(("gate", "rules", i, "metric")), hint=problem[1])
     if gated:

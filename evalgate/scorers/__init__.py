@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..traces import Trace
 
 ENTRY_POINT_GROUP = "evalgate.scorers"
-_BUILTIN_MODULES = ("output", "route", "state", "context", "tools", "permissions", "budget")
+_BUILTIN_MODULES = ("output", "route", "state", "context", "tools", "permissions", "budget", "judge")
 
 
 @dataclass(slots=True)
