@@ -226,7 +226,7 @@ def scorer_rows() -> list[dict[str, Any]]:
         except (TypeError, ValueError):
             args = []
         rows.append({"name": info.name, "arguments": args, "shorthand": info.shorthand, "help": info.help,
-                     "source": info.source})
+                     "source": info.source, "stats": list(info.stats)})
     return rows
 
 
