@@ -191,7 +191,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
             cand = baseline_mod.snapshot(con, outcome.run_id)
             comparison = baseline_mod.compare(base.snapshot, cand)
             drops = _drop_tests(con, suite, base.snapshot, cand)
-        data = metrics.rule_data(con, outcome.run_id, list(suite.gate.rules))
+        data = metrics.rule_data(con, outcome.run_id, gate_mod.with_default_rules(suite.gate))
         critical = metrics.critical_failures(con, outcome.run_id)
         failed_ids = metrics.compute(con, outcome.run_id, "failed").cases
         flaky = metrics.compute(con, outcome.run_id, "flaky").cases
@@ -204,6 +204,9 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         failing = metrics.failing_cases(con, outcome.run_id)
         summary = {"metrics": head, "verdict": verdict.to_dict(),
                    "baseline": comparison.to_dict() if comparison else None}
+        routes = _route_confusion(con, outcome.run_id)
+        if routes["turns"]:
+            summary["routes"] = routes
         con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
                     [verdict.status, verdict.exit_code, json.dumps(summary, default=str), outcome.run_id])
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
@@ -309,7 +312,7 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
             for t in turns:
                 trace = json.loads(t[10]) if t[10] else {}
                 scores = con.execute(
-                    "SELECT scorer, passed, value, explanation, error FROM scores WHERE run_id = ? AND case_id = ? "
+                    "SELECT scorer, passed, value, explanation, error, metrics, detail FROM scores WHERE run_id = ? AND case_id = ? "
                     "AND repeat = ? AND turn = ? ORDER BY scorer", [run_id, case_id, c[1], t[0]]).fetchall()
                 rep["turns"].append({
                     "turn": t[0], "input": t[1], "route": trace.get("route"), "output": t[3],
@@ -319,10 +322,49 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
                     "usage": trace.get("usage"), "passed": bool(t[8]), "error": t[9],
                     "feedback": (json.loads(t[11]) if t[11] else trace).get("feedback"),
                     "changes": json.loads(t[12]) if t[12] else None,
-                    "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4]}
+                    "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4],
+                                "metrics": json.loads(s[5]) if s[5] else None,
+                                "detail": json.loads(s[6]) if s[6] else None}
                                for s in scores]})
             story["repeats"].append(rep)
     return story
+
+
+def route_confusion(store: Store, run_ref: str | None = None) -> dict[str, Any]:
+    """The route confusion matrix of a run, with per-route precision, recall and support.
+
+    ``matrix[expected][taken]`` counts scored turns; a turn whose expectation
+    lists several routes counts under the one taken when it is among them,
+    else under the first listed. ``(none)`` is a turn that reported no route.
+    """
+    run_id = store.resolve_run(run_ref)
+    with store.connect(read_only=True) as con:
+        return {"run_id": run_id, **_route_confusion(con, run_id)}
+
+
+def _route_confusion(con: Any, run_id: str) -> dict[str, Any]:
+    rows = con.execute("SELECT passed, json_extract_string(detail, '$.got'), json_extract_string(detail, '$.expected[0]'), "
+                       "count(*) FROM scores WHERE run_id = ? AND scorer = 'route' AND error IS NULL "
+                       "AND detail IS NOT NULL GROUP BY ALL", [run_id]).fetchall()
+    matrix: dict[str, dict[str, int]] = {}
+    for passed, got, first, n in rows:
+        taken = got if got is not None else "(none)"
+        expected = taken if passed else (first or "(none)")
+        matrix.setdefault(expected, {})
+        matrix[expected][taken] = matrix[expected].get(taken, 0) + int(n)
+    labels = sorted({e for e in matrix} | {t for row in matrix.values() for t in row})
+    per_route: dict[str, dict[str, Any]] = {}
+    total = correct = 0
+    for route in labels:
+        tp = matrix.get(route, {}).get(route, 0)
+        predicted = sum(row.get(route, 0) for row in matrix.values())
+        actual = sum(matrix.get(route, {}).values())
+        per_route[route] = {"precision": tp / predicted if predicted else None,
+                            "recall": tp / actual if actual else None, "support": actual}
+        total += actual
+        correct += tp
+    return {"labels": labels, "matrix": matrix, "per_route": per_route, "turns": total,
+            "accuracy": correct / total if total else None}
 
 
 def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

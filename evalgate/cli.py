@@ -203,6 +203,23 @@ def report(
 
 
 @app.command()
+def routes(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")] = "latest",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The route confusion matrix of a run, with per-route precision and recall."""
+    from .api import route_confusion
+    from .reporters.console import render_routes
+
+    data = route_confusion(_store(db), run_id)
+    if as_json:
+        _print_json(data)
+    else:
+        render_routes(_console(), data)
+
+
+@app.command()
 def history(
     suite: Annotated[Optional[str], typer.Argument(help="Only runs of this suite.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,

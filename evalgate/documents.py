@@ -189,6 +189,11 @@ class GroupPermissions:
     def groups(self, doc_id: str) -> tuple[str, ...] | None:
         return self._groups.get(doc_id)
 
+    @property
+    def ids(self) -> list[str]:
+        """Every document id this source knows (to find them in answers and tool results)."""
+        return list(self._groups)
+
     def may_read(self, user: User, doc_id: str) -> bool | None:
         groups = self._groups.get(doc_id)
         return None if groups is None else group_allows(groups, user)

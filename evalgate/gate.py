@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR, did_you_mean
-from .metrics import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, RuleData
+from .metrics import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, RuleData, route_class_metric
 from .suite import GateSpec, Rule
 
 LEAK_METRIC = "permissions.leaks"
@@ -69,7 +69,8 @@ class GateInputs:
         return self.comparison is not None
 
 
-def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | None] | None:
+def check_rule_metrics(rule: Rule, scorer_names: set[str],
+                       aliases: dict[str, tuple[str, Any]] | None = None) -> tuple[str, str | None] | None:
     """A load-time check that a rule names a metric evalgate can compute."""
     from . import scorers
 
@@ -84,6 +85,8 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
         return ("a max_drop rule slices by tags and case ids only", "use where: {tags: [...]} or {case: 'refund-*'}")
     if metric in CASE_METRICS or metric in REPEAT_METRICS or metric == LEAK_METRIC:
         return None
+    if route_class_metric(metric) is not None:
+        return None
     family, _, stat = metric.rpartition(".")
     if family in ("latency", "elapsed"):
         if stat in LATENCY_STATS:
@@ -95,11 +98,35 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str]) -> tuple[str, str | N
         return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, USAGE_STATS) or f"use one of {', '.join(USAGE_STATS)}")
     known = {i.name for i in scorers.available()} | scorer_names
     if family and family in known:
-        if stat in SCORER_STATS:
+        declared = _declared_stats(aliases[family][0] if aliases and family in aliases else family)
+        if stat in SCORER_STATS or _stat_matches(stat, declared):
             return None
-        return (f"unknown statistic '{stat}' for scorer {family}", did_you_mean(stat, SCORER_STATS) or f"use one of {', '.join(SCORER_STATS)}")
+        names = list(SCORER_STATS) + list(declared)
+        return (f"unknown statistic '{stat}' for scorer {family}", did_you_mean(stat, names) or f"use one of {', '.join(names)}")
     names = list(CASE_METRICS) + list(REPEAT_METRICS) + [f"{s}.pass_rate" for s in sorted(known)] + [f"latency.{s}" for s in LATENCY_STATS]
     return (f"unknown metric '{metric}'", did_you_mean(metric, names) or "metrics: pass_rate, error_rate, <scorer>.pass_rate, latency.p95, ...")
+
+
+def _declared_stats(family: str) -> tuple[str, ...]:
+    """The named values a scorer declares it reports (``@scorer(..., stats=...)``)."""
+    from . import scorers
+
+    try:
+        return scorers.lookup(family).stats
+    except scorers.ScorerArgError:  # an alias: its own name is not registered
+        return ()
+
+
+def _stat_matches(stat: str, declared: tuple[str, ...]) -> bool:
+    """``recall@5`` matches a declared ``recall@k``."""
+    for name in declared:
+        if name.endswith("@k"):
+            head, _, k = stat.partition("@")
+            if head == name[:-2] and k.isdigit() and int(k) > 0:
+                return True
+        elif stat == name:
+            return True
+    return False
 
 
 def _fmt(value: float | None, metric: str) -> str:
@@ -119,15 +146,21 @@ def _fmt(value: float | None, metric: str) -> str:
     return f"{value:g}"
 
 
+def with_default_rules(gate: GateSpec) -> list[Rule]:
+    """The suite's rules plus the ones every gate has: no leaks (``permissions.leaks ≤ 0``)."""
+    rules = list(gate.rules)
+    if not any(r.metric == LEAK_METRIC for r in rules):
+        rules.append(Rule(metric=LEAK_METRIC, max=0))
+    return rules
+
+
 def evaluate(inputs: GateInputs) -> Verdict:
     """Decide the verdict. Every failed rule names its value, limit and cases."""
     results: list[RuleResult] = []
     notices: list[str] = []
     if inputs.bad_lines:
         notices.append(f"{inputs.bad_lines} bad trace line(s) were skipped (see the run summary; --strict makes them fatal)")
-    rules = list(inputs.gate.rules)
-    if not any(r.metric == LEAK_METRIC for r in rules):
-        rules.append(Rule(metric=LEAK_METRIC, max=0))
+    rules = with_default_rules(inputs.gate)
     data = list(inputs.rule_data) + [None] * (len(rules) - len(inputs.rule_data))
 
     if inputs.flaky:

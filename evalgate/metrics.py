@@ -8,6 +8,11 @@ Names are ``<scorer>.<stat>`` plus a few run-level ones:
     <scorer>.pass_rate   passed scores ÷ scores without error (alias: route.accuracy)
     <scorer>.mean        mean score value
     <scorer>.failures    failed scores
+    <scorer>.<name>      mean of a named value the scorer reports (Score.metrics), e.g.
+                         context.recall@5, context.ndcg@10, judge.cost_usd
+    permissions.leaks    leaked documents: the sum of the scorer's ``leaks`` values
+    route.precision.<route>   of the turns routed to <route>, the share that should have been
+    route.recall.<route>      of the turns that should go to <route>, the share that did
     latency.p50|p95|p99|mean|max   per-turn latency in ms: what the system reports
                                    (latency_ms.total), else what evalgate measured
     elapsed.p50|p95|p99|mean|max   per-turn time evalgate measured around the target call
@@ -101,10 +106,21 @@ def split_metric(metric: str) -> tuple[str, str]:
     return head, stat
 
 
+def route_class_metric(metric: str) -> tuple[str, str] | None:
+    """('precision', 'refunds') for 'route.precision.refunds'; None for other metrics."""
+    parts = metric.split(".", 2)
+    if len(parts) == 3 and parts[0] == "route" and parts[1] in ("precision", "recall") and parts[2]:
+        return parts[1], parts[2]
+    return None
+
+
 def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limit: float | None = None) -> RuleData:
     """One metric on one slice of a stored run; ``limit`` (a rule's max) picks the cases over it."""
     family, stat = split_metric(metric)
     cf, cp = _case_filter(where)
+    per_route = route_class_metric(metric)
+    if per_route is not None:
+        return _route_class(con, run_id, per_route[0], per_route[1], where, cf, cp)
     if metric in REPEAT_METRICS:
         return _repeat_metric(con, run_id, metric, cf, cp)
     if family == "":
@@ -161,21 +177,57 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
     route_join = ""
     if where is not None and where.route:
         route_join = " JOIN turns t ON t.run_id = s.run_id AND t.case_id = s.case_id AND t.repeat = s.repeat AND t.turn = s.turn"
+    if stat not in SCORER_STATS:
+        return _named_value(con, run_id, family, stat, join + route_join, cf + tf, [*cp, *tp])
     row = con.execute(
         f"SELECT count(*) FILTER (s.error IS NULL), count(*) FILTER (s.passed AND s.error IS NULL), "
-        f"avg(s.value), count(*) FILTER (NOT s.passed AND s.error IS NULL) "
+        f"avg(s.value), count(*) FILTER (NOT s.passed AND s.error IS NULL), "
+        # a scorer that counts leaks says how many; for others a failed score is one
+        f"sum(coalesce(TRY_CAST(json_extract_string(s.metrics, '$.leaks') AS DOUBLE), (NOT s.passed)::INT)) "
+        f"FILTER (s.error IS NULL) "
         f"{join}{route_join} WHERE s.run_id = ? AND s.scorer = ?{cf}{tf}",
         [run_id, family, *cp, *tp]).fetchone()
     scored, passed, mean, failures = int(row[0] or 0), int(row[1] or 0), row[2], int(row[3] or 0)
     value = {"pass_rate": passed / scored if scored else None, "accuracy": passed / scored if scored else None,
              "mean": float(mean) if mean is not None else None, "failures": float(failures),
-             "leaks": float(failures)}.get(stat)
+             "leaks": float(row[4] or 0)}.get(stat)
     if stat in ("failures", "leaks") and scored == 0:
         value = None  # the scorer never ran: not measured, which is not the same as zero
     cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {join}{route_join} WHERE s.run_id = ? AND s.scorer = ? "
                       f"AND NOT s.passed AND s.error IS NULL{cf}{tf} GROUP BY s.case_id ORDER BY q",
                  [run_id, family, *cp, *tp])
     return RuleData(value, cases, scored)
+
+
+def _named_value(con: Any, run_id: str, family: str, stat: str, joins: str, filters: str,
+                 params: list[Any]) -> RuleData:
+    """The mean of a value scorers report by name; turns that did not report it are left out."""
+    path = '$."' + stat.replace('"', '') + '"'
+    expr = "TRY_CAST(json_extract_string(s.metrics, ?) AS DOUBLE)"
+    row = con.execute(f"SELECT avg({expr}), count({expr}) {joins} WHERE s.run_id = ? AND s.scorer = ? "
+                      f"AND s.error IS NULL{filters}", [path, path, run_id, family, *params]).fetchone()
+    value = float(row[0]) if row[0] is not None else None
+    cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {joins} WHERE s.run_id = ? AND s.scorer = ? "
+                      f"AND NOT s.passed AND s.error IS NULL{filters} GROUP BY s.case_id ORDER BY q",
+                 [run_id, family, *params])
+    return RuleData(value, cases, int(row[1] or 0))
+
+
+def _route_class(con: Any, run_id: str, kind: str, route: str, where: Where | None, cf: str,
+                 cp: list[Any]) -> RuleData:
+    """Per-route precision (turns routed there that should have been) or recall (turns that should go there that did)."""
+    if kind == "precision":
+        cond = "json_extract_string(s.detail, '$.got') = ?"
+    else:
+        cond = ("CASE WHEN s.passed THEN json_extract_string(s.detail, '$.got') "
+                "ELSE json_extract_string(s.detail, '$.expected[0]') END = ?")
+    base = (f"FROM scores s JOIN cases c USING (run_id, case_id, repeat) WHERE s.run_id = ? AND s.scorer = 'route' "
+            f"AND s.error IS NULL AND {cond}{cf}")
+    row = con.execute(f"SELECT count(*), count(*) FILTER (s.passed) {base}", [run_id, route, *cp]).fetchone()
+    n, ok = int(row[0] or 0), int(row[1] or 0)
+    cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {base} AND NOT s.passed GROUP BY s.case_id ORDER BY q",
+                 [run_id, route, *cp])
+    return RuleData(ok / n if n else None, cases, n)
 
 
 def _repeat_metric(con: Any, run_id: str, metric: str, cf: str, cp: list[Any]) -> RuleData:

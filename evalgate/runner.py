@@ -203,7 +203,7 @@ class Runner:
         if error is not None:
             return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, error, [], turn.recorded)
         ctx = ScoreContext(case, index, request, trace, turn.recorded, previous,
-                           self.suite.documents, self.suite.permissions)
+                           self.suite.documents, self.suite.permissions, reply.elapsed_ms)
         scores = []
         for check in turn.checks:
             scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))

@@ -13,6 +13,7 @@ files, which are streamed (a session becomes one multi-turn case).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import hashlib
 import json
@@ -272,7 +273,21 @@ class SuiteSpec(_Model):
     """The document set (a .jsonl file or a folder of .md files) the system retrieves from."""
     permissions: PermissionsSpec | None = None
     """Who may read each document, when not the document set's own groups."""
+    run_as: list[str | User] | None = None
+    """Replay every case as each of these users (a group name, or {id, groups}); ids get ``@<who>``."""
     gate: GateSpec | None = None
+
+    @field_validator("run_as")
+    @classmethod
+    def _run_as(cls, value: list[str | User] | None) -> list[str | User] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("run_as needs at least one group name or user")
+            labels = [run_as_label(v) for v in value]
+            dup = next((x for x in labels if labels.count(x) > 1), None)
+            if dup is not None:
+                raise ValueError(f"run_as names '{dup}' twice")
+        return value
 
     @field_validator("version")
     @classmethod
@@ -455,6 +470,8 @@ class Suite:
     documents: DocumentSet | None = None
     permissions: Permissions | None = None
     """The truth about who may read what (the suite's permission source, else the document set)."""
+    run_as: list[User] | None = None
+    """Every case runs once as each of these users."""
     _correction_cache: dict[tuple[str, str], BoundScorer] = field(default_factory=dict, repr=False)
 
     @property
@@ -466,14 +483,14 @@ class Suite:
         n = sum(1 for c in self.static_cases if _selected(c.tags, tags))
         for src, info, _ in self.trace_sources:
             if _selected(tuple(src.tags) + ("recorded",), tags):
-                n += info.sessions
+                n += info.sessions * len(self.run_as or [None])
         return n
 
     def count_turns(self, tags: Sequence[str] | None = None) -> int:
         n = sum(len(c.turns) for c in self.static_cases if _selected(c.tags, tags))
         for src, info, _ in self.trace_sources:
             if _selected(tuple(src.tags) + ("recorded",), tags):
-                n += info.turns
+                n += info.turns * len(self.run_as or [None])
         return n
 
     def iter_cases(self, tags: Sequence[str] | None = None, on_bad: Callable[[BadLine], None] | None = None) -> Iterator[Case]:
@@ -486,12 +503,13 @@ class Suite:
         for src, info, src_checks in self.trace_sources:
             for session in iter_sessions(info, on_bad=on_bad):
                 case = self._case_from_session(session, src, seq, src_checks)
-                seq += 1
                 if case.id in ids:  # a session id that collides with another case
                     case.id = f"{case.id}@{Path(info.path).stem}"
                 ids.add(case.id)
-                if _selected(case.tags, tags):
-                    yield case
+                for one in (expand_run_as(case, self.run_as, seq) if self.run_as else [case]):
+                    seq += 1
+                    if _selected(one.tags, tags):
+                        yield one
 
     def _case_from_session(self, session: RecordedSession, src: TracesSource, seq: int,
                            src_checks: list[BoundScorer]) -> Case:
@@ -538,6 +556,25 @@ class Suite:
 @functools.lru_cache(maxsize=256)
 def _shown(path: str) -> str:
     return display_path(path)
+
+
+def run_as_label(who: str | User) -> str:
+    """How a run-as identity appears in case ids: the group name, or the user's id."""
+    return who if isinstance(who, str) else who.id
+
+
+def run_as_user(who: str | User) -> User:
+    """A group name runs as a user of that name in that one group."""
+    return User(id=who, groups=[who]) if isinstance(who, str) else who
+
+
+def expand_run_as(case: Case, users: Sequence[User], seq0: int) -> list[Case]:
+    """One copy of the case per run-as user: id ``<case>@<user>``, that user in every request."""
+    out = []
+    for i, user in enumerate(users):
+        out.append(dataclasses.replace(case, id=f"{case.id}@{user.id}", seq=seq0 + i, user=user,
+                                       tags=tuple(dict.fromkeys([*case.tags, f"run-as:{user.id}"]))))
+    return out
 
 
 def correction_to_expect(c: Any) -> dict[str, Any]:
@@ -673,6 +710,7 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
     spec: SuiteSpec = _validate(SuiteSpec, doc.data, doc, (), str(path))
     base = path.parent
     notes = LoadNotes()
+    documents, permissions = _load_documents(spec, doc, base, str(path))
 
     target_value = target_override if target_override is not None else (spec.target if spec.target is not None else config.target)
     target = None
@@ -685,6 +723,9 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
         aliases[alias] = (cfg.use, cfg.args)
         _bind_all({alias: None}, aliases, doc, ("scorers", alias), str(path))
     suite_checks = _bind_all(spec.expect, aliases, doc, ("expect",), str(path))
+    if permissions is not None and not any(c.name == "permissions" for c in suite_checks):
+        # leaks are checked on every turn of a suite that knows who may read what
+        suite_checks.append(scorer_registry.bind("permissions", None))
     scorer_names = {c.name for c in suite_checks}
 
     static: list[Case] = []
@@ -731,7 +772,7 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
     from .gate import check_rule_metrics
 
     for i, rule in enumerate(gate.rules):
-        problem = check_rule_metrics(rule, scorer_names | set(aliases))
+        problem = check_rule_metrics(rule, scorer_names | set(aliases), aliases)
         if problem:
             raise SuiteError(problem[0], location=doc.locate(("gate", "rules", i, "metric")), hint=problem[1])
     if gated:
@@ -739,10 +780,14 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
         if derived:
             notes.warnings.append(f"{len(derived)} case(s) have derived ids (e.g. {derived[0]}); give them ids so "
                                   "editing an input keeps them paired with the baseline")
-    documents, permissions = _load_documents(spec, doc, base, str(path))
+    run_as = [run_as_user(w) for w in spec.run_as] if spec.run_as else None
+    if run_as:
+        static = [one for case in static for one in expand_run_as(case, run_as, 0)]
+        for i, case in enumerate(static):
+            case.seq = i
     name = spec.name or path.stem
     return Suite(name, path, spec, target, gate, gated, hashlib.sha256(text.encode()).hexdigest()[:16],
-                 static, trace_sources, suite_checks, aliases, scorer_names, notes, documents, permissions)
+                 static, trace_sources, suite_checks, aliases, scorer_names, notes, documents, permissions, run_as)
 
 
 def _load_documents(spec: SuiteSpec, doc: YamlDoc, base: Path,

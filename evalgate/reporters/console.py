@@ -252,7 +252,7 @@ def scorer_rows() -> list[dict[str, Any]]:
         except (TypeError, ValueError):
             args = []
         rows.append({"name": info.name, "arguments": args, "shorthand": info.shorthand, "help": info.help,
-                     "source": info.source})
+                     "source": info.source, "stats": list(info.stats)})
     return rows
 
 
@@ -306,3 +306,25 @@ def render_baselines(console: Console, rows: list[dict[str, Any]]) -> None:
         table.add_row(r["name"], r["suite"], r["run_id"], r["verdict"] or "", (r["git_commit"] or "")[:8],
                       r["created_at"][:19])
     console.print(table)
+
+
+def render_routes(console: Console, data: dict[str, Any]) -> None:
+    """Expected route (rows) × route taken (columns), then precision and recall per route."""
+    labels = data["labels"]
+    if not labels:
+        console.print(f"run {data['run_id']}: no route was scored (expect route: in the suite)", markup=False)
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False,
+                  title=f"routes of run {data['run_id']}: expected (rows) × taken (columns)", title_justify="left")
+    table.add_column("expected")
+    for label in labels:
+        table.add_column(label, justify="right")
+    table.add_column("precision", justify="right")
+    table.add_column("recall", justify="right")
+    for label in labels:
+        row = data["matrix"].get(label, {})
+        stats = data["per_route"][label]
+        cells = [str(row.get(t, 0)) if row.get(t) else "·" for t in labels]
+        table.add_row(Text(label, style="bold"), *cells, _pct(stats["precision"]), _pct(stats["recall"]))
+    console.print(table)
+    console.print(f"accuracy {_pct(data['accuracy'])} over {data['turns']} turn(s)", markup=False)

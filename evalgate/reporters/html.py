@@ -470,17 +470,15 @@ def _pack_cases(cases: Iterator[_CaseAcc], regressed: set[str], fixed: set[str],
 
 
 def _confusion(con: Any, run_id: str) -> dict[str, Any] | None:
-    """Expected × actual route counts, when the run stored them."""
-    try:
-        rows = con.execute("SELECT expected, actual, n FROM route_confusion WHERE run_id = ? ORDER BY expected, actual",
-                           [run_id]).fetchall()
-    except Exception:  # an older store has no such table
+    """Expected × taken route counts with per-route precision and recall, when the run scored routes."""
+    from ..api import _route_confusion
+
+    data = _route_confusion(con, run_id)
+    if not data["labels"]:
         return None
-    if not rows:
-        return None
-    labels = sorted({r[0] for r in rows} | {r[1] for r in rows})
-    cells = {(r[0], r[1]): r[2] for r in rows}
-    return {"labels": labels, "rows": [[cells.get((e, a), 0) for a in labels] for e in labels]}
+    labels = data["labels"]
+    return {"labels": labels, "rows": [[data["matrix"].get(e, {}).get(a, 0) for a in labels] for e in labels],
+            "per_route": data["per_route"], "accuracy": data["accuracy"], "turns": data["turns"]}
 
 
 def _reasons(story: dict[str, Any]) -> list[str]:

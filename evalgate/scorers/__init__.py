@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..traces import Trace
 
 ENTRY_POINT_GROUP = "evalgate.scorers"
-_BUILTIN_MODULES = ("output", "route", "state", "context", "tools")
+_BUILTIN_MODULES = ("output", "route", "state", "context", "tools", "permissions", "budget", "judge")
 
 
 @dataclass(slots=True)
@@ -49,6 +49,10 @@ class Score:
     explanation: str = ""
     error: str | None = None
     scorer: str = ""
+    metrics: dict[str, float] | None = None
+    """Named values that roll up into run metrics ``<scorer>.<name>`` (e.g. ``recall@5``), mean over turns."""
+    detail: dict[str, Any] | None = None
+    """Anything else worth keeping with the score (stored as JSON): votes, leaked ids, ..."""
 
 
 @dataclass(slots=True)
@@ -65,6 +69,8 @@ class ScoreContext:
     """The suite's document set, if it names one."""
     permissions: Permissions | None = None
     """The truth about who may read what (never what the system reports)."""
+    elapsed_ms: float | None = None
+    """The turn's time as evalgate measured it around the target call (None in replay)."""
 
 
 Check = Callable[[ScoreContext], "Score | Awaitable[Score]"]
@@ -80,6 +86,8 @@ class ScorerInfo:
     help: str = ""
     shorthand: str | None = None  # parameter that a non-mapping YAML value fills
     source: str = "built-in"
+    stats: tuple[str, ...] = ()
+    """Named values the scorer reports (``recall@k``: any k), usable as metrics ``<scorer>.<stat>``."""
 
 
 class ScorerArgError(ValueError):
@@ -136,12 +144,17 @@ _registry: dict[str, ScorerInfo] = {}
 _builtins_loaded = False
 
 
-def scorer(name: str, *, help: str = "", shorthand: str | None = None) -> Callable[[Factory], Factory]:
-    """Register a scorer factory under ``name`` (built-ins and plugins alike)."""
+def scorer(name: str, *, help: str = "", shorthand: str | None = None,
+           stats: tuple[str, ...] = ()) -> Callable[[Factory], Factory]:
+    """Register a scorer factory under ``name`` (built-ins and plugins alike).
+
+    ``stats`` names the values its scores report in ``Score.metrics``, so a
+    gate rule may name ``<name>.<stat>``; ``@k`` in a stat stands for any k.
+    """
 
     def register(factory: Factory) -> Factory:
         doc = help or (inspect.getdoc(factory) or "").split("\n")[0]
-        _registry[name] = ScorerInfo(name, factory, doc, shorthand, _source_of(factory))
+        _registry[name] = ScorerInfo(name, factory, doc, shorthand, _source_of(factory), stats)
         factory.__evalgate_scorer__ = _registry[name]  # type: ignore[attr-defined]
         return factory
 

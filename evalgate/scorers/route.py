@@ -1,4 +1,11 @@
-"""Route scorer: did the system choose the right workflow?"""
+"""Route scorer: did the system choose the right workflow?
+
+Each score keeps the expected route(s) and the route taken, so a run has a
+confusion matrix (``evalgate.api.route_confusion``) and per-route metrics
+``route.precision.<route>`` and ``route.recall.<route>``. A turn whose
+expectation lists several routes counts under the one taken when it is
+among them, else under the first listed.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +23,11 @@ def route(expected: str | list[str]):
     def check(ctx: ScoreContext) -> Score:
         got = ctx.trace.route_name
         why = f" ({ctx.trace.route.reason})" if ctx.trace.route and ctx.trace.route.reason else ""
+        detail = {"expected": allowed, "got": got}  # for the confusion matrix and per-route precision/recall
         if got in allowed:
-            return Score(True, 1.0, f"routed to {got}{why}")
+            return Score(True, 1.0, f"routed to {got}{why}", detail=detail)
         if got is None:
-            return Score(False, 0.0, f"no route reported, expected {label}")
-        return Score(False, 0.0, f"routed to {got}{why}, expected {label}")
+            return Score(False, 0.0, f"no route reported, expected {label}", detail=detail)
+        return Score(False, 0.0, f"routed to {got}{why}, expected {label}", detail=detail)
 
     return check

@@ -102,6 +102,10 @@ MIGRATIONS: list[tuple[str, str]] = [
             PRIMARY KEY (name, suite)
         );
     """),
+    ("0004_score_metrics", """
+        ALTER TABLE scores ADD COLUMN metrics JSON;   -- named values: {"recall@5": 0.5, "leaks": 1}
+        ALTER TABLE scores ADD COLUMN detail JSON;    -- votes, leaked ids, expected route, ...
+    """),
     ("0005_case_meta", """
         ALTER TABLE cases ADD COLUMN meta JSON;
     """),

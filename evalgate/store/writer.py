@@ -14,7 +14,8 @@ _CASE_COLS = ["run_id", "seq", "case_id", "repeat", "tags", "user_id", "user_gro
               "critical", "passed", "errored", "error", "n_turns", "elapsed_ms", "routes", "meta"]
 _TURN_COLS = ["run_id", "case_id", "repeat", "turn", "input", "route", "output", "state_in", "state", "elapsed_ms",
               "latency_ms", "passed", "error", "trace", "recorded", "changes", "input_tokens", "output_tokens", "cost_usd"]
-_SCORE_COLS = ["run_id", "case_id", "repeat", "turn", "scorer", "passed", "value", "explanation", "error"]
+_SCORE_COLS = ["run_id", "case_id", "repeat", "turn", "scorer", "passed", "value", "explanation", "error", "metrics",
+               "detail"]
 
 
 WRITER_MEMORY_LIMIT = "64MB"
@@ -98,6 +99,8 @@ class ResultWriter:
                 sc["value"].append(s.value)
                 sc["explanation"].append(s.explanation)
                 sc["error"].append(s.error)
+                sc["metrics"].append(_dumps(s.metrics) if s.metrics else None)
+                sc["detail"].append(_dumps(s.detail) if s.detail else None)
         for name, value in (("run_id", rid), ("seq", result.seq), ("case_id", result.case_id),
                             ("repeat", result.repeat), ("tags", list(result.tags)), ("user_id", result.user_id),
                             ("user_groups", result.user_groups), ("session_id", result.session_id),
@@ -131,7 +134,9 @@ class ResultWriter:
         types = {"elapsed_ms": pa.float64(), "latency_ms": pa.float64(), "cost_usd": pa.float64(),
                  "input_tokens": pa.int64(), "output_tokens": pa.int64()}
         turns = pa.table({k: pa.array(v, types[k]) if k in types else v for k, v in turn_cols.items()})
-        scores = pa.table({**score_cols, "value": pa.array(score_cols["value"], pa.float64())})
+        scores = pa.table({**score_cols, "value": pa.array(score_cols["value"], pa.float64()),
+                           "metrics": pa.array(score_cols["metrics"], pa.string()),
+                           "detail": pa.array(score_cols["detail"], pa.string())})
         return cases, turns, scores
 
     def flush(self, *, status_update: dict[str, Any] | None = None, background: bool = False) -> None:
