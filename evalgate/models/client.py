@@ -125,15 +125,18 @@ class ModelClient:
                 start = time.perf_counter()
                 try:
                     self.calls += 1
-                    completion = await self._client.chat.completions.create(
-                        model=request.model, messages=request.messages, **request.params)  # type: ignore[arg-type]
+                    # the low-level post: same auth, URL and error classes as chat.completions.create, without
+                    # the typed request transform and response model (about 1.5 ms of CPU per call here)
+                    data: Any = await self._client.post("/chat/completions", cast_to=object, body={
+                        "model": request.model, "messages": request.messages, **request.params})
                     elapsed = (time.perf_counter() - start) * 1000
-                    choice = completion.choices[0] if completion.choices else None
-                    text = (choice.message.content or "") if choice is not None else ""
-                    usage = completion.usage
-                    return ModelResponse(text, completion.model or request.model,
-                                         usage.prompt_tokens if usage else None,
-                                         usage.completion_tokens if usage else None,
+                    choices = data.get("choices") or [] if isinstance(data, dict) else []
+                    if not isinstance(data, dict) or not isinstance(choices, list):
+                        raise ModelError(f"malformed response: {str(data)[:200]}")
+                    message = (choices[0] or {}).get("message") or {} if choices else {}
+                    usage = data.get("usage") or {}
+                    return ModelResponse(str(message.get("content") or ""), str(data.get("model") or request.model),
+                                         usage.get("prompt_tokens"), usage.get("completion_tokens"),
                                          attempts=attempt, latency_ms=elapsed)
                 except openai.APITimeoutError:
                     last = f"timed out after {self.timeout_s:g}s"
