@@ -352,3 +352,33 @@ def test_the_bundled_pipeline_suite_passes_offline(tmp_path: Path) -> None:
     assert r.code == 0, r
     s = r.json()["suites"][0]
     assert s["metrics"]["pass_rate"] == 1.0 and s["cases"] >= 30
+
+
+def test_recorded_elapsed_is_the_model_latency_not_queueing(server: str, docs: DocumentSet) -> None:
+    from evalgate.models.client import ModelOptions
+    from evalgate.targets.pipeline import PipelineTarget
+
+    FakeOpenAI.delay = 0.3
+    spec = _spec(endpoint={"base_url": server, "max_retries": 0})
+    spec.routes["refunds"].model.name = "tiny-model"  # type: ignore[union-attr]
+    target = PipelineTarget(spec.model_dump(), documents=docs, models=ModelOptions(cache_mode="off", concurrency=2),
+                            concurrency=2)
+
+    async def go() -> list[float]:
+        await target.start()
+        try:
+            async def one(i: int) -> float:
+                request = {"case_id": f"c{i}", "session_id": f"s{i}", "turn": 1, "repeat": 0, "history": [],
+                           "input": f"refund {i}", "state": {}, "user": CUSTOMER.model_dump()}
+                reply = await target.call(request, None, 10)
+                assert reply.raw["route"]["name"] == "refunds" and reply.raw["output"] == f"echo: refund {i}"
+                return float(reply.elapsed_ms or 0)
+            return sorted(await asyncio.gather(*(one(i) for i in range(6))))
+        finally:
+            await target.close()
+
+    elapsed = asyncio.run(go())
+    # six calls, two at a time: four wait for a slot in the client (up to 600 ms), which is evalgate's queue,
+    # not the system's latency, so every recorded time is about the server's 300 ms
+    assert elapsed[0] >= 300 and elapsed[-1] < 550, elapsed
+    assert FakeOpenAI.max_in_flight == 2

@@ -59,6 +59,8 @@ class ModelResponse:
     cached: bool = False
     attempts: int = 0
     latency_ms: float | None = None
+    queued_ms: float = 0.0
+    """Time spent waiting for a free slot (the run's concurrency bound), not counted as latency."""
 
 
 _RETRY_STATUS = {408, 409, 429}
@@ -119,10 +121,13 @@ class ModelClient:
         import openai
 
         last = "no attempt made"
+        queued = 0.0
         for attempt in range(1, self.max_retries + 2):
             retry_after: float | None = None
+            waiting = time.perf_counter()
             async with self._slots:  # waiting for a slot is not counted as the call's latency
                 start = time.perf_counter()
+                queued += (start - waiting) * 1000
                 try:
                     self.calls += 1
                     # the low-level post: same auth, URL and error classes as chat.completions.create, without
@@ -132,14 +137,16 @@ class ModelClient:
                     elapsed = (time.perf_counter() - start) * 1000
                     choices = data.get("choices") or [] if isinstance(data, dict) else []
                     if not isinstance(data, dict) or not isinstance(choices, list):
-                        raise ModelError(f"malformed response: {str(data)[:200]}")
+                        raise ValueError(f"not a chat completion: {str(data)[:200]}")
                     message = (choices[0] or {}).get("message") or {} if choices else {}
                     usage = data.get("usage") or {}
                     return ModelResponse(str(message.get("content") or ""), str(data.get("model") or request.model),
                                          usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                                         attempts=attempt, latency_ms=elapsed)
+                                         attempts=attempt, latency_ms=elapsed, queued_ms=queued)
                 except openai.APITimeoutError:
                     last = f"timed out after {self.timeout_s:g}s"
+                except (ValueError, AttributeError, TypeError, IndexError) as exc:  # a body that is not the JSON promised
+                    last = f"malformed response ({exc})"
                 except openai.APIConnectionError as exc:
                     last = f"connection failed: {exc}"
                 except openai.APIStatusError as exc:

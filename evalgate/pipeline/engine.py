@@ -39,6 +39,7 @@ class ModelCall:
     cost: float | None
     cached: bool = False
     attempts: int = 0
+    queued_ms: float = 0.0
 
 
 @dataclass
@@ -156,7 +157,8 @@ class Pipeline:
         trace["latency_ms"] = {"total": round((time.perf_counter() - start) * 1000, 3), **steps.times}
         trace["extra"] = {"pipeline": {"token_counter": self.counter.name,
                                        "cached": [c.cached for c in calls],
-                                       "attempts": [c.attempts for c in calls]}}
+                                       "attempts": [c.attempts for c in calls],
+                                       "queued_ms": round(sum(c.queued_ms for c in calls), 3)}}
         return trace
 
     # --- steps -------------------------------------------------------------------
@@ -214,7 +216,8 @@ class Pipeline:
         cost = self.prices.cost(model, tokens_in, tokens_out)
         if not response.cached:
             self.meter.add(cost)
-        return ModelCall(response.text, model, tokens_in, tokens_out, cost, response.cached, response.attempts)
+        return ModelCall(response.text, model, tokens_in, tokens_out, cost, response.cached, response.attempts,
+                         response.queued_ms)
 
     async def _classify(self, text: str, history: list[dict[str, Any]], state: dict[str, Any],
                         repeat: int) -> tuple[Decision, ModelCall | None]:

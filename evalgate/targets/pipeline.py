@@ -66,7 +66,9 @@ class PipelineTarget:
             raise StopRun(f"{where}: {message}") from None
         except TurnFailed as exc:
             raise TargetError(str(exc)) from None
-        return Reply(trace, (time.perf_counter() - start) * 1000)
+        # time queued for a model-call slot is evalgate's waiting, not the system's latency
+        queued = float(trace.get("extra", {}).get("pipeline", {}).get("queued_ms") or 0.0)
+        return Reply(trace, max(0.0, (time.perf_counter() - start) * 1000 - queued))
 
     @property
     def spent_usd(self) -> float:
