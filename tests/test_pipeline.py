@@ -382,3 +382,15 @@ def test_recorded_elapsed_is_the_model_latency_not_queueing(server: str, docs: D
     # not the system's latency, so every recorded time is about the server's 300 ms
     assert elapsed[0] >= 300 and elapsed[-1] < 550, elapsed
     assert FakeOpenAI.max_in_flight == 2
+
+
+def test_the_readme_pipeline_example_is_valid() -> None:
+    import re
+
+    import yaml
+
+    section = (REPO / "README.md").read_text(encoding="utf-8").split("### The reference pipeline", 1)[1]
+    block = re.search(r"```yaml\n(.*?)\n```", section, re.S)
+    assert block is not None
+    spec = PipelineSpec.model_validate(yaml.safe_load(block.group(1)))
+    assert spec.router.rules[2].stay and spec.routes["clarify"].answers()[0].when == r"^(hi|hello)\b"
