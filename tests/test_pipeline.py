@@ -394,3 +394,23 @@ def test_the_readme_pipeline_example_is_valid() -> None:
     assert block is not None
     spec = PipelineSpec.model_validate(yaml.safe_load(block.group(1)))
     assert spec.router.rules[2].stay and spec.routes["clarify"].answers()[0].when == r"^(hi|hello)\b"
+
+
+def test_structured_model_output_updates_state_and_template_errors_fail_the_turn(docs: DocumentSet) -> None:
+    from evalgate.pipeline import TurnFailed
+    from evalgate.pipeline.state import split_structured
+
+    assert split_structured('{"answer": "Done.", "state": {"order_id": "5521"}}') == ("Done.", {"order_id": "5521"})
+    assert split_structured('```json\n{"answer": "x", "state": {"a": 1}}\n```') == ("x", {"a": 1})
+    assert split_structured("plain text") == ("plain text", None)
+    spec = _spec()
+    spec.routes["clarify"].answer = "Sorry {{ state.name }}"  # strict: an undefined variable is an error
+    with pytest.raises(TurnFailed, match=r"template routes.clarify.answer\[0\] failed: UndefinedError"):
+        _turn(Pipeline(spec, docs, None, counter=ESTIMATOR), "zzz")
+
+
+def test_a_missing_api_key_variable_is_exit_2_before_any_turn(server: str, tmp_path: Path) -> None:
+    project = _project(tmp_path, server)
+    r = run_cli("run", cwd=project)
+    assert r.code == 2 and "EVALGATE_TEST_KEY (the model API key) is not set" in r.err, r
+    assert len(FakeOpenAI.requests) == 0
