@@ -92,6 +92,8 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     config = config or find_config()
     options = options or RunOptions()
     options.root = options.root or config.root
+    if options.cache_path is None:
+        options.cache_path = config.cache
     if options.concurrency is None and config.concurrency:
         options.concurrency = config.concurrency
     if options.timeout_s is None and config.timeout_s:
@@ -117,7 +119,7 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
                 runner.progress = progress_factory(suite) if progress_factory else Progress()
                 outcome = await runner.run(tgt)
                 report.suites.append(finish(store, suite, outcome, baselines[suite.name]))
-                if outcome.status == "interrupted":
+                if outcome.status in ("interrupted", "stopped"):
                     break
         finally:
             for t in started:

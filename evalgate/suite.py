@@ -32,6 +32,7 @@ from ._yaml import YamlDoc, load_yaml
 from .config import Config
 from .documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
 from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
+from .pipeline.config import PipelineSpec
 from .scorers import BoundScorer, Score, ScorerArgError
 from .traces import BadLine, RecordedSession, Trace, TraceFileInfo, User, iter_sessions, scan
 
@@ -299,7 +300,7 @@ class SuiteSpec(_Model):
 
 # --- targets ----------------------------------------------------------------
 
-TargetKind = Literal["replay", "python", "http", "command"]
+TargetKind = Literal["replay", "python", "http", "command", "pipeline"]
 
 
 class PythonTargetSpec(_Model):
@@ -347,7 +348,13 @@ class CommandTargetSpec(_Model):
         return value
 
 
-_TARGET_MODELS: dict[str, type[_Model]] = {"python": PythonTargetSpec, "http": HttpTargetSpec, "command": CommandTargetSpec}
+class PipelineTargetSpec(_Model):
+    pipeline: PipelineSpec
+    """evalgate's reference pipeline, inline (or ``pipeline: FILE.yaml``, read by parse_target)."""
+
+
+_TARGET_MODELS: dict[str, type[_Model]] = {"python": PythonTargetSpec, "http": HttpTargetSpec, "command": CommandTargetSpec,
+                                           "pipeline": PipelineTargetSpec}
 
 
 @dataclass(frozen=True)
@@ -361,6 +368,8 @@ class TargetConfig:
     def describe(self) -> str:
         if self.kind == "replay":
             return "replay"
+        if self.kind == "pipeline":
+            return f"pipeline: {self.spec['file']}" if self.spec.get("file") else "pipeline (inline)"
         value = self.spec[self.kind]
         return f"{self.kind}: {' '.join(value) if isinstance(value, list) else value}"
 
@@ -389,9 +398,11 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
     if len(kinds) != 1:
         unknown = [k for k in value if k not in _TARGET_MODELS]
         hint = did_you_mean(unknown[0], list(_TARGET_MODELS) + ["replay"]) if unknown else None
-        raise SuiteError("target needs exactly one of: python, http, command (or the word replay)",
+        raise SuiteError("target needs exactly one of: python, http, command, pipeline (or the word replay)",
                          location=loc((unknown[0],) if unknown else (), key=bool(unknown)), hint=hint)
     kind = kinds[0]
+    if kind == "pipeline":
+        return _parse_pipeline(value, base_dir, loc)
     try:
         spec = _TARGET_MODELS[kind].model_validate(value)
     except ValidationError as exc:
@@ -400,6 +411,40 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
                          location=loc(tuple(err["loc"]), key=err["type"] == "extra_forbidden"),
                          hint=_hint(err, _TARGET_MODELS[kind])) from None
     return TargetConfig(kind, spec.model_dump(), base_dir)
+
+
+def _parse_pipeline(value: dict[str, Any], base_dir: Path, loc: Callable[..., Location | None]) -> TargetConfig:
+    """``pipeline: {...}`` inline (paths relative to the suite) or ``pipeline: FILE`` (relative to that file)."""
+    extra = [k for k in value if k != "pipeline"]
+    if extra:
+        raise SuiteError(f"target: unknown key '{extra[0]}' beside pipeline", location=loc((extra[0],), True),
+                         hint="the pipeline's settings go under pipeline:")
+    inner = value["pipeline"]
+    file: str | None = None
+    if isinstance(inner, str):
+        path = Path(os.path.normpath(base_dir / inner))
+        doc = load_yaml(path)
+        if not isinstance(doc.data, dict):
+            raise SuiteError("a pipeline file is a YAML mapping (router, routes, slots, ...)", location=Location(str(path), 1))
+        pspec: PipelineSpec = _validate(PipelineSpec, doc.data, doc, (), str(path))
+        file, folder = display_path(path), path.parent
+    else:
+        try:
+            pspec = PipelineTargetSpec.model_validate(value).pipeline
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise SuiteError(f"target: {_message(err, PipelineTargetSpec)}",
+                             location=loc(tuple(err["loc"]), key=err["type"] == "extra_forbidden"),
+                             hint=_hint(err, PipelineTargetSpec)) from None
+        folder = base_dir
+    data = pspec.model_dump()
+    if pspec.documents is not None:
+        data["documents"] = os.path.normpath(folder / pspec.documents)
+        if not Path(data["documents"]).exists():
+            raise SuiteError(f"pipeline document set not found: {display_path(data['documents'])}",
+                             location=loc(("pipeline", "documents")) if file is None else Location(file),
+                             hint="a .jsonl file or a folder of .md files, relative to the file that names it")
+    return TargetConfig("pipeline", {"pipeline": data, "file": file}, base_dir)
 
 
 # --- the runnable form --------------------------------------------------------
@@ -656,12 +701,17 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     import typing
 
     current: Any = model
+    mapping = False
     for part in loc:
         if isinstance(part, int):
+            continue
+        if mapping:  # a key of dict[str, Model]: the model is already current
+            mapping = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
             return []
         ann = current.model_fields[part].annotation
+        mapping = typing.get_origin(ann) is dict
         current = _unwrap(ann, typing)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
@@ -676,7 +726,7 @@ def _unwrap(ann: Any, typing: Any) -> Any:
     return ann
 
 
-def _validate(model: type[_Model], data: Any, doc: YamlDoc | None, prefix: tuple[Any, ...], path: str, line: int | None = None) -> Any:
+def _validate(model: type[BaseModel], data: Any, doc: YamlDoc | None, prefix: tuple[Any, ...], path: str, line: int | None = None) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

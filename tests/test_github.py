@@ -47,7 +47,7 @@ def test_action_step_runs_the_gate_and_writes_every_report(tmp_path: Path) -> No
     step = next(s for s in action["runs"]["steps"] if s.get("id") == "run")
     work = tmp_path / "repo"
     work.mkdir()
-    for name in ("pyproject.toml", "suites", "datasets", "assistant"):
+    for name in ("pyproject.toml", "suites", "datasets", "assistant", "pipelines"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     venv_bin = tmp_path / "runner" / "evalgate-venv" / "bin"
@@ -61,6 +61,7 @@ def test_action_step_runs_the_gate_and_writes_every_report(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert output.read_text().strip() == "exit-code=0"
     reports = sorted(p.name for p in work.glob("evalgate-report*.html"))
-    assert reports == ["evalgate-report-support-replay.html", "evalgate-report-support.html"]
+    assert reports == ["evalgate-report-support-pipeline.html", "evalgate-report-support-replay.html",
+                       "evalgate-report-support.html"]
     assert "✓ PASS" in (work / "evalgate-report-support.html").read_text()
     assert (work / "evalgate-junit.xml").is_file() and (work / "evalgate-summary.md").is_file()

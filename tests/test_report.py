@@ -74,7 +74,7 @@ def regressed_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from conftest import run_cli
 
     work = tmp_path_factory.mktemp("example")
-    for name in ("pyproject.toml", "suites", "datasets", "assistant"):
+    for name in ("pyproject.toml", "suites", "datasets", "assistant", "pipelines"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     assert run_cli("run", "suites/support.yaml", cwd=work).code == 0
