@@ -392,6 +392,28 @@ def compare(
         render_comparison(_console(), data)
 
 
+@app.command()
+def init(
+    folder: Annotated[str, typer.Argument(help="Project folder (default: here).")] = ".",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite starter files that already exist.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Start a project: configuration, a suite, a small offline pipeline, documents, cases, an adapter template."""
+    from .scaffold import init_project
+
+    info = init_project(folder, force=force)
+    if as_json:
+        _print_json(info)
+        return
+    console = _console()
+    for rel in info["created"]:
+        console.print(f"created  {rel}", markup=False)
+    for rel in info["skipped"]:
+        console.print(f"kept     {rel} (exists; --force overwrites)", markup=False)
+    where = "" if folder == "." else f"cd {folder} && "
+    console.print(f"\nnext: {where}evalgate run   (then: evalgate run --html report.html)", markup=False)
+
+
 @app.callback(invoke_without_command=True)
 def _root(version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False) -> None:
     if version:
