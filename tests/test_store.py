@@ -40,6 +40,19 @@ def test_upgrade_from_every_earlier_schema_keeps_data(tmp_path: Path, upto: int)
         assert con.execute("SELECT output FROM turns").fetchall() == [("kept",)]
 
 
+def test_readers_bring_an_older_store_forward(tmp_path: Path) -> None:
+    """history, show, report and routes open the store read-only; an older schema is migrated first."""
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    migrate(con, upto=3)
+    con.execute("INSERT INTO runs (run_id, suite, status, started_at) VALUES ('r1', 'demo', 'completed', now())")
+    con.close()
+    with Store(tmp_path / "s.duckdb").connect(read_only=True) as con:
+        assert applied(con) == [name for name, _ in MIGRATIONS]
+        assert con.execute("SELECT run_id FROM runs").fetchall() == [("r1",)]
+        # the columns later evalgates read are there
+        assert con.execute("SELECT count(detail), count(metrics) FROM scores").fetchone() == (0, 0)
+
+
 def test_a_store_from_a_newer_evalgate_is_refused(tmp_path: Path) -> None:
     con = duckdb.connect(str(tmp_path / "s.duckdb"))
     migrate(con)

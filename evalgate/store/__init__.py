@@ -29,6 +29,17 @@ _LOCK_WAIT_S = 30.0
 MEMORY_LIMIT = os.environ.get("EVALGATE_DUCKDB_MEMORY", "512MB")
 
 
+def _behind(con: Any) -> bool:
+    """True when a store lacks migrations this evalgate knows (it was written by an older one)."""
+    from .migrations import MIGRATIONS
+
+    try:
+        done = {r[0] for r in con.execute("SELECT name FROM schema_migrations").fetchall()}
+    except Exception:  # no table at all: nothing to read either; let the query say so
+        return False
+    return any(name not in done for name, _ in MIGRATIONS)
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc).lower()
     return "lock" in text or "conflicting" in text or "different configuration" in text
@@ -71,6 +82,13 @@ class Store:
                 con.execute(f"SET threads = {int(threads)}")
             if not read_only:
                 migrate(con)
+            elif _behind(con):  # written by an older evalgate: bring it forward once, then read
+                con.close()
+                with self.connect(wait_s=wait_s):
+                    pass
+                con = duckdb.connect(str(self.path), read_only=True)
+                con.execute("SET enable_progress_bar = false")
+                con.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
             yield con
         finally:
             con.close()
