@@ -363,7 +363,11 @@ def cache_import(path: Annotated[str, typer.Argument(help="A JSON-lines file wri
 
     if not Path(path).is_file():
         raise UsageError(f"no such cache export: {path}", hint="write one with 'evalgate cache export FILE'")
-    n = _cache(cache).load(path)
+    try:
+        n = _cache(cache).load(path)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path} is not a cache export: {type(exc).__name__}: {exc}",
+                         hint="a JSON-lines file written by 'evalgate cache export'") from None
     _console().print(f"imported {n} response(s) from {path}", markup=False)
 
 

@@ -235,3 +235,59 @@ def test_malformed_json_is_a_model_error_after_retries(server: str) -> None:
     with pytest.raises(ModelError, match=r"malformed response .*\(after 2 attempts\)"):
         asyncio.run(go())
     assert len(FakeOpenAI.requests) == 2
+
+
+class KeepAliveOpenAI(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; answers chunked when the message says so, closes when it says so."""
+
+    protocol_version = "HTTP/1.1"
+    connections: set[int] = set()
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        KeepAliveOpenAI.connections.add(self.client_address[1])  # one source port per connection
+        text = body["messages"][-1]["content"]
+        payload = json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                              "choices": [{"index": 0, "message": {"role": "assistant", "content": "echo: " + text}}],
+                              "usage": {"prompt_tokens": 2, "completion_tokens": 2}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        if "close" in text:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        if "chunked" in text:
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for part in (payload[:10], payload[10:]):
+                self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+        else:
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_plain_http_endpoints_reuse_connections_and_read_chunked_answers() -> None:
+    KeepAliveOpenAI.connections = set()
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), KeepAliveOpenAI)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+
+    async def go() -> list[str]:
+        client = ModelClient(f"http://127.0.0.1:{srv.server_address[1]}/v1")
+        try:
+            texts = []
+            for text in ("a", "b chunked", "c", "d close", "e", "f"):
+                texts.append((await client.complete(_ask(text))).text)
+            return texts
+        finally:
+            await client.close()
+
+    try:
+        texts = asyncio.run(go())
+    finally:
+        srv.shutdown()
+    assert texts == ["echo: a", "echo: b chunked", "echo: c", "echo: d close", "echo: e", "echo: f"]
+    assert len(KeepAliveOpenAI.connections) == 2  # one until the server closed it, one after

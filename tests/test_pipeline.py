@@ -414,3 +414,19 @@ def test_a_missing_api_key_variable_is_exit_2_before_any_turn(server: str, tmp_p
     r = run_cli("run", cwd=project)
     assert r.code == 2 and "EVALGATE_TEST_KEY (the model API key) is not set" in r.err, r
     assert len(FakeOpenAI.requests) == 0
+
+
+def test_cache_import_rejects_a_file_that_is_not_an_export(tmp_path: Path) -> None:
+    write(tmp_path / "bad.jsonl", '{"model": "m"}\n')
+    r = run_cli("cache", "import", "bad.jsonl", "--cache", "c.sqlite", cwd=tmp_path)
+    assert r.code == 2 and "bad.jsonl is not a cache export" in r.err, r
+    r = run_cli("cache", "import", "missing.jsonl", "--cache", "c.sqlite", cwd=tmp_path)
+    assert r.code == 2 and "no such cache export" in r.err, r
+
+
+def test_target_override_runs_the_hand_written_suite_through_the_pipeline(tmp_path: Path) -> None:
+    r = run_cli("run", "suites/support.yaml", "--tags", "permissions", "--target", "pipeline:pipelines/support.yaml",
+                "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    assert r.code == 0, r
+    s = r.json()["suites"][0]
+    assert s["target"] == "pipeline: pipelines/support.yaml" and s["cases"] == 9 and s["metrics"]["pass_rate"] == 1.0

@@ -90,8 +90,15 @@ class ModelClient:
             key = os.environ[api_key_env]
         from openai import AsyncOpenAI
 
+        try:
+            from .transport import http_client_for
+
+            http_client = http_client_for(base_url, timeout_s)
+        except ImportError:  # an openai built on httpx rather than httpx2: its own transport then
+            http_client = None
         # retries are ours (Retry-After, jitter, one budget for the run), so the SDK's are off
-        self._client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s)
+        self._client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s,
+                                   http_client=http_client)
         self._slots = asyncio.Semaphore(concurrency)
         self.timeout_s = timeout_s
         self.max_retries = max_retries
