@@ -163,14 +163,14 @@ def test_hostile_content_is_escaped_in_the_file(cli, project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium = shutil.which("chromium")
+    chromium = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
     reason = None
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         reason = "the playwright package is not installed"
     if reason is None and chromium is None:
-        reason = "no chromium on PATH (Debian package 'chromium')"
+        reason = "no chromium on PATH (Debian package 'chromium'; chromium-browser and google-chrome also do)"
     if reason:
         if os.environ.get("EVALGATE_REQUIRE_BROWSER") == "1":
             pytest.fail(f"EVALGATE_REQUIRE_BROWSER=1 but {reason}")
