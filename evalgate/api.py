@@ -416,6 +416,31 @@ def export_baseline(store: Store, name: str, path: str | Path) -> dict[str, Any]
         return baseline_mod.export(con, name, Path(path))
 
 
+def stored_report(store: Store, run_refs: list[str]) -> RunReport:
+    """The report of stored runs, as ``run`` returned it: for Markdown, JUnit and JSON after the fact."""
+    report = RunReport(str(store.path))
+    for ref in run_refs:
+        run_id = store.resolve_run(ref)
+        with store.connect(read_only=True) as con:
+            row = con.execute(
+                "SELECT suite, suite_path, status, target, cases_done, turns_done, summary, "
+                "(epoch_ms(coalesce(finished_at, started_at)) - epoch_ms(started_at)) / 1000.0 FROM runs WHERE run_id = ?",
+                [run_id]).fetchone()
+            failing = metrics.failing_cases(con, run_id)
+        suite, path, status, target, cases, turns, summary_json, duration = row
+        summary = json.loads(summary_json) if summary_json else {}
+        if not summary.get("verdict"):
+            raise UsageError(f"run {run_id} has no verdict (it is {status})",
+                             hint="a run gets its verdict when it finishes; 'evalgate history' lists runs")
+        v = summary["verdict"]
+        verdict = gate_mod.Verdict(v["status"], v["exit_code"], [gate_mod.RuleResult(**r) for r in v["rules"]],
+                                   v["reasons"], v.get("notices", []))
+        report.suites.append(SuiteReport(suite, path or "", run_id, status, verdict, summary.get("metrics", {}),
+                                         failing, [], [], float(duration or 0), cases or 0, turns or 0,
+                                         target or "", summary.get("baseline")))
+    return report
+
+
 def html_report(store: Store, run_ref: str | None, path: str | Path, *, config: Config | None = None) -> dict[str, Any]:
     """Write the self-contained HTML report of a stored run; returns its path, size and counts."""
     from .reporters.html import build

@@ -198,22 +198,36 @@ def show(
 def report(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")] = "latest",
     html: Annotated[Optional[str], typer.Option("--html", help="Write the HTML report to this file.")] = None,
+    junit: Annotated[Optional[str], typer.Option("--junit", help="Write JUnit XML here (one test per case run).")] = None,
+    markdown: Annotated[Optional[str], typer.Option("--markdown", help="Write the Markdown summary here (and to $GITHUB_STEP_SUMMARY when set).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Write the report of a stored run: one self-contained HTML file (no network), safe to share."""
-    from .api import html_report
+    """Report a stored run: a self-contained HTML file (no network), JUnit XML, Markdown, or the verdict as JSON."""
+    from .api import html_report, stored_report
 
-    if not html:
-        from .errors import UsageError
-
-        raise UsageError("say where to write the report", hint="evalgate report RUN --html report.html")
-    info = html_report(_store(db), run_id, html)
+    store = _store(db)
+    report = stored_report(store, [run_id])
+    _ci_outputs(report, junit, markdown)
+    info = html_report(store, report.suites[0].run_id, html) if html else None
     if as_json:
-        _print_json(info)
-    else:
-        _console().print(f"wrote {info['path']}: {info['suite']} run {info['run_id']}, {info['cases']} case(s), "
-                         f"{info['bytes'] / 1e6:.2f} MB", markup=False)
+        data = report.to_dict()
+        if info:
+            data["html"] = info
+        _print_json(data)
+        return
+    if not (html or junit or markdown):
+        from .reporters.console import render_run
+
+        render_run(_console(), report)
+        return
+    console = _console()
+    if info:
+        console.print(f"wrote {info['path']}: {info['suite']} run {info['run_id']}, {info['cases']} case(s), "
+                      f"{info['bytes'] / 1e6:.2f} MB", markup=False)
+    for label, path in (("JUnit XML", junit), ("Markdown", markdown)):
+        if path:
+            console.print(f"wrote {label} to {path}", markup=False)
 
 
 @app.command()

@@ -335,3 +335,24 @@ def test_report_prints_the_summary_and_the_failures(browser: Any, regressed_repo
     page.emulate_media(media="screen")
     assert static.is_hidden() and page.locator(".filters").is_visible()
     w.assert_clean()
+
+
+def test_report_writes_markdown_junit_and_json_from_the_store(cli, project: Path) -> None:
+    """After the run, from the store alone: the same verdict in every form a CI step reads."""
+    import xml.etree.ElementTree as ET
+
+    suite = (project / "suites" / "demo.yaml").read_text().replace("expect: {route: smalltalk}", "expect: {route: refunds}")
+    write(project / "suites" / "demo.yaml", suite)
+    ran = cli("run", "--json")
+    assert ran.code == 1
+    r = cli("report", "latest", "--markdown", "s.md", "--junit", "j.xml", "--json")
+    assert r.code == 0, r
+    data = r.json()
+    assert data["exit_code"] == 1 and data["suites"][0]["verdict"] == ran.json()["suites"][0]["verdict"]
+    assert data["suites"][0]["failing"][0]["case_id"] == "hello"
+    assert "### ❌ demo: FAIL" in (project / "s.md").read_text()
+    root = ET.parse(project / "j.xml").getroot()
+    failed = [tc.get("name") for tc in root.iter("testcase") if tc.find("failure") is not None]
+    assert any("hello" in name for name in failed), failed
+    r = cli("report", "latest")
+    assert r.code == 0 and r.out.startswith("FAIL demo"), r
