@@ -128,3 +128,30 @@ def test_run_as_matrix_over_three_groups_with_the_bundled_assistant(tmp_path: Pa
     leaked = dict(query(db, "SELECT case_id, metrics FROM scores WHERE scorer = 'permissions' AND NOT passed"))
     assert "fraud@customer" in leaked and "ledger@support" in leaked
     assert "fraud@support" not in leaked  # support may read the fraud rules: never a leak
+
+
+def test_run_as_needs_a_target_that_runs(tmp_path: Path) -> None:
+    suite = write(tmp_path / "s.yaml", "name: x\ntarget: replay\ntraces: [t.jsonl]\nrun_as: [customer]\n")
+    write(tmp_path / "t.jsonl", '{"session_id": "s", "turn": 1, "input": "hi", "output": "hello"}\n')
+    r = run_cli("validate", str(suite), cwd=tmp_path)
+    assert r.code == 2 and "s.yaml:4" in r.err and "run_as replays cases through a target" in r.err, r
+    write(tmp_path / "s.yaml", "name: x\ntarget: replay\ntraces: [t.jsonl]\nrun_as: [customer, customer]\n")
+    r = run_cli("validate", str(suite), cwd=tmp_path)
+    assert r.code == 2 and "run_as names 'customer' twice" in r.err, r
+
+
+def test_run_as_expands_recorded_sessions_too(tmp_path: Path) -> None:
+    from evalgate.suite import load_suite
+
+    suite = write(tmp_path / "s.yaml", f"""
+        name: x
+        target: {{python: assistant.bot:respond}}
+        traces: ["{REPO / 'datasets' / 'traces.jsonl'}"]
+        run_as: [customer, {{id: agent-9, groups: [support]}}]
+    """)
+    s = load_suite(suite)
+    cases = list(s.iter_cases())
+    assert s.count_cases() == len(cases) and len(cases) >= 4 and len(cases) % 2 == 0
+    assert cases[0].id.endswith("@customer") and cases[0].user == User(id="customer", groups=["customer"])
+    assert cases[1].id == cases[0].id.replace("@customer", "@agent-9") and cases[1].user.groups == ["support"]
+    assert [c.seq for c in cases] == list(range(len(cases)))

@@ -174,8 +174,14 @@ def test_tool_calls_scorer(args, state, passed, explanation) -> None:
 
 
 def test_tool_call_arguments_are_checked() -> None:
-    with pytest.raises(ScorerArgError, match="argument 'calls'"):
-        bind("tool_calls", {"calls": [{"nmae": "x"}]})
+    with pytest.raises(ScorerArgError, match=r"argument 'calls\[1\]\.args': unknown key") as exc:
+        bind("tool_calls", {"calls": [{"name": "a"}, {"name": "b", "args": {}}]})
+    assert exc.value.path == ("calls", 1, "args") and exc.value.at_key  # the YAML line of the misspelt key
+    with pytest.raises(ScorerArgError, match=r"argument 'calls\[0\]\.name': Field required"):
+        bind("tool_calls", {"calls": [{"arguments": {}}]})
+    # of a union's branches, the one that reaches into the value explains best
+    with pytest.raises(ScorerArgError, match=r"argument 'relevant\.kb/a': Input should be a valid number"):
+        bind("context", {"relevant": {"kb/a": "high"}})
     with pytest.raises(ScorerArgError, match="unless_state goes with must_exclude"):
         bind("tool_calls", {"must_include": "x", "unless_state": {"confirmed": True}})
 
