@@ -105,9 +105,11 @@ def test_votes_take_the_majority_and_keep_the_disagreement(server: str) -> None:
                     '{"verdict": "pass", "reason": "fine"}']
     s = grade(judge(server, votes=3), output="x")
     assert s.passed and s.value == pytest.approx(2 / 3)
-    assert s.explanation == "judge: pass (votes: pass, fail, pass; 67% agree): ok"
+    # votes are asked at once, so they arrive in any order
+    assert s.explanation in ("judge: pass (votes: 2 pass, 1 fail; 67% agree): ok",
+                             "judge: pass (votes: 2 pass, 1 fail; 67% agree): fine")
     assert s.metrics is not None and s.metrics["agreement"] == pytest.approx(2 / 3) and s.metrics["calls"] == 3
-    assert [v["verdict"] for v in (s.detail or {})["votes"]] == ["pass", "fail", "pass"]
+    assert sorted(v["verdict"] for v in (s.detail or {})["votes"]) == ["fail", "pass", "pass"]
     Judge.script = ['{"verdict": "pass"}', '{"verdict": "fail"}']
     assert not grade(judge(server, votes=2), repeat=5, output="x").passed  # a tie fails
 

@@ -184,7 +184,10 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
         reason = next((r for v, r in valid if (v >= pass_at if scale != "pass_fail" else v == 1.0) == passed), "")
         votes_note = ""
         if len(read) > 1:
-            shown_votes = ", ".join(str(d["verdict"]) for d in detail["votes"])
+            if scale == "pass_fail":
+                shown_votes = f"{yes} pass, {len(valid) - yes} fail"
+            else:
+                shown_votes = "scores " + ", ".join(f"{v:g}" for v in sorted(v for v, _ in valid))
             votes_note = f" (votes: {shown_votes}; {agree:.0%} agree" + (f"; {unread} unreadable" if unread else "") + ")"
         return Score(passed, value, f"judge: {verdict}{votes_note}: {reason}".rstrip(": "), metrics=metrics,
                      detail=detail)
