@@ -86,23 +86,9 @@ def test_without_a_permission_source_the_scorer_errors() -> None:
     assert s.error == "no permission source: name documents: or permissions: in the suite"
 
 
-RUN_AS = """
-name: run-as
-target: {python: assistant.bot:respond}
-documents: DOCS
-run_as: [customer, support, finance]
-cases:
-  - id: fraud
-    input: which orders get flagged for fraud review?
-  - id: ledger
-    input: how is the ledger reconciled against chargebacks?
-"""
-
-
 def _run_as(tmp_path: Path, target: str) -> tuple[Any, Path]:
-    suite = write(tmp_path / "run-as.yaml", RUN_AS.replace("DOCS", str(REPO / "datasets" / "docs.jsonl")))
     db = tmp_path / "s.duckdb"
-    r = run_cli("run", str(suite), "--target", f"python:{target}", "--json", "--db", str(db), cwd=REPO)
+    r = run_cli("run", "suites/support-run-as.yaml", "--target", f"python:{target}", "--json", "--db", str(db), cwd=REPO)
     return r, db
 
 
@@ -110,24 +96,27 @@ def test_run_as_matrix_over_three_groups_with_the_bundled_assistant(tmp_path: Pa
     r, db = _run_as(tmp_path, "assistant.bot:respond")
     assert r.code == 0, r
     rows = query(db, "SELECT case_id, user_id, user_groups, tags FROM cases ORDER BY seq")
-    assert [x[0] for x in rows] == ["fraud@customer", "fraud@support", "fraud@finance",
-                                    "ledger@customer", "ledger@support", "ledger@finance"]
-    assert rows[2][1:3] == ("finance", ["finance"]) and "run-as:finance" in rows[2][3]
-    # the permissions scorer ran on every turn (the suite names documents) and the requests carried each user
+    assert [x[0] for x in rows][:6] == ["fraud@customer", "fraud@support", "fraud@finance",
+                                        "ledger@customer", "ledger@support", "ledger@finance"]
+    assert len(rows) == 12 and rows[2][1:3] == ("finance", ["finance"]) and "run-as:finance" in rows[2][3]
+    # the requests carried each user: the assistant filtered by their groups
     used = {case: [c["id"] for c in json.loads(trace)["context"] if c.get("used", True)]
             for case, trace in query(db, "SELECT case_id, trace FROM turns")}
     assert "kb/internal-fraud-rules" in used["fraud@support"] and "kb/internal-fraud-rules" not in used["fraud@customer"]
-    assert query(db, "SELECT count(*), count(*) FILTER (passed) FROM scores WHERE scorer = 'permissions'") == [(6, 6)]
+    assert "kb/finance-refund-ledger" in used["ledger@finance"]
+    # the permissions scorer ran on every turn (the suite names documents), and found nothing
+    assert query(db, "SELECT count(*), count(*) FILTER (passed) FROM scores WHERE scorer = 'permissions'") == [(12, 12)]
 
-    # the regressed release forgot its permission filter: every group is shown what it may not read
+    # the regressed release forgot its permission filter: groups are shown what they may not read
     r, db = _run_as(tmp_path / "regressed", "assistant.bot_regressed:respond")
     assert r.code == 1, r
     rules = {x["rule"]: x for x in r.json()["suites"][0]["verdict"]["rules"]}
     leak_rule = rules["permissions.leaks ≤ 0"]
-    assert leak_rule["status"] == "fail" and leak_rule["value"] >= 3
-    leaked = dict(query(db, "SELECT case_id, metrics FROM scores WHERE scorer = 'permissions' AND NOT passed"))
-    assert "fraud@customer" in leaked and "ledger@support" in leaked
-    assert "fraud@support" not in leaked  # support may read the fraud rules: never a leak
+    assert leak_rule["status"] == "fail" and leak_rule["value"] >= 5
+    leaked = dict(query(db, "SELECT case_id, detail FROM scores WHERE scorer = 'permissions' AND NOT passed"))
+    assert {"fraud@customer", "ledger@customer", "ledger@support", "recovery@finance"} <= set(leaked)
+    assert "fraud@support" not in leaked and "ledger@finance" not in leaked  # readable there: never a leak
+    assert json.loads(leaked["ledger@support"])["leaks"][0]["id"] == "kb/finance-refund-ledger"
 
 
 def test_run_as_needs_a_target_that_runs(tmp_path: Path) -> None:
