@@ -220,3 +220,18 @@ def test_context_budget_tokens_documents_and_near_duplicates() -> None:
     assert s.passed and s.explanation == "3 document(s), 600 tokens (1 estimated), 1 redundant"
     s = score("context_budget", {"max_docs": 0}, output="ok")  # no context at all
     assert s.passed and s.metrics == {"tokens": 0.0, "docs": 0.0, "redundant": 0.0}
+
+
+@pytest.mark.parametrize("expect, where, message", [
+    ('{similarity: {expected: x, method: levenstein}}', "demo.yaml:4:", "argument 'method': Input should be 'ratio'"),
+    ('{json: {schema: {type: nope}}}', "demo.yaml:4:", "scorer 'json': the schema is not a valid JSON Schema"),
+    ('{context: {relevant: [a], min: {recal: 1}}}', "demo.yaml:4:", "min: unknown metric 'recal'"),
+    ('{slots: {presnt: [a]}}', "demo.yaml:4:", "did you mean 'present'?"),
+])
+def test_bad_scorer_arguments_exit_2_at_their_line(cli, project, expect: str, where: str, message: str) -> None:
+    from conftest import write
+
+    write(project / "suites" / "demo.yaml",
+          f"name: bad\ntarget: {{python: bot:respond}}\ncases:\n  - {{id: a, input: hi, expect: {expect}}}\n")
+    r = cli("validate")
+    assert r.code == 2 and where in r.err and message in r.err and "Traceback" not in r.err, r
