@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,6 +92,8 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     config = config or find_config()
     options = options or RunOptions()
     options.root = options.root or config.root
+    if options.cache_path is None:
+        options.cache_path = config.cache
     if options.concurrency is None and config.concurrency:
         options.concurrency = config.concurrency
     if options.timeout_s is None and config.timeout_s:
@@ -118,7 +119,7 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
                 runner.progress = progress_factory(suite) if progress_factory else Progress()
                 outcome = await runner.run(tgt)
                 report.suites.append(finish(store, suite, outcome, baselines[suite.name]))
-                if outcome.status == "interrupted":
+                if outcome.status in ("interrupted", "stopped"):
                     break
         finally:
             for t in started:
@@ -161,20 +162,18 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
     return choice
 
 
-def _drop_tests(suite: Suite, base: baseline_mod.Snapshot, cand: baseline_mod.Snapshot) -> list[Any]:
+def _drop_tests(con: Any, suite: Suite, base: baseline_mod.Snapshot, cand: baseline_mod.Snapshot) -> list[Any]:
+    """One paired test per max_drop rule, on the cases of the rule's slice in the candidate run."""
     tests: list[Any] = []
     for rule in suite.gate.rules:
         if rule.max_drop is None:
             tests.append(None)
             continue
-        wanted = set(rule.where.tags or []) if rule.where else set()
-        pattern = rule.where.case if rule.where else None
+        in_slice = metrics.slice_case_ids(con, cand.run_id, rule.where) if rule.where else None
         pairs = []
         for case_id, now in cand.cases.items():
             before = base.cases.get(case_id)
-            if before is None or (wanted and not wanted & set(now.tags)):
-                continue
-            if pattern is not None and not fnmatch.fnmatchcase(case_id, pattern):
+            if before is None or (in_slice is not None and case_id not in in_slice):
                 continue
             if now.runs - now.errored <= 0 or before.runs - before.errored <= 0:
                 continue  # errors are counted apart, never as a drop
@@ -193,7 +192,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         if base.snapshot is not None:
             cand = baseline_mod.snapshot(con, outcome.run_id)
             comparison = baseline_mod.compare(base.snapshot, cand)
-            drops = _drop_tests(suite, base.snapshot, cand)
+            drops = _drop_tests(con, suite, base.snapshot, cand)
         data = metrics.rule_data(con, outcome.run_id, gate_mod.with_default_rules(suite.gate))
         critical = metrics.critical_failures(con, outcome.run_id)
         failed_ids = metrics.compute(con, outcome.run_id, "failed").cases
@@ -415,6 +414,14 @@ def export_baseline(store: Store, name: str, path: str | Path) -> dict[str, Any]
     """Write a named baseline to a JSON file a repository can commit."""
     with store.connect() as con:
         return baseline_mod.export(con, name, Path(path))
+
+
+def html_report(store: Store, run_ref: str | None, path: str | Path, *, config: Config | None = None) -> dict[str, Any]:
+    """Write the self-contained HTML report of a stored run; returns its path, size and counts."""
+    from .reporters.html import build
+
+    config = config or find_config()
+    return build(store, run_ref, path, trace_url=config.trace_url)
 
 
 def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:

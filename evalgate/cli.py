@@ -71,6 +71,11 @@ def run(
     require_baseline: Annotated[bool, typer.Option("--require-baseline", help="No baseline is a usage error (exit 2) instead of a notice.")] = False,
     junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here (one test per case run).")] = None,
     markdown: Annotated[Optional[str], typer.Option("--markdown", help="Also write a Markdown summary here (and to $GITHUB_STEP_SUMMARY when set).")] = None,
+    html: Annotated[Optional[str], typer.Option("--html", help="Also write the HTML report here (one file per suite: NAME-SUITE.html when several ran).")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="USD: start no new model call once the run's spend reaches this; the run stops (exit 3).")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Answer model calls from the cache only; a miss stops the run (exit 3), naming the case.")] = False,
+    cache_mode: Annotated[str, typer.Option("--cache-mode", help="The model response cache: use (default), refresh (call and overwrite) or off.")] = "use",
+    cache: Annotated[Optional[str], typer.Option("--cache", help="Cache path (default: .evalgate/cache.sqlite, or EVALGATE_CACHE).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -93,17 +98,48 @@ def run(
     options = RunOptions(tags=_split(tags), repeat=repeat, concurrency=concurrency, timeout_s=timeout,
                          strict=strict, wait_s=wait, baseline=baseline,
                          baseline_file=Path(baseline_file) if baseline_file else None,
-                         require_baseline=require_baseline)
+                         require_baseline=require_baseline, max_cost=max_cost, offline=offline,
+                         cache_mode=_cache_mode(cache_mode), cache_path=Path(cache) if cache else None)
     console = _console()
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
     report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory)
     _ci_outputs(report, junit, markdown)
+    written = _html_outputs(report, html)
     if as_json:
-        _print_json(report.to_dict())
+        data = report.to_dict()
+        if written:
+            data["html"] = written
+        _print_json(data)
     else:
         render_run(console, report)
+        for w in written:
+            console.print(f"HTML report: {w['path']}", markup=False)
     raise typer.Exit(report.exit_code)
+
+
+def _html_outputs(report: Any, path: str | None) -> list[dict[str, Any]]:
+    if not path or not report.suites:
+        return []
+    from pathlib import Path
+
+    from .api import html_report
+    from .store import Store
+
+    store = Store(report.store)
+    target = Path(path)
+    several = len(report.suites) > 1
+    return [html_report(store, s.run_id, target.with_name(f"{target.stem}-{s.suite}{target.suffix or '.html'}")
+                        if several else target) for s in report.suites]
+
+
+def _cache_mode(value: str) -> str:
+    from .errors import UsageError, did_you_mean
+    from .models.client import CACHE_MODES
+
+    if value not in CACHE_MODES:
+        raise UsageError(f"unknown --cache-mode '{value}'", hint=did_you_mean(value, CACHE_MODES) or "use, refresh or off")
+    return value
 
 
 def _ci_outputs(report: Any, junit: str | None, markdown: str | None) -> None:
@@ -156,6 +192,28 @@ def show(
         _print_json(story)
     else:
         render_story(_console(), story)
+
+
+@app.command()
+def report(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")] = "latest",
+    html: Annotated[Optional[str], typer.Option("--html", help="Write the HTML report to this file.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the report of a stored run: one self-contained HTML file (no network), safe to share."""
+    from .api import html_report
+
+    if not html:
+        from .errors import UsageError
+
+        raise UsageError("say where to write the report", hint="evalgate report RUN --html report.html")
+    info = html_report(_store(db), run_id, html)
+    if as_json:
+        _print_json(info)
+    else:
+        _console().print(f"wrote {info['path']}: {info['suite']} run {info['run_id']}, {info['cases']} case(s), "
+                         f"{info['bytes'] / 1e6:.2f} MB", markup=False)
 
 
 @app.command()
@@ -262,7 +320,7 @@ def baseline_export(
         _console().print(f"wrote baseline {info['name']} ({', '.join(info['suites'])}) to {info['path']}", markup=False)
 
 
-cache_app = typer.Typer(help="The model response cache: stats, export, clear.", rich_markup_mode=None,
+cache_app = typer.Typer(help="The model response cache: stats, export, import, clear.", rich_markup_mode=None,
                         no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 CacheOption = Annotated[Optional[str], typer.Option("--cache", help="Cache path (default: .evalgate/cache.sqlite, or EVALGATE_CACHE).")]
@@ -293,6 +351,20 @@ def cache_export(path: Annotated[str, typer.Argument(help="JSON-lines file to wr
     """Write every cached response to a file, sorted by key."""
     n = _cache(cache).export(path)
     _console().print(f"wrote {n} response(s) to {path}", markup=False)
+
+
+@cache_app.command("import")
+def cache_import(path: Annotated[str, typer.Argument(help="A JSON-lines file written by 'cache export'.")],
+                 cache: CacheOption = None) -> None:
+    """Merge an exported file into the cache (e.g. in CI, before run --offline)."""
+    from pathlib import Path
+
+    from .errors import UsageError
+
+    if not Path(path).is_file():
+        raise UsageError(f"no such cache export: {path}", hint="write one with 'evalgate cache export FILE'")
+    n = _cache(cache).load(path)
+    _console().print(f"imported {n} response(s) from {path}", markup=False)
 
 
 @cache_app.command("clear")

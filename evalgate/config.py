@@ -16,7 +16,7 @@ from .errors import Location, UsageError, did_you_mean
 
 DEFAULT_STORE = ".evalgate/evalgate.duckdb"
 DEFAULT_CACHE = ".evalgate/cache.sqlite"
-_KEYS = {"suites", "store", "cache", "target", "baseline", "concurrency", "timeout_s"}
+_KEYS = {"suites", "store", "cache", "target", "baseline", "concurrency", "timeout_s", "trace_url"}
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,8 @@ class Config:
     baseline: str | None = None
     concurrency: int | None = None
     timeout_s: float | None = None
+    trace_url: str | None = None
+    """Link template to the team's trace viewer, e.g. https://traces.example.com/trace/{trace_id}."""
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -80,5 +82,15 @@ def _from_table(root: Path, table: dict[str, Any], source: str | None, *, top_le
         baseline=table.get("baseline"),
         concurrency=table.get("concurrency"),
         timeout_s=table.get("timeout_s"),
+        trace_url=_trace_url(table.get("trace_url"), source or str(root)),
         raw=dict(table),
     )
+
+
+def _trace_url(value: Any, source: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("https://", "http://")) or "{trace_id}" not in value:
+        raise UsageError("trace_url must be an http(s) URL containing {trace_id}", location=Location(source),
+                         hint='e.g. trace_url = "https://traces.example.com/trace/{trace_id}"')
+    return value

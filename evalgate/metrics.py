@@ -26,10 +26,11 @@ visited it).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .suite import Rule, Where
+from .suite import Rule, Where, _meta_text
 
 CASE_METRICS = ("pass_rate", "error_rate", "cases", "passed", "failed", "errors")
 REPEAT_METRICS = ("pass@k", "pass^k", "flaky")
@@ -74,7 +75,21 @@ def _case_filter(where: Where | None, alias: str = "c") -> tuple[str, list[Any]]
         if where.recorded is not None:
             clauses.append(f"({alias}.session_id IS NOT NULL) = ?")
             params.append(where.recorded)
+        if where.critical is not None:
+            clauses.append(f"coalesce({alias}.critical, false) = ?")
+            params.append(where.critical)
+        for key, value in (where.meta or {}).items():
+            values = value if isinstance(value, list) else [value]
+            clauses.append(f"json_extract_string({alias}.meta, ?) IN ({', '.join('?' for _ in values)})")
+            params.append("$." + json.dumps(key))
+            params.extend(_meta_text(v) for v in values)
     return (" AND " + " AND ".join(clauses) if clauses else ""), params
+
+
+def slice_case_ids(con: Any, run_id: str, where: Where) -> set[str]:
+    """The ids of the run's cases in a slice (any repeat in it puts the case in)."""
+    cf, cp = _case_filter(where)
+    return {r[0] for r in con.execute(f"SELECT DISTINCT case_id FROM cases c WHERE run_id = ?{cf}", [run_id, *cp]).fetchall()}
 
 
 def _turn_route(where: Where | None, alias: str = "t") -> tuple[str, list[Any]]:

@@ -46,6 +46,7 @@ class CaseResult:
     source: str
     critical: bool
     turns: list[TurnResult] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
 
     @property

@@ -32,6 +32,7 @@ from ._yaml import YamlDoc, load_yaml
 from .config import Config
 from .documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
 from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
+from .pipeline.config import PipelineSpec
 from .scorers import BoundScorer, Score, ScorerArgError
 from .traces import BadLine, RecordedSession, Trace, TraceFileInfo, User, iter_sessions, scan
 
@@ -68,6 +69,8 @@ class CaseSpec(_Model):
     expect: dict[str, Any] | None = None
     variant_of: str | None = None
     """Groups variants of one conversation."""
+    meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    """The case's own fields (locale, tier, difficulty, ...): gate rules slice on them with where: {meta: ...}."""
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -143,6 +146,10 @@ class Where(_Model):
     """Case ids matching a glob, e.g. refund-*."""
     recorded: bool | None = None
     """Only cases replayed from recorded traces (true) or only written cases (false)."""
+    critical: bool | None = None
+    """Only critical cases (true) or only the others (false)."""
+    meta: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
+    """Cases whose own fields match: {locale: de} or {tier: [gold, platinum]} (any of)."""
 
     @field_validator("tags", mode="before")
     @classmethod
@@ -158,7 +165,17 @@ class Where(_Model):
                 parts.append(f"{name}={getattr(self, name)}")
         if self.recorded is not None:
             parts.append(f"recorded={str(self.recorded).lower()}")
+        if self.critical is not None:
+            parts.append(f"critical={str(self.critical).lower()}")
+        for key, value in (self.meta or {}).items():
+            shown = "|".join(_meta_text(v) for v in value) if isinstance(value, list) else _meta_text(value)
+            parts.append(f"{key}={shown}")
         return ", ".join(parts)
+
+
+def _meta_text(value: Any) -> str:
+    """How a case field compares: JSON's spelling for booleans, text for the rest."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class Rule(_Model):
@@ -283,7 +300,7 @@ class SuiteSpec(_Model):
 
 # --- targets ----------------------------------------------------------------
 
-TargetKind = Literal["replay", "python", "http", "command"]
+TargetKind = Literal["replay", "python", "http", "command", "pipeline"]
 
 
 class PythonTargetSpec(_Model):
@@ -331,7 +348,13 @@ class CommandTargetSpec(_Model):
         return value
 
 
-_TARGET_MODELS: dict[str, type[_Model]] = {"python": PythonTargetSpec, "http": HttpTargetSpec, "command": CommandTargetSpec}
+class PipelineTargetSpec(_Model):
+    pipeline: PipelineSpec
+    """evalgate's reference pipeline, inline (or ``pipeline: FILE.yaml``, read by parse_target)."""
+
+
+_TARGET_MODELS: dict[str, type[_Model]] = {"python": PythonTargetSpec, "http": HttpTargetSpec, "command": CommandTargetSpec,
+                                           "pipeline": PipelineTargetSpec}
 
 
 @dataclass(frozen=True)
@@ -345,6 +368,8 @@ class TargetConfig:
     def describe(self) -> str:
         if self.kind == "replay":
             return "replay"
+        if self.kind == "pipeline":
+            return f"pipeline: {self.spec['file']}" if self.spec.get("file") else "pipeline (inline)"
         value = self.spec[self.kind]
         return f"{self.kind}: {' '.join(value) if isinstance(value, list) else value}"
 
@@ -373,9 +398,11 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
     if len(kinds) != 1:
         unknown = [k for k in value if k not in _TARGET_MODELS]
         hint = did_you_mean(unknown[0], list(_TARGET_MODELS) + ["replay"]) if unknown else None
-        raise SuiteError("target needs exactly one of: python, http, command (or the word replay)",
+        raise SuiteError("target needs exactly one of: python, http, command, pipeline (or the word replay)",
                          location=loc((unknown[0],) if unknown else (), key=bool(unknown)), hint=hint)
     kind = kinds[0]
+    if kind == "pipeline":
+        return _parse_pipeline(value, base_dir, loc)
     try:
         spec = _TARGET_MODELS[kind].model_validate(value)
     except ValidationError as exc:
@@ -384,6 +411,40 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
                          location=loc(tuple(err["loc"]), key=err["type"] == "extra_forbidden"),
                          hint=_hint(err, _TARGET_MODELS[kind])) from None
     return TargetConfig(kind, spec.model_dump(), base_dir)
+
+
+def _parse_pipeline(value: dict[str, Any], base_dir: Path, loc: Callable[..., Location | None]) -> TargetConfig:
+    """``pipeline: {...}`` inline (paths relative to the suite) or ``pipeline: FILE`` (relative to that file)."""
+    extra = [k for k in value if k != "pipeline"]
+    if extra:
+        raise SuiteError(f"target: unknown key '{extra[0]}' beside pipeline", location=loc((extra[0],), True),
+                         hint="the pipeline's settings go under pipeline:")
+    inner = value["pipeline"]
+    file: str | None = None
+    if isinstance(inner, str):
+        path = Path(os.path.normpath(base_dir / inner))
+        doc = load_yaml(path)
+        if not isinstance(doc.data, dict):
+            raise SuiteError("a pipeline file is a YAML mapping (router, routes, slots, ...)", location=Location(str(path), 1))
+        pspec: PipelineSpec = _validate(PipelineSpec, doc.data, doc, (), str(path))
+        file, folder = display_path(path), path.parent
+    else:
+        try:
+            pspec = PipelineTargetSpec.model_validate(value).pipeline
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise SuiteError(f"target: {_message(err, PipelineTargetSpec)}",
+                             location=loc(tuple(err["loc"]), key=err["type"] == "extra_forbidden"),
+                             hint=_hint(err, PipelineTargetSpec)) from None
+        folder = base_dir
+    data = pspec.model_dump()
+    if pspec.documents is not None:
+        data["documents"] = os.path.normpath(folder / pspec.documents)
+        if not Path(data["documents"]).exists():
+            raise SuiteError(f"pipeline document set not found: {display_path(data['documents'])}",
+                             location=loc(("pipeline", "documents")) if file is None else Location(file),
+                             hint="a .jsonl file or a folder of .md files, relative to the file that names it")
+    return TargetConfig("pipeline", {"pipeline": data, "file": file}, base_dir)
 
 
 # --- the runnable form --------------------------------------------------------
@@ -416,6 +477,8 @@ class Case:
     derived_id: bool = False
     session_id: str | None = None
     """The recorded session this case replays, if any."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """The case's own fields, for slicing."""
 
     @property
     def critical(self) -> bool:
@@ -638,12 +701,17 @@ def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
     import typing
 
     current: Any = model
+    mapping = False
     for part in loc:
         if isinstance(part, int):
+            continue
+        if mapping:  # a key of dict[str, Model]: the model is already current
+            mapping = False
             continue
         if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
             return []
         ann = current.model_fields[part].annotation
+        mapping = typing.get_origin(ann) is dict
         current = _unwrap(ann, typing)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
@@ -658,7 +726,7 @@ def _unwrap(ann: Any, typing: Any) -> Any:
     return ann
 
 
-def _validate(model: type[_Model], data: Any, doc: YamlDoc | None, prefix: tuple[Any, ...], path: str, line: int | None = None) -> Any:
+def _validate(model: type[BaseModel], data: Any, doc: YamlDoc | None, prefix: tuple[Any, ...], path: str, line: int | None = None) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -832,7 +900,7 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
     case_id = spec.id if spec.id is not None else derive_case_id(spec.user, [t.input for t in specs])
     tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))
     return Case(case_id, seq, turns, spec.user, spec.state, tags, source, spec.description,
-                spec.variant_of, derived)
+                spec.variant_of, derived, meta=dict(spec.meta))
 
 
 def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
@@ -888,9 +956,9 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         for col in columns:
-            if col not in _CSV_COLUMNS and not col.startswith("expect."):
+            if col not in _CSV_COLUMNS and not col.startswith(("expect.", "meta.")):
                 raise SuiteError(f"unknown CSV column '{col}'", location=Location(str(path), 1),
-                                 hint=did_you_mean(col, _CSV_COLUMNS) or "columns: id, input, tags, user, groups, expect.<scorer>[.<arg>]")
+                                 hint=did_you_mean(col, _CSV_COLUMNS) or "columns: id, input, tags, user, groups, expect.<scorer>[.<arg>], meta.<field>")
         if "input" not in columns:
             raise SuiteError("a CSV dataset needs an 'input' column", location=Location(str(path), 1))
         grouped: dict[str, tuple[int, dict[str, Any]]] = {}
@@ -916,6 +984,9 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
                 for name in ("tags", "description", "variant_of"):
                     if row.get(name):
                         case[name] = row[name]
+                meta = {col[5:]: cell for col, cell in row.items() if col and col.startswith("meta.") and cell not in (None, "")}
+                if meta:
+                    case["meta"] = meta
                 if row.get("user") or row.get("groups"):
                     case["user"] = {"id": row.get("user") or "anonymous", "groups": _split_tags(row.get("groups") or "")}
                 grouped[key] = (lineno, case)

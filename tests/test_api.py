@@ -7,7 +7,8 @@ import sys
 
 import evalgate
 
-HEAVY = ("openai", "pandas", "pyarrow", "duckdb", "jinja2", "numpy", "httpx", "pydantic", "yaml", "rich.progress")
+HEAVY = ("openai", "pandas", "pyarrow", "duckdb", "jinja2", "numpy", "httpx", "pydantic", "yaml", "rich.progress",
+         "bm25s", "tiktoken", "Stemmer")
 
 
 def test_every_exported_name_resolves() -> None:

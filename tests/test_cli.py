@@ -257,3 +257,40 @@ gate:
     first, second = r.json()["suites"][0]["verdict"]["rules"]
     assert first["status"] == "pass" and first["rule"] == "pass_rate ≥ 1 where case=refund-*"
     assert second["status"] == "fail" and second["cases"] == ["hello"]
+
+
+def test_slices_by_case_fields_and_criticality(cli, project: Path) -> None:
+    """Cases carry their own fields (YAML meta:, CSV meta.<field> columns); rules slice on them."""
+    write(project / "datasets" / "more.csv", """
+        id,input,meta.locale,meta.tier,expect.route
+        de-1,hallo,de,gold,smalltalk
+        de-2,refund bitte,de,silver,smalltalk
+        fr-1,bonjour,fr,gold,smalltalk
+    """)
+    suite = (project / "suites" / "demo.yaml").read_text().replace(
+        "  - id: hello\n", "  - id: hello\n    meta: {locale: en, tier: 3, beta: true}\n")
+    write(project / "suites" / "demo.yaml", suite + """
+  - file: ../datasets/more.csv
+gate:
+  rules:
+    - {metric: pass_rate, min: 1.0, where: {meta: {locale: de}}}
+    - {metric: pass_rate, min: 1.0, where: {meta: {locale: [fr, en], tier: [gold, 3]}}}
+    - {metric: pass_rate, min: 1.0, where: {meta: {beta: true}}}
+    - {metric: pass_rate, min: 1.0, where: {critical: true}}
+    - {metric: cases, min: 3, where: {critical: false}}
+""")
+    r = cli("run", "--json")
+    assert r.code == 1, r
+    rules = r.json()["suites"][0]["verdict"]["rules"]
+    assert [x["status"] for x in rules] == ["fail", "pass", "pass", "pass", "pass"], rules
+    assert rules[0]["rule"] == "pass_rate ≥ 1 where locale=de" and rules[0]["cases"] == ["de-2"]
+    assert "over 2" in rules[1]["detail"] and "over 1" in rules[2]["detail"]  # fr-1 and hello; hello
+    assert "over 1" in rules[3]["detail"]  # refund-change is the only critical case
+    assert rules[4]["value"] == 4
+    write(project / "suites" / "demo.yaml", suite + """
+gate:
+  rules:
+    - {metric: pass_rate, min: 1.0, where: {meta: {locale: {nested: no}}}}
+""")
+    r = cli("validate")
+    assert r.code == 2 and "demo.yaml:" in r.err and "Traceback" not in r.err, r

@@ -11,10 +11,12 @@ def test_default_suites_pass(tmp_path: Path) -> None:
     r = run_cli("run", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 0, r
     suites = {s["suite"]: s for s in r.json()["suites"]}
-    assert set(suites) == {"support", "support-replay"}  # default: false suites stay out
+    assert set(suites) == {"support", "support-replay", "support-pipeline"}  # default: false suites stay out
     support = suites["support"]
     assert support["cases"] >= 30 and support["metrics"]["pass_rate"] == 1.0
     assert [x["status"] for x in support["verdict"]["rules"]] == ["pass"] * len(support["verdict"]["rules"])
+    pipeline = suites["support-pipeline"]  # the same conversations through the reference pipeline, offline
+    assert pipeline["cases"] >= 30 and pipeline["metrics"]["pass_rate"] == 1.0 and pipeline["target"].startswith("pipeline")
     replay = suites["support-replay"]
     assert replay["turns"] >= 45
     db = tmp_path / "s.duckdb"
@@ -49,4 +51,4 @@ def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> N
 def test_validate_the_bundled_suites() -> None:
     r = run_cli("validate", "suites", "--json", cwd=REPO)
     assert r.code == 0, r
-    assert len(r.json()["suites"]) == 5
+    assert len(r.json()["suites"]) == 6

@@ -39,3 +39,29 @@ def test_action_installs_from_its_own_checkout_never_by_name() -> None:
     scripts = "\n".join(step.get("run", "") for step in action["runs"]["steps"])
     assert 'install -q "$ACTION_PATH"' in scripts
     assert "pip install evalgate" not in scripts
+
+
+def test_action_step_runs_the_gate_and_writes_every_report(tmp_path: Path) -> None:
+    """The action's own shell step, run by bash on the bundled example, as a runner would."""
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    step = next(s for s in action["runs"]["steps"] if s.get("id") == "run")
+    work = tmp_path / "repo"
+    work.mkdir()
+    for name in ("pyproject.toml", "suites", "datasets", "assistant", "pipelines"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    venv_bin = tmp_path / "runner" / "evalgate-venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "evalgate").symlink_to(Path(sys.executable).with_name("evalgate"))
+    output = tmp_path / "github_output"
+    env = {"PATH": "/usr/bin:/bin", "RUNNER_TEMP": str(tmp_path / "runner"), "GITHUB_OUTPUT": str(output),
+           "SUITES": "", "BASELINE_FILE": "", "REQUIRE_BASELINE": "false", "EXTRA_ARGS": "-j 4",
+           "NO_COLOR": "1", "HOME": str(tmp_path)}
+    proc = subprocess.run(["bash", "-e", "-c", step["run"]], cwd=work, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert output.read_text().strip() == "exit-code=0"
+    reports = sorted(p.name for p in work.glob("evalgate-report*.html"))
+    assert reports == ["evalgate-report-support-pipeline.html", "evalgate-report-support-replay.html",
+                       "evalgate-report-support.html"]
+    assert "✓ PASS" in (work / "evalgate-report-support.html").read_text()
+    assert (work / "evalgate-junit.xml").is_file() and (work / "evalgate-summary.md").is_file()

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from evalgate.errors import UsageError
-from evalgate.models import ModelClient, ModelError, ModelRequest, ResponseCache
+from evalgate.models import ModelClient, ModelError, ModelRequest, ModelResponse, ResponseCache
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
@@ -43,7 +43,9 @@ class FakeOpenAI(BaseHTTPRequestHandler):
         if status == 0:  # hang longer than the client waits
             time.sleep(3)
             status = 200
-        if status != 200:
+        if status == -1:  # malformed JSON with a 200
+            status, payload = 200, b'{"id": "c1", "choices": [tru'
+        elif status != 200:
             payload = json.dumps({"error": {"message": f"scripted {status}", "type": "x"}}).encode()
         else:
             text = "echo: " + body["messages"][-1]["content"]
@@ -193,3 +195,43 @@ def test_cache_commands(server: str, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "c.jsonl").read_text())["response"]["text"] == "echo: a"
     r = run_cli("cache", "clear", "--cache", str(path), cwd=tmp_path)
     assert r.code == 0 and "deleted 1 response(s)" in r.out
+
+
+def test_cache_modes_and_offline(server: str, tmp_path: Path) -> None:
+    from evalgate.models import CacheMiss
+
+    cache = ResponseCache(tmp_path / "cache.sqlite")
+
+    async def go(mode: str, offline: bool = False) -> tuple[ModelResponse, int]:
+        client = ModelClient(server, cache=cache, cache_mode=mode, offline=offline)
+        try:
+            return await client.complete(_ask("m")), client.calls
+        finally:
+            await client.close()
+
+    with pytest.raises(CacheMiss, match="offline and no cached answer for model tiny-model"):
+        asyncio.run(go("use", offline=True))
+    assert len(FakeOpenAI.requests) == 0
+    assert asyncio.run(go("off"))[1] == 1 and cache.stats()["entries"] == 0  # off: neither read nor written
+    assert asyncio.run(go("use"))[1] == 1 and cache.stats()["entries"] == 1
+    answer, calls = asyncio.run(go("use", offline=True))
+    assert calls == 0 and answer.cached
+    answer, calls = asyncio.run(go("refresh"))  # refresh: asks again and overwrites
+    assert calls == 1 and not answer.cached and len(FakeOpenAI.requests) == 3
+    with pytest.raises(UsageError, match="unknown cache mode"):
+        ModelClient(server, cache_mode="sometimes")
+
+
+def test_malformed_json_is_a_model_error_after_retries(server: str) -> None:
+    FakeOpenAI.script = [(-1, {}), (-1, {})]
+
+    async def go():
+        client = ModelClient(server, backoff_s=0.01, max_retries=1)
+        try:
+            return await client.complete(_ask("x"))
+        finally:
+            await client.close()
+
+    with pytest.raises(ModelError, match=r"malformed response .*\(after 2 attempts\)"):
+        asyncio.run(go())
+    assert len(FakeOpenAI.requests) == 2

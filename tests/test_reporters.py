@@ -65,3 +65,24 @@ def test_control_characters_and_injection_stay_inert(cli, project: Path) -> None
     assert [c.get("name") for c in root.iter("testcase")] == ["gate: every case passes (no gate in the suite)", "a"]
     md = (project / "m.md").read_text()
     assert "## Heading" not in md and "![b](" not in md and "\x1b" not in md and "\\#\\# Heading" in md
+
+
+def test_sparkline_scales_and_leaves_gaps() -> None:
+    from evalgate.reporters.console import sparkline
+
+    assert sparkline([0.0, 0.5, 1.0]) == "▁▅█"  # 0.5 * 7 = 3.5 rounds to 4 → ▅
+    assert sparkline([1.0, None, 0.0]) == "█ ▁"
+    assert sparkline([200.0, 400.0], lo=200, hi=400) == "▁█"
+
+
+def test_history_shows_a_sparkline_per_suite(cli, project) -> None:
+    from conftest import write
+
+    assert cli("run").code == 0
+    write(project / "suites" / "demo.yaml", (project / "suites" / "demo.yaml").read_text().replace(
+        "expect: {route: smalltalk}", "expect: {route: refunds}"))
+    assert cli("run").code == 1
+    r = cli("history")
+    assert r.code == 0
+    line = next(x for x in r.out.splitlines() if x.startswith("demo") and "pass rate" in x)
+    assert "█▅" in line and "100.0% → 50.0%" in line, r.out

@@ -8,6 +8,6 @@ apart from the results.
 """
 
 from .cache import ResponseCache
-from .client import ModelClient, ModelError, ModelRequest, ModelResponse
+from .client import CACHE_MODES, CacheMiss, ModelClient, ModelError, ModelRequest, ModelResponse
 
-__all__ = ["ModelClient", "ModelError", "ModelRequest", "ModelResponse", "ResponseCache"]
+__all__ = ["CACHE_MODES", "CacheMiss", "ModelClient", "ModelError", "ModelRequest", "ModelResponse", "ResponseCache"]

@@ -31,6 +31,9 @@ class ResponseCache:
         self._lock = threading.Lock()
         self._con = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
         self._con.execute("PRAGMA journal_mode=WAL")
+        # no fsync per answer (a commit was ~1 ms, on the event loop): a power cut may lose the latest answers,
+        # which only means asking for them again
+        self._con.execute("PRAGMA synchronous=NORMAL")
         self._con.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, model TEXT, response TEXT NOT NULL, "
                           "created_at TEXT DEFAULT CURRENT_TIMESTAMP)")
         self._con.commit()

@@ -194,10 +194,36 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
         console.print(tree)
 
 
+_BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float | None], lo: float = 0.0, hi: float = 1.0) -> str:
+    """One character per value, oldest first; a gap (space) where a run has no value."""
+    span = (hi - lo) or 1.0
+    out = []
+    for v in values:
+        if v is None:
+            out.append(" ")
+        else:
+            out.append(_BLOCKS[min(len(_BLOCKS) - 1, max(0, round((v - lo) / span * (len(_BLOCKS) - 1))))])
+    return "".join(out)
+
+
 def render_history(console: Console, rows: list[dict[str, Any]]) -> None:
     if not rows:
         console.print("no runs yet")
         return
+    by_suite: dict[str, list[dict[str, Any]]] = {}
+    for r in reversed(rows):  # oldest first
+        by_suite.setdefault(r["suite"], []).append(r)
+    width = max(len(name) for name in by_suite)
+    for name, runs in by_suite.items():
+        rates = [r["pass_rate"] for r in runs]
+        known = [v for v in rates if v is not None]
+        span = f"  {_pct(known[0])} → {_pct(known[-1])}" if known else ""
+        console.print(Text(f"{name:<{width}}  pass rate  ") + Text(sparkline(rates), style="cyan")
+                      + Text(f"{span}  ({len(runs)} run(s), oldest first)", style="dim"))
+    console.print()
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     for col in ("run", "suite", "verdict", "cases", "errors", "pass rate", "p95", "commit", "started"):
         table.add_column(col, no_wrap=col in ("run", "verdict", "started"))

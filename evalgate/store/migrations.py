@@ -106,6 +106,9 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE scores ADD COLUMN metrics JSON;   -- named values: {"recall@5": 0.5, "leaks": 1}
         ALTER TABLE scores ADD COLUMN detail JSON;    -- votes, leaked ids, expected route, ...
     """),
+    ("0005_case_meta", """
+        ALTER TABLE cases ADD COLUMN meta JSON;
+    """),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -20,6 +20,10 @@ class TargetError(Exception):
     """One turn failed inside the target; the message says how."""
 
 
+class StopRun(TargetError):
+    """The turn failed and no further turn should start (--max-cost reached, offline cache miss)."""
+
+
 @dataclass(slots=True)
 class Reply:
     """What a target answered for one turn and how long the call took."""
@@ -43,7 +47,8 @@ class Target(Protocol):
         """Release processes and connections."""
 
 
-def make_target(config: TargetConfig, *, root: Any = None, concurrency: int = 8) -> Target:
+def make_target(config: TargetConfig, *, root: Any = None, concurrency: int = 8, documents: Any = None,
+                permissions: Any = None, models: Any = None) -> Target:
     """The target for a suite's ``target:`` setting."""
     if config.kind == "replay":
         from .replay import ReplayTarget
@@ -63,4 +68,9 @@ def make_target(config: TargetConfig, *, root: Any = None, concurrency: int = 8)
         # commands run from the project root, like the shell a user types them in
         return CommandTarget(config.spec["command"], cwd=config.spec.get("cwd"), env=config.spec.get("env") or {},
                              base_dir=root or config.base_dir)
+    if config.kind == "pipeline":
+        from .pipeline import PipelineTarget
+
+        return PipelineTarget(config.spec["pipeline"], documents=documents, permissions=permissions, models=models,
+                              concurrency=concurrency)
     raise ValueError(f"unknown target kind {config.kind}")

@@ -1,0 +1,43 @@
+"""jinja2 templates in a sandbox: prompts, retrieval queries and canned answers.
+
+The environment is sandboxed (a template cannot reach Python internals) and
+strict (a misspelt variable is an error, not an empty string).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+
+@functools.lru_cache(maxsize=1)
+def _environment() -> Any:
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+@functools.lru_cache(maxsize=512)
+def compile_template(source: str) -> Any:
+    """A compiled template; raises ValueError (with the line) on a syntax error."""
+    from jinja2 import TemplateSyntaxError
+
+    try:
+        return _environment().from_string(source)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"template syntax error on its line {exc.lineno}: {exc.message}") from None
+
+
+class TemplateError(Exception):
+    """A template failed while rendering (e.g. an undefined variable)."""
+
+
+def render(source: str, variables: dict[str, Any]) -> str:
+    """Render a template with the turn's variables."""
+    from jinja2 import TemplateError as JinjaError
+
+    try:
+        return str(compile_template(source).render(**variables))
+    except JinjaError as exc:
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None

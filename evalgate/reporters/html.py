@@ -1,0 +1,536 @@
+"""The HTML report: one self-contained file that tells the story of a stored run.
+
+The verdict, rules, metrics, slices, regressions and trends are rendered on
+the server side with jinja2 (autoescaped: readable without JavaScript and in
+print). Every case's story is embedded as gzip-compressed JSON in base64, in
+chunks: the page parses a small index at load, lists it in pages, and inflates
+a chunk only when a case in it is opened, so a run of 100,000 cases opens in
+about a second. The page builds the case list with ``textContent`` only, and
+a Content-Security-Policy allows nothing but its own inline script and style
+(by hash) and ``data:`` images: model output, inputs and documents are
+untrusted and stay inert.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import json
+import tempfile
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+
+CHUNK_CASES = 2000
+"""Cases per compressed chunk of stories."""
+TREND_RUNS = 30
+_CONTEXT_KEYS = ("id", "title", "score", "rank", "tokens", "used", "excluded")
+_TEXT_LIMIT = 4000
+"""Longest input or output kept per turn; the store keeps the whole text."""
+
+
+@dataclass
+class _CaseAcc:
+    """One case id's repeats as they stream in."""
+
+    id: str
+    seq: int
+    tags: list[str]
+    user: str
+    groups: list[str]
+    critical: bool
+    source: str
+    session: str | None
+    reps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _json_load(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) and value else value
+
+
+def _cap(text: Any) -> Any:
+    if isinstance(text, str) and len(text) > _TEXT_LIMIT:
+        return text[:_TEXT_LIMIT] + f"… [{len(text) - _TEXT_LIMIT} more characters in the store]"
+    return text
+
+
+def _turn_record(row: tuple[Any, ...], scores: list[dict[str, Any]]) -> dict[str, Any]:
+    (turn, text, route_name, output, state, elapsed, latency, passed, error, trace_raw, recorded_raw, changes_raw,
+     in_tok, out_tok, cost) = row
+    trace = _json_load(trace_raw) or {}
+    recorded = _json_load(recorded_raw) if recorded_raw else None
+    context = [{k: c.get(k) for k in _CONTEXT_KEYS if c.get(k) is not None and not (k == "used" and c[k] is True)}
+               for c in trace.get("context") or []]
+    feedback = (recorded or trace).get("feedback")
+    out: dict[str, Any] = {"n": turn, "in": _cap(text), "route": trace.get("route") or ({"name": route_name} if route_name else None),
+                           "out": _cap(output), "ok": bool(passed), "err": error, "ms": elapsed, "lat": trace.get("latency_ms"),
+                           "ctx": context, "tools": trace.get("tool_calls") or [], "model": trace.get("model"),
+                           "state": state, "sc": sorted(scores, key=lambda sc: sc["s"])}
+    usage = {k: v for k, v in (("input_tokens", in_tok), ("output_tokens", out_tok), ("cost_usd", cost)) if v is not None}
+    if usage:
+        out["usage"] = usage
+    if trace.get("trace_id"):
+        out["tid"] = trace["trace_id"]
+    changes = _json_load(changes_raw)
+    if changes:
+        out["chg"] = changes
+    if feedback:
+        out["fb"] = feedback
+    return {k: v for k, v in out.items() if v not in (None, [], {})}
+
+
+class _OutOfOrder(Exception):
+    """The three tables were not written in the same order; read them sorted instead."""
+
+
+def _rows(cur: Any, batch: int) -> Iterator[tuple[Any, ...]]:
+    while True:
+        chunk = cur.fetchmany(batch)
+        if not chunk:
+            return
+        yield from chunk
+
+
+def iter_cases(con: Any, run_id: str, *, repeats: int = 1, ordered: bool = False,
+               batch: int = 2000) -> Iterator[_CaseAcc]:
+    """Every case of a run with its repeats, turns and scores, one case at a time.
+
+    The writer appends a batch's cases, turns and scores in the same order, so
+    three cursors in insertion order are merged without sorting (memory stays
+    flat, whatever the run's size). If the tables disagree (a store written
+    some other way), :class:`_OutOfOrder` is raised and the caller reads again
+    with ``ordered=True``, which sorts by case id (and may spill to disk).
+    """
+    order = (" ORDER BY case_id, repeat", " ORDER BY case_id, repeat, turn", " ORDER BY case_id, repeat, turn, scorer") \
+        if ordered else ("", "", "")
+    cases, turns, scores = con.cursor(), con.cursor(), con.cursor()
+    cases.execute("SELECT case_id, repeat, seq, tags, user_id, user_groups, critical, source, session_id, passed, "
+                  f"errored, error, elapsed_ms, n_turns FROM cases WHERE run_id = ?{order[0]}", [run_id])
+    turns.execute("SELECT case_id, repeat, turn, input, route, output, state, elapsed_ms, latency_ms, passed, error, "
+                  "trace, recorded, changes, input_tokens, output_tokens, cost_usd FROM turns WHERE run_id = ?"
+                  f"{order[1]}", [run_id])
+    scores.execute("SELECT case_id, repeat, turn, scorer, passed, value, explanation, error FROM scores "
+                   f"WHERE run_id = ?{order[2]}", [run_id])
+    turn_rows, score_rows = _rows(turns, batch), _rows(scores, batch)
+    pending_turn = next(turn_rows, None)
+    pending_score = next(score_rows, None)
+    done: set[tuple[str, int]] = set()
+    open_cases: dict[str, _CaseAcc] = {}  # repeats of a case finish at different times
+    for (case_id, repeat, seq, tags, user, groups, critical, source, session, passed, errored, error,
+         elapsed, n_turns) in _rows(cases, batch):
+        current = open_cases.get(case_id)
+        if current is None:
+            current = open_cases[case_id] = _CaseAcc(case_id, seq, list(tags or []), user or "", list(groups or []),
+                                                     bool(critical), source or "", session)
+        key = (case_id, repeat)
+        rep_scores: dict[int, list[dict[str, Any]]] = {}
+        while pending_score is not None and (pending_score[0], pending_score[1]) == key:
+            _, _, turn, scorer, s_passed, value, explanation, s_error = pending_score
+            rep_scores.setdefault(turn, []).append(
+                {k: v for k, v in (("s", scorer), ("ok", bool(s_passed) and s_error is None), ("v", value),
+                                   ("x", explanation), ("err", s_error)) if v is not None})
+            pending_score = next(score_rows, None)
+        rep_turns = []
+        while pending_turn is not None and (pending_turn[0], pending_turn[1]) == key:
+            rep_turns.append(_turn_record(pending_turn[2:], rep_scores.get(pending_turn[2], [])))
+            pending_turn = next(turn_rows, None)
+        done.add(key)
+        if len(rep_turns) != (n_turns or 0) or any(
+                p is not None and (p[0], p[1]) in done for p in (pending_turn, pending_score)):
+            if ordered:
+                raise RuntimeError(f"the store's turns of case {case_id} (repeat {repeat}) do not match its case row")
+            raise _OutOfOrder(case_id)
+        status = "error" if errored else ("pass" if passed else "fail")
+        current.reps.append({k: v for k, v in (("r", repeat), ("st", status), ("err", error), ("ms", elapsed),
+                                               ("turns", rep_turns)) if v is not None})
+        if len(current.reps) >= repeats:
+            del open_cases[case_id]
+            current.reps.sort(key=lambda r: r["r"])
+            yield current
+    for rest in open_cases.values():  # an interrupted run may lack some repeats
+        rest.reps.sort(key=lambda r: r["r"])
+        yield rest
+    if pending_turn is not None or pending_score is not None:
+        if ordered:
+            raise RuntimeError("the store has turns or scores without a case row")
+        raise _OutOfOrder("")
+
+
+def _case_entry(acc: _CaseAcc, chunk: int, regressed: set[str], fixed: set[str],
+                changed: dict[str, list[str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The index entry (for filters) and the full story of one case."""
+    statuses = {r["st"] for r in acc.reps}
+    judged = statuses - {"error"}
+    if judged == {"pass", "fail"}:
+        status = "flaky"
+    elif "fail" in judged:
+        status = "fail"
+    elif "pass" in judged:
+        status = "pass"
+    else:
+        status = "error"
+    routes: list[str] = []
+    scorers: list[str] = []
+    failing: list[str] = []
+    inputs: list[str] = []
+    for rep in acc.reps:
+        for t in rep.get("turns", []):
+            name = (t.get("route") or {}).get("name")
+            if name and name not in routes:
+                routes.append(name)
+            if rep is acc.reps[0] and isinstance(t.get("in"), str):
+                inputs.append(t["in"][:200])
+            for s in t.get("sc", []):
+                if s["s"] not in scorers:
+                    scorers.append(s["s"])
+                if not s.get("ok") and s["s"] not in failing:
+                    failing.append(s["s"])
+    index = {"id": acc.id, "seq": acc.seq, "st": status, "k": chunk, "tags": acc.tags, "routes": routes, "sc": scorers,
+             "fsc": failing, "n": len(acc.reps), "q": " ".join(inputs)[:240]}
+    if acc.critical:
+        index["crit"] = 1
+    if acc.id in regressed:
+        index["reg"] = 1
+    if acc.id in fixed:
+        index["fix"] = 1
+    if acc.id in changed:
+        index["chg"] = changed[acc.id]
+    if any(r["st"] == "error" for r in acc.reps):
+        index["erred"] = 1
+    story = {"id": acc.id, "user": acc.user, "groups": acc.groups, "src": acc.source, "session": acc.session,
+             "reps": acc.reps}
+    return index, story
+
+
+_LIST_FIELDS = frozenset({"ctx", "sc"})
+"""Turn fields holding lists of records: flattened into columns with a count per turn."""
+_DICT_FIELDS = frozenset({"route", "lat", "usage", "model"})
+"""Turn fields holding one flat record: a column per key (inner values are kept whole)."""
+
+
+def _columns(rows: list[dict[str, Any]], lists: frozenset[str] = _LIST_FIELDS,
+             dicts: frozenset[str] = _DICT_FIELDS) -> dict[str, Any]:
+    """Records as columns, which compress about twice as well as rows (numbers sit with numbers).
+
+    A plain list is a column of values (``null`` where a record lacks the key);
+    ``{"$": "L", "#": counts, "c": columns}`` is a list-of-records field and
+    ``{"$": "D", "?": present, "c": columns}`` a record field. The page's
+    ``rows()`` reverses it.
+    """
+    keys: list[str] = []
+    seen: set[str] = set()
+    for row in rows:
+        for k in row:
+            if k not in seen:
+                seen.add(k)
+                keys.append(k)
+    out: dict[str, Any] = {}
+    for k in keys:
+        if k in lists:
+            counts: list[int] = []
+            items: list[dict[str, Any]] = []
+            for row in rows:
+                value = row.get(k) or []
+                counts.append(len(value))
+                items.extend(value)
+            out[k] = {"$": "L", "#": counts, "c": _columns(items, frozenset(), frozenset())}
+        elif k in dicts:
+            present = [1 if isinstance(row.get(k), dict) else 0 for row in rows]
+            out[k] = {"$": "D", "?": present,
+                      "c": _columns([row[k] for row in rows if isinstance(row.get(k), dict)], frozenset(), frozenset())}
+        else:
+            out[k] = [row.get(k) for row in rows]
+    return out
+
+
+def _chunk(stories: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chunk of stories: case-level records, and every turn of them as columns."""
+    turns: list[dict[str, Any]] = []
+    cases = []
+    for story in stories:
+        reps = []
+        for rep in story["reps"]:
+            reps.append({**{k: v for k, v in rep.items() if k != "turns"}, "nt": len(rep.get("turns", []))})
+            for i, t in enumerate(rep.get("turns", []), 1):  # turn numbers are implied by position
+                turns.append({k: v for k, v in t.items() if k != "n"} if t.get("n") == i else t)
+        session = "=" if story.get("session") == story["id"] else story.get("session")
+        cases.append({**story, "session": session, "reps": reps})
+    return {"ncases": len(cases), "cases": _columns(cases, frozenset({"reps"}), frozenset()),
+            "nturns": len(turns), "turns": _columns(turns)}
+
+
+def _records(cols: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Columns back to records: what the page's ``rows()`` does, for tests and tools."""
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for k, col in cols.items():
+        if isinstance(col, list):
+            for i, v in enumerate(col):
+                if v is not None:
+                    out[i][k] = v
+        elif col["$"] == "L":
+            items, at = _records(col["c"], sum(col["#"])), 0
+            for i, count in enumerate(col["#"]):
+                if count:  # an empty list reads as absent, as the writer leaves it out
+                    out[i][k] = items[at:at + count]
+                at += count
+        else:
+            recs = iter(_records(col["c"], sum(col["?"])))
+            for i, present in enumerate(col["?"]):
+                if present:
+                    out[i][k] = next(recs)
+    return out
+
+
+def unchunk(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """A decoded chunk back to its stories (each repeat with its turns)."""
+    turns, at = _records(data["turns"], data["nturns"]), 0
+    stories = []
+    for case in _records(data["cases"], data["ncases"]):
+        reps = []
+        for rep in case["reps"]:
+            nt = rep["nt"]
+            rep_turns = [t if "n" in t else {"n": i, **t} for i, t in enumerate(turns[at:at + nt], 1)]
+            reps.append({**{k: v for k, v in rep.items() if k != "nt"}, "turns": rep_turns})
+            at += nt
+        stories.append({**case, "session": case["id"] if case.get("session") == "=" else case.get("session"),
+                        "reps": reps})
+    return stories
+
+
+def _pack(obj: Any) -> str:
+    raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode()
+    gz = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing, which DecompressionStream('gzip') reads
+    return base64.b64encode(gz.compress(raw) + gz.flush()).decode("ascii")
+
+
+def _slices(con: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    by_route = con.execute(
+        "SELECT coalesce(route, '(none)') AS r, count(*), count(*) FILTER (passed), count(*) FILTER (error IS NOT NULL), "
+        "quantile_cont(elapsed_ms, 0.5), quantile_cont(elapsed_ms, 0.95), quantile_cont(latency_ms, 0.95), sum(cost_usd) "
+        "FROM turns WHERE run_id = ? GROUP BY r ORDER BY count(*) DESC, r", [run_id]).fetchall()
+    by_tag = con.execute(
+        "SELECT tag, count(*), count(*) FILTER (passed), count(*) FILTER (errored) FROM "
+        "(SELECT unnest(tags) AS tag, passed, errored FROM cases WHERE run_id = ?) GROUP BY tag "
+        "ORDER BY count(*) DESC, tag", [run_id]).fetchall()
+    return {
+        "route": [{"name": r[0], "n": r[1], "passed": r[2], "errors": r[3],
+                   "rate": r[2] / (r[1] - r[3]) if r[1] > r[3] else None,
+                   "p50": r[4], "p95": r[5], "lat95": r[6], "cost": r[7]} for r in by_route],
+        "tag": [{"name": t[0], "n": t[1], "passed": t[2], "errors": t[3],
+                 "rate": t[2] / (t[1] - t[3]) if t[1] > t[3] else None} for t in by_tag],
+    }
+
+
+def _scorer_stats(con: Any, run_id: str) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT scorer, count(*), count(*) FILTER (passed AND error IS NULL), count(*) FILTER (error IS NOT NULL), "
+        "avg(value) FROM scores WHERE run_id = ? GROUP BY scorer ORDER BY scorer", [run_id]).fetchall()
+    return [{"name": r[0], "n": r[1], "passed": r[2], "errors": r[3], "rate": r[2] / r[1] if r[1] else None,
+             "mean": r[4]} for r in rows]
+
+
+def _trend(con: Any, suite: str, run_id: str, started: Any, limit: int = TREND_RUNS) -> list[dict[str, Any]]:
+    rows = con.execute(
+        "SELECT run_id, started_at, verdict, summary FROM runs WHERE suite = ? AND started_at <= ? "
+        "AND status IN ('completed', 'interrupted') ORDER BY started_at DESC LIMIT ?", [suite, started, limit]).fetchall()
+    out = []
+    for rid, at, verdict, summary in reversed(rows):
+        metrics = (_json_load(summary) or {}).get("metrics", {})
+        out.append({"run_id": rid, "at": str(at)[:16], "verdict": verdict, "current": rid == run_id,
+                    "pass_rate": metrics.get("pass_rate"), "p95": metrics.get("latency.p95")})
+    return out
+
+
+def trend_svg(points: list[dict[str, Any]], key: str, *, percent: bool, width: int = 360, height: int = 90) -> str:
+    """An inline SVG line chart of one headline metric over recent runs (escaped, no script)."""
+    values = [(i, p[key]) for i, p in enumerate(points) if p.get(key) is not None]
+    if not values:
+        return ""
+    pad = 8
+    lo = 0.0 if percent else min(v for _, v in values)
+    hi = 1.0 if percent else max(v for _, v in values)
+    if hi == lo:
+        hi = lo + 1
+    n = max(len(points) - 1, 1)
+
+    def xy(i: int, v: float) -> tuple[float, float]:
+        return pad + (width - 2 * pad) * i / n, height - pad - (height - 2 * pad) * (v - lo) / (hi - lo)
+
+    coords = [xy(i, v) for i, v in values]
+    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
+    fmt = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:,.0f} ms")
+    dots = []
+    for (i, v), (x, y) in zip(values, coords):
+        p = points[i]
+        cls = "dot cur" if p["current"] else ("dot bad" if p["verdict"] not in ("pass", None) else "dot")
+        title = html.escape(f"{p['run_id']} · {p['at']} · {fmt(v)} · {p['verdict'] or 'no verdict'}")
+        dots.append(f'<circle class="{cls}" cx="{x:.1f}" cy="{y:.1f}" r="{4 if p["current"] else 3}"><title>{title}</title></circle>')
+    label = html.escape(f"{key.replace('_', ' ')} over the last {len(points)} run(s): "
+                        f"from {fmt(values[0][1])} to {fmt(values[-1][1])}")
+    return (f'<svg class="trend" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+            f'aria-label="{label}"><polyline class="line" points="{line}" fill="none"/>{"".join(dots)}</svg>')
+
+
+def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str | None = None,
+          title: str | None = None) -> dict[str, Any]:
+    """Write the report of one stored run to ``path``; returns what went in."""
+    import jinja2
+
+    run_id = store.resolve_run(run_ref)
+    with store.connect(read_only=True) as con:
+        run = con.execute(
+            "SELECT suite, suite_path, target, status, verdict, exit_code, started_at, finished_at, git_commit, "
+            "git_branch, git_dirty, evalgate_version, repeat, cases_total, cases_done, turns_done, errors, bad_lines, "
+            "summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        keys = ("suite", "suite_path", "target", "status", "verdict", "exit_code", "started_at", "finished_at",
+                "git_commit", "git_branch", "git_dirty", "version", "repeat", "cases_total", "cases_done",
+                "turns_done", "errors", "bad_lines", "summary")
+        info = dict(zip(keys, run))
+        summary = _json_load(info.pop("summary")) or {}
+        verdict = summary.get("verdict") or {"status": info["verdict"] or info["status"], "rules": [],
+                                             "reasons": [f"the run is {info['status']} and has no verdict yet"],
+                                             "notices": []}
+        comparison = summary.get("baseline")
+        regressed = set((comparison or {}).get("new_failures", [])) | set((comparison or {}).get("flaky_regressed", []))
+        fixed = set((comparison or {}).get("fixed", []))
+        changed = (comparison or {}).get("changed", {})
+        slices = _slices(con, run_id)
+        scorer_stats = _scorer_stats(con, run_id)
+        trend = _trend(con, info["suite"], run_id, info["started_at"])
+        confusion = _confusion(con, run_id)
+
+        try:
+            packed = _pack_cases(iter_cases(con, run_id, repeats=info["repeat"] or 1), regressed, fixed, changed)
+        except _OutOfOrder:
+            con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/evalgate-report-spill'")
+            packed = _pack_cases(iter_cases(con, run_id, repeats=info["repeat"] or 1, ordered=True),
+                                 regressed, fixed, changed)
+        index, chunks, counts, failing_preview = packed
+
+    metrics = summary.get("metrics") or {}
+    env = jinja2.Environment(loader=jinja2.PackageLoader("evalgate", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["pct"] = lambda v: "—" if v is None else f"{v:.1%}"
+    env.filters["ms"] = _ms
+    env.filters["num"] = _num
+    script = _resource("report.js")
+    style = _resource("report.css")
+    meta = {"run_id": run_id, "suite": info["suite"], "trace_url": trace_url if _safe_template(trace_url) else None,
+            "chunks": len(chunks), "cases": len(index)}
+    page = env.get_template("report.html.j2").render(
+        title=title or f"evalgate · {info['suite']} · {verdict['status'].upper()}",
+        run_id=run_id, info=info, verdict=verdict, metrics=metrics, slices=slices, scorers=scorer_stats,
+        comparison=comparison, trend=trend, confusion=confusion, counts=counts, failing=failing_preview,
+        trend_pass=trend_svg(trend, "pass_rate", percent=True), trend_p95=trend_svg(trend, "p95", percent=False),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
+        script=script, style=style, csp=_csp(script, style),
+        meta_json=_safe_json(meta), index_blob=_pack({"n": len(index), "c": _columns(index, frozenset(), frozenset())}),
+        chunks=chunks)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    return {"path": str(out), "run_id": run_id, "suite": info["suite"], "cases": len(index), "chunks": len(chunks),
+            "bytes": out.stat().st_size, "counts": counts}
+
+
+def _pack_cases(cases: Iterator[_CaseAcc], regressed: set[str], fixed: set[str], changed: dict[str, list[str]]
+                ) -> tuple[list[dict[str, Any]], list[str], dict[str, int], list[dict[str, Any]]]:
+    """The case index (in suite order), the compressed story chunks, counts and the first failures."""
+    index: list[dict[str, Any]] = []
+    packing: list[Future[str]] = []
+    pending: list[dict[str, Any]] = []
+    counts = {"pass": 0, "fail": 0, "flaky": 0, "error": 0}
+    failing: list[tuple[int, dict[str, Any]]] = []
+    with ThreadPoolExecutor(max_workers=1) as pool:  # zlib lets go of the GIL: compress while reading on
+        for acc in cases:
+            entry, story = _case_entry(acc, len(packing), regressed, fixed, changed)
+            counts[entry["st"]] += 1
+            index.append(entry)
+            pending.append(story)
+            if entry["st"] != "pass":
+                failing.append((acc.seq, {"id": acc.id, "status": entry["st"], "scorers": entry["fsc"],
+                                          "reasons": _reasons(story)}))
+                if len(failing) > 400:
+                    failing = sorted(failing, key=lambda f: f[0])[:200]
+            if len(pending) == CHUNK_CASES:
+                packing.append(pool.submit(_pack, _chunk(pending)))
+                pending = []
+        if pending:
+            packing.append(pool.submit(_pack, _chunk(pending)))
+        chunks = [f.result() for f in packing]
+    index.sort(key=lambda e: e.pop("seq"))
+    return index, chunks, counts, [f for _, f in sorted(failing, key=lambda f: f[0])[:200]]
+
+
+def _confusion(con: Any, run_id: str) -> dict[str, Any] | None:
+    """Expected × taken route counts with per-route precision and recall, when the run scored routes."""
+    from ..api import _route_confusion
+
+    data = _route_confusion(con, run_id)
+    if not data["labels"]:
+        return None
+    labels = data["labels"]
+    return {"labels": labels, "rows": [[data["matrix"].get(e, {}).get(a, 0) for a in labels] for e in labels],
+            "per_route": data["per_route"], "accuracy": data["accuracy"], "turns": data["turns"]}
+
+
+def _reasons(story: dict[str, Any]) -> list[str]:
+    out = []
+    for rep in story["reps"]:
+        if rep.get("err"):
+            out.append(f"repeat {rep['r']}: error: {rep['err']}")
+        for t in rep.get("turns", []):
+            if t.get("err"):
+                out.append(f"turn {t['n']}: error: {t['err']}")
+            for s in t.get("sc", []):
+                if not s.get("ok"):
+                    out.append(f"turn {t['n']} {s['s']}: {s.get('err') or s.get('x') or 'failed'}")
+        if out:
+            break
+    return out[:6]
+
+
+def _resource(name: str) -> str:
+    from importlib.resources import files
+
+    return files("evalgate").joinpath("templates", name).read_text(encoding="utf-8")
+
+
+def _ms(v: float | None) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.2f} ms" if v < 10 else f"{v:,.0f} ms"
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.4g}" if abs(v) < 1000 else f"{v:,.0f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+def _safe_template(url: str | None) -> bool:
+    return url is not None and url.startswith(("https://", "http://")) and "{trace_id}" in url
+
+
+def _safe_json(obj: Any) -> str:
+    """JSON that cannot end its <script> element or open a comment inside it."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026") \
+        .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+def _csp(script: str, style: str) -> str:
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    return (f"default-src 'none'; script-src {digest(script)}; style-src {digest(style)}; img-src data:; "
+            "base-uri 'none'; form-action 'none'")
