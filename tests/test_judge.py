@@ -94,6 +94,8 @@ def test_what_the_judge_sees_is_what_the_suite_allows(server: str) -> None:
     assert "## Conversation so far\nuser: refund 5512" in prompt
     assert "[kb/refund-policy] Refunds within 30 days." in prompt and "never shown" not in prompt
     assert "## Expected answer\nRefund for 5521." in prompt
+    with pytest.raises(ScorerArgError, match="environment variable NO_SUCH_JUDGE_KEY"):
+        judge(server, api_key_env="NO_SUCH_JUDGE_KEY")
     with pytest.raises(ScorerArgError, match="no expected answer"):
         judge(server, sees=["expected"])
     with pytest.raises(ScorerArgError, match=r"argument 'sees\[0\]': Input should be 'input'"):

@@ -147,6 +147,8 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
     if not model or not base_url:
         raise ValueError("the judge needs a model and an endpoint: give model and base_url, or set "
                          "EVALGATE_JUDGE_MODEL and EVALGATE_JUDGE_BASE_URL")
+    if api_key_env and api_key_env not in os.environ:  # found before the first turn, not on every turn
+        raise ValueError(f"environment variable {api_key_env} (the judge's API key) is not set")
     shown = list(sees or ["input", "output"])
     if "expected" in shown and expected is None:
         raise ValueError("sees includes expected, but no expected answer is given")
