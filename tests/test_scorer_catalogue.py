@@ -235,3 +235,15 @@ def test_bad_scorer_arguments_exit_2_at_their_line(cli, project, expect: str, wh
           f"name: bad\ntarget: {{python: bot:respond}}\ncases:\n  - {{id: a, input: hi, expect: {expect}}}\n")
     r = cli("validate")
     assert r.code == 2 and where in r.err and message in r.err and "Traceback" not in r.err, r
+
+
+def test_every_builtin_scorer_is_listed_with_arguments_and_one_line_of_help() -> None:
+    from evalgate.reporters.console import scorer_rows
+
+    rows = {r["name"]: r for r in scorer_rows() if r["source"] == "built-in"}
+    assert set(rows) == {"output", "json", "length", "similarity", "route", "state", "slots", "corrected", "context",
+                         "context_budget", "permissions", "tool_calls", "budget", "judge"}
+    for name, row in rows.items():
+        assert row["help"] and "\n" not in row["help"] and row["arguments"], name
+    assert rows["context"]["stats"] == ["recall@k", "precision@k", "ndcg@k", "hit@k", "mrr"]
+    assert "calls=None" in rows["tool_calls"]["arguments"] and "rubric" in rows["judge"]["arguments"]
