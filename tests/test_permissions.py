@@ -160,3 +160,27 @@ def test_an_answer_quoting_a_restricted_document_is_a_leak() -> None:
     shared = DocumentSet([*docs, Document("kb/faq-fraud", "FAQ", ("customer",), "A fourth refund request within 90 "
                                                                                "days, are flagged.")])
     assert check(CUSTOMER, docs=shared, output="a fourth refund request within 90 days, are flagged").passed
+
+
+def test_a_permission_function_is_the_truth_and_none_means_unknown() -> None:
+    from evalgate.documents import FunctionPermissions
+
+    def may_read(user: User, doc_id: str) -> bool | None:
+        if not doc_id.startswith("kb/"):
+            return None  # not a document this source knows
+        return "finance" in user.groups or not doc_id.startswith("kb/internal")
+
+    truth = FunctionPermissions("acl:may_read", may_read)
+    fin = User(id="fin-1", groups=["finance"])
+    case = Case("c", 0, [], fin, {}, (), "x")
+
+    def run(user: User, **trace: Any) -> Score:
+        request = {"user": {"id": user.id, "groups": list(user.groups)}, "state": {}}
+        ctx = ScoreContext(case, 1, request, Trace(**{"output": "ok", **trace}), None, None, None, truth)
+        return bind("permissions", None).run_sync(ctx)
+
+    assert run(fin, context=[{"id": "kb/internal-fraud-rules"}]).passed
+    s = run(CUSTOMER, context=[{"id": "kb/internal-fraud-rules"}])
+    assert not s.passed and s.explanation.endswith("(truth: function acl:may_read)")
+    s = run(fin, context=[{"id": "wiki/page"}])
+    assert not s.passed and "wiki/page (context) is unknown to function acl:may_read: failing closed" in s.explanation
