@@ -267,6 +267,8 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
         out[m] = compute(con, run_id, m).value
     for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():
         out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value
+        if scorer == "permissions":
+            out["permissions.leaks"] = compute(con, run_id, "permissions.leaks").value
     return out
 
 

@@ -817,6 +817,10 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
                          f"(e.g. '{first.id}') with nothing recorded to replay",
                          location=_parse_loc(first.source),
                          hint="give the suite a python, http or command target, or move the cases to another suite")
+    if target is not None and target.kind == "replay" and spec.run_as:
+        raise SuiteError("run_as replays cases through a target as other users, but the replay target runs nothing",
+                         location=doc.locate(("run_as",)),
+                         hint="give the suite a python, http or command target to replay the sessions through")
     gated = spec.gate is not None and bool(spec.gate.rules)  # a gate without rules still needs every case to pass
     gate = spec.gate or GateSpec(max_error_rate=0.0)
     from .gate import check_rule_metrics

@@ -51,4 +51,4 @@ def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> N
 def test_validate_the_bundled_suites() -> None:
     r = run_cli("validate", "suites", "--json", cwd=REPO)
     assert r.code == 0, r
-    assert len(r.json()["suites"]) == 5
+    assert len(r.json()["suites"]) == 6

@@ -94,9 +94,11 @@ def test_what_the_judge_sees_is_what_the_suite_allows(server: str) -> None:
     assert "## Conversation so far\nuser: refund 5512" in prompt
     assert "[kb/refund-policy] Refunds within 30 days." in prompt and "never shown" not in prompt
     assert "## Expected answer\nRefund for 5521." in prompt
+    with pytest.raises(ScorerArgError, match="environment variable NO_SUCH_JUDGE_KEY"):
+        judge(server, api_key_env="NO_SUCH_JUDGE_KEY")
     with pytest.raises(ScorerArgError, match="no expected answer"):
         judge(server, sees=["expected"])
-    with pytest.raises(ScorerArgError, match="argument 'sees'"):
+    with pytest.raises(ScorerArgError, match=r"argument 'sees\[0\]': Input should be 'input'"):
         judge(server, sees=["everything"])
 
 
@@ -105,12 +107,11 @@ def test_votes_take_the_majority_and_keep_the_disagreement(server: str) -> None:
                     '{"verdict": "pass", "reason": "fine"}']
     s = grade(judge(server, votes=3), output="x")
     assert s.passed and s.value == pytest.approx(2 / 3)
-    # the three calls are concurrent, so the server may answer them in any order
-    votes = [v["verdict"] for v in (s.detail or {})["votes"]]
-    assert sorted(votes) == ["fail", "pass", "pass"]
-    assert s.explanation.startswith(f"judge: pass (votes: {', '.join(votes)}; 67% agree): ")
-    assert s.explanation.rsplit(": ", 1)[1] in ("ok", "fine")
+    # votes are asked at once, so they arrive in any order
+    assert s.explanation in ("judge: pass (votes: 2 pass, 1 fail; 67% agree): ok",
+                             "judge: pass (votes: 2 pass, 1 fail; 67% agree): fine")
     assert s.metrics is not None and s.metrics["agreement"] == pytest.approx(2 / 3) and s.metrics["calls"] == 3
+    assert sorted(v["verdict"] for v in (s.detail or {})["votes"]) == ["fail", "pass", "pass"]
     Judge.script = ['{"verdict": "pass"}', '{"verdict": "fail"}']
     assert not grade(judge(server, votes=2), repeat=5, output="x").passed  # a tie fails
 

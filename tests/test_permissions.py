@@ -86,23 +86,9 @@ def test_without_a_permission_source_the_scorer_errors() -> None:
     assert s.error == "no permission source: name documents: or permissions: in the suite"
 
 
-RUN_AS = """
-name: run-as
-target: {python: assistant.bot:respond}
-documents: DOCS
-run_as: [customer, support, finance]
-cases:
-  - id: fraud
-    input: which orders get flagged for fraud review?
-  - id: ledger
-    input: how is the ledger reconciled against chargebacks?
-"""
-
-
 def _run_as(tmp_path: Path, target: str) -> tuple[Any, Path]:
-    suite = write(tmp_path / "run-as.yaml", RUN_AS.replace("DOCS", str(REPO / "datasets" / "docs.jsonl")))
     db = tmp_path / "s.duckdb"
-    r = run_cli("run", str(suite), "--target", f"python:{target}", "--json", "--db", str(db), cwd=REPO)
+    r = run_cli("run", "suites/support-run-as.yaml", "--target", f"python:{target}", "--json", "--db", str(db), cwd=REPO)
     return r, db
 
 
@@ -110,21 +96,91 @@ def test_run_as_matrix_over_three_groups_with_the_bundled_assistant(tmp_path: Pa
     r, db = _run_as(tmp_path, "assistant.bot:respond")
     assert r.code == 0, r
     rows = query(db, "SELECT case_id, user_id, user_groups, tags FROM cases ORDER BY seq")
-    assert [x[0] for x in rows] == ["fraud@customer", "fraud@support", "fraud@finance",
-                                    "ledger@customer", "ledger@support", "ledger@finance"]
-    assert rows[2][1:3] == ("finance", ["finance"]) and "run-as:finance" in rows[2][3]
-    # the permissions scorer ran on every turn (the suite names documents) and the requests carried each user
+    assert [x[0] for x in rows][:6] == ["fraud@customer", "fraud@support", "fraud@finance",
+                                        "ledger@customer", "ledger@support", "ledger@finance"]
+    assert len(rows) == 12 and rows[2][1:3] == ("finance", ["finance"]) and "run-as:finance" in rows[2][3]
+    # the requests carried each user: the assistant filtered by their groups
     used = {case: [c["id"] for c in json.loads(trace)["context"] if c.get("used", True)]
             for case, trace in query(db, "SELECT case_id, trace FROM turns")}
     assert "kb/internal-fraud-rules" in used["fraud@support"] and "kb/internal-fraud-rules" not in used["fraud@customer"]
-    assert query(db, "SELECT count(*), count(*) FILTER (passed) FROM scores WHERE scorer = 'permissions'") == [(6, 6)]
+    assert "kb/finance-refund-ledger" in used["ledger@finance"]
+    # the permissions scorer ran on every turn (the suite names documents), and found nothing
+    assert query(db, "SELECT count(*), count(*) FILTER (passed) FROM scores WHERE scorer = 'permissions'") == [(12, 12)]
 
-    # the regressed release forgot its permission filter: every group is shown what it may not read
+    # the regressed release forgot its permission filter: groups are shown what they may not read
     r, db = _run_as(tmp_path / "regressed", "assistant.bot_regressed:respond")
     assert r.code == 1, r
     rules = {x["rule"]: x for x in r.json()["suites"][0]["verdict"]["rules"]}
     leak_rule = rules["permissions.leaks ≤ 0"]
-    assert leak_rule["status"] == "fail" and leak_rule["value"] >= 3
-    leaked = dict(query(db, "SELECT case_id, metrics FROM scores WHERE scorer = 'permissions' AND NOT passed"))
-    assert "fraud@customer" in leaked and "ledger@support" in leaked
-    assert "fraud@support" not in leaked  # support may read the fraud rules: never a leak
+    assert leak_rule["status"] == "fail" and leak_rule["value"] >= 5
+    leaked = dict(query(db, "SELECT case_id, detail FROM scores WHERE scorer = 'permissions' AND NOT passed"))
+    assert {"fraud@customer", "ledger@customer", "ledger@support", "recovery@finance"} <= set(leaked)
+    assert "fraud@support" not in leaked and "ledger@finance" not in leaked  # readable there: never a leak
+    assert json.loads(leaked["ledger@support"])["leaks"][0]["id"] == "kb/finance-refund-ledger"
+
+
+def test_run_as_needs_a_target_that_runs(tmp_path: Path) -> None:
+    suite = write(tmp_path / "s.yaml", "name: x\ntarget: replay\ntraces: [t.jsonl]\nrun_as: [customer]\n")
+    write(tmp_path / "t.jsonl", '{"session_id": "s", "turn": 1, "input": "hi", "output": "hello"}\n')
+    r = run_cli("validate", str(suite), cwd=tmp_path)
+    assert r.code == 2 and "s.yaml:4" in r.err and "run_as replays cases through a target" in r.err, r
+    write(tmp_path / "s.yaml", "name: x\ntarget: replay\ntraces: [t.jsonl]\nrun_as: [customer, customer]\n")
+    r = run_cli("validate", str(suite), cwd=tmp_path)
+    assert r.code == 2 and "run_as names 'customer' twice" in r.err, r
+
+
+def test_run_as_expands_recorded_sessions_too(tmp_path: Path) -> None:
+    from evalgate.suite import load_suite
+
+    suite = write(tmp_path / "s.yaml", f"""
+        name: x
+        target: {{python: assistant.bot:respond}}
+        traces: ["{REPO / 'datasets' / 'traces.jsonl'}"]
+        run_as: [customer, {{id: agent-9, groups: [support]}}]
+    """)
+    s = load_suite(suite)
+    cases = list(s.iter_cases())
+    assert s.count_cases() == len(cases) and len(cases) >= 4 and len(cases) % 2 == 0
+    assert cases[0].id.endswith("@customer") and cases[0].user == User(id="customer", groups=["customer"])
+    assert cases[1].id == cases[0].id.replace("@customer", "@agent-9") and cases[1].user.groups == ["support"]
+    assert [c.seq for c in cases] == list(range(len(cases)))
+
+
+def test_an_answer_quoting_a_restricted_document_is_a_leak() -> None:
+    # no id anywhere: the answer repeats the internal text word for word (8 words in a row by default)
+    s = check(CUSTOMER, output="We flag refunds over $500 for review.")
+    assert s.passed  # "flag refunds over 500" is 4 words of it: not a quote
+    docs = DocumentSet([*DOCS, Document("kb/fraud-long", "Fraud (internal)", ("support",),
+                                        "Refunds over $500, or a fourth refund request within 90 days, are flagged.")])
+    s = check(CUSTOMER, docs=docs, output="Note: a fourth refund request within 90 days, are flagged here.")
+    assert not s.passed and "kb/fraud-long (output quotes it)" in s.explanation
+    assert check(AGENT, docs=docs, output="a fourth refund request within 90 days, are flagged").passed
+    assert check(CUSTOMER, {"quotes": 0}, docs=docs, output="a fourth refund request within 90 days, are flagged").passed
+    # the same passage in a document the user may read is no leak
+    shared = DocumentSet([*docs, Document("kb/faq-fraud", "FAQ", ("customer",), "A fourth refund request within 90 "
+                                                                               "days, are flagged.")])
+    assert check(CUSTOMER, docs=shared, output="a fourth refund request within 90 days, are flagged").passed
+
+
+def test_a_permission_function_is_the_truth_and_none_means_unknown() -> None:
+    from evalgate.documents import FunctionPermissions
+
+    def may_read(user: User, doc_id: str) -> bool | None:
+        if not doc_id.startswith("kb/"):
+            return None  # not a document this source knows
+        return "finance" in user.groups or not doc_id.startswith("kb/internal")
+
+    truth = FunctionPermissions("acl:may_read", may_read)
+    fin = User(id="fin-1", groups=["finance"])
+    case = Case("c", 0, [], fin, {}, (), "x")
+
+    def run(user: User, **trace: Any) -> Score:
+        request = {"user": {"id": user.id, "groups": list(user.groups)}, "state": {}}
+        ctx = ScoreContext(case, 1, request, Trace(**{"output": "ok", **trace}), None, None, None, truth)
+        return bind("permissions", None).run_sync(ctx)
+
+    assert run(fin, context=[{"id": "kb/internal-fraud-rules"}]).passed
+    s = run(CUSTOMER, context=[{"id": "kb/internal-fraud-rules"}])
+    assert not s.passed and s.explanation.endswith("(truth: function acl:may_read)")
+    s = run(fin, context=[{"id": "wiki/page"}])
+    assert not s.passed and "wiki/page (context) is unknown to function acl:may_read: failing closed" in s.explanation

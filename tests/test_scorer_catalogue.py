@@ -174,8 +174,14 @@ def test_tool_calls_scorer(args, state, passed, explanation) -> None:
 
 
 def test_tool_call_arguments_are_checked() -> None:
-    with pytest.raises(ScorerArgError, match="argument 'calls'"):
-        bind("tool_calls", {"calls": [{"nmae": "x"}]})
+    with pytest.raises(ScorerArgError, match=r"argument 'calls\[1\]\.args': unknown key") as exc:
+        bind("tool_calls", {"calls": [{"name": "a"}, {"name": "b", "args": {}}]})
+    assert exc.value.path == ("calls", 1, "args") and exc.value.at_key  # the YAML line of the misspelt key
+    with pytest.raises(ScorerArgError, match=r"argument 'calls\[0\]\.name': Field required"):
+        bind("tool_calls", {"calls": [{"arguments": {}}]})
+    # of a union's branches, the one that reaches into the value explains best
+    with pytest.raises(ScorerArgError, match=r"argument 'relevant\.kb/a': Input should be a valid number"):
+        bind("context", {"relevant": {"kb/a": "high"}})
     with pytest.raises(ScorerArgError, match="unless_state goes with must_exclude"):
         bind("tool_calls", {"must_include": "x", "unless_state": {"confirmed": True}})
 
@@ -214,3 +220,30 @@ def test_context_budget_tokens_documents_and_near_duplicates() -> None:
     assert s.passed and s.explanation == "3 document(s), 600 tokens (1 estimated), 1 redundant"
     s = score("context_budget", {"max_docs": 0}, output="ok")  # no context at all
     assert s.passed and s.metrics == {"tokens": 0.0, "docs": 0.0, "redundant": 0.0}
+
+
+@pytest.mark.parametrize("expect, where, message", [
+    ('{similarity: {expected: x, method: levenstein}}', "demo.yaml:4:", "argument 'method': Input should be 'ratio'"),
+    ('{json: {schema: {type: nope}}}', "demo.yaml:4:", "scorer 'json': the schema is not a valid JSON Schema"),
+    ('{context: {relevant: [a], min: {recal: 1}}}', "demo.yaml:4:", "min: unknown metric 'recal'"),
+    ('{slots: {presnt: [a]}}', "demo.yaml:4:", "did you mean 'present'?"),
+])
+def test_bad_scorer_arguments_exit_2_at_their_line(cli, project, expect: str, where: str, message: str) -> None:
+    from conftest import write
+
+    write(project / "suites" / "demo.yaml",
+          f"name: bad\ntarget: {{python: bot:respond}}\ncases:\n  - {{id: a, input: hi, expect: {expect}}}\n")
+    r = cli("validate")
+    assert r.code == 2 and where in r.err and message in r.err and "Traceback" not in r.err, r
+
+
+def test_every_builtin_scorer_is_listed_with_arguments_and_one_line_of_help() -> None:
+    from evalgate.reporters.console import scorer_rows
+
+    rows = {r["name"]: r for r in scorer_rows() if r["source"] == "built-in"}
+    assert set(rows) == {"output", "json", "length", "similarity", "route", "state", "slots", "corrected", "context",
+                         "context_budget", "permissions", "tool_calls", "budget", "judge"}
+    for name, row in rows.items():
+        assert row["help"] and "\n" not in row["help"] and row["arguments"], name
+    assert rows["context"]["stats"] == ["recall@k", "precision@k", "ndcg@k", "hit@k", "mrr"]
+    assert "calls=None" in rows["tool_calls"]["arguments"] and "rubric" in rows["judge"]["arguments"]

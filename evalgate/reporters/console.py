@@ -258,13 +258,14 @@ def scorer_rows() -> list[dict[str, Any]]:
 
 def render_scorers(console: Console, rows: list[dict[str, Any]]) -> None:
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("scorer", "arguments", "help", "from"):
+    for col in ("scorer", "arguments", "help", "metrics", "from"):
         table.add_column(col)
     for r in rows:
-        table.add_row(Text(r["name"], style="bold"), Text(", ".join(r["arguments"])), Text(r["help"]), Text(r["source"]))
+        table.add_row(Text(r["name"], style="bold"), Text(", ".join(r["arguments"])), Text(r["help"]),
+                      Text(", ".join(f"{r['name']}.{s}" for s in r.get("stats", []))), Text(r["source"]))
     console.print(table)
-    console.print(Group(Text("In a suite: expect: {<scorer>: <arguments>}; a user scorer is named package.module:function.",
-                             style="dim")))
+    console.print(Group(Text("In a suite: expect: {<scorer>: <arguments>}; a user scorer is named package.module:function. "
+                             "Every scorer also gives <scorer>.pass_rate, .mean and .failures.", style="dim")))
 
 
 def _render_changes(console: Console, cmp: dict[str, Any], title: str) -> None:

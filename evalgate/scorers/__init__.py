@@ -257,6 +257,25 @@ def bind(name: str, args: Any, *, aliases: Mapping[str, tuple[str, Any]] | None 
     return BoundScorer(name, check, is_async, args)
 
 
+def _value_path(loc: tuple[Any, ...], value: Any, kind: str = "") -> list[str | int]:
+    """The part of a pydantic error location that exists in the YAML value (union branch names dropped)."""
+    out: list[str | int] = []
+    node = value
+    for part in loc:
+        if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        elif (isinstance(node, dict) and isinstance(part, str) and part == loc[-1]
+              and kind in ("missing", "extra_forbidden")):
+            out.append(part)  # a missing or unknown key: name it
+            break
+        else:
+            continue
+        out.append(part)
+    return out
+
+
 def _arguments(info: ScorerInfo, args: Any) -> dict[str, Any]:
     """Map YAML arguments onto the factory's parameters, validating types."""
     from pydantic import TypeAdapter, ValidationError
@@ -292,8 +311,13 @@ def _arguments(info: ScorerInfo, args: Any) -> dict[str, Any]:
             try:
                 value = TypeAdapter(hint).validate_python(value)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                raise ScorerArgError(f"scorer '{info.name}' argument '{key}': {first['msg']}", (key,)) from None
+                # of a union's branches, the error that reaches deepest into the value says most
+                first = max(exc.errors(), key=lambda e: len(_value_path(e["loc"], value, e["type"])))
+                inner = _value_path(first["loc"], value, first["type"])
+                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in inner)
+                msg = first["msg"] if first["type"] != "extra_forbidden" else "unknown key"
+                raise ScorerArgError(f"scorer '{info.name}' argument '{key}{where}': {msg}", (key, *inner),
+                                     at_key=first["type"] == "extra_forbidden") from None
         out[key] = value
     missing = [n for n, p in params.items()
                if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in out]

@@ -18,6 +18,7 @@ import json
 import os
 import re
 import statistics
+import weakref
 from typing import Any, Literal
 
 from . import Score, ScoreContext, scorer
@@ -93,6 +94,30 @@ def build_messages(ctx: ScoreContext, rubric: str, scale: str, sees: list[str],
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(sections)}]
 
 
+_clients: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
+_caches: dict[str, Any] = {}
+
+
+def _client(base_url: str, api_key_env: str | None, concurrency: int, timeout_s: float, cache: bool) -> Any:
+    """One model client per endpoint and event loop, shared by every judge of the run (one concurrency bound)."""
+    from ..models import ModelClient, ResponseCache
+
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})  # the openai client belongs to its loop
+    key = (base_url, api_key_env, concurrency, timeout_s, cache)
+    if key not in per_loop:
+        response_cache = None
+        if cache:
+            from ..config import find_config
+
+            path = str(find_config().cache)
+            if path not in _caches:
+                _caches[path] = ResponseCache(path)
+            response_cache = _caches[path]
+        per_loop[key] = ModelClient(base_url, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout_s,
+                                    cache=response_cache)
+    return per_loop[key]
+
+
 @scorer("judge", shorthand="rubric", help="an LLM judge grades the turn against a rubric (pass/fail or 1–5), with votes",
         stats=("score", "agreement", "input_tokens", "output_tokens", "cost_usd", "calls"))
 def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at: int = 4,
@@ -122,26 +147,14 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
     if not model or not base_url:
         raise ValueError("the judge needs a model and an endpoint: give model and base_url, or set "
                          "EVALGATE_JUDGE_MODEL and EVALGATE_JUDGE_BASE_URL")
+    if api_key_env and api_key_env not in os.environ:  # found before the first turn, not on every turn
+        raise ValueError(f"environment variable {api_key_env} (the judge's API key) is not set")
     shown = list(sees or ["input", "output"])
     if "expected" in shown and expected is None:
         raise ValueError("sees includes expected, but no expected answer is given")
-    clients: dict[int, Any] = {}
 
     def client() -> Any:
-        # one client per event loop: the openai client and its semaphore belong to the loop that made them
-        from ..models import ModelClient, ResponseCache
-
-        loop = id(asyncio.get_running_loop())
-        if loop not in clients:
-            response_cache = None
-            if cache:
-                from ..config import find_config
-
-                response_cache = ResponseCache(find_config().cache)
-            clients.clear()
-            clients[loop] = ModelClient(base_url, api_key_env=api_key_env, concurrency=concurrency,
-                                        timeout_s=timeout_s, cache=response_cache)
-        return clients[loop]
+        return _client(base_url, api_key_env, concurrency, timeout_s, cache)
 
     async def check(ctx: ScoreContext) -> Score:
         from ..models import ModelRequest
@@ -184,7 +197,10 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
         reason = next((r for v, r in valid if (v >= pass_at if scale != "pass_fail" else v == 1.0) == passed), "")
         votes_note = ""
         if len(read) > 1:
-            shown_votes = ", ".join(str(d["verdict"]) for d in detail["votes"])
+            if scale == "pass_fail":
+                shown_votes = f"{yes} pass, {len(valid) - yes} fail"
+            else:
+                shown_votes = "scores " + ", ".join(f"{v:g}" for v in sorted(v for v, _ in valid))
             votes_note = f" (votes: {shown_votes}; {agree:.0%} agree" + (f"; {unread} unreadable" if unread else "") + ")"
         return Score(passed, value, f"judge: {verdict}{votes_note}: {reason}".rstrip(": "), metrics=metrics,
                      detail=detail)

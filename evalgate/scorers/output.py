@@ -208,7 +208,7 @@ def json_output(schema: dict[str, Any] | None = None, paths: dict[str, Any] | No
 # --- size and similarity -----------------------------------------------------------------
 
 
-@scorer("length", help="the answer's length in characters or words is within bounds")
+@scorer("length", help="the answer's length in characters or words is within bounds", stats=("chars", "words"))
 def length(min_chars: int | None = None, max_chars: int | None = None, min_words: int | None = None,
            max_words: int | None = None):
     """Bounds on the output's length (inclusive); words are whitespace-separated. Value: the character count."""
