@@ -64,7 +64,7 @@ def write_report(db: Path, run_id: str, out: Path) -> tuple[float, dict]:
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"evalgate report failed: {proc.stderr}")
-    return wall, json.loads(proc.stdout)
+    return wall, json.loads(proc.stdout)["html"]
 
 
 def open_in_browser(path: Path, runs: int) -> list[tuple[float, float]] | None:

@@ -122,7 +122,7 @@ def test_report_command_from_the_store(cli, project: Path) -> None:
     assert cli("run").code == 0
     r = cli("report", "latest", "--html", "r.html", "--json")
     assert r.code == 0, r
-    info = r.json()
+    info = r.json()["html"]
     assert info["cases"] == 2 and info["counts"] == {"pass": 2, "fail": 0, "flaky": 0, "error": 0}
     page = (project / "r.html").read_text()
     assert "✓ PASS" in page and "Every case passed." in page
@@ -136,8 +136,8 @@ def test_report_usage_errors(cli, project: Path) -> None:
     assert cli("run").code == 0
     r = cli("report", "nope", "--html", "x.html")
     assert r.code == 2 and "Traceback" not in r.err, r
-    r = cli("report", "latest")
-    assert r.code == 2 and "--html" in r.err, r
+    r = cli("report", "nope")
+    assert r.code == 2 and "nope" in r.err and "Traceback" not in r.err, r
     write(project / "pyproject.toml", '[tool.evalgate]\ntrace_url = "javascript:alert(1)/{trace_id}"\n')
     r = cli("report", "latest", "--html", "x.html")
     assert r.code == 2 and "trace_url must be an http(s) URL" in r.err, r

@@ -22,6 +22,7 @@ when a suite names them) or from a ``package.module:function`` reference.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import typing
@@ -276,13 +277,39 @@ def _value_path(loc: tuple[Any, ...], value: Any, kind: str = "") -> list[str | 
     return out
 
 
+@functools.lru_cache(maxsize=None)
+def _shape(factory: Factory) -> tuple[Mapping[str, inspect.Parameter], dict[str, Any], bool]:
+    """A factory's parameters and type hints, read once: binding runs for every case of a dataset."""
+    params = inspect.signature(factory).parameters
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:
+        hints = {}
+    return params, hints, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def _adapter(hint: Any) -> Any:
+    """One pydantic TypeAdapter per argument type (building one costs far more than validating)."""
+    try:
+        return _cached_adapter(hint)
+    except TypeError:  # an unhashable annotation: build it each time
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(hint)
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_adapter(hint: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(hint)
+
+
 def _arguments(info: ScorerInfo, args: Any) -> dict[str, Any]:
     """Map YAML arguments onto the factory's parameters, validating types."""
-    from pydantic import TypeAdapter, ValidationError
+    from pydantic import ValidationError
 
-    sig = inspect.signature(info.factory)
-    params = sig.parameters
-    var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    params, hints, var_kw = _shape(info.factory)
     if args is None or args is True:
         args = {}
     if not isinstance(args, dict):
@@ -290,10 +317,6 @@ def _arguments(info: ScorerInfo, args: Any) -> dict[str, Any]:
             raise ScorerArgError(f"scorer '{info.name}' takes a mapping of arguments, got {type(args).__name__}",
                                  hint=f"write {info.name}: {{{', '.join(list(params)[:2])}: ...}}")
         args = {info.shorthand: args}
-    try:
-        hints = typing.get_type_hints(info.factory)
-    except Exception:
-        hints = {}
     out: dict[str, Any] = {}
     for key, value in args.items():
         key = str(key)
@@ -309,7 +332,7 @@ def _arguments(info: ScorerInfo, args: Any) -> dict[str, Any]:
         hint = hints.get(key)
         if hint is not None:
             try:
-                value = TypeAdapter(hint).validate_python(value)
+                value = _adapter(hint).validate_python(value)
             except ValidationError as exc:
                 # of a union's branches, the error that reaches deepest into the value says most
                 first = max(exc.errors(), key=lambda e: len(_value_path(e["loc"], value, e["type"])))
