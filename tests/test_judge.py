@@ -175,3 +175,12 @@ def test_judge_in_a_run_stores_votes_and_its_own_cost(cli, project: Path, server
     assert len(Judge.prompts) == 6
     # the system's usage is untouched by the judge's
     assert query(db, "SELECT count(*) FROM turns WHERE input_tokens IS NOT NULL") == [(0,)]
+
+
+def test_known_models_are_priced_from_the_shared_table(server: str) -> None:
+    Judge.script = ['{"verdict": "pass", "reason": "ok"}', '{"verdict": "pass", "reason": "ok"}']
+    # gpt-4o-mini: $0.15 in, $0.60 out per million tokens → 100 × 0.15e-6 + 10 × 0.60e-6
+    s = grade(judge(server, model="gpt-4o-mini"), output="x")
+    assert s.metrics is not None and s.metrics["cost_usd"] == pytest.approx(0.000021)
+    s = grade(judge(server), repeat=1, output="x")  # judge-1 has no price: no cost, not a guessed one
+    assert s.metrics is not None and "cost_usd" not in s.metrics

@@ -10,7 +10,8 @@ from ..documents import DocumentSet, Permissions
 from ..traces import User
 from .config import BUILTIN_MODEL, PipelineSpec, RouteSpec
 from .context import Candidate, Retriever
-from .model import DEFAULT_PRICES, BudgetReached, Prices, SpendMeter, builtin_answer
+from ..models.prices import DEFAULT_PRICES
+from .model import BudgetReached, Prices, SpendMeter, builtin_answer
 from .router import Decision, Message, Router, parse_classifier_answer
 from .state import SlotFiller, split_structured
 from .templates import TemplateError, render

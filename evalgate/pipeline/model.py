@@ -13,15 +13,6 @@ from typing import Any
 
 from .templates import render
 
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    # USD per million tokens (input, output); a suite's prices: override these
-    "builtin": (0.0, 0.0),
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "gpt-4.1-nano": (0.10, 0.40),
-    "gpt-4.1": (2.00, 8.00),
-}
 _NO_PASSAGE = "I couldn't find that in our help center. I can connect you with a person if you like."
 
 

@@ -21,6 +21,7 @@ import statistics
 import weakref
 from typing import Any, Literal
 
+from ..models.prices import DEFAULT_PRICES
 from . import Score, ScoreContext, scorer
 
 Part = Literal["input", "history", "context", "output", "expected"]
@@ -173,6 +174,9 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
                                      "calls": float(sum(not a.cached for a in answers))}
         if price_in is not None or price_out is not None:
             metrics["cost_usd"] = (tokens_in * (price_in or 0) + tokens_out * (price_out or 0)) / 1e6
+        elif model in DEFAULT_PRICES:  # the same table the pipeline prices its calls with
+            p_in, p_out = DEFAULT_PRICES[model]
+            metrics["cost_usd"] = (tokens_in * p_in + tokens_out * p_out) / 1e6
         detail: dict[str, Any] = {"model": model, "votes": [
             {"verdict": None if r is None else (("pass" if r[0] else "fail") if scale == "pass_fail" else r[0]),
              "reason": r[1] if r is not None else a.text[:300], "cached": a.cached}
