@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -175,6 +176,11 @@ def test_judge_in_a_run_stores_votes_and_its_own_cost(cli, project: Path, server
     assert len(Judge.prompts) == 6
     # the system's usage is untouched by the judge's
     assert query(db, "SELECT count(*) FROM turns WHERE input_tokens IS NOT NULL") == [(0,)]
+    # the report shows the judge's calls and cost apart: 6 calls × (100 in at $1/M + 10 out at $2/M) = $0.00072
+    assert cli("report", "latest", "--html", "r.html").code == 0
+    page = (project / "r.html").read_text()
+    assert "Own model calls" in page and "apart from the system" in page
+    assert re.search(r"<th scope=\"row\">judge_order</th>.*?<td class=\"num\">6</td><td class=\"num\">\$0\.00072</td>", page, re.S)
 
 
 def test_known_models_are_priced_from_the_shared_table(server: str) -> None:

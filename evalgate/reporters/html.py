@@ -331,9 +331,10 @@ def _slices(con: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
 def _scorer_stats(con: Any, run_id: str) -> list[dict[str, Any]]:
     rows = con.execute(
         "SELECT scorer, count(*), count(*) FILTER (passed AND error IS NULL), count(*) FILTER (error IS NOT NULL), "
-        "avg(value) FROM scores WHERE run_id = ? GROUP BY scorer ORDER BY scorer", [run_id]).fetchall()
+        "avg(value), sum(TRY_CAST(metrics->>'cost_usd' AS DOUBLE)), sum(TRY_CAST(metrics->>'calls' AS DOUBLE)) "
+        "FROM scores WHERE run_id = ? GROUP BY scorer ORDER BY scorer", [run_id]).fetchall()
     return [{"name": r[0], "n": r[1], "passed": r[2], "errors": r[3], "rate": r[2] / r[1] if r[1] else None,
-             "mean": r[4]} for r in rows]
+             "mean": r[4], "cost": r[5], "calls": r[6]} for r in rows]
 
 
 def _trend(con: Any, suite: str, run_id: str, started: Any, limit: int = TREND_RUNS) -> list[dict[str, Any]]:
