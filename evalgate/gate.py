@@ -135,14 +135,11 @@ def _fmt(value: float | None, metric: str) -> str:
     if metric.startswith("cost."):
         return f"${value:.4f}"
     if metric.startswith(("latency.", "elapsed.")):
-        return f"{value:.0f} ms"
+        return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
     if metric in ("pass@k", "pass^k"):
         return f"{value:.1%}"
     if metric.endswith(("rate", "accuracy")) or metric.endswith(".mean"):
         return f"{value:.1%}" if metric.endswith(("rate", "accuracy")) else f"{value:.3f}"
-    if metric.startswith(("latency.", "elapsed.")):
-        return f"{value:.0f} ms"
-
     return f"{value:g}"
 
 

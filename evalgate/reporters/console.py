@@ -47,7 +47,9 @@ def _pct(v: float | None) -> str:
 
 
 def _ms(v: float | None) -> str:
-    return "—" if v is None else f"{v:.0f} ms"
+    if v is None:
+        return "—"
+    return f"{v:.1f} ms" if v < 10 else f"{v:.0f} ms"
 
 
 def render_run(console: Console, report: Any) -> None:
