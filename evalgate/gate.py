@@ -175,6 +175,9 @@ def evaluate(inputs: GateInputs) -> Verdict:
             results.append(RuleResult("every case passes (no gate in the suite)", "fail",
                                       f"{len(failed_cases)} case(s) failed over {n} case run(s){flaky_note}",
                                       cases=failed_cases))
+        elif n == 0:
+            results.append(RuleResult("every case passes (no gate in the suite)", "skipped",
+                                      "no case gave a verdict (every case errored or none ran)"))
         else:
             results.append(RuleResult("every case passes (no gate in the suite)", "pass",
                                       f"every case passed over {n} case run(s){flaky_note}"))

@@ -51,6 +51,10 @@ def test_no_gate_requires_every_case_to_pass() -> None:
     v = evaluate(_inputs([], [], failed_cases=["x"]))
     assert v.status == "fail" and v.rules[0].rule == "every case passes (no gate in the suite)"
     assert evaluate(_inputs([], [])).status == "pass"
+    # every case errored: the rule has nothing to judge, and the run is an error, never a pass
+    v = evaluate(_inputs([], [], cases=2, errors=2))
+    assert v.rules[0].status == "skipped" and "no case gave a verdict" in v.rules[0].detail
+    assert (v.status, v.exit_code) == ("error", 3)
 
 
 def test_regression_rules_without_a_baseline_are_skipped_visibly() -> None:
