@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from typing import Any
 
 import httpx2
@@ -149,7 +150,11 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
 
 
 def http_client_for(base_url: str, timeout_s: float) -> Any:
-    """An httpx2 client on the keep-alive transport for http:// endpoints; None (the openai default) otherwise."""
-    if not base_url.startswith("http://"):
+    """An httpx2 client on the keep-alive transport for http:// endpoints; None (the openai default) otherwise.
+
+    ``EVALGATE_HTTP_TRANSPORT=default`` keeps the openai client's own transport everywhere (for a proxy or
+    server this small transport does not speak to).
+    """
+    if not base_url.startswith("http://") or os.environ.get("EVALGATE_HTTP_TRANSPORT") == "default":
         return None
     return httpx2.AsyncClient(transport=KeepAliveTransport(), timeout=timeout_s, trust_env=False)
