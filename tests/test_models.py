@@ -293,10 +293,19 @@ def test_plain_http_endpoints_reuse_connections_and_read_chunked_answers() -> No
     assert len(KeepAliveOpenAI.connections) == 2  # one until the server closed it, one after
 
 
-def test_the_small_transport_can_be_turned_off(monkeypatch) -> None:
+def test_the_small_transport_can_be_turned_off(server: str, monkeypatch) -> None:
     from evalgate.models.transport import http_client_for
 
     assert http_client_for("http://127.0.0.1:9/v1", 5) is not None
     assert http_client_for("https://api.example.com/v1", 5) is None
     monkeypatch.setenv("EVALGATE_HTTP_TRANSPORT", "default")
     assert http_client_for("http://127.0.0.1:9/v1", 5) is None
+
+    async def go():  # the openai client's own transport answers the same
+        client = ModelClient(server)
+        try:
+            return await client.complete(_ask("plain"))
+        finally:
+            await client.close()
+
+    assert asyncio.run(go()).text == "echo: plain"
