@@ -85,8 +85,8 @@ def open_in_browser(path: Path, runs: int) -> list[tuple[float, float]] | None:
             page.wait_for_selector("body[data-ready='1']", timeout=60_000)
             ready = time.perf_counter() - t0
             t1 = time.perf_counter()
-            page.click("#case-list > li:first-child summary")
-            page.wait_for_selector("#case-list > li:first-child .turn", timeout=60_000)
+            page.click("#cases-list > li:first-child summary")
+            page.wait_for_selector("#cases-list > li:first-child .turn", timeout=60_000)
             story = time.perf_counter() - t1
             page.close()
             out.append((ready, story))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import html
 import json
 import os
@@ -18,7 +19,9 @@ import pytest
 from conftest import REPO, write
 from evalgate.reporters.html import _chunk, _records, unchunk
 
-HOSTILE_BOT = '''
+HOSTILE_BOT = """
+import os
+
 PAYLOADS = {
     "script": "<script>window.__pwned = 'script'</script>",
     "img": "<img src=x onerror=\\"window.__pwned='img'\\">",
@@ -26,31 +29,53 @@ PAYLOADS = {
     "link": "<a href=\\"javascript:window.__pwned='link'\\">click</a>",
     "svg": "<svg onload=\\"window.__pwned='svg'\\"></svg>",
     "comment": "<!-- <script>window.__pwned='comment'</script> -->",
+    "meta": "<meta http-equiv=\\"refresh\\" content=\\"0;url=https://evil.example/\\">",
+    "base": "<base href=\\"https://evil.example/\\">",
+    "style": "<style>body{background:url(https://evil.example/x.png)}</style>",
+    "iframe": "<iframe srcdoc=\\"<script>parent.__pwned='iframe'</script>\\"></iframe>",
+    "form": "<form action=\\"https://evil.example/\\"><button>go</button></form>",
+    "away": "<a href=\\"https://evil.example/\\">a link out</a>",
 }
 
 def respond(req):
     kind = req["input"].split()[0]
-    payload = PAYLOADS.get(kind, "plain answer")
-    return {"route": {"name": payload, "reason": payload},
-            "context": [{"id": "kb/" + payload, "title": payload, "used": False, "excluded": payload}],
-            "tool_calls": [{"name": payload, "arguments": {"q": payload}, "result": payload}],
-            "output": payload, "state": {"note": payload},
+    p = PAYLOADS.get(kind, "plain answer")
+    if kind == "crash":
+        raise RuntimeError(PAYLOADS["img"])
+    if os.environ.get("HOSTILE_CHANGED"):  # the candidate run behaves differently: the baseline tables fill
+        p = p + " "
+    return {"route": {"name": p, "reason": p, "confidence": 0.5},
+            "context": [{"id": "kb/" + p, "title": p, "score": 0.9},
+                        {"id": "kb/x" + p, "title": p, "used": False, "excluded": p}],
+            "tool_calls": [{"name": p, "arguments": {"q": p}, "result": {"text": p}, "error": p}],
+            "model": {"name": p, "provider": p, "params": {p: p}},
+            "output": p, "state": {p: p},
             "trace_id": "javascript:window.__pwned='trace'",
-            "latency_ms": {"total": 5, payload: 1}}
-'''
+            "latency_ms": {"total": 5, p: 1}}
+"""
 
-HOSTILE_SUITE = '''
+_KINDS = ("script", "img", "breakout", "link", "svg", "comment", "meta", "base", "style", "iframe", "form", "away")
+HOSTILE_SUITE = """
 name: hostile
 target: {python: hostile:respond}
 cases:
-''' + "".join(f'''  - id: "{kind}-<b>case</b>"
+""" + "".join(f"""  - id: "{kind}-<b>case</b>"
     tags: ["<i>{kind}</i>"]
+    user: {{id: "<u>{kind}</u>", groups: ["<script>window.__pwned='group'</script>"]}}
+    meta: {{note: "<img src=x onerror=alert(1)>"}}
     input: "{kind} <script>window.__pwned = 'input'</script>"
-    expect: {{output: {{contains: "never there"}}}}
-''' for kind in ("script", "img", "breakout", "link", "svg", "comment")) + '''  - id: plain
+    expect: {{output: {{equals: '<img src=x onerror="window.__pwned=1">'}}}}
+""" for kind in _KINDS) + """  - id: list
     input: plain hello
     expect: {output: {contains: plain}}
-'''
+  - id: 'x" onmouseover="window.__pwned=1'
+    input: crash now
+  - id: ".."
+    input: plain again
+gate:
+  rules: [{metric: pass_rate, min: 1}]
+  max_error_rate: 0.5
+"""
 
 
 def _blobs(page: str) -> tuple[dict[str, Any], list[dict[str, Any]], list[list[dict[str, Any]]]]:
@@ -153,12 +178,25 @@ def test_hostile_content_is_escaped_in_the_file(cli, project: Path) -> None:
     kinds = [re.search(r'type="([^"]+)"', tag).group(1) if "type=" in tag else "inline" for tag in _script_blocks(page)]
     assert kinds.count("inline") == 1 and set(kinds) <= {"inline", "application/json", "application/gzip+base64"}
     markup = re.sub(r"<script\b[^>]*>.*?</script>", "", page, flags=re.S)  # the HTML outside the data blocks
-    assert "<img" not in markup and "<svg onload" not in markup and "<a href=\"javascript" not in markup
+    for tag in ("<img", "<svg onload", "<a href=\"javascript", "<meta http-equiv=\"refresh", "<base", "<iframe",
+                "<style>body", "<form action", "<a href=\"https://evil"):
+        assert tag not in markup, tag
     assert "&lt;script&gt;window.__pwned" in markup  # the failing-case list shows the payloads as text
     # server-side text is escaped: the case ids and reasons appear only as entities
     assert "<b>case</b>" not in page and "&lt;b&gt;case&lt;/b&gt;" in page
     meta, index, chunks = _blobs(page)
-    assert {c["id"] for c in index} >= {"breakout-<b>case</b>", "plain"}  # the data itself is intact
+    assert {c["id"] for c in index} >= {"breakout-<b>case</b>", "list"}  # the data itself is intact
+    # the policy, exactly: nothing but the page's own script and style, by hash
+    inline_script = re.search(r"<script>(.*?)</script>", page, re.S).group(1)
+    inline_style = re.search(r"<style>(.*?)</style>", page, re.S).group(1)
+
+    def sha(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+    csp = html.unescape(re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page).group(1))
+    assert csp == (f"default-src 'none'; script-src {sha(inline_script)}; style-src {sha(inline_style)}; "
+                   "base-uri 'none'; form-action 'none'; require-trusted-types-for 'script'")
+    assert page.index("Content-Security-Policy") < page.index("<title>")  # before any data
 
 
 @pytest.fixture(scope="module")
@@ -220,24 +258,24 @@ def test_report_in_the_browser(browser: Any, regressed_report: Path) -> None:
     count = page.locator("#count")
     # a run that failed opens on the cases that did not pass
     failed = _failed(regressed_report)
-    assert page.locator("#case-list > li").count() == failed and f"{failed} of 36" in count.inner_text()
+    assert page.locator("#cases-list > li").count() == failed and f"{failed} of 36" in count.inner_text()
     page.select_option("#f-st", "")
-    assert page.locator("#case-list > li").count() == 36
+    assert page.locator("#cases-list > li").count() == 36
     page.select_option("#f-route", "handoff")
-    assert 0 < page.locator("#case-list > li").count() < 36
+    assert 0 < page.locator("#cases-list > li").count() < 36
     page.select_option("#f-route", "")
     _, index, _ = _blobs(regressed_report.read_text(encoding="utf-8"))
     fraud = [c["id"] for c in index if "fraud" in (c["id"] + " " + " ".join(c["tags"]) + " " + c["q"]).lower()]
     assert 0 < len(fraud) < 36
     page.fill("#f-q", "FRAUD")
-    assert sorted(page.locator("#case-list .id").all_inner_texts()) == sorted(fraud), count.inner_text()
+    assert sorted(page.locator("#cases-list .id").all_inner_texts()) == sorted(fraud), count.inner_text()
     page.fill("#f-q", "")
     page.select_option("#f-st", "reg")
-    regressed = page.locator("#case-list > li").count()
+    regressed = page.locator("#cases-list > li").count()
     assert regressed >= 6  # the regressed release breaks at least the critical cases
     # a case story: its route, why, and its context
     page.select_option("#f-st", "")
-    item = page.locator("#case-list > li", has_text="refund-changes-order-number")
+    item = page.locator("#cases-list > li", has_text="refund-changes-order-number")
     item.locator("summary").click()
     story = item.locator(".story")
     story.locator(".turn").first.wait_for()
@@ -246,44 +284,65 @@ def test_report_in_the_browser(browser: Any, regressed_report: Path) -> None:
     assert "✗ state" in text or "state" in text
     page.screenshot(path=str(_artifact("report-regressed.png")), full_page=True)
     # keyboard: the next case's summary is reachable and opens with Enter
-    page.locator("#case-list > li summary").nth(1).focus()
+    page.locator("#cases-list > li summary").nth(1).focus()
     page.keyboard.press("Enter")
-    page.locator("#case-list > li").nth(1).locator(".turn").first.wait_for()
+    page.locator("#cases-list > li").nth(1).locator(".turn").first.wait_for()
     w.assert_clean()
 
 
 def test_case_link_opens_the_case(browser: Any, regressed_report: Path) -> None:
     w = Watched(browser)
     page = w.open(regressed_report, "#case=account-locked")
-    target = page.locator("#case-list > li.target")
+    target = page.locator("#cases-list > li.target")
     assert target.count() == 1 and "account-locked" in target.inner_text()
     target.locator(".turn").first.wait_for()
     assert target.locator("details").get_attribute("open") is not None
     w.assert_clean()
 
 
-def test_hostile_output_runs_no_script(browser: Any, cli, project: Path) -> None:
+_OWN_TAGS = {"a", "button", "caption", "code", "dd", "details", "div", "dl", "dt", "figcaption", "figure", "form",
+             "h2", "h4", "input", "label", "li", "nav", "noscript", "ol", "option", "p", "pre", "section", "select",
+             "span", "strong", "summary", "table", "tbody", "td", "th", "thead", "tr", "ul", "svg", "polyline",
+             "circle", "title"}
+
+
+def test_hostile_content_runs_nothing_and_adds_nothing(browser: Any, cli, project: Path) -> None:
     write(project / "hostile.py", HOSTILE_BOT)
     write(project / "suites" / "demo.yaml", HOSTILE_SUITE)
     write(project / "pyproject.toml", '[tool.evalgate]\ntrace_url = "https://traces.example.com/t/{trace_id}"\n')
-    assert cli("run", "--html", "h.html").code == 1
+    assert cli("run").code == 1  # one case raises (allowed by max_error_rate), the rest fail
+    assert cli("baseline", "set", "main").code == 0
+    assert cli("run", "--baseline", "main", "--html", "h.html", env={"HOSTILE_CHANGED": "1"}).code == 1
     w = Watched(browser)
     page = w.open(project / "h.html")
     page.select_option("#f-st", "")
-    items = page.locator("#case-list > li")
-    assert items.count() == 7
+    items = page.locator("#cases-list > li")
+    assert items.count() == len(_KINDS) + 3
     for i in range(items.count()):  # open every story, so every payload is on the page
         items.nth(i).locator("summary").click()
-        items.nth(i).locator(".turn").first.wait_for()
+        items.nth(i).locator(".turn, .notice").first.wait_for()
     body = page.locator("main").inner_text()
-    assert "<script>window.__pwned = 'breakout'</script>" in body  # shown as text
+    assert "</script><script>window.__pwned = 'breakout'</script>" in body  # shown as text
+    assert "changed:" in body and "Behaviour changed" in body  # the comparison tables carry the payloads too
     assert page.evaluate("window.__pwned") is None
-    assert page.locator("main img, main svg[onload], main script, main iframe").count() == 0
+    # every element on the page is one the report makes, with no handler or inline style of the data's
+    tags = set(page.eval_on_selector_all("main *", "els => els.map(e => e.localName)"))
+    assert tags <= _OWN_TAGS, tags - _OWN_TAGS
+    assert page.locator("main form").count() == 1 and page.locator("main svg[onload], main [srcdoc]").count() == 0
+    bad_attrs = page.eval_on_selector_all(
+        "*", "els => els.flatMap(e => [...e.attributes].map(a => a.name)"
+             ".filter(n => n.startsWith('on') || (n === 'style' && !e.classList.contains('bar'))))")
+    assert bad_attrs == []
     hrefs = page.eval_on_selector_all("a[href]", "els => els.map(e => e.getAttribute('href'))")
-    assert not [h for h in hrefs if h.lower().lstrip().startswith("javascript:")], hrefs
+    assert hrefs and all(h == "#cases" or h.startswith(("#case=", "https://traces.example.com/t/")) for h in hrefs), hrefs
     trace_links = [h for h in hrefs if h.startswith("https://traces.example.com/t/")]
-    assert trace_links and all("javascript%3A" in h for h in trace_links)
+    assert trace_links and all(h.endswith("/t/javascript%3Awindow%2E__pwned%3D'trace'") for h in trace_links)
+    assert page.evaluate("document.baseURI") == (project / "h.html").as_uri()  # no <base> took effect
     page.screenshot(path=str(_artifact("report-hostile.png")), full_page=True)
+    # a case id that matches the page's own element ids still opens the right case
+    page = w.open(project / "h.html", "#case=list")
+    target = page.locator("#cases-list > li.target")
+    assert target.count() == 1 and target.locator(".id").inner_text() == "list"
     w.assert_clean()
 
 

@@ -7,8 +7,8 @@ chunks: the page parses a small index at load, lists it in pages, and inflates
 a chunk only when a case in it is opened, so a run of 100,000 cases opens in
 about a second. The page builds the case list with ``textContent`` only, and
 a Content-Security-Policy allows nothing but its own inline script and style
-(by hash) and ``data:`` images: model output, inputs and documents are
-untrusted and stay inert.
+(by hash) and requires Trusted Types for HTML sinks: model output, inputs and
+documents are untrusted and stay inert.
 """
 
 from __future__ import annotations
@@ -533,5 +533,5 @@ def _csp(script: str, style: str) -> str:
     def digest(text: str) -> str:
         return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
 
-    return (f"default-src 'none'; script-src {digest(script)}; style-src {digest(style)}; img-src data:; "
-            "base-uri 'none'; form-action 'none'")
+    return (f"default-src 'none'; script-src {digest(script)}; style-src {digest(style)}; "
+            "base-uri 'none'; form-action 'none'; require-trusted-types-for 'script'")

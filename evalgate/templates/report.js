@@ -10,6 +10,7 @@
   var index = [];
   var shown = [];
   var page = 0;
+  var itemsById = new Map();  // case id → its list item on the current page (ids are data, not element ids)
   var $ = function (id) { return document.getElementById(id); };
 
   function el(tag, cls) {
@@ -106,8 +107,9 @@
   }
 
   function render() {
-    var list = $("case-list");
+    var list = $("cases-list");
     list.textContent = "";
+    itemsById = new Map();
     var pages = Math.max(1, Math.ceil(shown.length / PAGE));
     if (page >= pages) page = pages - 1;
     var start = page * PAGE;
@@ -122,7 +124,7 @@
 
   function caseItem(c) {
     var li = el("li");
-    li.id = "case-" + c.id;
+    itemsById.set(c.id, li);
     var details = el("details");
     var summary = el("summary", null,
       el("span", "badge badge-" + c.st, STATUS[c.st] || c.st),
@@ -155,7 +157,8 @@
   function traceLink(tid) {
     if (!meta.trace_url) return el("code", null, tid);
     var a = el("a", null, tid);
-    a.href = meta.trace_url.split("{trace_id}").join(encodeURIComponent(tid));
+    // encoded, dots too: an id like ".." must not climb the viewer's path
+    a.href = meta.trace_url.split("{trace_id}").join(encodeURIComponent(tid).replace(/\./g, "%2E"));
     a.rel = "noopener noreferrer";
     return a;
   }
@@ -268,7 +271,7 @@
     }
     page = Math.floor(pos / PAGE);
     render();
-    var li = document.getElementById("case-" + id);
+    var li = itemsById.get(id);
     if (!li) return;
     li.classList.add("target");
     var details = li.querySelector("details");
