@@ -201,9 +201,13 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         verdict = gate_mod.evaluate(inputs)
         if base.wanted and base.snapshot is None:
             verdict.notices.insert(0, f"baseline '{base.wanted}' has no run of suite {suite.name}; regression rules skipped")
+        redacted = suite.redactor.summary() if suite.redactor is not None else {}
+        if redacted:
+            verdict.notices.append("redacted from recorded traces: "
+                                   + ", ".join(f"{kind} {n}" for kind, n in redacted.items()))
         failing = metrics.failing_cases(con, outcome.run_id)
         summary = {"metrics": head, "verdict": verdict.to_dict(),
-                   "baseline": comparison.to_dict() if comparison else None}
+                   "baseline": comparison.to_dict() if comparison else None, "redacted": redacted}
         con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
                     [verdict.status, verdict.exit_code, json.dumps(summary, default=str), outcome.run_id])
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
@@ -392,3 +396,39 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
                 "metrics": {k: {"a": base.metrics.get(k), "b": cand.metrics.get(k)}
                             for k in sorted(set(base.metrics) | set(cand.metrics))}})
     return out
+
+
+def import_traces(files: list[str], out: str | Path | None = None, *, mapping: str | Path | None = None,
+                  redact: bool = True, redact_patterns: dict[str, str] | None = None,
+                  redact_python: str | None = None) -> dict[str, Any]:
+    """OTLP JSON files → native recorded traces (JSONL); returns what was read, made, redacted and left unmapped."""
+    from . import otlp
+    from .redact import build_redactor
+
+    if not files:
+        raise UsageError("name at least one OTLP JSON file", hint="evalgate traces import export.otlp.json --out datasets/prod.jsonl")
+    paths = [Path(f) for f in files]
+    for p in paths:
+        if not p.is_file():
+            raise UsageError(f"no such file: {p}", hint="traces import takes OTLP JSON files (one document or JSON lines)")
+    target = Path(out) if out else default_import_path(paths[0])
+    if target.resolve() in {p.resolve() for p in paths}:
+        raise UsageError(f"the output {target} is one of the inputs", hint="pass --out with another path")
+    rules = otlp.load_mapping(Path(mapping)) if mapping else otlp.Mapping()
+    redactor = None
+    if redact:
+        try:
+            redactor = build_redactor(None, redact_patterns, redact_python)
+        except ValueError as exc:
+            raise UsageError(str(exc), hint="--redact-pattern NAME=REGEX, --redact-python module:function") from None
+    return otlp.import_otlp(paths, target, mapping=rules, redactor=redactor).to_dict()
+
+
+def default_import_path(first: Path) -> Path:
+    """``export.otlp.json`` → ``export.jsonl`` beside it."""
+    name = first.name
+    for suffix in (".otlp.jsonl", ".otlp.json", ".jsonl", ".json"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return first.with_name(name + ".jsonl")

@@ -329,6 +329,49 @@ def cache_clear(cache: CacheOption = None) -> None:
     _console().print(f"deleted {n} response(s)", markup=False)
 
 
+traces_app = typer.Typer(help="Recorded traces: import OTLP JSON (OpenTelemetry GenAI or OpenInference spans).",
+                         rich_markup_mode=None, no_args_is_help=True)
+app.add_typer(traces_app, name="traces")
+
+
+def _pairs(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values or []:
+        name, sep, regex = v.partition("=")
+        if not sep or not name:
+            from .errors import UsageError
+
+            raise UsageError(f"--redact-pattern takes NAME=REGEX, got '{v}'", hint="e.g. --redact-pattern order_ref='ORD-\\d{6}'")
+        out[name] = regex
+    return out
+
+
+@traces_app.command("import")
+def traces_import(
+    files: Annotated[list[str], typer.Argument(help="OTLP JSON files: one export request per file, or JSON lines (the collector's file exporter).")],
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Native traces JSONL to write (default: beside the first file, NAME.jsonl).")] = None,
+    mapping: Annotated[Optional[str], typer.Option("--mapping", help="YAML file: where route, state, user groups, ... live in your own attributes.")] = None,
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep values as recorded (redaction is on by default).")] = False,
+    redact_pattern: Annotated[Optional[list[str]], typer.Option("--redact-pattern", help="Also redact NAME=REGEX (repeatable).")] = None,
+    redact_python: Annotated[Optional[str], typer.Option("--redact-python", help="Also redact what module:function(text) finds: (kind, value) pairs.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn OTLP spans into native recorded traces: one turn per request span tree, sessions by session id.
+
+    Personal data and secrets are redacted before anything is written; the summary says what was read,
+    made, redacted (by kind) and could not be mapped (by attribute).
+    """
+    from .api import import_traces
+    from .reporters.console import render_import
+
+    stats = import_traces(files, out, mapping=mapping, redact=not no_redact, redact_patterns=_pairs(redact_pattern),
+                          redact_python=redact_python)
+    if as_json:
+        _print_json(stats)
+    else:
+        render_import(_console(), stats)
+
+
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="The earlier run (the baseline).")],

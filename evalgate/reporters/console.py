@@ -306,3 +306,29 @@ def render_baselines(console: Console, rows: list[dict[str, Any]]) -> None:
         table.add_row(r["name"], r["suite"], r["run_id"], r["verdict"] or "", (r["git_commit"] or "")[:8],
                       r["created_at"][:19])
     console.print(table)
+
+
+def _counts(items: dict[str, int], limit: int = 20) -> str:
+    shown = [f"{k} {v:,}" for k, v in list(items.items())[:limit]]
+    more = len(items) - limit
+    return ", ".join(shown) + (f", and {more} more" if more > 0 else "")
+
+
+def render_import(console: Console, s: dict[str, Any]) -> None:
+    """What an OTLP import read, made, redacted and could not map."""
+    tok = s["tokens"]
+    logs = f", {s['log_records']:,} log records" if s["log_records"] else ""
+    console.print(f"read {len(s['files'])} file(s): {s['spans']:,} spans{logs}", markup=False)
+    errors = f" ({s['error_turns']:,} with errors)" if s["error_turns"] else ""
+    console.print(f"made {s['traces']:,} traces → {s['turns']:,} turns{errors} in {s['sessions']:,} sessions; "
+                  f"{s['documents']:,} documents, {s['tool_calls']:,} tool calls, "
+                  f"{tok['input']:,} input + {tok['output']:,} output tokens", markup=False)
+    if s["models"]:
+        console.print(f"models: {_counts(s['models'])}", markup=False)
+    redacted = s.get("redacted") or {}
+    console.print("redacted: " + (_counts(redacted) if redacted else "nothing found"), markup=False)
+    if s["log_records_unattached"]:
+        console.print(f"log records not tied to a span: {s['log_records_unattached']:,}", markup=False)
+    if s["unmapped"]:
+        console.print(f"not mapped (name: spans): {_counts(s['unmapped'])}", markup=False)
+    console.print(f"wrote {s['out']}", markup=False)
