@@ -145,11 +145,12 @@ class Span:
 
 def _any_value(v: Any) -> Any:
     """An OTLP AnyValue (``{stringValue: ...}`` etc.) as a Python value."""
-    if not isinstance(v, dict):
+    if type(v) is not dict:
         return v
+    s = v.get("stringValue")
+    if s is not None:
+        return s
     for key, val in v.items():
-        if key == "stringValue":
-            return val
         if key == "intValue":
             try:
                 return int(val)
@@ -743,6 +744,8 @@ class TurnBuilder:
 
         context: list[dict[str, Any]] = []
         for s, k in zip(tree, kinds):
+            if k != "RETRIEVER":
+                continue
             docs = _indexed(s.attrs, "retrieval.documents")
             for n, d in docs.items():
                 meta = _json(d.get("document.metadata"))
@@ -888,7 +891,15 @@ class _Sessions:
         self.tmp = tempfile.TemporaryFile(dir=folder)
         self.index: dict[str, tuple[array, array]] = {}
 
-    def add(self, session: str, start_ns: int, line: bytes) -> None:
+    def add(self, session: str, start_ns: int, turn: dict[str, Any]) -> None:
+        """One turn; stored as its head (up to ``"turn":``) and the rest, to number it without re-parsing."""
+        head = {"v": turn.pop("v"), "trace_id": turn.pop("trace_id"), "session_id": turn.pop("session_id")}
+        rest = json.dumps(turn, ensure_ascii=False, separators=(",", ":"))[1:]
+        line = (json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1] + ',"turn":\0'
+                + ("," + rest if rest != "}" else "}")).encode() + b"\n"
+        self._add(session, start_ns, line)
+
+    def _add(self, session: str, start_ns: int, line: bytes) -> None:
         starts, offsets = self.index.setdefault(session, (array("q"), array("q")))
         starts.append(start_ns)
         offsets.append(self.tmp.tell())
@@ -901,10 +912,7 @@ class _Sessions:
         for _, (starts, offsets) in order:
             for n, i in enumerate(sorted(range(len(starts)), key=lambda j: (starts[j], j)), 1):
                 self.tmp.seek(offsets[i])
-                obj = json.loads(self.tmp.readline())
-                obj = {"v": obj.pop("v"), "trace_id": obj.pop("trace_id"), "session_id": obj.pop("session_id"),
-                       "turn": n, **obj}
-                out.write(json.dumps(obj, ensure_ascii=False, separators=(", ", ": ")).encode() + b"\n")
+                out.write(self.tmp.readline().replace(b"\0", str(n).encode(), 1))
         self.tmp.close()
         return len(order)
 
@@ -960,8 +968,7 @@ def import_otlp(paths: list[Path], out: Path, *, mapping: Mapping | None = None,
             if redactor is not None and redactor.enabled:
                 turn = redactor.value(turn)
             stats.turns += 1
-            line = json.dumps(turn, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
-            sessions.add(str(turn["session_id"]), root.start_ns, line)
+            sessions.add(str(turn["session_id"]), root.start_ns, turn)
         done.add(tid)
         done_order.append(tid)
         if len(done_order) > window:

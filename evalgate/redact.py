@@ -11,6 +11,7 @@ never by value.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 from collections import Counter
@@ -60,7 +61,7 @@ BUILTIN: dict[str, Detector] = {
     "email": Detector("EMAIL", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")),
     "card": Detector("CARD", re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])"), luhn_ok),
     "phone": Detector("PHONE", re.compile(
-        r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"), _phone_ok),
+        r"(?<![\w+])(?=(?:[ .()+-]{0,3}\d){9})(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"), _phone_ok),
 }
 """The built-in detectors, in the order they run (secrets first, phone numbers last)."""
 
@@ -93,8 +94,18 @@ class Redactor:
         self.counts[kind] += 1
         return found
 
+    def __post_init__(self) -> None:
+        # one search finds the strings with nothing to redact (most of them) before any detector runs
+        self._any: re.Pattern[str] | None = None
+        if self.detectors:
+            with contextlib.suppress(re.error):  # e.g. a pattern with inline flags: run each detector instead
+                self._any = re.compile("|".join("(?:" + re.sub(r"\(\?P<\w+>", "(?:", d.regex.pattern) + ")"
+                                                for d in self.detectors))
+
     def text(self, value: str) -> str:
         """One string, redacted."""
+        if self.hook is None and (not self.detectors or (self._any is not None and self._any.search(value) is None)):
+            return value
         for det in self.detectors:
             value = det.regex.sub(lambda m, d=det: self._replace(m, d), value)  # type: ignore[misc]
         if self.hook is not None:
