@@ -432,3 +432,30 @@ def default_import_path(first: Path) -> Path:
             name = name[: -len(suffix)]
             break
     return first.with_name(name + ".jsonl")
+
+
+def import_feedback(store: Store, file: str | Path, *, redact: bool = True) -> dict[str, Any]:
+    """Store the ratings and corrections of a JSONL or CSV feedback file, with their provenance."""
+    from . import feedback
+
+    records = feedback.read_file(Path(file))  # a bad file is reported before the store is touched
+    with store.connect() as con:
+        return feedback.import_feedback(con, str(file), records, redact=redact).to_dict()
+
+
+def list_feedback(store: Store) -> list[dict[str, Any]]:
+    """Every stored feedback record, newest first."""
+    from . import feedback
+
+    if not store.path.exists():
+        return []
+    with store.connect() as con:  # writable: an older store gets the feedback table
+        return feedback.list_feedback(con)
+
+
+def promote_feedback(store: Store, out: str | Path) -> dict[str, Any]:
+    """One permanent case per stored correction, appended to ``out`` once."""
+    from . import feedback
+
+    with store.connect() as con:
+        return feedback.promote(con, Path(out)).to_dict()

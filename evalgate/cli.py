@@ -372,6 +372,68 @@ def traces_import(
         render_import(_console(), stats)
 
 
+feedback_app = typer.Typer(help="Ratings and corrections on turns: import, list, and promote into permanent cases.",
+                           rich_markup_mode=None, no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("import")
+def feedback_import(
+    file: Annotated[str, typer.Argument(help="JSONL or CSV: trace_id (or case_id and turn), rating, correction, note, by, at.")],
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep notes as written (personal data is redacted by default).")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Store feedback with its provenance (file:line, who, when); a record already stored is skipped."""
+    from .api import import_feedback
+
+    info = import_feedback(_store(db), file, redact=not no_redact)
+    if as_json:
+        _print_json(info)
+    else:
+        redacted = ", ".join(f"{k} {v}" for k, v in info["redacted"].items())
+        _console().print(f"read {info['read']} record(s) from {info['file']}: {info['added']} added "
+                         f"({info['corrections']} with a correction), {info['already_stored']} already stored"
+                         + (f"; redacted from notes: {redacted}" if redacted else ""), markup=False)
+
+
+@feedback_app.command("list")
+def feedback_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Stored feedback, newest first: the turn it names, rating, correction, who, and the case it became."""
+    from .api import list_feedback
+    from .reporters.console import render_feedback
+
+    rows = list_feedback(_store(db))
+    if as_json:
+        _print_json(rows)
+    else:
+        render_feedback(_console(), rows)
+
+
+@feedback_app.command("promote")
+def feedback_promote(
+    out: Annotated[str, typer.Option("--out", "-o", help="Cases file to append to (a suite includes it with cases: [{file: ...}]).")] = "datasets/feedback.jsonl",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write one permanent case per correction: the stored inputs and user up to that turn, the correction as its
+    expectation, tagged from-feedback. Promoting again adds nothing twice."""
+    from .api import promote_feedback
+
+    info = promote_feedback(_store(db), out)
+    if as_json:
+        _print_json(info)
+    else:
+        console = _console()
+        console.print(f"wrote {len(info['written'])} case(s) to {info['out']}"
+                      + (f"; {len(info['already_promoted'])} already there" if info["already_promoted"] else ""),
+                      markup=False)
+        for case_id in info["written"]:
+            console.print(f"  + {case_id}", markup=False)
+        for s in info["skipped"]:
+            console.print(f"  skipped {s['feedback_id']}: {s['reason']}", markup=False)
+
+
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="The earlier run (the baseline).")],

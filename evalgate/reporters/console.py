@@ -332,3 +332,19 @@ def render_import(console: Console, s: dict[str, Any]) -> None:
     if s["unmapped"]:
         console.print(f"not mapped (name: spans): {_counts(s['unmapped'])}", markup=False)
     console.print(f"wrote {s['out']}", markup=False)
+
+
+def render_feedback(console: Console, rows: list[dict[str, Any]]) -> None:
+    """Stored feedback as a table."""
+    if not rows:
+        console.print("no feedback stored", markup=False)
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("id", "turn", "rating", "correction", "note", "by", "at", "case"):
+        table.add_column(col, no_wrap=col in ("id", "turn"))
+    for r in rows:
+        turn = r["trace_id"] or f"{r['case_id']}#{r['turn']}"
+        correction = json.dumps(r["correction"], ensure_ascii=False) if r["correction"] else ""
+        table.add_row(*(Text(str(v or "")) for v in (r["feedback_id"], turn, r["rating"], correction, r["note"],
+                                                     r["author"], r["at"], r["promoted_case"])))
+    console.print(table)
