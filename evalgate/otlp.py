@@ -177,8 +177,10 @@ def _attrs(items: Any) -> dict[str, Any]:
     if not isinstance(items, list):
         return out
     for kv in items:
-        if isinstance(kv, dict) and "key" in kv:
-            out[str(kv["key"])] = _any_value(kv.get("value"))
+        try:
+            out[kv["key"]] = _any_value(kv.get("value"))
+        except (TypeError, KeyError, AttributeError):
+            continue
     return out
 
 
@@ -481,13 +483,14 @@ def _kind(span: Span) -> str:
 def _indexed(attrs: dict[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
     """``prefix.N.rest`` attributes grouped by N: {N: {rest: value}}."""
     out: dict[int, dict[str, Any]] = {}
-    plen = len(prefix) + 1
+    dotted = prefix + "."
+    plen = len(dotted)
     for key, value in attrs.items():
-        if key.startswith(prefix + "."):
+        if key.startswith(dotted):
             idx, _, rest = key[plen:].partition(".")
             if idx.isdigit():
                 out.setdefault(int(idx), {})[rest] = value
-    return dict(sorted(out.items()))
+    return dict(sorted(out.items())) if len(out) > 1 else out
 
 
 def _text_of(content: Any) -> str | None:

@@ -126,9 +126,13 @@ class Redactor:
         """Whether redaction could change ``text`` (counts nothing); always true with a hook."""
         if self.hook is not None:
             return True
+        quick: dict[Any, bool] = {}
         for det in self.detectors:
-            if det.quick is not None and not det.quick(text):
-                continue
+            if det.quick is not None:
+                if det.quick not in quick:
+                    quick[det.quick] = det.quick(text)
+                if not quick[det.quick]:
+                    continue
             for m in det.regex.finditer(text):
                 if _PLACEHOLDER.fullmatch(m.group(0)):
                     continue
