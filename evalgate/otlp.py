@@ -648,6 +648,8 @@ class ImportStats:
 
     files: list[str] = field(default_factory=list)
     spans: int = 0
+    late_spans: int = 0
+    """Spans that arrived after their trace was finished (more than the window after its root); not used."""
     log_records: int = 0
     log_records_unattached: int = 0
     traces: int = 0
@@ -665,7 +667,8 @@ class ImportStats:
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"files": self.files, "out": self.out, "spans": self.spans, "log_records": self.log_records,
+        return {"files": self.files, "out": self.out, "spans": self.spans, "late_spans": self.late_spans,
+                "log_records": self.log_records,
                 "log_records_unattached": self.log_records_unattached, "traces": self.traces, "turns": self.turns,
                 "error_turns": self.error_turns, "sessions": self.sessions, "documents": self.documents,
                 "tool_calls": self.tool_calls, "tokens": {"input": self.input_tokens, "output": self.output_tokens},
@@ -934,10 +937,13 @@ def import_otlp(paths: list[Path], out: Path, *, mapping: Mapping | None = None,
     pending: dict[str, list[Span]] = {}
     logs: dict[str, list[LogRecord]] = {}
     finished_roots: deque[tuple[int, str]] = deque()
-    done: set[str] = set()  # bounded: only ids of the last `window` finished traces matter for late spans
+    done: set[str] = set()  # the last 5 windows of finished traces: a span of one of them is counted as late
     done_order: deque[str] = deque()
 
+    last_seen: dict[str, int] = {}
+
     def finish(tid: str) -> None:
+        last_seen.pop(tid, None)
         spans = pending.pop(tid, None)
         recs = logs.pop(tid, [])
         if not spans:
@@ -977,7 +983,7 @@ def import_otlp(paths: list[Path], out: Path, *, mapping: Mapping | None = None,
             sessions.add(str(turn["session_id"]), root.start_ns, turn)
         done.add(tid)
         done_order.append(tid)
-        if len(done_order) > window:
+        if len(done_order) > 5 * window:
             done.discard(done_order.popleft())
 
     n = 0
@@ -993,15 +999,19 @@ def import_otlp(paths: list[Path], out: Path, *, mapping: Mapping | None = None,
             n += 1
             stats.spans += 1
             tid = item.trace_id
-            if tid in done:  # a straggler after its trace was finished: its own turn tree would be wrong
-                stats.unmapped["(span arrived after its trace was finished)"] += 1
+            if tid in done:  # a straggler after its trace was finished: counted, not silently merged
+                stats.late_spans += 1
                 continue
             pending.setdefault(tid, []).append(item)
+            last_seen[tid] = n
             if not item.parent_id:
                 finished_roots.append((n, tid))
             while finished_roots and finished_roots[0][0] + window <= n:
                 _, old = finished_roots.popleft()
                 if old in pending:
+                    finish(old)
+            if n % window == 0:  # traces whose root never came: finished once idle, so memory stays flat
+                for old in [t for t, seen in last_seen.items() if seen + 2 * window <= n]:
                     finish(old)
     while finished_roots:
         _, old = finished_roots.popleft()

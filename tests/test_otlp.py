@@ -143,3 +143,20 @@ def test_traces_help_imports_nothing_heavy() -> None:
     # (typer itself brings pydantic in for any command's help; the bare --help test covers it)
     heavy = [m for m in ("openai", "pandas", "duckdb", "jinja2", "numpy", "httpx", "yaml", "ijson") if m in loaded]
     assert "Usage: evalgate traces import" in out and not heavy, heavy
+
+
+def test_traces_finish_after_a_window_so_memory_stays_flat(tmp_path: Path) -> None:
+    from evalgate.otlp import import_otlp
+
+    def span(tid: str, sid: str, parent: str = "", session: str = "s") -> dict[str, Any]:
+        return {"traceId": tid * 32, "spanId": sid * 16, "parentSpanId": parent * 16 if parent else "", "name": "req",
+                "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+                "attributes": [{"key": "session.id", "value": {"stringValue": session}},
+                               {"key": "input.value", "value": {"stringValue": f"q{tid}{sid}"}}]}
+
+    order = [span("a", "1"), span("b", "2", "9"), span("c", "3"), span("d", "4"), span("e", "5"),
+             span("f", "6"), span("a", "7", "1")]  # a's child arrives long after its root; b never gets a root
+    src = write(tmp_path / "w.jsonl", "".join(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [s]}]}]}) + "\n"
+                                              for s in order))
+    stats = import_otlp([src], tmp_path / "out.jsonl", window=2)
+    assert (stats.spans, stats.late_spans, stats.turns, stats.traces) == (7, 1, 6, 6)

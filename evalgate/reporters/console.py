@@ -327,6 +327,8 @@ def render_import(console: Console, s: dict[str, Any]) -> None:
         console.print(f"models: {_counts(s['models'])}", markup=False)
     redacted = s.get("redacted") or {}
     console.print("redacted: " + (_counts(redacted) if redacted else "nothing found"), markup=False)
+    if s.get("late_spans"):
+        console.print(f"spans that arrived after their trace was finished (not used): {s['late_spans']:,}", markup=False)
     if s["log_records_unattached"]:
         console.print(f"log records not tied to a span: {s['log_records_unattached']:,}", markup=False)
     if s["unmapped"]:
