@@ -570,6 +570,9 @@ def _messages(span: Span) -> tuple[list[Message], list[Message]]:
             msg = _genai_message(body if isinstance(body, dict) else {"role": "assistant", "content": ev.attrs.get("content")})
             if msg is not None:
                 outs.append(msg)
+        elif n == "gen_ai.client.inference.operation.details":  # the latest conventions: messages on one event
+            for key, target in (("gen_ai.input.messages", ins), ("gen_ai.output.messages", outs)):
+                target.extend(m for m in map(_genai_message, _list(ev.attrs.get(key))) if m is not None)
         elif n == "gen_ai.content.prompt":
             for m in _list(ev.attrs.get("gen_ai.prompt")):
                 msg = _genai_message(m)
@@ -804,6 +807,8 @@ class TurnBuilder:
             for attr, pname in PARAM_ATTRS.items():
                 if attr in last:
                     params[pname] = last[attr]
+            if name is None and isinstance(params.get("model"), str):
+                name = params["model"]  # a failed call has no response model: the requested one
             model: dict[str, Any] = {}
             if name is not None:
                 model["name"] = str(name)
@@ -852,9 +857,9 @@ class TurnBuilder:
         turn["latency_ms"] = latency
 
         error = self._span_error(root)
-        if error is None:
+        if error is None:  # an error status or an exception event anywhere in the tree
             for s in tree[1:]:
-                exc = self._exception(s)
+                exc = self._span_error(s)
                 if exc is not None:
                     error = f"{s.name}: {exc}"
                     break

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from conftest import REPO, query, run_cli, write
 
 FIXTURES = REPO / "tests" / "fixtures" / "otlp"
@@ -160,3 +162,32 @@ def test_traces_finish_after_a_window_so_memory_stays_flat(tmp_path: Path) -> No
                                               for s in order))
     stats = import_otlp([src], tmp_path / "out.jsonl", window=2)
     assert (stats.spans, stats.late_spans, stats.turns, stats.traces) == (7, 1, 6, 6)
+
+
+INSTRUMENTED = FIXTURES / "instrumented"
+
+
+@pytest.mark.parametrize("name", ["openinference", "genai-events", "genai-latest"])
+def test_exports_made_by_the_real_instrumentation_packages(tmp_path: Path, name: str) -> None:
+    """Made by make_fixtures.py (versions.txt); checked against what the app knows it sent."""
+    expected = json.loads((INSTRUMENTED / "expected.json").read_text())[name]
+    sent = expected["turns"]
+    mapping = write(tmp_path / "mapping.yaml", "route: {span_name: route_decision, attribute: app.route}\n")
+    out = tmp_path / "out.jsonl"
+    r = run_cli("traces", "import", str(INSTRUMENTED / f"{name}.otlp.jsonl"), "--out", str(out), "--mapping",
+                str(mapping), "--json", cwd=tmp_path)
+    assert r.code == 0, r
+    stats = r.json()
+    turns = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (stats["spans"], stats["log_records"], stats["log_records_unattached"]) == (expected["spans"], expected["log_records"], 0)
+    assert stats["traces"] == stats["turns"] == len(sent) and stats["sessions"] == len({s["session"] for s in sent})
+    assert [(t["session_id"], t["user"]["id"], t["input"], t["route"]["name"]) for t in turns] == [
+        (s["session"], s["user"], s["input"], s["route"]) for s in sent]
+    assert [t.get("output") for t in turns] == [s["output"] for s in sent]
+    assert [[c["id"] for c in t.get("context", [])] for t in turns] == [s["documents"] for s in sent]
+    assert [bool(t.get("error")) for t in turns] == [s["error"] is not None for s in sent]
+    assert [t.get("usage", {}).get("input_tokens") for t in turns] == [s["input_tokens"] for s in sent]
+    assert [t.get("usage", {}).get("output_tokens") for t in turns] == [s["output_tokens"] for s in sent]
+    assert stats["tokens"] == {"input": sum(s["input_tokens"] or 0 for s in sent),
+                               "output": sum(s["output_tokens"] or 0 for s in sent)}
+    assert {t["model"]["name"] for t, s in zip(turns, sent) if not s["error"]} == {"gpt-4o-mini-2024-07-18"}
