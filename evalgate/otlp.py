@@ -642,6 +642,79 @@ def _value_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _context(retrievers: list[Span]) -> list[dict[str, Any]]:
+    """Retrieved documents, in order across the retriever spans, ranked from 1."""
+    context: list[dict[str, Any]] = []
+    for s in retrievers:
+        for n, d in _indexed(s.attrs, "retrieval.documents").items():
+            meta = _json(d.get("document.metadata"))
+            item: dict[str, Any] = {"id": str(d.get("document.id", f"{s.name}#{n}")), "rank": len(context) + 1}
+            score = d.get("document.score")
+            if isinstance(score, (int, float)) and not isinstance(score, bool):
+                item["score"] = float(score)
+            if isinstance(d.get("document.content"), str):
+                item["content"] = d["document.content"]
+            if isinstance(meta, dict) and isinstance(meta.get("groups"), list):
+                item["groups"] = [str(g) for g in meta["groups"]]
+            context.append(item)
+    return context
+
+
+def _requested_calls(messages: list[tuple[list[Message], list[Message]]]) -> list[dict[str, Any]]:
+    """Tool calls the model asked for, when no tool span recorded them."""
+    calls = []
+    for _, outs in messages:
+        for m in outs:
+            for c in m.tool_calls:
+                args = c.get("arguments")
+                calls.append({"name": str(c.get("name")), "arguments": args if isinstance(args, dict) else {}})
+    return calls
+
+
+def _model(last: dict[str, Any]) -> dict[str, Any]:
+    """Model name, provider and parameters from the last model call's attributes."""
+    name = _first(last, "gen_ai.response.model", "llm.model_name", "gen_ai.request.model")
+    provider = _first(last, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    params = _json(last.get("llm.invocation_parameters"))
+    params = dict(params) if isinstance(params, dict) else {}
+    for attr, pname in PARAM_ATTRS.items():
+        if attr in last:
+            params[pname] = last[attr]
+    if name is None and isinstance(params.get("model"), str):
+        name = params["model"]  # a failed call has no response model: the requested one
+    model: dict[str, Any] = {}
+    if name is not None:
+        model["name"] = str(name)
+    if provider is not None:
+        model["provider"] = str(provider)
+    if params:
+        model["params"] = params
+    return model
+
+
+def _usage(llms: list[Span]) -> dict[str, int] | None:
+    """Tokens summed over the model calls; None when none reported any."""
+    tin = tout = 0
+    seen = False
+    for s in llms:
+        i = _int(_first(s.attrs, "gen_ai.usage.input_tokens", "llm.token_count.prompt", "gen_ai.usage.prompt_tokens"))
+        o = _int(_first(s.attrs, "gen_ai.usage.output_tokens", "llm.token_count.completion", "gen_ai.usage.completion_tokens"))
+        seen = seen or i is not None or o is not None
+        tin += i or 0
+        tout += o or 0
+    return {"input_tokens": tin, "output_tokens": tout} if seen else None
+
+
+def _latency(root: Span, tree: list[Span], kinds: list[str]) -> dict[str, float]:
+    """The root span's duration, and the time spent in model, retriever and tool spans."""
+    latency = {"total": round((root.end_ns - root.start_ns) / 1e6, 3)}
+    for label, kind in (("model", "LLM"), ("context", "RETRIEVER"), ("tools", "TOOL")):
+        spans = [s for s, k in zip(tree, kinds) if k == kind]
+        if spans:
+            latency[label] = round(sum(s.end_ns - s.start_ns for s in spans) / 1e6, 3)
+    return latency
+
+
 # --- spans → turns ------------------------------------------------------------
 
 
@@ -717,6 +790,7 @@ class TurnBuilder:
         return None
 
     def build(self, root: Span, tree: list[Span], trace_id: str) -> dict[str, Any]:
+        """The native trace (a dict, native field order) of one request's span tree, root first."""
         st = self.stats
         for s in tree:
             self._note_unmapped(s)
@@ -728,141 +802,40 @@ class TurnBuilder:
         session = self._lookup(self.mapping.session, tree)
         turn["session_id"] = str(session) if session is not None else trace_id
         turn["timestamp"] = datetime.fromtimestamp(root.start_ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
-        user_id = self._lookup(self.mapping.user, tree)
-        groups = _json(self._lookup(self.mapping.groups, tree))
-        if isinstance(groups, str):
-            groups = [g for g in re.split(r"[,\s]+", groups) if g]
-        if user_id is not None or groups:
-            turn["user"] = {"id": str(user_id) if user_id is not None else "anonymous",
-                            "groups": [str(g) for g in groups] if isinstance(groups, list) else []}
-
-        text = self._lookup(self.mapping.input, tree) if self.mapping.input else None
-        if text is None:
-            text = _value_text(root.attrs.get("input.value"))
-        if text is None:
-            for ins, _ in messages:
-                users = [m for m in ins if m.role in ("user", "human") and m.content]
-                if users:
-                    text = users[-1].content
-                    break
-        turn["input"] = str(text) if text is not None else ""
-
+        user = self._user(tree)
+        if user is not None:
+            turn["user"] = user
+        turn["input"] = self._input(root, tree, messages)
         route = self._lookup(self.mapping.route, tree)
         if route is not None:
             turn["route"] = {"name": str(route)}
-
-        context: list[dict[str, Any]] = []
-        for s, k in zip(tree, kinds):
-            if k != "RETRIEVER":
-                continue
-            docs = _indexed(s.attrs, "retrieval.documents")
-            for n, d in docs.items():
-                meta = _json(d.get("document.metadata"))
-                item: dict[str, Any] = {"id": str(d.get("document.id", f"{s.name}#{n}")), "rank": len(context) + 1}
-                score = d.get("document.score")
-                if isinstance(score, (int, float)) and not isinstance(score, bool):
-                    item["score"] = float(score)
-                if isinstance(d.get("document.content"), str):
-                    item["content"] = d["document.content"]
-                if isinstance(meta, dict) and isinstance(meta.get("groups"), list):
-                    item["groups"] = [str(g) for g in meta["groups"]]
-                context.append(item)
+        context = _context([s for s, k in zip(tree, kinds) if k == "RETRIEVER"])
         if context:
             turn["context"] = context
             st.documents += len(context)
-
-        calls = []
-        for s, k in zip(tree, kinds):
-            if k != "TOOL":
-                continue
-            name = _first(s.attrs, "tool.name", "gen_ai.tool.name") or s.name.removeprefix("execute_tool ").strip()
-            args = _json(_first(s.attrs, "gen_ai.tool.call.arguments", "input.value"))
-            if not isinstance(args, dict):
-                params = _json(s.attrs.get("tool.parameters"))
-                args = params if isinstance(params, dict) and "properties" not in params else ({} if args is None else {"input": args})
-            call: dict[str, Any] = {"name": str(name), "arguments": args}
-            result = _json(_first(s.attrs, "gen_ai.tool.call.result", "output.value"))
-            if result is not None:
-                call["result"] = result
-            err = self._span_error(s)
-            if err:
-                call["error"] = err
-            calls.append(call)
-        if not calls:
-            for _, outs in messages:
-                for m in outs:
-                    for c in m.tool_calls:
-                        args = c.get("arguments")
-                        calls.append({"name": str(c.get("name")), "arguments": args if isinstance(args, dict) else {}})
+        calls = [self._tool_call(s) for s, k in zip(tree, kinds) if k == "TOOL"] or _requested_calls(messages)
         if calls:
             turn["tool_calls"] = calls
             st.tool_calls += len(calls)
-
         if llms:
-            last = llms[-1].attrs
-            name = _first(last, "gen_ai.response.model", "llm.model_name", "gen_ai.request.model")
-            provider = _first(last, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-            params = _json(last.get("llm.invocation_parameters"))
-            params = dict(params) if isinstance(params, dict) else {}
-            for attr, pname in PARAM_ATTRS.items():
-                if attr in last:
-                    params[pname] = last[attr]
-            if name is None and isinstance(params.get("model"), str):
-                name = params["model"]  # a failed call has no response model: the requested one
-            model: dict[str, Any] = {}
-            if name is not None:
-                model["name"] = str(name)
-                st.models[str(name)] += 1
-            if provider is not None:
-                model["provider"] = str(provider)
-            if params:
-                model["params"] = params
+            model = _model(llms[-1].attrs)
             if model:
                 turn["model"] = model
-            tin = tout = 0
-            seen_usage = False
-            for s in llms:
-                i = _int(_first(s.attrs, "gen_ai.usage.input_tokens", "llm.token_count.prompt", "gen_ai.usage.prompt_tokens"))
-                o = _int(_first(s.attrs, "gen_ai.usage.output_tokens", "llm.token_count.completion", "gen_ai.usage.completion_tokens"))
-                if i is not None or o is not None:
-                    seen_usage = True
-                tin += i or 0
-                tout += o or 0
-            if seen_usage:
-                turn["usage"] = {"input_tokens": tin, "output_tokens": tout}
-                st.input_tokens += tin
-                st.output_tokens += tout
-
-        output = self._lookup(self.mapping.output, tree) if self.mapping.output else None
-        if output is None:
-            output = _value_text(root.attrs.get("output.value"))
-        if output is None:
-            for _, outs in reversed(messages):
-                texts = [m.content for m in outs if m.content]
-                if texts:
-                    output = texts[-1]
-                    break
+                if "name" in model:
+                    st.models[model["name"]] += 1
+            usage = _usage(llms)
+            if usage is not None:
+                turn["usage"] = usage
+                st.input_tokens += usage["input_tokens"]
+                st.output_tokens += usage["output_tokens"]
+        output = self._output(root, tree, messages)
         if output is not None:
-            turn["output"] = str(output)
-
+            turn["output"] = output
         state = _json(self._lookup(self.mapping.state, tree))
         if isinstance(state, dict):
             turn["state"] = state
-
-        latency = {"total": round((root.end_ns - root.start_ns) / 1e6, 3)}
-        for label, kind in (("model", "LLM"), ("context", "RETRIEVER"), ("tools", "TOOL")):
-            spans = [s for s, k in zip(tree, kinds) if k == kind]
-            if spans:
-                latency[label] = round(sum(s.end_ns - s.start_ns for s in spans) / 1e6, 3)
-        turn["latency_ms"] = latency
-
-        error = self._span_error(root)
-        if error is None:  # an error status or an exception event anywhere in the tree
-            for s in tree[1:]:
-                exc = self._span_error(s)
-                if exc is not None:
-                    error = f"{s.name}: {exc}"
-                    break
+        turn["latency_ms"] = _latency(root, tree, kinds)
+        error = self._turn_error(root, tree)
         if error is not None:
             turn["error"] = error
             st.error_turns += 1
@@ -872,6 +845,68 @@ class TurnBuilder:
             extra["service"] = service
         turn["extra"] = {"otlp": extra}
         return turn
+
+    def _user(self, tree: list[Span]) -> dict[str, Any] | None:
+        user_id = self._lookup(self.mapping.user, tree)
+        groups = _json(self._lookup(self.mapping.groups, tree))
+        if isinstance(groups, str):
+            groups = [g for g in re.split(r"[,\s]+", groups) if g]
+        if user_id is None and not groups:
+            return None
+        return {"id": str(user_id) if user_id is not None else "anonymous",
+                "groups": [str(g) for g in groups] if isinstance(groups, list) else []}
+
+    def _input(self, root: Span, tree: list[Span], messages: list[tuple[list[Message], list[Message]]]) -> str:
+        """The mapping's, else the root's ``input.value``, else the first model call's last user message."""
+        text = self._lookup(self.mapping.input, tree) if self.mapping.input else None
+        if text is None:
+            text = _value_text(root.attrs.get("input.value"))
+        if text is None:
+            for ins, _ in messages:
+                users = [m for m in ins if m.role in ("user", "human") and m.content]
+                if users:
+                    text = users[-1].content
+                    break
+        return str(text) if text is not None else ""
+
+    def _output(self, root: Span, tree: list[Span], messages: list[tuple[list[Message], list[Message]]]) -> str | None:
+        """The mapping's, else the root's ``output.value``, else the last model call's answer."""
+        output = self._lookup(self.mapping.output, tree) if self.mapping.output else None
+        if output is None:
+            output = _value_text(root.attrs.get("output.value"))
+        if output is None:
+            for _, outs in reversed(messages):
+                texts = [m.content for m in outs if m.content]
+                if texts:
+                    output = texts[-1]
+                    break
+        return str(output) if output is not None else None
+
+    def _tool_call(self, s: Span) -> dict[str, Any]:
+        """A TOOL / execute_tool span as a native tool call."""
+        name = _first(s.attrs, "tool.name", "gen_ai.tool.name") or s.name.removeprefix("execute_tool ").strip()
+        args = _json(_first(s.attrs, "gen_ai.tool.call.arguments", "input.value"))
+        if not isinstance(args, dict):
+            params = _json(s.attrs.get("tool.parameters"))
+            args = params if isinstance(params, dict) and "properties" not in params else ({} if args is None else {"input": args})
+        call: dict[str, Any] = {"name": str(name), "arguments": args}
+        result = _json(_first(s.attrs, "gen_ai.tool.call.result", "output.value"))
+        if result is not None:
+            call["result"] = result
+        err = self._span_error(s)
+        if err:
+            call["error"] = err
+        return call
+
+    def _turn_error(self, root: Span, tree: list[Span]) -> str | None:
+        """The root's error, else the first error status or exception event in the tree."""
+        error = self._span_error(root)
+        if error is None:
+            for s in tree[1:]:
+                exc = self._span_error(s)
+                if exc is not None:
+                    return f"{s.name}: {exc}"
+        return error
 
     @staticmethod
     def _exception(span: Span) -> str | None:
