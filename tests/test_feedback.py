@@ -95,3 +95,9 @@ def test_bad_feedback_files_exit_2_at_their_line(tmp_path: Path) -> None:
         r = run_cli("feedback", "import", name, "--db", str(db), cwd=tmp_path)
         assert r.code == 2 and f"{name}{where}" in r.err and message in r.err and "Traceback" not in r.err, (name, r)
     assert not db.exists()  # nothing was stored, not even an empty store
+
+
+def test_the_new_commands_have_help(tmp_path: Path) -> None:
+    for command in (("traces", "import"), ("feedback", "import"), ("feedback", "list"), ("feedback", "promote")):
+        r = run_cli(*command, "--help", cwd=tmp_path)
+        assert r.code == 0 and f"Usage: evalgate {' '.join(command)}" in r.out, r
