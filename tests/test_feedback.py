@@ -80,6 +80,18 @@ def test_feedback_by_trace_id_on_imported_production_traces(tmp_path: Path) -> N
     assert case["meta"]["from_trace"] == "4bf92f3577b34da6a3ce929d0e0e4736" and case["meta"]["at"] == "2026-11-21"
     text = run_cli("feedback", "list", "--db", str(db), cwd=tmp_path).out
     assert "wrong workflow" in text and case["id"] in text
+    # the corrected turn fails until the system is fixed
+    write(tmp_path / "bot.py", """
+        import os
+        def respond(req):
+            fixed = os.environ.get("BOT_FIXED") == "1" and "5521" in req["input"]
+            route = "order_status" if fixed else "refunds"
+            docs = ["kb/order-tracking", "kb/refund-policy"] if fixed else ["kb/refund-policy"]
+            return {"route": route, "context": [{"id": d} for d in docs], "output": "ok"}
+    """)
+    write(tmp_path / "gate.yaml", "name: gate\ntarget: {python: bot:respond}\ncases: [{file: datasets/feedback.jsonl}]\n")
+    assert run_cli("run", "gate.yaml", "--db", str(db), cwd=tmp_path).code == 1
+    assert run_cli("run", "gate.yaml", "--db", str(db), cwd=tmp_path, env={"BOT_FIXED": "1"}).code == 0
 
 
 def test_bad_feedback_files_exit_2_at_their_line(tmp_path: Path) -> None:
