@@ -29,7 +29,7 @@ class Detector:
     kind: str
     regex: re.Pattern[str]
     valid: Callable[[str], bool] | None = None
-    quick: Callable[[str], bool] | None = None
+    quick: Callable[[Any], bool] | None = None
     """A cheap test that is true for every text the regex could match (the regex runs only then)."""
 
 
@@ -54,16 +54,34 @@ def _phone_ok(text: str) -> bool:
 
 
 _KEY_PREFIX = re.compile(r"sk-|pk_|rk_|gh[pousr]_|github_pat_|AKIA|AIza|xox")
-# three digits, a separator or none, three digits; or four pairs: true for every card and phone number detected
-_DIGIT_RUN = re.compile(r"\d{3}[ .()-]?\d{3}|\d\d[ .-]\d\d[ .-]\d\d[ .-]\d\d")
+# digits become "0", separators go, everything else becomes "x": a card or phone number leaves nine zeros in a row
+_DIGIT_TABLE = bytes(48 if 48 <= i <= 57 else 120 for i in range(256))
+_SEPARATORS = b" .()-+"
+_NINE_DIGITS = b"000000000"
 
 
-def _has_key_prefix(text: str) -> bool:
+_KEY_PREFIX_BYTES = re.compile(_KEY_PREFIX.pattern.encode())
+
+# the cheap tests take text or the recorded line's bytes (no decoding on the common path)
+
+
+def _has_key_prefix(text: str | bytes) -> bool:
+    if isinstance(text, bytes):
+        return _KEY_PREFIX_BYTES.search(text) is not None
     return _KEY_PREFIX.search(text) is not None
 
 
-def _has_digit_run(text: str) -> bool:
-    return _DIGIT_RUN.search(text) is not None
+def _has_digit_run(text: str | bytes) -> bool:
+    raw = text if isinstance(text, bytes) else text.encode("utf-8", "ignore")
+    return _NINE_DIGITS in raw.translate(_DIGIT_TABLE, _SEPARATORS)
+
+
+def _has_at(text: str | bytes) -> bool:
+    return b"@" in text if isinstance(text, bytes) else "@" in text
+
+
+def _has_bearer(text: str | bytes) -> bool:
+    return b"earer" in text if isinstance(text, bytes) else "earer" in text
 
 
 BUILTIN: dict[str, Detector] = {
@@ -71,9 +89,9 @@ BUILTIN: dict[str, Detector] = {
         r"(?<![\w-])(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|(?:pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}"
         r"|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{40,}|AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{35}"
         r"|xox[abprs]-[A-Za-z0-9-]{10,})"), quick=_has_key_prefix),
-    "bearer": Detector("TOKEN", re.compile(r"\b[Bb]earer\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})"), quick=lambda t: "earer" in t),
+    "bearer": Detector("TOKEN", re.compile(r"\b[Bb]earer\s+(?P<v>[A-Za-z0-9._~+/=-]{8,})"), quick=_has_bearer),
     "email": Detector("EMAIL", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b"),
-                      quick=lambda t: "@" in t),
+                      quick=_has_at),
     "card": Detector("CARD", re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])"), luhn_ok, _has_digit_run),
     "phone": Detector("PHONE", re.compile(
         r"(?<![\w+])(?=(?:[ .()+-]{0,3}\d){9})(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){1,4}(?![\w])"),
@@ -122,18 +140,21 @@ class Redactor:
                     value = value.replace(found, self.placeholder(str(kind).upper(), found))
         return value
 
-    def finds(self, text: str) -> bool:
-        """Whether redaction could change ``text`` (counts nothing); always true with a hook."""
+    def finds(self, text: str | bytes) -> bool:
+        """Whether redaction could change ``text`` (or UTF-8 bytes); counts nothing; always true with a hook."""
         if self.hook is not None:
             return True
         quick: dict[Any, bool] = {}
+        decoded: str | None = None
         for det in self.detectors:
             if det.quick is not None:
                 if det.quick not in quick:
                     quick[det.quick] = det.quick(text)
                 if not quick[det.quick]:
                     continue
-            for m in det.regex.finditer(text):
+            if decoded is None:
+                decoded = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+            for m in det.regex.finditer(decoded):
                 if _PLACEHOLDER.fullmatch(m.group(0)):
                     continue
                 if det.valid is None or "v" in det.regex.groupindex or det.valid(m.group(0)):

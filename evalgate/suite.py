@@ -549,10 +549,10 @@ class Suite:
         """The trace with personal data and secrets replaced; the same object when there was none."""
         if self.redactor is None or not self.redactor.enabled:
             return trace
-        text = trace.to_json()
-        if not self.redactor.finds(text):
+        raw = trace._raw if trace._raw is not None else trace.to_json().encode()
+        if not self.redactor.finds(raw):
             return trace
-        return Trace.model_validate(self.redactor.value(json.loads(text)))
+        return Trace.model_validate(self.redactor.value(json.loads(raw)))
 
     def _bind_lenient(self, expect: dict[str, Any]) -> list[BoundScorer]:
         """Bind a correction's expectations; one that cannot bind becomes an error check.
