@@ -308,7 +308,7 @@ def read_items(path: str) -> Iterator[Span | LogRecord]:
         if lines:
             yield from _read_lines(fh, path)
         else:
-            yield from _read_document(fh, path)
+            yield from _read_document_fast(fh, path)
 
 
 def _read_lines(fh: IO[bytes], path: str) -> Iterator[Span | LogRecord]:
@@ -326,6 +326,73 @@ def _read_lines(fh: IO[bytes], path: str) -> Iterator[Span | LogRecord]:
 _SPAN_PREFIXES = ("resourceSpans.item.scopeSpans.item.spans.item",
                   "resourceSpans.item.instrumentationLibrarySpans.item.spans.item")
 _LOG_PREFIX = "resourceLogs.item.scopeLogs.item.logRecords.item"
+
+
+def _scan_words(fh: IO[bytes], words: tuple[bytes, ...]) -> set[bytes]:
+    """Which of ``words`` occur in the file (read in chunks, overlapping so none is split)."""
+    found: set[bytes] = set()
+    keep = max(len(w) for w in words)
+    tail = b""
+    fh.seek(0)
+    while chunk := fh.read(1 << 22):
+        block = tail + chunk
+        found.update(w for w in words if w in block)
+        tail = block[-keep:]
+    fh.seek(0)
+    return found
+
+
+def _read_document_fast(fh: IO[bytes], path: str) -> Iterator[Span | LogRecord]:
+    """One document whose spans share one resource (the usual case): spans built by ijson's C backend.
+
+    Documents with several distinct resources, or the older
+    ``instrumentationLibrarySpans`` name, take the event-by-event path.
+    """
+    import ijson
+
+    _check_document_start(fh, path)
+    words = _scan_words(fh, (b'"instrumentationLibrarySpans"', b'"resourceLogs"'))
+    try:
+        resources = [_attrs((r or {}).get("attributes")) for r in ijson.items(fh, "resourceSpans.item.resource")
+                     if isinstance(r, dict)]
+        distinct = {json.dumps(r, sort_keys=True, default=str) for r in resources}
+        if len(distinct) > 1 or b'"instrumentationLibrarySpans"' in words:
+            fh.seek(0)
+            yield from _read_document(fh, path)
+            return
+        resource = resources[0] if resources else {}
+        fh.seek(0)
+        for obj in ijson.items(fh, _SPAN_PREFIXES[0], use_float=True):
+            if not isinstance(obj, dict) or not obj.get("traceId"):
+                raise _bad(path, None, "a span without a traceId", "each span needs traceId, spanId, name and times")
+            yield _span(obj, resource)
+        if b'"resourceLogs"' in words:
+            fh.seek(0)
+            for obj in ijson.items(fh, _LOG_PREFIX, use_float=True):
+                rec = _log(obj) if isinstance(obj, dict) else None
+                if rec is not None:
+                    yield rec
+    except ijson.JSONError as exc:
+        raise _bad(path, _error_line(fh, path), f"not valid JSON ({exc})", _SHAPE_HINT) from None
+
+
+def _check_document_start(fh: IO[bytes], path: str) -> None:
+    """The document is an object whose first key is resourceSpans or resourceLogs."""
+    import ijson
+
+    fh.seek(0)
+    try:
+        for prefix, event, value in ijson.parse(fh):
+            if prefix == "" and event == "map_key":
+                if value not in ("resourceSpans", "resourceLogs"):
+                    raise _bad(path, 1, f"not an OTLP export request (found {value})", _SHAPE_HINT)
+                break
+            if prefix == "" and event not in ("start_map",):
+                raise _bad(path, 1, "not an OTLP export request " + ("(empty object)" if event == "end_map" else
+                                                                     "(the document is not a JSON object)"), _SHAPE_HINT)
+    except ijson.JSONError as exc:
+        raise _bad(path, _error_line(fh, path), f"not valid JSON ({exc})", _SHAPE_HINT) from None
+    fh.seek(0)
 
 
 def _read_document(fh: IO[bytes], path: str) -> Iterator[Span | LogRecord]:

@@ -191,3 +191,23 @@ def test_exports_made_by_the_real_instrumentation_packages(tmp_path: Path, name:
     assert stats["tokens"] == {"input": sum(s["input_tokens"] or 0 for s in sent),
                                "output": sum(s["output_tokens"] or 0 for s in sent)}
     assert {t["model"]["name"] for t, s in zip(turns, sent) if not s["error"]} == {"gpt-4o-mini-2024-07-18"}
+
+
+@pytest.mark.parametrize("services", [("support-bot", "support-bot"), ("support-bot", "gateway")])
+def test_one_document_with_spans_and_log_records_one_or_several_resources(tmp_path: Path, services: tuple[str, str]) -> None:
+    requests = [json.loads(line) for line in (FIXTURES / "collector.jsonl").read_text().splitlines()]
+    doc: dict[str, Any] = {"resourceSpans": [rs for r in requests for rs in r.get("resourceSpans", [])],
+                           "resourceLogs": [rl for r in requests for rl in r.get("resourceLogs", [])]}
+    doc["resourceSpans"][1]["resource"]["attributes"][0]["value"]["stringValue"] = services[1]  # the POST /chat roots
+    path = write(tmp_path / "doc.otlp.json", json.dumps(doc, indent=2))
+    line_stats, line_turns = imported(tmp_path, "collector.jsonl")
+    out = tmp_path / "doc.jsonl"
+    r = run_cli("traces", "import", str(path), "--out", str(out), "--json", cwd=tmp_path)
+    assert r.code == 0, r
+    turns = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [t["extra"]["otlp"]["service"] for t in turns] == [services[1], services[1], "support-bot"]
+    for t in turns + line_turns:
+        t["extra"] = {}
+    assert turns == line_turns
+    assert {k: v for k, v in r.json().items() if k not in ("files", "out")} == {
+        k: v for k, v in line_stats.items() if k not in ("files", "out")}
