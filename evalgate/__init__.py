@@ -29,7 +29,11 @@ __all__ = [
     "__version__",
     "case_story",
     "history",
+    "import_feedback",
+    "import_traces",
+    "list_feedback",
     "load_suite",
+    "promote_feedback",
     "run",
     "scorer",
     "validate",
@@ -54,13 +58,18 @@ _LAZY = {
     "validate": "evalgate.api",
     "case_story": "evalgate.api",
     "history": "evalgate.api",
+    "import_traces": "evalgate.api",
+    "import_feedback": "evalgate.api",
+    "list_feedback": "evalgate.api",
+    "promote_feedback": "evalgate.api",
     "Store": "evalgate.store",
     "Trace": "evalgate.traces",
     "Verdict": "evalgate.gate",
 }
 
 if TYPE_CHECKING:
-    from .api import RunReport, case_story, history, run, validate
+    from .api import (RunReport, case_story, history, import_feedback, import_traces, list_feedback, promote_feedback,
+                      run, validate)
     from .errors import EvalgateError, RunError, SuiteError, UsageError
     from .gate import Verdict
     from .runner import RunOptions

@@ -392,6 +392,111 @@ def cache_clear(cache: CacheOption = None) -> None:
     _console().print(f"deleted {n} response(s)", markup=False)
 
 
+traces_app = typer.Typer(help="Recorded traces: import OTLP JSON (OpenTelemetry GenAI or OpenInference spans).",
+                         rich_markup_mode=None, no_args_is_help=True)
+app.add_typer(traces_app, name="traces")
+
+
+def _pairs(values: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values or []:
+        name, sep, regex = v.partition("=")
+        if not sep or not name:
+            from .errors import UsageError
+
+            raise UsageError(f"--redact-pattern takes NAME=REGEX, got '{v}'", hint="e.g. --redact-pattern order_ref='ORD-\\d{6}'")
+        out[name] = regex
+    return out
+
+
+@traces_app.command("import")
+def traces_import(
+    files: Annotated[list[str], typer.Argument(help="OTLP JSON files: one export request per file, or JSON lines (the collector's file exporter).")],
+    out: Annotated[Optional[str], typer.Option("--out", "-o", help="Native traces JSONL to write (default: beside the first file, NAME.jsonl).")] = None,
+    mapping: Annotated[Optional[str], typer.Option("--mapping", help="YAML file: where route, state, user groups, ... live in your own attributes.")] = None,
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep values as recorded (redaction is on by default).")] = False,
+    redact_pattern: Annotated[Optional[list[str]], typer.Option("--redact-pattern", help="Also redact NAME=REGEX (repeatable).")] = None,
+    redact_python: Annotated[Optional[str], typer.Option("--redact-python", help="Also redact what module:function(text) finds: (kind, value) pairs.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Turn OTLP spans into native recorded traces: one turn per request span tree, sessions by session id.
+
+    Personal data and secrets are redacted before anything is written; the summary says what was read,
+    made, redacted (by kind) and could not be mapped (by attribute).
+    """
+    from .api import import_traces
+    from .reporters.console import render_import
+
+    stats = import_traces(files, out, mapping=mapping, redact=not no_redact, redact_patterns=_pairs(redact_pattern),
+                          redact_python=redact_python)
+    if as_json:
+        _print_json(stats)
+    else:
+        render_import(_console(), stats)
+
+
+feedback_app = typer.Typer(help="Ratings and corrections on turns: import, list, and promote into permanent cases.",
+                           rich_markup_mode=None, no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("import")
+def feedback_import(
+    file: Annotated[str, typer.Argument(help="JSONL or CSV: trace_id (or case_id and turn), rating, correction, note, by, at.")],
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep notes as written (personal data is redacted by default).")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Store feedback with its provenance (file:line, who, when); a record already stored is skipped."""
+    from .api import import_feedback
+
+    info = import_feedback(_store(db), file, redact=not no_redact)
+    if as_json:
+        _print_json(info)
+    else:
+        redacted = ", ".join(f"{k} {v}" for k, v in info["redacted"].items())
+        _console().print(f"read {info['read']} record(s) from {info['file']}: {info['added']} added "
+                         f"({info['corrections']} with a correction), {info['already_stored']} already stored"
+                         + (f"; redacted from notes: {redacted}" if redacted else ""), markup=False)
+
+
+@feedback_app.command("list")
+def feedback_list(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Stored feedback, newest first: the turn it names, rating, correction, who, and the case it became."""
+    from .api import list_feedback
+    from .reporters.console import render_feedback
+
+    rows = list_feedback(_store(db))
+    if as_json:
+        _print_json(rows)
+    else:
+        render_feedback(_console(), rows)
+
+
+@feedback_app.command("promote")
+def feedback_promote(
+    out: Annotated[str, typer.Option("--out", "-o", help="Cases file to append to (a suite includes it with cases: [{file: ...}]).")] = "datasets/feedback.jsonl",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write one permanent case per correction: the stored inputs and user up to that turn, the correction as its
+    expectation, tagged from-feedback. Promoting again adds nothing twice."""
+    from .api import promote_feedback
+
+    info = promote_feedback(_store(db), out)
+    if as_json:
+        _print_json(info)
+    else:
+        console = _console()
+        console.print(f"wrote {len(info['written'])} case(s) to {info['out']}"
+                      + (f"; {len(info['already_promoted'])} already there" if info["already_promoted"] else ""),
+                      markup=False)
+        for case_id in info["written"]:
+            console.print(f"  + {case_id}", markup=False)
+        for s in info["skipped"]:
+            console.print(f"  skipped {s['feedback_id']}: {s['reason']}", markup=False)
+
+
 @app.command()
 def compare(
     run_a: Annotated[str, typer.Argument(help="The earlier run (the baseline).")],

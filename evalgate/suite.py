@@ -34,6 +34,7 @@ from .documents import DocumentSet, FunctionPermissions, GroupPermissions, Permi
 from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
 from .pipeline.config import PipelineSpec
 from .scorers import BoundScorer, Score, ScorerArgError
+from .redact import Redactor
 from .traces import BadLine, RecordedSession, Trace, TraceFileInfo, User, iter_sessions, scan
 
 SUITE_VERSION = 1
@@ -114,9 +115,13 @@ class CasesFile(_Model):
 
 
 class TracesSource(_Model):
-    """Recorded sessions (native JSONL) replayed as cases."""
+    """Recorded sessions (native JSONL, or OTLP JSON converted on load) replayed as cases."""
 
     file: str
+    format: Literal["auto", "native", "otlp"] = "auto"
+    """auto: OTLP when the name ends in .otlp.json(l) or the file holds resourceSpans, else native."""
+    mapping: str | dict[str, Any] | None = None
+    """OTLP only: where route, state, user groups, ... live in your attributes (inline, or a YAML file)."""
     tags: list[str] = Field(default_factory=list)
     expect: dict[str, Any] = Field(default_factory=dict)
     """Expectations applied to every turn of these sessions."""
@@ -125,6 +130,24 @@ class TracesSource(_Model):
     @classmethod
     def _tags(cls, value: Any) -> Any:
         return _split_tags(value)
+
+
+class RedactSpec(_Model):
+    """What is redacted from recorded traces before they are run, stored or reported."""
+
+    detectors: list[str] | None = None
+    """Built-in detectors: email, phone, card, api_key, bearer (default: all)."""
+    patterns: dict[str, str] = Field(default_factory=dict)
+    """Your own: name → regex; matches become <NAME_n>."""
+    python: str | None = None
+    """module:function(text) returning the (kind, value) pairs it finds."""
+
+    @field_validator("python")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
+            raise ValueError("expected package.module:function")
+        return value
 
 
 class ScorerAlias(_Model):
@@ -276,6 +299,8 @@ class SuiteSpec(_Model):
     """Who may read each document, when not the document set's own groups."""
     run_as: list[str | User] | None = None
     """Replay every case as each of these users (a group name, or {id, groups}); ids get ``@<who>``."""
+    redact: bool | RedactSpec = True
+    """Redaction of recorded traces (on by default with every built-in detector; false turns it off)."""
     gate: GateSpec | None = None
 
     @field_validator("run_as")
@@ -517,6 +542,8 @@ class Suite:
     """The truth about who may read what (the suite's permission source, else the document set)."""
     run_as: list[User] | None = None
     """Every case runs once as each of these users."""
+    redactor: Redactor | None = None
+    """Applied to every recorded turn before it is run, stored or reported."""
     _correction_cache: dict[tuple[str, str], BoundScorer] = field(default_factory=dict, repr=False)
 
     @property
@@ -561,7 +588,11 @@ class Suite:
         base = _merge_checks(self.suite_checks, src_checks)
         tags = list(src.tags) + ["recorded"]
         turns: list[Turn] = []
+        session_id = session.session_id
+        if self.redactor is not None:
+            session_id = self.redactor.text(session_id)
         for trace in session.turns:
+            trace = self._redact(trace)
             checks, expect = base, {}
             fb = trace.feedback
             if fb is not None:
@@ -572,10 +603,19 @@ class Suite:
                     _add_tag(tags, "corrected")
                     checks = _merge_checks(base, self._bind_lenient(expect))
             turns.append(Turn(trace.input or "", checks, expect, trace))
-        first = session.turns[0]
-        return Case(id=session.session_id, seq=seq, turns=turns, user=first.user or User(), state={},
+        first = turns[0].recorded
+        return Case(id=session_id, seq=seq, turns=turns, user=(first.user if first else None) or User(), state={},
                     tags=tuple(tags), source=f"{_shown(session.path)}:{session.first_line}",
-                    session_id=session.session_id)
+                    session_id=session_id)
+
+    def _redact(self, trace: Trace) -> Trace:
+        """The trace with personal data and secrets replaced; the same object when there was none."""
+        if self.redactor is None or not self.redactor.enabled:
+            return trace
+        raw = trace._raw if trace._raw is not None else trace.to_json().encode()
+        if not self.redactor.finds(raw):
+            return trace
+        return Trace.model_validate(self.redactor.value(json.loads(raw)))
 
     def _bind_lenient(self, expect: dict[str, Any]) -> list[BoundScorer]:
         """Bind a correction's expectations; one that cannot bind becomes an error check.
@@ -806,7 +846,10 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
         src: TracesSource = _validate(TracesSource, item, doc, ("traces", i), str(path))
         src_checks = _bind_all(src.expect, aliases, doc, ("traces", i, "expect"), str(path))
         scorer_names.update(c.name for c in src_checks)
-        info = scan(os.path.normpath(base / src.file), strict=strict)
+        trace_path = os.path.normpath(base / src.file)
+        if _source_format(src, trace_path, doc, i) == "otlp":
+            trace_path = _converted_otlp(src, Path(trace_path), base, config, spec, doc, i, notes)
+        info = scan(trace_path, strict=strict)
         notes.bad_lines.extend(info.bad)
         notes.bad_line_count += info.bad_count
         trace_sources.append((src, info, src_checks))
@@ -840,8 +883,77 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
         for i, case in enumerate(static):
             case.seq = i
     name = spec.name or path.stem
+    redactor = _redactor(spec, doc) if trace_sources else None
     return Suite(name, path, spec, target, gate, gated, hashlib.sha256(text.encode()).hexdigest()[:16],
-                 static, trace_sources, suite_checks, aliases, scorer_names, notes, documents, permissions, run_as)
+                 static, trace_sources, suite_checks, aliases, scorer_names, notes, documents, permissions, run_as, redactor)
+
+
+def _redactor(spec: SuiteSpec, doc: YamlDoc) -> Redactor | None:
+    """The suite's redactor: every built-in detector unless ``redact:`` says otherwise."""
+    from .redact import build_redactor
+
+    if spec.redact is False:
+        return None
+    rs = spec.redact if isinstance(spec.redact, RedactSpec) else RedactSpec()
+    try:
+        return build_redactor(rs.detectors, rs.patterns, rs.python)
+    except ValueError as exc:
+        raise SuiteError(str(exc), location=doc.locate(("redact",)),
+                         hint="redact: {detectors: [email, phone, card, api_key, bearer], patterns: {NAME: REGEX}, "
+                              "python: module:function}, or redact: false") from None
+
+
+def _source_format(src: TracesSource, path: str, doc: YamlDoc, i: int) -> str:
+    from .otlp import is_otlp
+
+    fmt = src.format
+    if fmt == "auto":
+        fmt = "otlp" if is_otlp(path) else "native"
+    if fmt == "native" and src.mapping is not None:
+        raise SuiteError("'mapping' applies to OTLP trace files, and this one is native JSONL",
+                         location=doc.locate(("traces", i, "mapping"), key=True),
+                         hint="remove mapping, or set format: otlp if the file is OTLP JSON")
+    return fmt
+
+
+def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, spec: SuiteSpec, doc: YamlDoc,
+                    i: int, notes: LoadNotes) -> str:
+    """An OTLP source converted (and redacted) to native JSONL under the store's folder, reused while unchanged."""
+    from . import __version__, otlp
+    from .redact import build_redactor
+
+    if not path.is_file():
+        raise SuiteError(f"trace file not found: {path}", location=doc.locate(("traces", i)),
+                         hint="paths in a suite are relative to the suite's folder")
+    if isinstance(src.mapping, str):
+        mapping_path = Path(os.path.normpath(base / src.mapping))
+        mapping = otlp.load_mapping(mapping_path)
+        mapping_key: Any = mapping_path.read_text(encoding="utf-8")
+    else:
+        try:
+            mapping = otlp.parse_mapping(src.mapping)
+        except ValueError as exc:
+            raise SuiteError(str(exc), location=doc.locate(("traces", i, "mapping")),
+                             hint="e.g. mapping: {route: {span_name: route_decision, attribute: app.route}}") from None
+        mapping_key = src.mapping
+    redact = spec.redact if isinstance(spec.redact, RedactSpec) else (RedactSpec() if spec.redact else None)
+    st = path.stat()
+    key = hashlib.sha256(json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, mapping_key,
+                                     redact.model_dump() if redact else None, __version__],
+                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
+    out = config.store.parent / "otlp" / f"{path.name}.{key}.jsonl"
+    if not out.is_file():
+        redactor = None
+        if redact is not None:
+            try:
+                redactor = build_redactor(redact.detectors, redact.patterns, redact.python)
+            except ValueError as exc:
+                raise SuiteError(str(exc), location=doc.locate(("redact",))) from None
+        stats = otlp.import_otlp([path], out, mapping=mapping, redactor=redactor)
+        if stats.unmapped:
+            shown = ", ".join(f"{k} ({v})" for k, v in stats.unmapped.most_common(5))
+            notes.warnings.append(f"{display_path(path)}: {len(stats.unmapped)} OTLP attribute(s) not mapped: {shown}")
+    return str(out)
 
 
 def _load_documents(spec: SuiteSpec, doc: YamlDoc, base: Path,

@@ -331,3 +331,47 @@ def render_routes(console: Console, data: dict[str, Any]) -> None:
         table.add_row(Text(label, style="bold"), *cells, _pct(stats["precision"]), _pct(stats["recall"]))
     console.print(table)
     console.print(f"accuracy {_pct(data['accuracy'])} over {data['turns']} turn(s)", markup=False)
+
+
+def _counts(items: dict[str, int], limit: int = 20) -> str:
+    shown = [f"{k} {v:,}" for k, v in list(items.items())[:limit]]
+    more = len(items) - limit
+    return ", ".join(shown) + (f", and {more} more" if more > 0 else "")
+
+
+def render_import(console: Console, s: dict[str, Any]) -> None:
+    """What an OTLP import read, made, redacted and could not map."""
+    tok = s["tokens"]
+    logs = f", {s['log_records']:,} log records" if s["log_records"] else ""
+    console.print(f"read {len(s['files'])} file(s): {s['spans']:,} spans{logs}", markup=False)
+    errors = f" ({s['error_turns']:,} with errors)" if s["error_turns"] else ""
+    console.print(f"made {s['traces']:,} traces → {s['turns']:,} turns{errors} in {s['sessions']:,} sessions; "
+                  f"{s['documents']:,} documents, {s['tool_calls']:,} tool calls, "
+                  f"{tok['input']:,} input + {tok['output']:,} output tokens", markup=False)
+    if s["models"]:
+        console.print(f"models: {_counts(s['models'])}", markup=False)
+    redacted = s.get("redacted") or {}
+    console.print("redacted: " + (_counts(redacted) if redacted else "nothing found"), markup=False)
+    if s.get("late_spans"):
+        console.print(f"spans that arrived after their trace was finished (not used): {s['late_spans']:,}", markup=False)
+    if s["log_records_unattached"]:
+        console.print(f"log records not tied to a span: {s['log_records_unattached']:,}", markup=False)
+    if s["unmapped"]:
+        console.print(f"not mapped (name: spans): {_counts(s['unmapped'])}", markup=False)
+    console.print(f"wrote {s['out']}", markup=False)
+
+
+def render_feedback(console: Console, rows: list[dict[str, Any]]) -> None:
+    """Stored feedback as a table."""
+    if not rows:
+        console.print("no feedback stored", markup=False)
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("id", "turn", "rating", "correction", "note", "by", "at", "case"):
+        table.add_column(col, no_wrap=col in ("id", "turn"))
+    for r in rows:
+        turn = r["trace_id"] or f"{r['case_id']}#{r['turn']}"
+        correction = json.dumps(r["correction"], ensure_ascii=False) if r["correction"] else ""
+        table.add_row(*(Text(str(v or "")) for v in (r["feedback_id"], turn, r["rating"], correction, r["note"],
+                                                     r["author"], r["at"], r["promoted_case"])))
+    console.print(table)

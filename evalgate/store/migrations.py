@@ -109,6 +109,23 @@ MIGRATIONS: list[tuple[str, str]] = [
     ("0005_case_meta", """
         ALTER TABLE cases ADD COLUMN meta JSON;
     """),
+    ("0006_feedback", """
+        CREATE TABLE feedback (
+            feedback_id VARCHAR PRIMARY KEY,  -- derived from the record's content: importing again adds nothing
+            trace_id VARCHAR,
+            case_id VARCHAR,
+            turn INTEGER,
+            rating VARCHAR,
+            correction JSON,
+            note VARCHAR,
+            author VARCHAR,
+            given_at VARCHAR,                 -- when the feedback was given, as the file says
+            source VARCHAR,                   -- file:line it was imported from
+            imported_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            promoted_case VARCHAR,
+            promoted_at TIMESTAMP
+        );
+    """),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,213 @@
+"""OTLP import: hand-written exports in each convention, checked field by field."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import REPO, query, run_cli, write
+
+FIXTURES = REPO / "tests" / "fixtures" / "otlp"
+
+
+def imported(tmp_path: Path, name: str, *extra: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    out = tmp_path / f"{name}.jsonl"
+    r = run_cli("traces", "import", str(FIXTURES / name), "--out", str(out), "--json", *extra, cwd=tmp_path)
+    assert r.code == 0, r
+    return r.json(), [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_openinference_export_becomes_sessions_of_turns(tmp_path: Path) -> None:
+    stats, turns = imported(tmp_path, "openinference.otlp.json")
+    assert (stats["spans"], stats["traces"], stats["turns"], stats["sessions"]) == (13, 3, 3, 2)
+    assert (stats["documents"], stats["tool_calls"], stats["tokens"]) == (4, 1, {"input": 440, "output": 30})
+    # sessions in order of their first turn; turns by start time, not by file order
+    assert [(t["session_id"], t["turn"], t["input"]) for t in turns] == [
+        ("s-A", 1, "I want a refund for order 5512"),
+        ("s-A", 2, "sorry, it's 5521 not 5512"),
+        ("s-B", 1, "where is my order 7001?")]
+    first, second, other = turns
+    assert first["trace_id"] == "0af7651916cd43dd8448eb211c80319c" and first["user"]["id"] == "u-17"
+    assert [c["id"] for c in first["context"]] == ["kb/refund-policy", "kb/shipping"]
+    assert first["context"][1] == {"id": "kb/shipping", "rank": 2, "score": 0.4, "groups": ["customer", "support"]}
+    assert first["output"] == "Refund started for order 5512."
+    assert first["model"] == {"name": "gpt-4o-mini-2024-07-18", "provider": "openai", "params": {"temperature": 0}}
+    assert second["tool_calls"] == [{"name": "update_refund", "arguments": {"order_id": "5521"}, "result": "ok"}]
+    assert second["usage"] == {"input_tokens": 200, "output_tokens": 12}
+    assert second["latency_ms"] == {"total": 900.0, "model": 780.0, "context": 40.0, "tools": 10.0}
+    assert "route" not in first  # no mapping: the team's own attributes are reported, not guessed
+    assert stats["unmapped"] == {"app.user.groups": 3, "app.route": 3}
+
+
+def test_a_mapping_reads_route_and_groups_from_the_teams_attributes(tmp_path: Path) -> None:
+    mapping = write(tmp_path / "mapping.yaml", """
+        route: {span_name: route_decision, attribute: app.route}
+        groups: {attribute: app.user.groups}
+    """)
+    stats, turns = imported(tmp_path, "openinference.otlp.json", "--mapping", str(mapping))
+    assert [t["route"]["name"] for t in turns] == ["refunds", "refunds", "order_status"]
+    assert turns[0]["user"] == {"id": "u-17", "groups": ["customer"]}
+    assert stats["unmapped"] == {}
+
+
+def test_genai_conventions_with_messages_on_events_and_base64_ids(tmp_path: Path) -> None:
+    stats, turns = imported(tmp_path, "genai-events.otlp.json")
+    assert (stats["spans"], stats["traces"], stats["turns"], stats["sessions"]) == (5, 2, 2, 1)
+    assert [t["trace_id"] for t in turns] == ["1" * 32, "2" * 32]
+    assert [(t["session_id"], t["turn"]) for t in turns] == [("conv-9", 1), ("conv-9", 2)]
+    assert [t["input"] for t in turns] == ["hi, is order 5512 shipped?", "thanks!"]
+    assert [t["output"] for t in turns] == ["Yes, it shipped today.", "You're welcome."]
+    assert turns[0]["user"]["id"] == "u-5"
+    assert turns[0]["tool_calls"] == [{"name": "lookup_order", "arguments": {"order_id": "5512"}}]
+    assert turns[0]["model"] == {"name": "gpt-4o-mini-2024-07-18", "provider": "openai", "params": {"temperature": 0.0}}
+    assert stats["tokens"] == {"input": 120, "output": 13} and stats["unmapped"] == {}
+
+
+def test_collector_json_lines_with_split_traces_older_names_and_log_events(tmp_path: Path) -> None:
+    stats, turns = imported(tmp_path, "collector.jsonl")
+    assert (stats["spans"], stats["log_records"], stats["log_records_unattached"]) == (5, 2, 0)
+    assert (stats["traces"], stats["turns"], stats["sessions"]) == (3, 3, 2)
+    by_trace = {t["trace_id"][-1]: t for t in turns}
+    # the chat span came a line before its root: still one turn
+    assert by_trace["1"]["input"] == "reset my password" and by_trace["1"]["output"] == "Use the reset link."
+    assert by_trace["1"]["extra"]["otlp"]["span"] == "POST /chat"
+    # older gen_ai.prompt.N / gen_ai.completion.N and prompt_tokens/completion_tokens
+    assert by_trace["2"]["input"] == "and my username?" and by_trace["2"]["usage"] == {"input_tokens": 20, "output_tokens": 7}
+    assert [(t["session_id"], t["turn"]) for t in turns] == [("s-lines", 1), ("s-lines", 2), ("s-other", 1)]
+    # GenAI events sent as log records join their span
+    assert by_trace["3"]["input"] == "what is the refund window?" and by_trace["3"]["output"] == "30 days."
+    assert stats["models"] == {"gpt-4.1": 1, "gpt-3.5-turbo": 1, "gpt-4o-mini": 1}
+    assert stats["unmapped"] == {"http.request.method": 1, "llm.request.type": 1}
+
+
+def test_error_spans_and_exception_events_become_error_turns(tmp_path: Path) -> None:
+    stats, turns = imported(tmp_path, "errors.otlp.json")
+    assert stats["error_turns"] == 2 and stats["turns"] == 2
+    assert turns[0]["error"] == "upstream timeout" and "output" not in turns[0]
+    assert turns[1]["error"] == "lookup_order: KeyError: '5512'"
+    assert turns[1]["tool_calls"][0]["error"] == "KeyError: '5512'"
+    assert stats["unmapped"] == {"acme.tenant": 3}
+    text = run_cli("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(tmp_path / "e.jsonl"), cwd=tmp_path)
+    assert "2 turns (2 with errors)" in text.out and "not mapped (name: spans): acme.tenant 3" in text.out
+
+
+def test_bad_input_exits_2_with_file_line_and_hint(tmp_path: Path) -> None:
+    cases = {
+        "notjson.otlp.json": ("this is not json\n", ":1:", "not JSON"),
+        "shape.jsonl": ('{"resourceSpans": []}\n{"spans": []}\n', ":2:", "not an OTLP export request"),
+        "broken.otlp.json": ('{\n  "resourceSpans": [\n    {"resource": {}\n    "scopeSpans": []}\n  ]\n}\n', ":4:", "not valid JSON"),
+        "array.otlp.json": ('[\n  {"resourceSpans": []}\n]\n', ":1:", "not JSON"),
+        "line.jsonl": ('{"resourceSpans": []}\n{"resourceSpans": [\n', ":2:", "not valid JSON"),
+        "notrace.jsonl": ('{"resourceSpans": [{"scopeSpans": [{"spans": [{"name": "x"}]}]}]}\n', ":1:", "without a traceId"),
+    }
+    for name, (text, where, message) in cases.items():
+        path = write(tmp_path / name, text)
+        r = run_cli("traces", "import", str(path), "--out", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+        assert r.code == 2, (name, r)
+        assert f"{name}{where}" in r.err and message in r.err and "hint:" in r.err, (name, r.err)
+        assert "Traceback" not in r.err
+        assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_suite_names_an_otlp_file_directly(tmp_path: Path) -> None:
+    (tmp_path / "prod.otlp.json").write_bytes((FIXTURES / "openinference.otlp.json").read_bytes())
+    write(tmp_path / "suite.yaml", """
+        name: prod
+        target: replay
+        traces:
+          - file: prod.otlp.json
+            mapping: {route: {span_name: route_decision, attribute: app.route}}
+        expect: {context: {must_include: [kb/refund-policy]}}
+    """)
+    db = tmp_path / "s.duckdb"
+    r = run_cli("run", "suite.yaml", "--json", "--db", str(db), cwd=tmp_path)
+    assert r.code == 1, r  # s-B retrieved kb/order-tracking only
+    rows = query(db, "SELECT case_id, turn, route, passed FROM turns ORDER BY case_id, turn")
+    assert rows == [("s-A", 1, "refunds", True), ("s-A", 2, "refunds", True), ("s-B", 1, "order_status", False)]
+    bad = write(tmp_path / "bad.yaml", """
+        target: replay
+        traces: [{file: prod.otlp.json, mapping: {rout: {attribute: app.route}}}]
+    """)
+    r = run_cli("validate", str(bad), cwd=tmp_path)
+    assert r.code == 2 and "bad.yaml:2" in r.err and "did you mean 'route'" in r.err, r
+
+
+def test_traces_help_imports_nothing_heavy() -> None:
+    code = ("import sys\nfrom evalgate.cli import main\ntry:\n    main(['traces', 'import', '--help'])\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\nprint(','.join(sorted(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(out.strip().splitlines()[-1].split(","))
+    # (typer itself brings pydantic in for any command's help; the bare --help test covers it)
+    heavy = [m for m in ("openai", "pandas", "duckdb", "jinja2", "numpy", "httpx", "yaml", "ijson") if m in loaded]
+    assert "Usage: evalgate traces import" in out and not heavy, heavy
+
+
+def test_traces_finish_after_a_window_so_memory_stays_flat(tmp_path: Path) -> None:
+    from evalgate.otlp import import_otlp
+
+    def span(tid: str, sid: str, parent: str = "", session: str = "s") -> dict[str, Any]:
+        return {"traceId": tid * 32, "spanId": sid * 16, "parentSpanId": parent * 16 if parent else "", "name": "req",
+                "startTimeUnixNano": "1", "endTimeUnixNano": "2",
+                "attributes": [{"key": "session.id", "value": {"stringValue": session}},
+                               {"key": "input.value", "value": {"stringValue": f"q{tid}{sid}"}}]}
+
+    order = [span("a", "1"), span("b", "2", "9"), span("c", "3"), span("d", "4"), span("e", "5"),
+             span("f", "6"), span("a", "7", "1")]  # a's child arrives long after its root; b never gets a root
+    src = write(tmp_path / "w.jsonl", "".join(json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [s]}]}]}) + "\n"
+                                              for s in order))
+    stats = import_otlp([src], tmp_path / "out.jsonl", window=2)
+    assert (stats.spans, stats.late_spans, stats.turns, stats.traces) == (7, 1, 6, 6)
+
+
+INSTRUMENTED = FIXTURES / "instrumented"
+
+
+@pytest.mark.parametrize("name", ["openinference", "genai-events", "genai-latest"])
+def test_exports_made_by_the_real_instrumentation_packages(tmp_path: Path, name: str) -> None:
+    """Made by make_fixtures.py (versions.txt); checked against what the app knows it sent."""
+    expected = json.loads((INSTRUMENTED / "expected.json").read_text())[name]
+    sent = expected["turns"]
+    mapping = write(tmp_path / "mapping.yaml", "route: {span_name: route_decision, attribute: app.route}\n")
+    out = tmp_path / "out.jsonl"
+    r = run_cli("traces", "import", str(INSTRUMENTED / f"{name}.otlp.jsonl"), "--out", str(out), "--mapping",
+                str(mapping), "--json", cwd=tmp_path)
+    assert r.code == 0, r
+    stats = r.json()
+    turns = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (stats["spans"], stats["log_records"], stats["log_records_unattached"]) == (expected["spans"], expected["log_records"], 0)
+    assert stats["traces"] == stats["turns"] == len(sent) and stats["sessions"] == len({s["session"] for s in sent})
+    assert [(t["session_id"], t["user"]["id"], t["input"], t["route"]["name"]) for t in turns] == [
+        (s["session"], s["user"], s["input"], s["route"]) for s in sent]
+    assert [t.get("output") for t in turns] == [s["output"] for s in sent]
+    assert [[c["id"] for c in t.get("context", [])] for t in turns] == [s["documents"] for s in sent]
+    assert [bool(t.get("error")) for t in turns] == [s["error"] is not None for s in sent]
+    assert [t.get("usage", {}).get("input_tokens") for t in turns] == [s["input_tokens"] for s in sent]
+    assert [t.get("usage", {}).get("output_tokens") for t in turns] == [s["output_tokens"] for s in sent]
+    assert stats["tokens"] == {"input": sum(s["input_tokens"] or 0 for s in sent),
+                               "output": sum(s["output_tokens"] or 0 for s in sent)}
+    assert {t["model"]["name"] for t, s in zip(turns, sent) if not s["error"]} == {"gpt-4o-mini-2024-07-18"}
+
+
+@pytest.mark.parametrize("services", [("support-bot", "support-bot"), ("support-bot", "gateway")])
+def test_one_document_with_spans_and_log_records_one_or_several_resources(tmp_path: Path, services: tuple[str, str]) -> None:
+    requests = [json.loads(line) for line in (FIXTURES / "collector.jsonl").read_text().splitlines()]
+    doc: dict[str, Any] = {"resourceSpans": [rs for r in requests for rs in r.get("resourceSpans", [])],
+                           "resourceLogs": [rl for r in requests for rl in r.get("resourceLogs", [])]}
+    doc["resourceSpans"][1]["resource"]["attributes"][0]["value"]["stringValue"] = services[1]  # the POST /chat roots
+    path = write(tmp_path / "doc.otlp.json", json.dumps(doc, indent=2))
+    line_stats, line_turns = imported(tmp_path, "collector.jsonl")
+    out = tmp_path / "doc.jsonl"
+    r = run_cli("traces", "import", str(path), "--out", str(out), "--json", cwd=tmp_path)
+    assert r.code == 0, r
+    turns = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [t["extra"]["otlp"]["service"] for t in turns] == [services[1], services[1], "support-bot"]
+    for t in turns + line_turns:
+        t["extra"] = {}
+    assert turns == line_turns
+    assert {k: v for k, v in r.json().items() if k not in ("files", "out")} == {
+        k: v for k, v in line_stats.items() if k not in ("files", "out")}
