@@ -488,6 +488,10 @@ def feedback_promote(
         _print_json(info)
     else:
         console = _console()
+        if not (info["written"] or info["already_promoted"] or info["skipped"]):
+            console.print("no stored correction to promote (import some with 'evalgate feedback import FILE')",
+                          markup=False)
+            return
         console.print(f"wrote {len(info['written'])} case(s) to {info['out']}"
                       + (f"; {len(info['already_promoted'])} already there" if info["already_promoted"] else ""),
                       markup=False)
