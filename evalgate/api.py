@@ -209,7 +209,8 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
                                    + ", ".join(f"{kind} {n}" for kind, n in redacted.items()))
         failing = metrics.failing_cases(con, outcome.run_id)
         summary = {"metrics": head, "verdict": verdict.to_dict(),
-                   "baseline": comparison.to_dict() if comparison else None, "redacted": redacted}
+                   "baseline": comparison.to_dict() if comparison else None, "redacted": redacted,
+                   "warnings": list(suite.notes.warnings)}
         routes = _route_confusion(con, outcome.run_id)
         if routes["turns"]:
             summary["routes"] = routes
@@ -440,7 +441,8 @@ def stored_report(store: Store, run_refs: list[str]) -> RunReport:
         verdict = gate_mod.Verdict(v["status"], v["exit_code"], [gate_mod.RuleResult(**r) for r in v["rules"]],
                                    v["reasons"], v.get("notices", []))
         report.suites.append(SuiteReport(suite, path or "", run_id, status, verdict, summary.get("metrics", {}),
-                                         failing, [], [], float(duration or 0), cases or 0, turns or 0,
+                                         failing, summary.get("warnings", []), [], float(duration or 0), cases or 0,
+                                         turns or 0,
                                          target or "", summary.get("baseline")))
     return report
 

@@ -942,7 +942,8 @@ def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, s
                                      redact.model_dump() if redact else None, __version__],
                                     sort_keys=True, default=str).encode()).hexdigest()[:16]
     out = config.store.parent / "otlp" / f"{path.name}.{key}.jsonl"
-    if not out.is_file():
+    summary_path = out.with_name(out.name + ".summary.json")
+    if not out.is_file() or not summary_path.is_file():
         redactor = None
         if redact is not None:
             try:
@@ -950,9 +951,16 @@ def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, s
             except ValueError as exc:
                 raise SuiteError(str(exc), location=doc.locate(("redact",))) from None
         stats = otlp.import_otlp([path], out, mapping=mapping, redactor=redactor)
-        if stats.unmapped:
-            shown = ", ".join(f"{k} ({v})" for k, v in stats.unmapped.most_common(5))
-            notes.warnings.append(f"{display_path(path)}: {len(stats.unmapped)} OTLP attribute(s) not mapped: {shown}")
+        summary_path.write_text(json.dumps({"unmapped": dict(stats.unmapped.most_common()),
+                                            "redacted": stats.redacted}), encoding="utf-8")
+    # said on every run that uses the converted copy, not only the one that converted it
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    if summary["unmapped"]:
+        shown = ", ".join(f"{k} ({v})" for k, v in list(summary["unmapped"].items())[:5])
+        notes.warnings.append(f"{display_path(path)}: {len(summary['unmapped'])} OTLP attribute(s) not mapped: {shown}")
+    if summary["redacted"]:
+        notes.warnings.append(f"{display_path(path)}: redacted on import: "
+                              + ", ".join(f"{kind} {n}" for kind, n in summary["redacted"].items()))
     return str(out)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import subprocess
 import sys
@@ -129,6 +130,13 @@ def test_a_suite_names_an_otlp_file_directly(tmp_path: Path) -> None:
     assert r.code == 1, r  # s-B retrieved kb/order-tracking only
     rows = query(db, "SELECT case_id, turn, route, passed FROM turns ORDER BY case_id, turn")
     assert rows == [("s-A", 1, "refunds", True), ("s-A", 2, "refunds", True), ("s-B", 1, "order_status", False)]
+    warned = [w for w in r.json()["suites"][0]["warnings"] if "prod.otlp.json" in w]
+    assert warned and "not mapped" in warned[0]
+    # a run that reuses the converted copy says the same, and so does its report
+    again = run_cli("run", "suite.yaml", "--json", "--db", str(db), "--html", "r.html", cwd=tmp_path)
+    assert [w for w in again.json()["suites"][0]["warnings"] if "prod.otlp.json" in w] == warned
+    page = (tmp_path / "r.html").read_text()
+    assert all(f"Warning: {html.escape(w)}" in page for w in warned)
     bad = write(tmp_path / "bad.yaml", """
         target: replay
         traces: [{file: prod.otlp.json, mapping: {rout: {attribute: app.route}}}]
