@@ -99,6 +99,10 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     if options.timeout_s is None and config.timeout_s:
         options.timeout_s = config.timeout_s
     suites = load_suites(paths, config, strict=options.strict, target=target)
+    if options.max_cost is not None and options.spend is None:
+        from .pipeline.model import SpendMeter
+
+        options.spend = SpendMeter(options.max_cost)  # one budget for the whole run, whatever the suites
     store = Store(store_path or config.store)
     if options.tags and not any(s.count_cases(options.tags) for s in suites):
         raise UsageError(f"no case has any of the tags {', '.join(options.tags)}", hint="check --tags")

@@ -60,6 +60,8 @@ class RunOptions:
     require_baseline: bool = False
     max_cost: float | None = None
     """USD: a pipeline target starts no new model call once the run's spend reaches this (the run stops, exit 3)."""
+    spend: Any = None
+    """What this ``evalgate run`` has spent on model calls so far, across its suites (set by api.run)."""
     offline: bool = False
     """A model call the cache cannot answer stops the run (exit 3) instead of reaching the endpoint."""
     cache_mode: str = "use"
@@ -242,7 +244,8 @@ class Runner:
         from .models.client import ModelOptions
 
         models = ModelOptions(cache_path=self.options.cache_path, cache_mode=self.options.cache_mode,
-                              offline=self.options.offline, max_cost=self.options.max_cost, concurrency=self.concurrency)
+                              offline=self.options.offline, max_cost=self.options.max_cost, concurrency=self.concurrency,
+                              meter=self.options.spend)
         return make_target(self.target_config, root=self.options.root, concurrency=self.concurrency,
                            documents=self.suite.documents, permissions=self.suite.permissions, models=models)
 

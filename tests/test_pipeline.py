@@ -347,6 +347,26 @@ def test_max_cost_stops_new_calls_and_exits_3(server: str, tmp_path: Path) -> No
     assert story["usage"]["cost_usd"] == 11.000003
 
 
+def test_max_cost_is_the_whole_runs_budget_not_each_suites(server: str, tmp_path: Path) -> None:
+    # $11.000003 per call. Suite "a-one" (1 case) spends $11; "b-two" makes one more call ($22 > $15) and stops.
+    # With a budget per suite, b-two would have made both of its calls and the run would have passed.
+    project = _project(tmp_path, server, "prices: {tiny-model: {input: 1000000, output: 1}}")
+    text = (project / "suites" / "llm.yaml").read_text()
+    head, cases = text.split("\ncases:\n")
+    lines = [line for line in cases.splitlines() if line.strip()]
+    (project / "suites" / "llm.yaml").unlink()
+    (project / "suites" / "a-one.yaml").write_text(head.replace("name: llm", "name: a-one") + "\ncases:\n" + lines[0] + "\n")
+    (project / "suites" / "b-two.yaml").write_text(head.replace("name: llm", "name: b-two") + "\ncases:\n"
+                                                   + lines[0] + "\n" + lines[0].replace("id: a,", "id: a2,") + "\n")
+    r = run_cli("run", "--max-cost", "15", "-j", "1", "--cache-mode", "off", "--json", cwd=project,
+                env={"EVALGATE_TEST_KEY": SECRET})
+    assert r.code == 3, r
+    suites = {s["suite"]: s for s in r.json()["suites"]}
+    assert suites["a-one"]["verdict"]["status"] == "pass"
+    assert "--max-cost $15 reached (spent $22.000006 on 2 model call(s))" in " ".join(suites["b-two"]["verdict"]["reasons"])
+    assert len(FakeOpenAI.requests) == 2
+
+
 def test_the_bundled_pipeline_suite_passes_offline(tmp_path: Path) -> None:
     r = run_cli("run", "suites/support-pipeline.yaml", "--offline", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 0, r

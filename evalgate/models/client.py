@@ -36,6 +36,8 @@ class ModelOptions:
     max_cost: float | None = None
     """USD: no new model call starts once the run's spend reaches this."""
     concurrency: int | None = None
+    meter: Any = None
+    """The run's spend so far (a pipeline SpendMeter), shared by all of its suites."""
 
 
 @dataclass

@@ -59,7 +59,8 @@ class Pipeline:
     """The reference pipeline for one suite; ``client`` is a ModelClient (or None when only builtin runs)."""
 
     def __init__(self, spec: PipelineSpec, documents: DocumentSet | None, permissions: Permissions | None,
-                 *, client: Any = None, max_cost: float | None = None, counter: TokenCounter | None = None):
+                 *, client: Any = None, max_cost: float | None = None, counter: TokenCounter | None = None,
+                 meter: SpendMeter | None = None):
         self.spec = spec
         self.counter = counter or token_counter(spec.token_counter)
         self.router = Router(spec.router, spec.workflows())
@@ -71,7 +72,8 @@ class Pipeline:
             self.retriever = Retriever(documents, permissions or GroupPermissions.of(documents), self.counter)
         self.client = client
         self.prices = Prices({**DEFAULT_PRICES, **{k: (p.input, p.output) for k, p in spec.prices.items()}})
-        self.meter = SpendMeter(max_cost)
+        self.meter = meter if meter is not None else SpendMeter(max_cost)
+        """Shared by every suite of one ``evalgate run``: --max-cost is the run's budget, not each suite's."""
 
     # --- the turn ---------------------------------------------------------------
 

@@ -48,7 +48,8 @@ class PipelineTarget:
                                        concurrency=options.concurrency or self.concurrency,
                                        timeout_s=spec.endpoint.timeout_s, max_retries=spec.endpoint.max_retries,
                                        cache=self._cache, cache_mode=options.cache_mode, offline=options.offline)
-        self.pipeline = Pipeline(spec, documents, permissions, client=self._client, max_cost=options.max_cost)
+        self.pipeline = Pipeline(spec, documents, permissions, client=self._client, max_cost=options.max_cost,
+                                 meter=options.meter)
 
     async def call(self, request: dict[str, Any], turn: Any, timeout_s: float) -> Reply:
         from ..pipeline.engine import RunStopped, TurnFailed
