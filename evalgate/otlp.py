@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gzip
 import json
 import os
 import re
@@ -284,10 +285,20 @@ def _items_of_request(obj: dict[str, Any], path: str, line: int | None) -> Itera
                         yield rec
 
 
+def _open(path: str | Path) -> IO[bytes]:
+    """The file's bytes, gunzipped on the fly when it is gzip (collectors often compress what they write)."""
+    fh: IO[bytes] = open(path, "rb")
+    if fh.read(2) == b"\x1f\x8b":
+        fh.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # a GzipFile reads like any binary file
+    fh.seek(0)
+    return fh
+
+
 def read_items(path: str) -> Iterator[Span | LogRecord]:
-    """Spans and span-linked log records from one OTLP JSON file, streamed."""
+    """Spans and span-linked log records from one OTLP JSON file (gzip or not), streamed."""
     try:
-        fh = open(path, "rb")
+        fh = _open(path)
     except FileNotFoundError:
         raise SuiteError(f"OTLP file not found: {path}", hint="check the path") from None
     with fh:
@@ -462,12 +473,12 @@ def _error_line(fh: IO[bytes], path: str) -> int | None:
 def is_otlp(path: Path | str) -> bool:
     """Whether a file looks like OTLP JSON (by name, else by its first bytes)."""
     name = str(path).lower()
-    if name.endswith((".otlp.json", ".otlp.jsonl")):
+    if name.endswith((".otlp.json", ".otlp.jsonl", ".otlp.json.gz", ".otlp.jsonl.gz")):
         return True
     try:
-        with open(path, "rb") as fh:
+        with _open(path) as fh:
             head = fh.read(4096)
-    except OSError:
+    except (OSError, EOFError):
         return False
     return b'"resourceSpans"' in head or b'"resourceLogs"' in head
 

@@ -219,3 +219,19 @@ def test_one_document_with_spans_and_log_records_one_or_several_resources(tmp_pa
     assert turns == line_turns
     assert {k: v for k, v in r.json().items() if k not in ("files", "out")} == {
         k: v for k, v in line_stats.items() if k not in ("files", "out")}
+
+
+@pytest.mark.parametrize("name", ["collector.jsonl", "openinference.otlp.json"])
+def test_gzip_files_import_the_same(tmp_path: Path, name: str) -> None:
+    """Collectors often compress what they write: a .gz file gives the same traces, streamed."""
+    import gzip
+
+    plain_stats, plain = imported(tmp_path, name)
+    packed = tmp_path / (name + ".gz")
+    packed.write_bytes(gzip.compress((FIXTURES / name).read_bytes()))
+    out = tmp_path / "from-gz.jsonl"
+    r = run_cli("traces", "import", str(packed), "--out", str(out), "--json", cwd=tmp_path)
+    assert r.code == 0, r
+    assert [json.loads(line) for line in out.read_text().splitlines()] == plain
+    assert {k: v for k, v in r.json().items() if k not in ("files", "out")} == \
+        {k: v for k, v in plain_stats.items() if k not in ("files", "out")}
