@@ -29,6 +29,7 @@ __all__ = [
     "__version__",
     "case_story",
     "history",
+    "html_report",
     "import_feedback",
     "import_traces",
     "list_feedback",
@@ -36,6 +37,7 @@ __all__ = [
     "promote_feedback",
     "run",
     "scorer",
+    "stored_report",
     "validate",
 ]
 
@@ -58,6 +60,8 @@ _LAZY = {
     "validate": "evalgate.api",
     "case_story": "evalgate.api",
     "history": "evalgate.api",
+    "html_report": "evalgate.api",
+    "stored_report": "evalgate.api",
     "import_traces": "evalgate.api",
     "import_feedback": "evalgate.api",
     "list_feedback": "evalgate.api",
