@@ -59,6 +59,26 @@ class YamlDoc:
         return Location(self.path, mark.line + 1, mark.column + 1)
 
 
+def _no_duplicate_keys(root: Any, path: str) -> None:
+    """A key written twice in one mapping is an error at the second one (YAML would keep the last silently)."""
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    if key.value in seen:
+                        mark = key.start_mark
+                        raise SuiteError(f"duplicate key '{key.value}' (first at line {seen[key.value]})",
+                                         location=Location(path, mark.line + 1, mark.column + 1),
+                                         hint="a key may appear once per mapping; remove or merge one of them")
+                    seen[key.value] = key.start_mark.line + 1
+                stack.append(value)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+
+
 def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
     """Parse one YAML file, turning syntax errors into a located SuiteError."""
     path = str(path)
@@ -72,6 +92,8 @@ def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _no_duplicate_keys(node, path)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

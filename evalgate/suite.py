@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -791,6 +792,9 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
 
     path = Path(path)
     config = config or find_config(path.parent)
+    root = str(config.root.resolve())  # module:function references (scorers, permissions, hooks) import from here
+    if root not in sys.path:
+        sys.path.insert(0, root)
     if not path.is_file():
         raise SuiteError(f"suite file not found: {path}", hint="evalgate run [PATHS] takes suite files or folders")
     text = path.read_text(encoding="utf-8")

@@ -124,3 +124,34 @@ def test_bad_config_setting(cli, project: Path) -> None:
 def test_bad_option_value_is_a_usage_error(cli) -> None:
     r = cli("run", "--repeat", "zero")
     assert r.code == 2 and "Traceback" not in r.err
+
+
+def test_a_key_written_twice_is_an_error_at_the_second(cli, project: Path) -> None:
+    _suite(project, """
+        name: demo
+        target: {python: bot:respond}
+        cases:
+          - id: a
+            input: hi
+            expect: {route: smalltalk}
+            input: hello
+    """)
+    _assert_usage(cli("validate"), "demo.yaml:7:5: duplicate key 'input' (first at line 5)")
+
+
+def test_custom_scorers_import_from_the_project_root_in_a_subfolder(cli, project: Path) -> None:
+    write(project / "my_checks.py", """
+        def polite(min_count: int = 1):
+            def check(ctx):
+                return "please" in (ctx.trace.output or "").lower()
+            return check
+    """)
+    _suite(project, """
+        name: demo
+        target: {python: bot:respond}
+        cases:
+          - {id: a, input: hi, expect: {"my_checks:polite": {}}}
+    """)
+    (project / "sub" / "deeper").mkdir(parents=True)
+    r = cli("validate", cwd=project / "sub" / "deeper")
+    assert r.code == 0, r
