@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +257,11 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
                 raise UsageError(f"suite {s.path}: target '{s.target.spec['python']}' does not import: {exc}") from None
         sessions, bad_total, bad_msgs = _stream_recorded(s, strict)
         warnings = list(s.notes.warnings)
+        if s.target is not None and s.target.kind == "pipeline":
+            key_env = ((s.target.spec.get("pipeline") or {}).get("endpoint") or {}).get("api_key_env")
+            if key_env and key_env not in os.environ:
+                warnings.append(f"the pipeline's model key {key_env} is not set: 'run' will stop (exit 2) "
+                                "unless every answer is cached and it runs with --offline")
         if bad_total:
             warnings.append(f"{bad_total} bad trace line(s) will be skipped (run with --strict to make them fatal)")
         out.append({"suite": s.name, "path": str(s.path), "default": s.spec.default,

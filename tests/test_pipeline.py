@@ -450,3 +450,12 @@ def test_target_override_runs_the_hand_written_suite_through_the_pipeline(tmp_pa
     assert r.code == 0, r
     s = r.json()["suites"][0]
     assert s["target"] == "pipeline: pipelines/support.yaml" and s["cases"] == 9 and s["metrics"]["pass_rate"] == 1.0
+
+
+def test_validate_warns_when_the_model_key_is_not_set(server: str, tmp_path: Path) -> None:
+    project = _project(tmp_path, server)
+    r = run_cli("validate", "--json", cwd=project)
+    assert r.code == 0, r
+    assert any("EVALGATE_TEST_KEY is not set" in w for w in r.json()["suites"][0]["warnings"])
+    r = run_cli("validate", "--json", cwd=project, env={"EVALGATE_TEST_KEY": SECRET})
+    assert not any("EVALGATE_TEST_KEY" in w for w in r.json()["suites"][0]["warnings"])
