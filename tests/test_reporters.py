@@ -86,3 +86,13 @@ def test_history_shows_a_sparkline_per_suite(cli, project) -> None:
     assert r.code == 0
     line = next(x for x in r.out.splitlines() if x.startswith("demo") and "pass rate" in x)
     assert "█▅" in line and "100.0% → 50.0%" in line, r.out
+
+
+def test_compare_shows_changes_in_each_metrics_unit() -> None:
+    from evalgate.reporters.console import _delta
+
+    assert _delta("pass_rate", 1.0, 0.556) == "-44.4 pts"
+    assert _delta("route.accuracy", 0.9, 0.95) == "+5.0 pts"
+    assert _delta("passed", 36, 20) == "-16"  # a count, not a rate
+    assert _delta("latency.p95", 685, 655) == "-30 ms" and _delta("elapsed.p50", 0.5, 0.75) == "+0.2 ms"
+    assert _delta("cost.total", 0.0019, 0.0017) == "-$0.0002"

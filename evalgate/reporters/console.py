@@ -287,14 +287,29 @@ def _render_changes(console: Console, cmp: dict[str, Any], title: str) -> None:
         console.print(Text(f"  … and {len(cmp['changed']) - 10} more changed", style="dim"))
 
 
+def _delta(metric: str, a: float, b: float) -> str:
+    """B − A in the metric's own unit: points for rates, ms for times, dollars for cost."""
+    d = b - a
+    if metric.endswith(("rate", "accuracy")) or metric in ("pass@k", "pass^k"):
+        return f"{d * 100:+.1f} pts"
+    if metric.startswith(("latency.", "elapsed.")):
+        return f"{d:+.1f} ms" if abs(d) < 10 else f"{d:+.0f} ms"
+    if metric.startswith("cost."):
+        return f"{'-' if d < 0 else '+'}${abs(d):.4f}"
+    return f"{d:+g}"
+
+
 def render_comparison(console: Console, data: dict[str, Any]) -> None:
     _render_changes(console, data, f"{data['suite']}: run {data['run_a']} → {data['run_b']}")
     table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    for col in ("metric", "A", "B"):
-        table.add_column(col)
+    for col in ("metric", "A", "B", "change"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    from ..gate import _fmt
+
     for name, v in data["metrics"].items():
-        fmt = _pct if name.endswith(("rate", "accuracy")) else (lambda x: "—" if x is None else f"{x:g}")
-        table.add_row(name, fmt(v["a"]), fmt(v["b"]))
+        a, b = v["a"], v["b"]
+        change = _delta(name, a, b) if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a != b else ""
+        table.add_row(name, "—" if a is None else _fmt(a, name), "—" if b is None else _fmt(b, name), change)
     console.print(table)
 
 
