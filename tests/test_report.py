@@ -125,6 +125,12 @@ def test_report_states_the_verdict_rules_slices_and_regressions(regressed_report
     assert "By route (turns)" in page and "By tag (case runs)" in page
     assert "Against the baseline" in page and "New failures" in page
     assert "Routes: expected × chosen" in page and 'class="num off"' in page  # the regressed router misroutes
+    # leaks by the reader's group: the regressed release shows customers documents they may not read
+    group = re.search(r'<tr class="st-fail"><th scope="row">customer</th>(.*?)</tr>', page, re.S)
+    assert group is not None, "the customer group should be marked for its leaks"
+    leaks = int(re.findall(r'<td class="num">([^<]*)</td>', group.group(1))[-1])
+    ran = json.loads((regressed_report.parent / "run.json").read_text())["suites"][0]["metrics"]
+    assert 0 < leaks <= ran["permissions.leaks"]
     meta, index, chunks = _blobs(page)
     assert meta["cases"] == len(index) == 36 and meta["chunks"] == len(chunks) == 1
     by_id = {c["id"]: c for c in index}

@@ -319,7 +319,17 @@ def _slices(con: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
         "SELECT tag, count(*), count(*) FILTER (passed), count(*) FILTER (errored) FROM "
         "(SELECT unnest(tags) AS tag, passed, errored FROM cases WHERE run_id = ?) GROUP BY tag "
         "ORDER BY count(*) DESC, tag", [run_id]).fetchall()
+    # leaks per case run: the permissions scorer's named value, summed over the case's turns
+    by_group = con.execute(
+        "WITH leaks AS (SELECT case_id, repeat, sum(TRY_CAST(metrics->>'leaks' AS DOUBLE)) AS n FROM scores "
+        "WHERE run_id = ? AND scorer = 'permissions' GROUP BY ALL) "
+        "SELECT g, count(*), count(*) FILTER (passed), count(*) FILTER (errored), sum(l.n) FROM "
+        "(SELECT unnest(CASE WHEN len(user_groups) > 0 THEN user_groups ELSE ['(none)'] END) AS g, case_id, repeat, "
+        "passed, errored FROM cases WHERE run_id = ?) c LEFT JOIN leaks l USING (case_id, repeat) "
+        "GROUP BY g ORDER BY count(*) DESC, g", [run_id, run_id]).fetchall()
     return {
+        "group": [{"name": g[0], "n": g[1], "passed": g[2], "errors": g[3],
+                   "rate": g[2] / (g[1] - g[3]) if g[1] > g[3] else None, "leaks": g[4]} for g in by_group],
         "route": [{"name": r[0], "n": r[1], "passed": r[2], "errors": r[3],
                    "rate": r[2] / (r[1] - r[3]) if r[1] > r[3] else None,
                    "p50": r[4], "p95": r[5], "lat95": r[6], "cost": r[7]} for r in by_route],
