@@ -268,6 +268,8 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
                     "target": s.target.describe() if s.target else None,
                     "cases": s.count_cases(), "turns": s.count_turns(), "recorded_sessions": sessions,
                     "repeat": s.repeat, "gated": s.gated, "rules": len(s.gate.rules),
+                    "leak_rule": (s.documents is not None or s.permissions is not None)
+                    and not any(r.metric == gate_mod.LEAK_METRIC for r in s.gate.rules),
                     "warnings": warnings, "bad_lines": bad_msgs})
     return ValidationReport(out)
 

@@ -52,3 +52,8 @@ def test_validate_the_bundled_suites() -> None:
     r = run_cli("validate", "suites", "--json", cwd=REPO)
     assert r.code == 0, r
     assert len(r.json()["suites"]) == 6
+    by_name = {s["suite"]: s for s in r.json()["suites"]}
+    # suites with a document set always gate on leaks; validate says so beside their own rules
+    assert by_name["support"]["leak_rule"] and not by_name["recorded-as-is"]["leak_rule"]
+    text = run_cli("validate", "suites/support.yaml", cwd=REPO).out
+    assert "4 gate rule(s) + permissions.leaks ≤ 0 (every gate)" in text

@@ -130,7 +130,8 @@ def render_validation(console: Console, report: Any) -> None:
         line.append(s["path"], style="bold")
         flags = "" if s["default"] else "  (default: false)"
         line.append(f"  {s['cases']} case(s), {s['turns']} turn(s), target {s['target'] or 'none'}, "
-                    f"{s['rules']} gate rule(s){flags}")
+                    f"{s['rules']} gate rule(s)"
+                    + (" + permissions.leaks ≤ 0 (every gate)" if s.get("leak_rule") else "") + flags)
         console.print(line)
         for w in s["warnings"]:
             console.print(Text("  warning: " + w, style="yellow"))
