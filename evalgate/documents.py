@@ -15,7 +15,6 @@ A user may read a document when they share a group with it; the group ``*``
 from __future__ import annotations
 
 import csv
-import importlib
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -242,12 +241,11 @@ class FunctionPermissions:
 
     @classmethod
     def load(cls, ref: str) -> FunctionPermissions:
-        module, _, name = ref.partition(":")
+        from .targets.python import import_reference
+
         try:
-            obj: Any = importlib.import_module(module)
-            for part in name.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
+            obj = import_reference(ref)
+        except (ImportError, AttributeError, ValueError) as exc:
             raise SuiteError(f"cannot load permission function {ref}: {exc}",
                              hint="the module must be importable from the project root") from None
         if not callable(obj):

@@ -11,7 +11,6 @@ never by value.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -213,12 +212,11 @@ def build_redactor(detectors: list[str] | None = None, patterns: dict[str, str] 
 
 def load_hook(ref: str) -> Callable[[str], Iterable[tuple[str, str]]]:
     """Import ``package.module:function``."""
-    module_name, _, attr = ref.partition(":")
+    from .targets.python import import_reference
+
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+        obj = import_reference(ref)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise ValueError(f"cannot import redaction hook '{ref}': {exc}") from None
     if not callable(obj):
         raise ValueError(f"redaction hook '{ref}' is not callable")

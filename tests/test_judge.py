@@ -6,13 +6,13 @@ import asyncio
 import json
 import re
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import query, write
+from conftest import query, serving, write
 from test_scorer_catalogue import _ctx
 
 from evalgate.scorers import ScorerArgError, bind
@@ -53,10 +53,8 @@ class Judge(BaseHTTPRequestHandler):
 def server(tmp_path: Path, monkeypatch):
     Judge.script, Judge.prompts = [], []
     monkeypatch.setenv("EVALGATE_CACHE", str(tmp_path / "cache.sqlite"))
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
+    with serving(Judge) as url:
+        yield url
 
 
 def judge(server: str, **args: Any):

@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,8 @@ import pytest
 
 from evalgate.errors import UsageError
 from evalgate.models import ModelClient, ModelError, ModelRequest, ModelResponse, ResponseCache
+
+from conftest import serving
 
 
 class FakeOpenAI(BaseHTTPRequestHandler):
@@ -69,10 +71,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
 def server():
     FakeOpenAI.script, FakeOpenAI.requests, FakeOpenAI.auth = [], [], []
     FakeOpenAI.max_in_flight, FakeOpenAI.delay = 0, 0.0
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
+    with serving(FakeOpenAI) as url:
+        yield url
 
 
 def _ask(text: str, repeat: int = 0) -> ModelRequest:
@@ -272,11 +272,9 @@ class KeepAliveOpenAI(BaseHTTPRequestHandler):
 
 def test_plain_http_endpoints_reuse_connections_and_read_chunked_answers() -> None:
     KeepAliveOpenAI.connections = set()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), KeepAliveOpenAI)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
 
-    async def go() -> list[str]:
-        client = ModelClient(f"http://127.0.0.1:{srv.server_address[1]}/v1")
+    async def go(url: str) -> list[str]:
+        client = ModelClient(url)
         try:
             texts = []
             for text in ("a", "b chunked", "c", "d close", "e", "f"):
@@ -285,10 +283,8 @@ def test_plain_http_endpoints_reuse_connections_and_read_chunked_answers() -> No
         finally:
             await client.close()
 
-    try:
-        texts = asyncio.run(go())
-    finally:
-        srv.shutdown()
+    with serving(KeepAliveOpenAI) as url:
+        texts = asyncio.run(go(url))
     assert texts == ["echo: a", "echo: b chunked", "echo: c", "echo: d close", "echo: e", "echo: f"]
     assert len(KeepAliveOpenAI.connections) == 2  # one until the server closed it, one after
 

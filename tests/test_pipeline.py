@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ from evalgate.pipeline.router import Message, Router, parse_classifier_answer
 from evalgate.pipeline.state import SlotFiller
 from evalgate.pipeline.tokens import ESTIMATE, TokenCounter, estimate, token_counter
 from evalgate.traces import User
-from test_models import FakeOpenAI
+from test_models import FakeOpenAI, server  # noqa: F401  (the same model server fixture)
 
 ESTIMATOR = TokenCounter(ESTIMATE, estimate)
 CUSTOMER = User(id="c-1", groups=["customer"])
@@ -248,16 +246,6 @@ def test_a_typo_inline_and_unknown_routes_are_exit_2(tmp_path: Path) -> None:
 # --- against a real OpenAI-compatible server ----------------------------------------
 
 SECRET = "sk-evalgate-test-secret-7731"
-
-
-@pytest.fixture
-def server():
-    FakeOpenAI.script, FakeOpenAI.requests, FakeOpenAI.auth = [], [], []
-    FakeOpenAI.max_in_flight, FakeOpenAI.delay = 0, 0.0
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
-    srv.shutdown()
 
 
 def _project(tmp_path: Path, base_url: str, prices: str = "") -> Path:

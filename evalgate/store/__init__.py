@@ -76,19 +76,17 @@ class Store:
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
         try:
+            if read_only and _behind(con):  # written by an older evalgate: migrate it forward once, then read
+                con.close()
+                with self.connect(wait_s=wait_s) as writer:
+                    migrate(writer)
+                con = duckdb.connect(str(self.path), read_only=True)
             con.execute("SET enable_progress_bar = false")  # DuckDB's own bar would garble ours
             con.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
             if threads is not None:
                 con.execute(f"SET threads = {int(threads)}")
             if not read_only:
                 migrate(con)
-            elif _behind(con):  # written by an older evalgate: bring it forward once, then read
-                con.close()
-                with self.connect(wait_s=wait_s):
-                    pass
-                con = duckdb.connect(str(self.path), read_only=True)
-                con.execute("SET enable_progress_bar = false")
-                con.execute(f"SET memory_limit = '{memory_limit or MEMORY_LIMIT}'")
             yield con
         finally:
             con.close()
