@@ -15,9 +15,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import assess as assess_mod
 from . import baseline as baseline_mod
 from . import gate as gate_mod
-from . import metrics, stats
+from . import metrics
 from .config import Config, find_config
 from .errors import EXIT_PASS, EXIT_RUN_ERROR, UsageError
 from .results import RunOutcome
@@ -45,6 +46,8 @@ class SuiteReport:
     target: str
     baseline: dict[str, Any] | None = None
     """The comparison with the baseline: new failures, fixed, changed, ..."""
+    statistics: dict[str, Any] | None = None
+    """The gate's statistical decisions: flipped, confirmed, flaky and inconclusive cases, drops, shares."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -123,8 +126,11 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
                     continue
                 runner.progress = progress_factory(suite) if progress_factory else Progress()
                 outcome = await runner.run(tgt)
-                report.suites.append(finish(store, suite, outcome, baselines[suite.name]))
-                if outcome.status in ("interrupted", "stopped"):
+                confirmation = await _confirm(store, suite, runner, tgt, outcome, baselines[suite.name],
+                                              progress_factory)
+                report.suites.append(finish(store, suite, outcome, baselines[suite.name], confirmation))
+                if outcome.status in ("interrupted", "stopped") or (
+                        confirmation is not None and confirmation.status in ("interrupted", "stopped")):
                     break
         finally:
             for t in started:
@@ -159,7 +165,8 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
             with store.connect() as con:
                 run_id = baseline_mod.find_run(con, ref, suite.name)
                 if run_id is not None:
-                    choice.snapshot = baseline_mod.snapshot(con, run_id)
+                    pooled = baseline_mod.version_runs(con, run_id, suite.gate.history)
+                    choice.snapshot = baseline_mod.snapshot(con, run_id, pooled)
     if choice.snapshot is None and options.require_baseline:
         what = f"'{choice.wanted}'" if choice.wanted else "none was named"
         raise UsageError(f"suite {suite.name}: no baseline to compare with ({what})",
@@ -167,44 +174,65 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
     return choice
 
 
-def _drop_tests(con: Any, suite: Suite, base: baseline_mod.Snapshot, cand: baseline_mod.Snapshot) -> list[Any]:
-    """One paired test per max_drop rule, on the cases of the rule's slice in the candidate run."""
-    tests: list[Any] = []
-    for rule in suite.gate.rules:
-        if rule.max_drop is None:
-            tests.append(None)
+async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outcome: RunOutcome,
+                   base: BaselineChoice, progress_factory: Any) -> RunOutcome | None:
+    """Re-run the cases that did worse than their history, into a confirmation run of this run."""
+    if outcome.status != "completed" or base.snapshot is None or not assess_mod.has_nnf(suite.gate):
+        return None
+    with store.connect(read_only=True) as con:
+        cand = baseline_mod.snapshot(con, outcome.run_id)
+    plan = assess_mod.plan_confirmation(suite.gate, base.snapshot, cand)
+    if not plan:
+        return None
+    opts = RunOptions(**{**runner.options.__dict__})
+    opts.confirm, opts.repeat_offset, opts.parent_run = plan, runner.repeat, outcome.run_id
+    again = Runner(suite, store, opts, progress_factory(suite) if progress_factory else Progress())
+    return await again.run(target)
+
+
+def _share_rules(suite: Suite, rules: list[Any], data: list[metrics.RuleData | None], slices: dict[int, set[str] | None],
+                 has_baseline: bool) -> dict[int, assess_mod.ShareData]:
+    out = {}
+    for i in assess_mod.statistical_rules(suite.gate, has_baseline):
+        rule, rd = rules[i], data[i]
+        if rule.max_drop is not None or rd is None or rd.value is None or not rd.trials:
             continue
-        in_slice = metrics.slice_case_ids(con, cand.run_id, rule.where) if rule.where else None
-        pairs = []
-        for case_id, now in cand.cases.items():
-            before = base.cases.get(case_id)
-            if before is None or (in_slice is not None and case_id not in in_slice):
-                continue
-            if now.runs - now.errored <= 0 or before.runs - before.errored <= 0:
-                continue  # errors are counted apart, never as a drop
-            pairs.append((case_id, before.passed / (before.runs - before.errored), now.passed / (now.runs - now.errored)))
-        tests.append(stats.paired_drop(rule.metric or "pass_rate", pairs, rule.max_drop, rule.confidence))
-    stats.holm([t for t in tests if t is not None])
-    return tests
+        out[i] = assess_mod.ShareData(rd.value * rd.trials, rd.trials, slices.get(i),
+                                      case_level=rule.metric == "pass_rate")
+    return out
 
 
-def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice | None = None) -> SuiteReport:
+def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice | None = None,
+           confirmation: RunOutcome | None = None) -> SuiteReport:
     """Compute metrics, compare with the baseline, decide the verdict, and store them."""
     base = base or BaselineChoice(None)
     with store.connect() as con:
         head = metrics.headline(con, outcome.run_id)
-        comparison, drops = None, []
-        if base.snapshot is not None:
-            cand = baseline_mod.snapshot(con, outcome.run_id)
-            comparison = baseline_mod.compare(base.snapshot, cand)
-            drops = _drop_tests(con, suite, base.snapshot, cand)
-        data = metrics.rule_data(con, outcome.run_id, gate_mod.with_default_rules(suite.gate))
+        cand = baseline_mod.snapshot(con, outcome.run_id)
+        confirmed = baseline_mod.snapshot(con, confirmation.run_id) if confirmation is not None else None
+        comparison = baseline_mod.compare(base.snapshot, cand) if base.snapshot is not None else None
+        rules = gate_mod.with_default_rules(suite.gate)
+        data = metrics.rule_data(con, outcome.run_id, rules)
+        stat_rules = assess_mod.statistical_rules(suite.gate, base.snapshot is not None)
+        slices: dict[int, set[str] | None] = {}
+        for i in stat_rules:
+            where = rules[i].where
+            slices[i] = metrics.slice_case_ids(con, outcome.run_id, where) if where is not None else None
+        assessment = assess_mod.assess(suite.gate, cand, base.snapshot, confirmed, slices,
+                                       _share_rules(suite, rules, data, slices, base.snapshot is not None))
+        if comparison is not None:
+            comparison.new_failures = [v.case_id for v in assessment.regressions]
+            comparison.flaky = list(assessment.flaky)
+            comparison.inconclusive = [v.case_id for v in assessment.inconclusive]
+            comparison.flipped = list(assessment.flipped)
+            comparison.baseline_runs = base.snapshot.runs if base.snapshot is not None else 1
         critical = metrics.critical_failures(con, outcome.run_id)
         failed_ids = metrics.compute(con, outcome.run_id, "failed").cases
         flaky = metrics.compute(con, outcome.run_id, "flaky").cases
+        flaky += [c for c in assessment.flaky if c not in flaky]
         inputs = gate_mod.GateInputs(suite.gate, suite.gated, outcome.status, outcome.cases, outcome.errors,
                                      data, critical, failed_ids, outcome.bad_lines, outcome.failure,
-                                     comparison, drops, flaky)
+                                     comparison, assessment, flaky)
         verdict = gate_mod.evaluate(inputs)
         if base.wanted and base.snapshot is None:
             verdict.notices.insert(0, f"baseline '{base.wanted}' has no run of suite {suite.name}; regression rules skipped")
@@ -213,19 +241,23 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
             verdict.notices.append("redacted from recorded traces: "
                                    + ", ".join(f"{kind} {n}" for kind, n in redacted.items()))
         failing = metrics.failing_cases(con, outcome.run_id)
+        statistics = assessment.to_dict()
         summary = {"metrics": head, "verdict": verdict.to_dict(),
                    "baseline": comparison.to_dict() if comparison else None, "redacted": redacted,
-                   "warnings": list(suite.notes.warnings)}
+                   "warnings": list(suite.notes.warnings), "statistics": statistics}
         routes = _route_confusion(con, outcome.run_id)
         if routes["turns"]:
             summary["routes"] = routes
         con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
                     [verdict.status, verdict.exit_code, json.dumps(summary, default=str), outcome.run_id])
+        if confirmation is not None:  # the confirmation run is evidence, not a release: it takes its parent's verdict
+            con.execute("UPDATE runs SET verdict = ?, exit_code = ? WHERE run_id = ?",
+                        [verdict.status, verdict.exit_code, confirmation.run_id])
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
     return SuiteReport(suite.name, str(suite.path), outcome.run_id, outcome.status, verdict, head, failing,
                        list(suite.notes.warnings), bad, outcome.duration_s, outcome.cases, outcome.turns,
                        suite.target.describe() if suite.target else "",
-                       comparison.to_dict() if comparison else None)
+                       comparison.to_dict() if comparison else None, statistics)
 
 
 @dataclass

@@ -8,13 +8,17 @@ errors never masquerade as quality failures, nor the reverse.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR, did_you_mean
-from .metrics import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, RuleData, route_class_metric
-from .suite import GateSpec, Rule
+from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR
+from .policy import LEAK_METRIC, GateSpec, Rule, check_rule_metrics, with_default_rules
+from .results import RuleData
 
-LEAK_METRIC = "permissions.leaks"
+if TYPE_CHECKING:
+    from .assess import Assessment
+    from .stats import ShareTest
+
+__all__ = ["LEAK_METRIC", "GateInputs", "RuleResult", "Verdict", "check_rule_metrics", "evaluate", "with_default_rules"]
 
 
 @dataclass
@@ -22,7 +26,7 @@ class RuleResult:
     """One rule's outcome: its value against its limit, and the cases behind it."""
 
     rule: str
-    status: str  # pass | fail | skipped
+    status: str  # pass | fail | inconclusive | skipped
     detail: str
     value: float | None = None
     limit: str | None = None
@@ -59,74 +63,14 @@ class GateInputs:
     run_failure: str | None = None
     comparison: Any = None
     """A baseline.Comparison when there is a baseline."""
-    drops: list[Any] = field(default_factory=list)
+    assessment: Assessment | None = None
+    """The statistical decisions: regressions, drops and shares, judged as one family."""
     flaky: list[str] = field(default_factory=list)
-    """Cases with mixed outcomes across repeats."""
-    """One stats.DropTest per max_drop rule, in rule order (None for others)."""
+    """Cases with mixed outcomes across repeats, or in the baseline's history."""
 
     @property
     def has_baseline(self) -> bool:
         return self.comparison is not None
-
-
-def check_rule_metrics(rule: Rule, scorer_names: set[str],
-                       aliases: dict[str, tuple[str, Any]] | None = None) -> tuple[str, str | None] | None:
-    """A load-time check that a rule names a metric evalgate can compute."""
-    from . import scorers
-
-    if rule.metric is None:
-        return None
-    metric = rule.metric
-    if rule.max_drop is not None and metric != "pass_rate":
-        return (f"max_drop is tested on pass_rate (paired per case), not '{metric}'",
-                "write {metric: pass_rate, max_drop: 0.02}, with where: to slice by tags")
-    if rule.max_drop is not None and rule.where is not None and (
-            rule.where.route or rule.where.user or rule.where.group or rule.where.recorded is not None):
-        return ("a max_drop rule slices by tags and case ids only", "use where: {tags: [...]} or {case: 'refund-*'}")
-    if metric in CASE_METRICS or metric in REPEAT_METRICS or metric == LEAK_METRIC:
-        return None
-    if route_class_metric(metric) is not None:
-        return None
-    family, _, stat = metric.rpartition(".")
-    if family in ("latency", "elapsed"):
-        if stat in LATENCY_STATS:
-            return None
-        return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, LATENCY_STATS) or f"use one of {', '.join(LATENCY_STATS)}")
-    if family in ("cost", "tokens"):
-        if stat in USAGE_STATS:
-            return None
-        return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, USAGE_STATS) or f"use one of {', '.join(USAGE_STATS)}")
-    known = {i.name for i in scorers.available()} | scorer_names
-    if family and family in known:
-        declared = _declared_stats(aliases[family][0] if aliases and family in aliases else family)
-        if stat in SCORER_STATS or _stat_matches(stat, declared):
-            return None
-        names = list(SCORER_STATS) + list(declared)
-        return (f"unknown statistic '{stat}' for scorer {family}", did_you_mean(stat, names) or f"use one of {', '.join(names)}")
-    names = list(CASE_METRICS) + list(REPEAT_METRICS) + [f"{s}.pass_rate" for s in sorted(known)] + [f"latency.{s}" for s in LATENCY_STATS]
-    return (f"unknown metric '{metric}'", did_you_mean(metric, names) or "metrics: pass_rate, error_rate, <scorer>.pass_rate, latency.p95, ...")
-
-
-def _declared_stats(family: str) -> tuple[str, ...]:
-    """The named values a scorer declares it reports (``@scorer(..., stats=...)``)."""
-    from . import scorers
-
-    try:
-        return scorers.lookup(family).stats
-    except scorers.ScorerArgError:  # an alias: its own name is not registered
-        return ()
-
-
-def _stat_matches(stat: str, declared: tuple[str, ...]) -> bool:
-    """``recall@5`` matches a declared ``recall@k``."""
-    for name in declared:
-        if name.endswith("@k"):
-            head, _, k = stat.partition("@")
-            if head == name[:-2] and k.isdigit() and int(k) > 0:
-                return True
-        elif stat == name:
-            return True
-    return False
 
 
 def _fmt(value: float | None, metric: str) -> str:
@@ -143,14 +87,6 @@ def _fmt(value: float | None, metric: str) -> str:
     return f"{value:g}"
 
 
-def with_default_rules(gate: GateSpec) -> list[Rule]:
-    """The suite's rules plus the ones every gate has: no leaks (``permissions.leaks ≤ 0``)."""
-    rules = list(gate.rules)
-    if not any(r.metric == LEAK_METRIC for r in rules):
-        rules.append(Rule(metric=LEAK_METRIC, max=0))
-    return rules
-
-
 def evaluate(inputs: GateInputs) -> Verdict:
     """Decide the verdict. Every failed rule names its value, limit and cases."""
     results: list[RuleResult] = []
@@ -162,8 +98,15 @@ def evaluate(inputs: GateInputs) -> Verdict:
 
     if inputs.flaky:
         how = {"report": "named, not failed", "fail": "counted as failures"}[inputs.gate.flaky]
-        notices.append(f"{len(inputs.flaky)} flaky case(s), mixed outcomes across repeats ({how}): "
-                       + ", ".join(inputs.flaky[:10]) + (" …" if len(inputs.flaky) > 10 else ""))
+        rates = inputs.assessment.flaky if inputs.assessment is not None else {}
+        where = "across repeats or in the baseline's history" if rates else "across repeats"
+        shown = [f"{c} ({rates[c]})" if c in rates else c for c in inputs.flaky[:10]]
+        notices.append(f"{len(inputs.flaky)} flaky case(s), mixed outcomes {where} ({how}): "
+                       + ", ".join(shown) + (" …" if len(inputs.flaky) > 10 else ""))
+    a = inputs.assessment
+    if a is not None and a.varies is None and (a.shares or a.drops or a.flipped):
+        notices.append("run-to-run variation is not measured yet (every case ran once, with no history): shares are "
+                       "judged as if every case could flip; repeat: 2 or a baseline measures it")
     if not inputs.gated:
         n = inputs.cases - inputs.errors
         failed_cases = inputs.failed_cases
@@ -189,6 +132,13 @@ def evaluate(inputs: GateInputs) -> Verdict:
             results.append(result)
 
     failed = [r for r in results if r.status == "fail"]
+    undecided = [r for r in results if r.status == "inconclusive"]
+    if undecided:
+        what = "fail the gate (gate.inconclusive: fail)" if inputs.gate.inconclusive == "fail" else \
+            "pass, named (gate.inconclusive: pass)"
+        notices.append(f"{len(undecided)} rule(s) inconclusive, which {what}: " + "; ".join(r.rule for r in undecided))
+        if inputs.gate.inconclusive == "fail":
+            failed += undecided
     error_rate = inputs.errors / inputs.cases if inputs.cases else 0.0
     reasons: list[str] = []
     if inputs.run_status != "completed":
@@ -212,8 +162,8 @@ def evaluate(inputs: GateInputs) -> Verdict:
     if status == "pass":
         passed = sum(1 for r in results if r.status == "pass")
         skipped = sum(1 for r in results if r.status == "skipped")
-        reasons.append(f"{passed} rule(s) passed" + (f", {skipped} skipped" if skipped else "") if passed
-                       else f"no rule evaluated ({skipped} skipped)")
+        extra = (f", {len(undecided)} inconclusive" if undecided else "") + (f", {skipped} skipped" if skipped else "")
+        reasons.append(f"{passed} rule(s) passed{extra}" if passed or undecided else f"no rule evaluated ({skipped} skipped)")
     return Verdict(status, code, results, reasons, notices)
 
 
@@ -226,29 +176,22 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
             return RuleResult(name, "fail", f"{len(bad)} critical case(s) failed", cases=bad)
         return RuleResult(name, "pass", f"all {n} critical case run(s) passed" if n else "no critical cases in this run")
     if rule.no_new_failures or rule.max_drop is not None:
-        if not inputs.has_baseline:
+        if not inputs.has_baseline or inputs.assessment is None:
             notices.append(f"'{name}' skipped: no baseline to compare with")
             return RuleResult(name, "skipped", "no baseline")
+        a = inputs.assessment
         cmp = inputs.comparison
         if rule.no_new_failures:
-            new = list(cmp.new_failures)
-            if inputs.gate.flaky == "fail":
-                new += cmp.flaky_regressed
-                flaky = f"; {len(cmp.flaky_regressed)} of them flaky" if cmp.flaky_regressed else ""
-            else:
-                flaky = f"; {len(cmp.flaky)} flaky case(s) left out" if cmp.flaky else ""
-            if new:
-                return RuleResult(name, "fail", f"{len(new)} case(s) passed in baseline "
-                                  f"{cmp.baseline_run} and fail now{flaky}", float(len(new)), cases=new)
-            return RuleResult(name, "pass", f"no new failures against {cmp.baseline_run} over {cmp.paired} "
-                              f"paired case(s); {len(cmp.fixed)} fixed{flaky}", 0.0)
-        test = next((d for r, d in zip(inputs.gate.rules, inputs.drops) if r is rule), None)
+            return _no_new_failures(name, a, cmp)
+        index = next(i for i, r in enumerate(inputs.gate.rules) if r is rule)
+        test = a.drops.get(index)
         if test is None:
             return RuleResult(name, "skipped", "no paired data for this rule")
         if test.n == 0:
             return RuleResult(name, "fail", test.describe(), None, f"drop ≤ {rule.max_drop:g}")
-        return RuleResult(name, "fail" if test.fails else "pass", test.describe(), test.drop,
-                          f"drop ≤ {rule.max_drop:g}", test.cases if test.fails else [])
+        status = "fail" if test.fails else "inconclusive" if test.drop > test.max_drop else "pass"
+        return RuleResult(name, status, test.describe(), test.drop, f"drop ≤ {rule.max_drop:g}",
+                          test.cases if status != "pass" else [])
     assert rule.metric is not None
     if rd is None or rd.value is None:
         if implicit:
@@ -268,6 +211,45 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
     if rd.population is not None and rd.sample < rd.population:
         notices.append(f"{rule.metric}: usage reported on {rd.sample} of {rd.population} turn(s); "
                        "turns without it are not counted")
+    at = next((i for i, r in enumerate(inputs.gate.rules) if r is rule), None)
+    share = inputs.assessment.shares.get(at) if inputs.assessment is not None and at is not None else None
+    if share is not None:
+        return _share_result(name, rule, share, problems, limit, over, rd)
     if problems:
         return RuleResult(name, "fail", "; ".join(problems) + over, value, limit, rd.cases)
     return RuleResult(name, "pass", f"{_fmt(value, rule.metric)} ({limit}){over}", value, limit)
+
+
+def _share_result(name: str, rule: Rule, share: ShareTest, problems: list[str], limit: str, over: str,
+                  rd: RuleData) -> RuleResult:
+    """A threshold on a share, judged with its run-to-run uncertainty: pass, fail or inconclusive."""
+    assert rule.metric is not None
+    conf = f"{1 - share.level:.1%}".replace(".0%", "%")
+    if share.design == 0:
+        bounds = "nothing varies from run to run, so the share is what it is"
+    else:
+        bounds = f"at {conf} confidence {share.low:.1%} to {share.high:.1%}"
+    if share.status == "fail":
+        return RuleResult(name, "fail", "; ".join(problems or [f"{_fmt(share.value, rule.metric)} is off the limit"])
+                          + f"{over} ({bounds})", share.value, limit, rd.cases)
+    if share.status == "pass":
+        return RuleResult(name, "pass", f"{_fmt(share.value, rule.metric)} ({limit}){over} ({bounds})", share.value, limit)
+    need = share.needed()
+    more = f"; about {need} case runs would decide it" if need and need > share.n else ""
+    side = "off the limit" if problems else "within the limit"
+    return RuleResult(name, "inconclusive", f"{_fmt(share.value, rule.metric)} ({limit}){over}: {side} but not "
+                      f"shown beyond chance ({bounds}){more}", share.value, limit, rd.cases if problems else [])
+
+
+def _no_new_failures(name: str, a: Assessment, cmp: Any) -> RuleResult:
+    """Confirmed regressions fail; the rest of the flipped cases are explained in words."""
+    reg = a.regressions
+    inc = a.inconclusive
+    words = a.words()
+    fixed = f"; {len(cmp.fixed)} fixed" if cmp is not None and cmp.fixed else ""
+    if reg:
+        return RuleResult(name, "fail", f"{words}{fixed}", float(len(reg)), cases=[v.case_id for v in reg])
+    if inc:
+        return RuleResult(name, "inconclusive", f"{words}{fixed}", 0.0, cases=[v.case_id for v in inc])
+    paired = f" over {cmp.paired} paired case(s)" if cmp is not None else ""
+    return RuleResult(name, "pass", f"no new failures{paired}: {words}{fixed}", 0.0)

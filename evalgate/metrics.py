@@ -27,30 +27,14 @@ visited it).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any
 
-from .suite import Rule, Where, _meta_text
+from .policy import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, Rule, Where, _meta_text, route_class_metric
+from .results import RuleData
 
-CASE_METRICS = ("pass_rate", "error_rate", "cases", "passed", "failed", "errors")
-REPEAT_METRICS = ("pass@k", "pass^k", "flaky")
-SCORER_STATS = ("pass_rate", "mean", "failures", "accuracy", "leaks")
-LATENCY_STATS = ("p50", "p95", "p99", "mean", "max")
-USAGE_STATS = ("total", "mean", "max")
+__all__ = ["CASE_METRICS", "LATENCY_STATS", "REPEAT_METRICS", "SCORER_STATS", "USAGE_STATS", "RuleData", "compute"]
 _USAGE_EXPR = {"cost": "t.cost_usd", "tokens": "(coalesce(t.input_tokens, 0) + coalesce(t.output_tokens, 0))"}
 _HIGHER_IS_WORSE = ("error_rate", "errors", "failed", "failures")
-
-
-@dataclass
-class RuleData:
-    """A rule's metric value on its slice and the cases behind it."""
-
-    value: float | None
-    cases: list[str] = field(default_factory=list)
-    sample: int = 0
-    """How many cases (or turns, or scores) the value is computed over."""
-    population: int | None = None
-    """For usage metrics: the turns in the slice, reported or not."""
 
 
 def _case_filter(where: Where | None, alias: str = "c") -> tuple[str, list[Any]]:
@@ -106,14 +90,6 @@ def split_metric(metric: str) -> tuple[str, str]:
     return head, stat
 
 
-def route_class_metric(metric: str) -> tuple[str, str] | None:
-    """('precision', 'refunds') for 'route.precision.refunds'; None for other metrics."""
-    parts = metric.split(".", 2)
-    if len(parts) == 3 and parts[0] == "route" and parts[1] in ("precision", "recall") and parts[2]:
-        return parts[1], parts[2]
-    return None
-
-
 def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limit: float | None = None) -> RuleData:
     """One metric on one slice of a stored run; ``limit`` (a rule's max) picks the cases over it."""
     family, stat = split_metric(metric)
@@ -143,7 +119,7 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
             bad_sql = "NOT passed AND NOT errored"
         cases = _ids(con, f"SELECT DISTINCT case_id, min(seq) AS s FROM cases c WHERE run_id = ? AND {bad_sql}{cf} "
                           "GROUP BY case_id ORDER BY s", [run_id, *cp])
-        return RuleData(value, cases, n)
+        return RuleData(value, cases, n, trials=scored if stat == "pass_rate" else None)
     tf, tp = _turn_route(where)
     if family in _USAGE_EXPR:
         expr = _USAGE_EXPR[family]
@@ -196,7 +172,7 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
     cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {join}{route_join} WHERE s.run_id = ? AND s.scorer = ? "
                       f"AND NOT s.passed AND s.error IS NULL{cf}{tf} GROUP BY s.case_id ORDER BY q",
                  [run_id, family, *cp, *tp])
-    return RuleData(value, cases, scored)
+    return RuleData(value, cases, scored, trials=scored if stat in ("pass_rate", "accuracy") else None)
 
 
 def _named_value(con: Any, run_id: str, family: str, stat: str, joins: str, filters: str,
@@ -227,7 +203,7 @@ def _route_class(con: Any, run_id: str, kind: str, route: str, where: Where | No
     n, ok = int(row[0] or 0), int(row[1] or 0)
     cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {base} AND NOT s.passed GROUP BY s.case_id ORDER BY q",
                  [run_id, route, *cp])
-    return RuleData(ok / n if n else None, cases, n)
+    return RuleData(ok / n if n else None, cases, n, trials=n)
 
 
 def _repeat_metric(con: Any, run_id: str, metric: str, cf: str, cp: list[Any]) -> RuleData:
@@ -243,10 +219,10 @@ def _repeat_metric(con: Any, run_id: str, metric: str, cf: str, cp: list[Any]) -
     n = len(rows)
     if metric == "pass@k":
         bad = [r[0] for r in rows if r[1] == 0]
-        return RuleData((n - len(bad)) / n if n else None, bad, n)
+        return RuleData((n - len(bad)) / n if n else None, bad, n, trials=n)
     if metric == "pass^k":
         bad = [r[0] for r in rows if r[1] < r[2]]
-        return RuleData((n - len(bad)) / n if n else None, bad, n)
+        return RuleData((n - len(bad)) / n if n else None, bad, n, trials=n)
     flaky = [r[0] for r in rows if 0 < r[1] < r[2]]
     return RuleData(float(len(flaky)), flaky, n)
 

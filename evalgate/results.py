@@ -48,6 +48,26 @@ class CaseResult:
     turns: list[TurnResult] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    variant_of: str | None = None
+
+    def digest(self) -> str:
+        """A short hash of what the system did on every turn (route, context, tools, output, state, error).
+
+        Timing and usage are left out: two runs with equal digests gave the same answers.
+        """
+        import hashlib
+        import json
+
+        parts: list[Any] = []
+        for t in self.turns:
+            tr = t.trace
+            if tr is None:
+                parts.append([t.error])
+                continue
+            parts.append([tr.route_name, tr.used_context_ids, [[c.name, c.arguments] for c in tr.tool_calls],
+                          tr.output, tr.state, tr.error])
+        blob = json.dumps(parts, sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.blake2b(blob.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
     @property
     def errored(self) -> bool:
@@ -86,3 +106,17 @@ class RunOutcome:
     bad_lines: int
     duration_s: float
     failure: str | None = None
+
+
+@dataclass
+class RuleData:
+    """A rule's metric value on its slice and the cases behind it."""
+
+    value: float | None
+    cases: list[str] = field(default_factory=list)
+    sample: int = 0
+    """How many cases (or turns, or scores) the value is computed over."""
+    population: int | None = None
+    """For usage metrics: the turns in the slice, reported or not."""
+    trials: int | None = None
+    """For a share (pass_rate, a scorer's pass rate, pass@k): its denominator, the trials that said pass or fail."""

@@ -67,6 +67,12 @@ class RunOptions:
     cache_mode: str = "use"
     """The response cache: use, refresh or off."""
     cache_path: Path | None = None
+    confirm: dict[str, int] | None = None
+    """A confirmation run: only these cases, each this many times (set by the gate, not by users)."""
+    repeat_offset: int = 0
+    """The first repeat index (a confirmation run numbers its repeats after the run it confirms)."""
+    parent_run: str | None = None
+    """The run a confirmation run confirms."""
 
 
 @dataclass
@@ -160,19 +166,21 @@ class Runner:
                                   "set target in [tool.evalgate], or pass --target")
         self.target_config = suite.target
         self.is_replay = suite.target.kind == "replay"
+        self.run_id = ""
 
     # --- one case -------------------------------------------------------------
 
     async def run_case(self, target: Target, case: Case, repeat: int) -> CaseResult:
         result = CaseResult(case.id, case.seq, repeat, case.tags, case.user.id, list(case.user.groups),
-                            case.session_id, case.source, case.critical, meta=case.meta)
+                            case.session_id, case.source, case.critical, meta=case.meta, variant_of=case.variant_of)
         state: dict[str, Any] = dict(case.state)
         history: list[dict[str, str]] = []
         session_id = case.session_id or f"{case.id}#{repeat}"
         previous: Trace | None = None
         for index, turn in enumerate(case.turns, 1):
             request = request_for(case_id=case.id, session_id=session_id, turn=index, repeat=repeat,
-                                  input=turn.input, history=list(history), state=state, user=case.user)
+                                  input=turn.input, history=list(history), state=state, user=case.user,
+                                  run_id=self.run_id)
             tr = await self._run_turn(target, case, turn, index, request, state, previous)
             result.turns.append(tr)
             if tr.error is not None:
@@ -236,9 +244,19 @@ class Runner:
             if len(self.state.bad_lines) < 50:
                 self.state.bad_lines.append(bad)
 
+        only = self.options.confirm
+        first = self.options.repeat_offset
         for case in self.suite.iter_cases(self.options.tags, on_bad=on_bad):
-            for r in range(self.repeat):
+            if only is not None and case.id not in only:
+                continue
+            for r in range(first, first + (only[case.id] if only is not None else self.repeat)):
                 yield case, r
+
+    def total(self) -> int:
+        """Case runs this run will make."""
+        if self.options.confirm is not None:
+            return sum(self.options.confirm.values())
+        return self.suite.count_cases(self.options.tags) * self.repeat
 
     def make_target(self) -> Target:
         from .models.client import ModelOptions
@@ -251,25 +269,26 @@ class Runner:
 
     async def run(self, target: Target) -> RunOutcome:
         """Run every selected case through a started target; stores the run even when interrupted."""
-        run_id = new_run_id()
+        run_id = self.run_id = new_run_id()
         with self.store.run_lock(wait_s=self.options.wait_s, run_id=run_id):
             return await self._run_locked(run_id, target)
 
     async def _run_locked(self, run_id: str, target: Target) -> RunOutcome:
         suite = self.suite
-        total = suite.count_cases(self.options.tags) * self.repeat
+        total = self.total()
         started = time.perf_counter()
         info = git_info(suite.path.parent)
         with self.store.connect() as con:
             con.execute(
                 "INSERT INTO runs (run_id, suite, suite_path, suite_hash, config_hash, target, status, started_at, "
-                "git_commit, git_branch, git_dirty, evalgate_version, repeat, selected_tags, cases_total, bad_lines, options) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "git_commit, git_branch, git_dirty, evalgate_version, repeat, selected_tags, cases_total, bad_lines, options, "
+                "parent_run) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, suite.name, str(suite.path), suite.text_hash, self.options.config_hash,
                  self.target_config.describe(), datetime.now(timezone.utc).replace(tzinfo=None),
                  info["git_commit"], info["git_branch"], info["git_dirty"], _version(), self.repeat,
                  self.options.tags or [], total, suite.notes.bad_line_count,
-                 json.dumps({"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict})])
+                 json.dumps({"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict}),
+                 self.options.parent_run])
         writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
         self.progress.start(total)
         status, failure = "completed", None

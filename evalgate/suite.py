@@ -33,6 +33,7 @@ from ._yaml import YamlDoc, load_yaml
 from .config import Config
 from .documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
 from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
+from .policy import GateSpec, Rule, Where, _meta_text, _split_tags, check_rule_metrics
 from .pipeline.config import PipelineSpec
 from .scorers import BoundScorer, Score, ScorerArgError
 from .redact import Redactor
@@ -157,106 +158,6 @@ class ScorerAlias(_Model):
     use: str
     """A registered scorer name, an entry point, or package.module:function."""
     args: dict[str, Any] = Field(default_factory=dict)
-
-
-class Where(_Model):
-    """A slice of the run: cases with a tag, turns on a route, a user or group."""
-
-    tags: list[str] | None = None
-    route: str | None = None
-    user: str | None = None
-    group: str | None = None
-    case: str | None = None
-    """Case ids matching a glob, e.g. refund-*."""
-    recorded: bool | None = None
-    """Only cases replayed from recorded traces (true) or only written cases (false)."""
-    critical: bool | None = None
-    """Only critical cases (true) or only the others (false)."""
-    meta: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
-    """Cases whose own fields match: {locale: de} or {tier: [gold, platinum]} (any of)."""
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags(cls, value: Any) -> Any:
-        return _split_tags(value)
-
-    def describe(self) -> str:
-        parts = []
-        if self.tags:
-            parts.append("tags=" + "|".join(self.tags))
-        for name in ("route", "user", "group", "case"):
-            if getattr(self, name):
-                parts.append(f"{name}={getattr(self, name)}")
-        if self.recorded is not None:
-            parts.append(f"recorded={str(self.recorded).lower()}")
-        if self.critical is not None:
-            parts.append(f"critical={str(self.critical).lower()}")
-        for key, value in (self.meta or {}).items():
-            shown = "|".join(_meta_text(v) for v in value) if isinstance(value, list) else _meta_text(value)
-            parts.append(f"{key}={shown}")
-        return ", ".join(parts)
-
-
-def _meta_text(value: Any) -> str:
-    """How a case field compares: JSON's spelling for booleans, text for the rest."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-class Rule(_Model):
-    """One gate rule: a threshold on a metric, or a case-level requirement."""
-
-    metric: str | None = None
-    min: float | None = None
-    max: float | None = None
-    max_drop: float | None = None
-    """Largest allowed drop against the baseline (regression rule)."""
-    confidence: float = 0.95
-    where: Where | None = None
-    critical_cases_pass: bool | None = None
-    no_new_failures: bool | None = None
-    name: str | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Rule:
-        kinds = [k for k in ("metric", "critical_cases_pass", "no_new_failures") if getattr(self, k) is not None]
-        if len(kinds) != 1:
-            raise ValueError("a rule is one of: {metric: NAME, min|max|max_drop: N}, "
-                             "{critical_cases_pass: true}, {no_new_failures: true}")
-        if self.metric is not None and self.min is None and self.max is None and self.max_drop is None:
-            raise ValueError(f"rule on '{self.metric}' needs a limit: min, max or max_drop")
-        if self.metric is None and any(v is not None for v in (self.min, self.max, self.max_drop, self.where)):
-            raise ValueError("min, max, max_drop and where go with 'metric'")
-        if not 0.5 <= self.confidence < 1:
-            raise ValueError("confidence must be in [0.5, 1), e.g. 0.95")
-        return self
-
-    def describe(self) -> str:
-        if self.name:
-            return self.name
-        if self.critical_cases_pass:
-            return "critical cases pass"
-        if self.no_new_failures:
-            return "no new failures"
-        limits = []
-        if self.min is not None:
-            limits.append(f"≥ {self.min:g}")
-        if self.max is not None:
-            limits.append(f"≤ {self.max:g}")
-        if self.max_drop is not None:
-            limits.append(f"drop ≤ {self.max_drop:g}")
-        where = f" where {self.where.describe()}" if self.where else ""
-        return f"{self.metric} {' and '.join(limits)}{where}"
-
-
-class GateSpec(_Model):
-    """The release gate: rules plus the error rate a run may have."""
-
-    rules: list[Rule] = Field(default_factory=list)
-    max_error_rate: float = Field(0.0, ge=0, le=1)
-    """Errored cases ÷ cases above this exits 3 (the run cannot be trusted)."""
-    flaky: Literal["report", "fail"] = "report"
-    """Cases with mixed outcomes across repeats: named but kept out of no_new_failures and the
-    no-gate rule (report), or counted as failures there (fail). Metrics always count every repeat."""
 
 
 class PermissionsSpec(_Model):
@@ -703,12 +604,6 @@ def _merge_checks(base: list[BoundScorer], more: list[BoundScorer]) -> list[Boun
     return [c for c in base if c.name not in names] + more
 
 
-def _split_tags(value: Any) -> Any:
-    if isinstance(value, str):
-        return [t for t in re.split(r"[,\s]+", value) if t]
-    return value
-
-
 def derive_case_id(user: User, inputs: Sequence[str]) -> str:
     """A stable id from the user and the inputs only (never the expectations)."""
     blob = json.dumps([user.id, sorted(user.groups), list(inputs)], ensure_ascii=False, separators=(",", ":"))
@@ -870,8 +765,6 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
                          hint="give the suite a python, http or command target to replay the sessions through")
     gated = spec.gate is not None and bool(spec.gate.rules)  # a gate without rules still needs every case to pass
     gate = spec.gate or GateSpec(max_error_rate=0.0)
-    from .gate import check_rule_metrics
-
     for i, rule in enumerate(gate.rules):
         problem = check_rule_metrics(rule, scorer_names | set(aliases), aliases)
         if problem:

@@ -175,9 +175,9 @@ class Trace(_Model):
 
 
 def request_for(*, case_id: str, session_id: str, turn: int, repeat: int, input: str,
-                history: list[dict[str, str]], state: dict[str, Any], user: User) -> dict[str, Any]:
+                history: list[dict[str, str]], state: dict[str, Any], user: User, run_id: str = "") -> dict[str, Any]:
     """The request a target receives for one turn (version ``v`` 1)."""
-    return {"v": REQUEST_VERSION, "case_id": case_id, "session_id": session_id, "turn": turn,
+    return {"v": REQUEST_VERSION, "run_id": run_id, "case_id": case_id, "session_id": session_id, "turn": turn,
             "repeat": repeat, "input": input, "history": history, "state": state,
             "user": {"id": user.id, "groups": list(user.groups)}}
 

@@ -93,12 +93,15 @@ def _render_suite(console: Console, s: Any) -> None:
     rules.add_column("result")
     for r in v.rules:
         mark = {"pass": Text("ok", style="green"), "fail": Text("FAIL", style="bold red"),
-                "skipped": Text("skip", style="yellow")}[r.status]
+                "inconclusive": Text("?", style="bold yellow"), "skipped": Text("skip", style="yellow")}[r.status]
         rules.add_row(mark, Text(r.rule), Text(r.detail))
     console.print(rules)
 
     if s.baseline:
-        _render_changes(console, s.baseline, f"against baseline run {s.baseline['baseline_run']}")
+        runs = s.baseline.get("baseline_runs", 1)
+        title = (f"against baseline run {s.baseline['baseline_run']}" if runs == 1
+                 else f"against {runs} baseline runs (newest {s.baseline['baseline_run']})")
+        _render_changes(console, s.baseline, title, s.statistics)
     if s.failing:
         console.print(Text("failing cases:", style="bold"))
         for f in s.failing:
@@ -271,17 +274,30 @@ def render_scorers(console: Console, rows: list[dict[str, Any]]) -> None:
                              "Every scorer also gives <scorer>.pass_rate, .mean and .failures.", style="dim")))
 
 
-def _render_changes(console: Console, cmp: dict[str, Any], title: str) -> None:
+def _render_changes(console: Console, cmp: dict[str, Any], title: str, stats: dict[str, Any] | None = None) -> None:
     line = Text(f"{title}: ", style="bold")
     line.append(f"{len(cmp['new_failures'])} new failure(s), {len(cmp['fixed'])} fixed, "
                 f"{len(cmp['still_failing'])} still failing, {len(cmp['flaky'])} flaky, "
                 f"{len(cmp['new_cases'])} new, {len(cmp['removed_cases'])} removed, {len(cmp.get('errored', []))} errored, "
                 f"{len(cmp['changed'])} changed behaviour, over {cmp['paired']} paired case(s)")
     console.print(line)
+    if stats and stats.get("flipped"):
+        console.print(Text("  " + stats["words"]), soft_wrap=True)
+    verdicts = {c["case_id"]: c for c in (stats or {}).get("cases", [])}
     for label, key, style in (("new failure", "new_failures", "red"), ("fixed", "fixed", "green"),
-                              ("flaky", "flaky", "yellow")):
-        if cmp[key]:
-            console.print(Text(f"  {label}: " + ", ".join(cmp[key][:10]) + (" …" if len(cmp[key]) > 10 else ""), style=style))
+                              ("inconclusive", "inconclusive", "yellow")):
+        for case_id in cmp.get(key, [])[:10]:
+            v = verdicts.get(case_id)
+            why = f": {v['why']}" if v and v.get("why") else ""
+            decide = f"; decided by {v['decide']}" if v and v.get("decide") else ""
+            console.print(Text(f"  {label}: {case_id}{why}{decide}", style=style), soft_wrap=True)
+        if len(cmp.get(key, [])) > 10:
+            console.print(Text(f"  … and {len(cmp[key]) - 10} more {label}", style="dim"))
+    rates = (stats or {}).get("flaky", {})
+    if cmp["flaky"]:
+        shown = [f"{c} ({rates[c]})" if c in rates else c for c in cmp["flaky"][:10]]
+        console.print(Text("  flaky: " + ", ".join(shown) + (" …" if len(cmp["flaky"]) > 10 else ""), style="yellow"),
+                      soft_wrap=True)
     for case_id, what in list(cmp["changed"].items())[:10]:
         console.print(Text(f"  changed {case_id}: " + "; ".join(what[:4])))
     if len(cmp["changed"]) > 10:

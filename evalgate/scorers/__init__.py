@@ -195,6 +195,12 @@ def available() -> list[ScorerInfo]:
     return sorted(infos.values(), key=lambda i: (i.source != "built-in", i.name))
 
 
+def known_names() -> set[str]:
+    """Names a suite can use, without importing any plugin: built-ins and entry-point names."""
+    _load_builtins()
+    return set(_registry) | set(_entry_points())
+
+
 def lookup(name: str) -> ScorerInfo:
     """Find a scorer by registered name, entry point, or ``module:function``."""
     _load_builtins()

@@ -126,6 +126,11 @@ MIGRATIONS: list[tuple[str, str]] = [
             promoted_at TIMESTAMP
         );
     """),
+    ("0007_history", """
+        ALTER TABLE cases ADD COLUMN digest VARCHAR;      -- what the case's turns did: equal digests, equal answers
+        ALTER TABLE cases ADD COLUMN variant_of VARCHAR;  -- the conversation this case is a variant of
+        ALTER TABLE runs ADD COLUMN parent_run VARCHAR;   -- set on a confirmation run: the run it confirms
+    """),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

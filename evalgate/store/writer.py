@@ -11,7 +11,7 @@ from ..results import CaseResult
 from . import Store
 
 _CASE_COLS = ["run_id", "seq", "case_id", "repeat", "tags", "user_id", "user_groups", "session_id", "source",
-              "critical", "passed", "errored", "error", "n_turns", "elapsed_ms", "routes", "meta"]
+              "critical", "passed", "errored", "error", "n_turns", "elapsed_ms", "routes", "meta", "digest", "variant_of"]
 _TURN_COLS = ["run_id", "case_id", "repeat", "turn", "input", "route", "output", "state_in", "state", "elapsed_ms",
               "latency_ms", "passed", "error", "trace", "recorded", "changes", "input_tokens", "output_tokens", "cost_usd"]
 _SCORE_COLS = ["run_id", "case_id", "repeat", "turn", "scorer", "passed", "value", "explanation", "error", "metrics",
@@ -107,7 +107,8 @@ class ResultWriter:
                             ("source", result.source), ("critical", result.critical), ("passed", result.passed),
                             ("errored", result.errored), ("error", result.error), ("n_turns", len(result.turns)),
                             ("elapsed_ms", result.elapsed_ms), ("routes", routes),
-                            ("meta", _dumps(result.meta) if result.meta else None)):
+                            ("meta", _dumps(result.meta) if result.meta else None),
+                            ("digest", result.digest()), ("variant_of", result.variant_of)):
             c[name].append(value)
         self.cases_done += 1
         self.turns_done += len(result.turns)

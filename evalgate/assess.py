@@ -1,0 +1,404 @@
+"""What the runs show, decided as one family: regressions, drops and shares.
+
+Pure: snapshots and counts in, an ``Assessment`` out (the gate turns it into
+rule results, the reporters into words). The steps:
+
+1. **Screen.** A case is *flipped* when it did worse this run than in the
+   baseline's pooled history (and failed at least once now).
+2. **Confirm.** Each flipped case is re-run within the same ``evalgate run``
+   (``gate.confirm`` times, more when that is what it takes to decide); the
+   confirmation runs are fresh evidence, so testing them against the history
+   is honest whatever the screen picked.
+3. **Decide.** A case is a regression when its confirmation runs are
+   significantly worse than its history (Fisher's exact test), judged in one
+   family with every other statistical rule of the gate; or, when the
+   history is too short for that, when nothing in this version varies from
+   run to run (every case that ran twice gave the same answer each time, as
+   a deterministic system does), it passed every time before and now fails
+   every time with the same answer. Otherwise it is *flaky* (it passed again
+   when re-run) or *inconclusive* (it failed every confirmation run, but the
+   evidence is too thin), named with what would decide it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .baseline import CaseOutcome, Snapshot
+from .policy import GateSpec, is_proportion
+from .stats import (DropTest, Hypothesis, Pair, ShareTest, chance_worse, family, finish_drop, finish_share,
+                    fisher_worse, fit_prior, paired_drop, runs_to_decide, share_test)
+
+NNF = "no_new_failures"
+
+
+@dataclass
+class CaseVerdict:
+    """What the evidence says about one case that did worse than its history."""
+
+    case_id: str
+    kind: str
+    """regression | flaky | inconclusive"""
+    before: tuple[int, int]
+    """Passes and runs without error in the baseline's history."""
+    now: tuple[int, int]
+    """Passes and runs without error in this run."""
+    confirm: tuple[int, int] | None = None
+    """Passes and runs without error when re-run to confirm."""
+    p_value: float | None = None
+    level: float | None = None
+    why: str = ""
+    decide: str | None = None
+    """For an inconclusive case: what would decide it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Assessment:
+    """Every statistical decision of one gate, and the evidence behind each."""
+
+    confidence: float
+    history_runs: int = 0
+    varies: bool | None = None
+    """Does anything in these versions vary from run to run? None: nothing ran twice, so not measured."""
+    flipped: list[str] = field(default_factory=list)
+    expected_flips: float | None = None
+    """How many cases would do worse than their history by chance alone (empirical Bayes over the history)."""
+    cases: list[CaseVerdict] = field(default_factory=list)
+    flaky: dict[str, str] = field(default_factory=dict)
+    """Case id → its outcomes ("passed 7 of 10 before, 1 of 3 now"): mixed in the history or in this run."""
+    confirm_runs: int = 0
+    """Extra case runs the confirmation made."""
+    confirm_run: str | None = None
+    drops: dict[int, DropTest] = field(default_factory=dict)
+    """Rule index → its paired test."""
+    shares: dict[int, ShareTest] = field(default_factory=dict)
+    """Rule index → its threshold test on a share."""
+    nnf_level: float | None = None
+
+    @property
+    def regressions(self) -> list[CaseVerdict]:
+        return [c for c in self.cases if c.kind == "regression"]
+
+    @property
+    def inconclusive(self) -> list[CaseVerdict]:
+        return [c for c in self.cases if c.kind == "inconclusive"]
+
+    def words(self) -> str:
+        """'11 case(s) did worse than their history; about 9 expected by chance from 5 baseline runs; ...'"""
+        if not self.flipped:
+            return "no case did worse than its history" + self._behind()
+        parts = [f"{len(self.flipped)} case(s) did worse than their history" + self._behind()]
+        if self.expected_flips is not None:
+            parts.append(f"about {self.expected_flips:.0f} expected by chance")
+        if self.confirm_runs:
+            parts.append(f"re-run {self.confirm_runs} time(s) to confirm")
+        reg = self.regressions
+        parts.append(f"{len(reg)} confirmed regression(s)" + (": " + ", ".join(c.case_id for c in reg[:5])
+                                                              + (" …" if len(reg) > 5 else "") if reg else ""))
+        again = [c for c in self.cases if c.kind == "flaky"]
+        if again:
+            parts.append(f"{len(again)} passed again (flaky)")
+        inc = self.inconclusive
+        if inc:
+            parts.append(f"{len(inc)} inconclusive: " + ", ".join(c.case_id for c in inc[:5]) + (" …" if len(inc) > 5 else ""))
+        return "; ".join(parts)
+
+    def _behind(self) -> str:
+        return f" ({self.history_runs} baseline run{'s' if self.history_runs != 1 else ''})" if self.history_runs else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"confidence": self.confidence, "history_runs": self.history_runs, "varies": self.varies,
+                "flipped": self.flipped, "expected_flips": self.expected_flips,
+                "cases": [c.to_dict() for c in self.cases], "flaky": self.flaky,
+                "confirm_runs": self.confirm_runs, "confirm_run": self.confirm_run,
+                "drops": {str(k): asdict(v) for k, v in self.drops.items()},
+                "shares": {str(k): asdict(v) for k, v in self.shares.items()}, "words": self.words()}
+
+
+# --- 1. screen, 2. plan the confirmation ---------------------------------------------
+
+def _rate(c: CaseOutcome) -> float:
+    return c.passed / c.judged if c.judged else 0.0
+
+
+def screen(base: Snapshot, cand: Snapshot) -> list[str]:
+    """Cases that did worse now than in their history (and failed at least once now), in case order."""
+    out = []
+    for case_id, now in cand.cases.items():
+        before = base.cases.get(case_id)
+        if before is None or before.judged == 0 or now.judged == 0:
+            continue
+        if now.passed < now.judged and _rate(now) < _rate(before) - 1e-12:
+            out.append(case_id)
+    return out
+
+
+def statistical_rules(gate: GateSpec, has_baseline: bool) -> list[int]:
+    """Indices of the rules judged in the family (besides no_new_failures)."""
+    out = []
+    for i, rule in enumerate(gate.rules):
+        if rule.max_drop is not None and has_baseline:
+            out.append(i)
+        elif rule.metric is not None and rule.max_drop is None and is_proportion(rule.metric) and (
+                rule.min is not None or rule.max is not None):
+            out.append(i)
+    return out
+
+
+def has_nnf(gate: GateSpec) -> bool:
+    return any(r.no_new_failures for r in gate.rules)
+
+
+def plan_confirmation(gate: GateSpec, base: Snapshot, cand: Snapshot) -> dict[str, int]:
+    """Case id → how many times to re-run it: ``confirm``, or more (up to ``confirm_max``) when that decides it."""
+    if gate.confirm <= 0 or not has_nnf(gate):
+        return {}
+    flipped = screen(base, cand)
+    if not flipped:
+        return {}
+    groups = 1 + len(statistical_rules(gate, True))
+    level = (1 - gate.family_confidence) / groups / len(flipped)
+    plan = {}
+    for case_id in flipped:
+        before = base.cases[case_id]
+        k = runs_to_decide(before.passed, before.judged, level, gate.confirm_max)
+        plan[case_id] = max(gate.confirm, k) if k is not None else gate.confirm
+    return plan
+
+
+# --- 3. decide -------------------------------------------------------------------
+
+def version_varies(base: Snapshot | None, cand: Snapshot, confirm: Snapshot | None) -> bool | None:
+    """True when any case of these versions gave different outcomes or answers across its runs."""
+    observed = False
+    for snap in (base, cand):
+        if snap is None:
+            continue
+        for case_id, c in snap.cases.items():
+            runs = c.judged
+            digests = set(c.digests)
+            passed = c.passed
+            if snap is cand and confirm is not None and case_id in confirm.cases:
+                more = confirm.cases[case_id]
+                runs += more.judged
+                passed += more.passed
+                digests |= set(more.digests)
+            if runs >= 2:
+                observed = True
+            if 0 < passed < runs or len(digests) > 1:
+                return True
+    return False if observed else None
+
+
+def _pairs(cand: Snapshot, base: Snapshot, in_slice: set[str] | None) -> list[Pair]:
+    pairs = []
+    for case_id, now in cand.cases.items():
+        before = base.cases.get(case_id)
+        if before is None or (in_slice is not None and case_id not in in_slice):
+            continue
+        if now.judged <= 0 or before.judged <= 0:
+            continue  # errors are counted apart, never as a drop
+        pairs.append(Pair(case_id, _rate(before), _rate(now), now.cluster or case_id))
+    return pairs
+
+
+@dataclass
+class ShareData:
+    """A threshold rule's share as the metrics computed it, and the slice's cases."""
+
+    passed: float
+    n: int
+    cases: set[str] | None = None
+    case_level: bool = True
+    """pass_rate (case runs) rather than a scorer's share of turns."""
+
+
+def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snapshot | None,
+           slices: dict[int, set[str] | None], shares: dict[int, ShareData]) -> Assessment:
+    """Decide every statistical claim of the gate in one family."""
+    confidence = gate.family_confidence
+    alpha = 1 - confidence
+    out = Assessment(confidence, base.runs if base is not None else 0)
+    out.varies = version_varies(base, cand, confirm)
+    if confirm is not None:
+        out.confirm_run = confirm.run_id
+        out.confirm_runs = sum(c.runs for c in confirm.cases.values())
+    hyps: list[Hypothesis] = []
+    case_hyps: dict[str, Hypothesis] = {}
+    verdicts: dict[str, CaseVerdict] = {}
+
+    if base is not None:
+        _flaky(out, base, cand, confirm)
+        prior = fit_prior([(c.passed, c.judged) for c in base.cases.values()])
+        out.flipped = screen(base, cand)
+        if prior is not None:
+            out.expected_flips = sum(chance_worse(prior, b.passed, b.judged, cand.cases[k].judged)
+                                     for k, b in base.cases.items() if k in cand.cases and b.judged
+                                     and cand.cases[k].judged)
+        if has_nnf(gate):
+            confirming = gate.confirm > 0
+            for case_id in out.flipped:
+                v, h = _case(case_id, base.cases[case_id], cand.cases[case_id],
+                             confirm.cases.get(case_id) if confirm is not None else None,
+                             out.varies is False, confirming)
+                verdicts[case_id] = v
+                if h is not None:
+                    case_hyps[case_id] = h
+                    hyps.append(h)
+            if not confirming:  # the screen and the test saw the same runs: correct for every paired case
+                hyps.extend(Hypothesis(NNF, k, 1.0) for k in cand.cases if k in base.cases and k not in verdicts)
+        for i, rule in enumerate(gate.rules):
+            if rule.max_drop is None:
+                continue
+            test = paired_drop(rule.metric or "pass_rate", _pairs(cand, base, slices.get(i)), rule.max_drop,
+                               confidence)
+            test.runs_behind = f" against {base.describe()}"
+            out.drops[i] = test
+            hyps.append(Hypothesis(f"rule:{i}", "", test.p_value))
+    for i, data in shares.items():
+        rule = gate.rules[i]
+        side, limit = ("min", rule.min) if rule.min is not None else ("max", rule.max)
+        assert limit is not None
+        design = _design(data, cand, base, out.varies)
+        share = share_test(data.passed, data.n, limit, side, design, alpha)
+        out.shares[i] = share
+        hyps.append(Hypothesis(f"rule:{i}", "", share.p_value))
+        if rule.min is not None and rule.max is not None:  # both limits: the max side is a second claim
+            test_max = share_test(data.passed, data.n, rule.max, "max", design, alpha)
+            hyps.append(Hypothesis(f"rule:{i}", "max", test_max.p_value))
+
+    family(hyps, alpha)
+    by_rule = {h.group: h for h in hyps if h.key == ""}
+    for i, test in out.drops.items():
+        h = by_rule[f"rule:{i}"]
+        finish_drop(test, h.level, rejected=h.rejected)
+    for i, st in out.shares.items():
+        group = [h for h in hyps if h.group == f"rule:{i}"]
+        finish_share(st, group[0].level, rejected=any(h.rejected for h in group))
+    for case_id, h in case_hyps.items():
+        v = verdicts[case_id]
+        v.p_value, v.level = h.p, h.level
+        out.nnf_level = h.level if out.nnf_level is None else min(out.nnf_level, h.level)
+        if h.rejected:
+            v.kind = "regression"
+            v.why = _said(v) + f": significantly worse (p = {h.p:.2g} at the corrected level {h.level:.2g})"
+        elif v.kind == "inconclusive":
+            v.decide = _what_decides(v, h.level)
+    if gate.flaky == "fail":
+        for case_id, v in verdicts.items():
+            if v.kind != "regression" and v.before[0] == v.before[1]:
+                v.kind = "regression"
+                v.why = _said(v) + ": flaky now after passing every time before (flaky: fail)"
+    out.cases = [verdicts[k] for k in out.flipped if k in verdicts] + [
+        v for k, v in verdicts.items() if k not in set(out.flipped)]
+    for v in out.cases:
+        if v.kind == "flaky":
+            out.flaky[v.case_id] = _said(v)
+    return out
+
+
+def _case(case_id: str, before: CaseOutcome, now: CaseOutcome, confirm: CaseOutcome | None, steady: bool,
+          confirming: bool) -> tuple[CaseVerdict, Hypothesis | None]:
+    """One flipped case: a verdict, and the claim the family judges (none when the rule of determinism decides)."""
+    v = CaseVerdict(case_id, "inconclusive", (before.passed, before.judged), (now.passed, now.judged),
+                    (confirm.passed, confirm.judged) if confirm is not None else None)
+    if confirming and (confirm is None or confirm.judged == 0):
+        v.why = _said(v) + ": could not be re-run to confirm" + (" (every confirmation run errored)" if confirm else "")
+        v.decide = "a run whose confirmation runs complete"
+        return v, None
+    if confirm is not None:
+        p = fisher_worse(before.passed, before.judged, confirm.passed, confirm.judged)
+        failed_all = confirm.passed == 0
+    else:
+        p = fisher_worse(before.passed, before.judged, now.passed, now.judged)
+        failed_all = now.passed == 0
+    answers = set(now.digests) | (set(confirm.digests) if confirm is not None else set())
+    if (steady and failed_all and now.passed == 0 and before.passed == before.judged and len(answers) <= 1
+            and len(before.digests) <= 1):
+        v.kind = "regression"
+        runs = now.judged + (confirm.judged if confirm is not None else 0)
+        v.why = (f"passed all {before.judged} run(s) before and fails all {runs} now with the same answer each time; "
+                 "nothing in this version varies from run to run, so this is no chance")
+        return v, None
+    if not failed_all:
+        v.kind = "flaky"
+    v.why = _said(v)
+    return v, Hypothesis(NNF, case_id, p)
+
+
+def _said(v: CaseVerdict) -> str:
+    text = f"passed {v.before[0]} of {v.before[1]} before, {v.now[0]} of {v.now[1]} now"
+    if v.confirm is not None:
+        text += f", {v.confirm[0]} of {v.confirm[1]} when re-run"
+    return text
+
+
+def _what_decides(v: CaseVerdict, level: float) -> str:
+    b, n = v.before
+    k = runs_to_decide(b, n, level, 1000)
+    runs = v.confirm[1] if v.confirm is not None else v.now[1]
+    more = []
+    if k is not None and k > runs:
+        more.append(f"{k} failing confirmation runs (gate.confirm_max)")
+    if b == n:
+        # the shortest all-passing history against which these runs, all failing, are significant
+        need = next((h for h in range(n + 1, 10_000) if fisher_worse(h, h, 0, runs) <= level), None)
+        if need is not None:
+            more.append(f"a history of {need} passing run(s) (now {n}; run the baseline again)")
+    return " or ".join(more) or "more baseline runs and confirmation runs"
+
+
+def _flaky(out: Assessment, base: Snapshot, cand: Snapshot, confirm: Snapshot | None) -> None:
+    """Cases with mixed outcomes in the baseline's history or within this run, with their pass rates."""
+    for case_id, now in cand.cases.items():
+        before = base.cases.get(case_id)
+        mixed_before = before is not None and 0 < before.passed < before.judged
+        if mixed_before or 0 < now.passed < now.judged:
+            text = (f"passed {before.passed} of {before.judged} before, " if before is not None else "") + \
+                   f"{now.passed} of {now.judged} now"
+            out.flaky[case_id] = text
+
+
+def _design(data: ShareData, cand: Snapshot, base: Snapshot | None, varies: bool | None) -> float:
+    """Run-to-run variance of the share, relative to independent pass-or-fail trials (1), measured where it can be."""
+    if varies is False:
+        return 0.0
+    if not data.case_level or varies is None:
+        return 1.0
+    counts: list[tuple[int, int]] = []
+    for case_id, now in cand.cases.items():
+        before = base.cases.get(case_id) if base is not None else None
+        counts.append((now.passed + (before.passed if before else 0), now.judged + (before.judged if before else 0)))
+    prior = fit_prior(counts)
+    if prior is None:
+        return 1.0
+    mu = prior.a / (prior.a + prior.b) if prior.a + prior.b > 0 else 0.0
+    if mu <= 0 or mu >= 1:
+        return 0.0
+    weighted = total = 0.0
+    for (passed, n), (case_id, now) in zip(counts, cand.cases.items()):
+        if data.cases is not None and case_id not in data.cases:
+            continue
+        weighted += now.judged * prior.variance(passed, n)
+        total += now.judged
+    if total == 0:
+        return 1.0
+    return min(1.0, weighted / total / (mu * (1 - mu)))
+
+
+def expected_words(a: Assessment) -> list[str]:
+    """The flaky and inconclusive cases, one line each, for reporters."""
+    lines = []
+    for v in a.inconclusive:
+        lines.append(f"inconclusive: {v.case_id}: {v.why}" + (f"; would be decided by {v.decide}" if v.decide else ""))
+    for case_id, text in a.flaky.items():
+        lines.append(f"flaky: {case_id}: {text}")
+    return lines
+
+
+__all__ = ["Assessment", "CaseVerdict", "ShareData", "assess", "expected_words", "plan_confirmation", "screen",
+           "statistical_rules", "version_varies"]
