@@ -221,7 +221,8 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         assessment = assess_mod.assess(suite.gate, cand, base.snapshot, confirmed, slices,
                                        _share_rules(suite, rules, data, slices, base.snapshot is not None))
         if comparison is not None:
-            comparison.new_failures = [v.case_id for v in assessment.regressions]
+            if assess_mod.has_nnf(suite.gate):  # judged: only confirmed regressions are new failures
+                comparison.new_failures = [v.case_id for v in assessment.regressions]
             comparison.flaky = list(assessment.flaky)
             comparison.inconclusive = [v.case_id for v in assessment.inconclusive]
             comparison.flipped = list(assessment.flipped)
@@ -331,7 +332,7 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
     ``latest`` means the latest run that has this case.
     """
     if run_ref in (None, "latest", "last"):
-        rows = store.query("SELECT r.run_id FROM runs r WHERE EXISTS (SELECT 1 FROM cases c WHERE c.run_id = r.run_id "
+        rows = store.query("SELECT r.run_id FROM runs r WHERE r.parent_run IS NULL AND EXISTS (SELECT 1 FROM cases c WHERE c.run_id = r.run_id "
                            "AND c.case_id = ?) ORDER BY r.started_at DESC LIMIT 1", [case_id])
         run_id = str(rows[0][0]) if rows else store.resolve_run(None)
     else:
@@ -420,10 +421,11 @@ def _route_confusion(con: Any, run_id: str) -> dict[str, Any]:
 
 def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """Recent runs, newest first, with verdicts and headline metrics."""
-    where, params = ("WHERE suite = ?", [suite]) if suite else ("", [])
+    where, params = ("AND suite = ?", [suite]) if suite else ("", [])
     rows = store.query_dicts(
         f"SELECT run_id, suite, status, verdict, exit_code, started_at, finished_at, git_commit, git_branch, "
-        f"cases_done, turns_done, errors, bad_lines, summary FROM runs {where} ORDER BY started_at DESC LIMIT ?",
+        f"cases_done, turns_done, errors, bad_lines, summary FROM runs WHERE parent_run IS NULL {where} "
+        f"ORDER BY started_at DESC LIMIT ?",
         [*params, limit])
     for r in rows:
         summary = json.loads(r.pop("summary")) if r.get("summary") else {}
@@ -441,7 +443,8 @@ def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[di
         run_ids = [store.resolve_run(run_ref)]
     else:
         run_ids = [str(r[0]) for r in store.query(
-            "SELECT arg_max(run_id, started_at) FROM runs WHERE status = 'completed' GROUP BY suite ORDER BY suite")]
+            "SELECT arg_max(run_id, started_at) FROM runs WHERE status = 'completed' AND parent_run IS NULL "
+            "GROUP BY suite ORDER BY suite")]
         if not run_ids:
             raise UsageError("the store has no completed run to name", hint="run 'evalgate run' first")
     with store.connect() as con:
@@ -487,7 +490,7 @@ def stored_report(store: Store, run_refs: list[str]) -> RunReport:
         report.suites.append(SuiteReport(suite, path or "", run_id, status, verdict, summary.get("metrics", {}),
                                          failing, summary.get("warnings", []), [], float(duration or 0), cases or 0,
                                          turns or 0,
-                                         target or "", summary.get("baseline")))
+                                         target or "", summary.get("baseline"), summary.get("statistics")))
     return report
 
 

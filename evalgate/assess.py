@@ -78,6 +78,8 @@ class Assessment:
     shares: dict[int, ShareTest] = field(default_factory=dict)
     """Rule index → its threshold test on a share."""
     nnf_level: float | None = None
+    judged: bool = False
+    """Were the flipped cases judged (the gate has a no_new_failures rule)?"""
 
     @property
     def regressions(self) -> list[CaseVerdict]:
@@ -92,6 +94,8 @@ class Assessment:
         if not self.flipped:
             return "no case did worse than its history" + self._behind()
         parts = [f"{len(self.flipped)} case(s) did worse than their history" + self._behind()]
+        if not self.judged:
+            return parts[0] + " (not confirmed: the gate has no no_new_failures rule)"
         if self.expected_flips is not None:
             parts.append(f"about {self.expected_flips:.0f} expected by chance")
         if self.confirm_runs:
@@ -144,9 +148,14 @@ def statistical_rules(gate: GateSpec, has_baseline: bool) -> list[int]:
         if rule.max_drop is not None and has_baseline:
             out.append(i)
         elif rule.metric is not None and rule.max_drop is None and is_proportion(rule.metric) and (
-                rule.min is not None or rule.max is not None):
+                _inner(rule.min) or _inner(rule.max)):
             out.append(i)
     return out
+
+
+def _inner(limit: float | None) -> bool:
+    """A limit strictly inside (0, 1): 'at least 100 %' or 'at most 0 %' is disproved by one case, not estimated."""
+    return limit is not None and 0.0 < limit < 1.0
 
 
 def has_nnf(gate: GateSpec) -> bool:
@@ -240,6 +249,7 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
                                      for k, b in base.cases.items() if k in cand.cases and b.judged
                                      and cand.cases[k].judged)
         if has_nnf(gate):
+            out.judged = True
             confirming = gate.confirm > 0
             for case_id in out.flipped:
                 v, h = _case(case_id, base.cases[case_id], cand.cases[case_id],

@@ -162,13 +162,16 @@ TRUSTED = ("status = 'completed' AND exit_code IN (0, 1) AND coalesce(len(select
 
 
 def find_run(con: Any, ref: str, suite: str) -> str | None:
-    """The run a baseline reference names for ``suite``: a stored name, ``branch:NAME`` or a run id."""
+    """The run a baseline reference names for ``suite``: a stored name, ``latest``, ``branch:NAME`` or a run id."""
     if con.execute("SELECT 1 FROM runs WHERE run_id = ? AND suite = ?", [ref, suite]).fetchone():
         if not con.execute(f"SELECT 1 FROM runs WHERE run_id = ? AND {TRUSTED}", [ref]).fetchone():
             raise UsageError(f"run {ref} cannot be a baseline: it did not complete with a trusted verdict, "
                              "or it ran only some cases (--tags)")
         return ref
-    if ref.startswith("branch:"):
+    if ref == "latest":
+        row = con.execute(f"SELECT run_id FROM runs WHERE suite = ? AND {TRUSTED} ORDER BY started_at DESC LIMIT 1",
+                          [suite]).fetchone()
+    elif ref.startswith("branch:"):
         row = con.execute(f"SELECT run_id FROM runs WHERE suite = ? AND git_branch = ? AND {TRUSTED} "
                           "ORDER BY started_at DESC LIMIT 1", [suite, ref.removeprefix("branch:")]).fetchone()
     else:
@@ -273,19 +276,20 @@ def compare(base: Snapshot, cand: Snapshot) -> Comparison:
             out.fixed.append(case_id)
         elif before.any_failed and now.any_failed:
             out.still_failing.append(case_id)
-        what = _changes(before.turns, now.turns)
+        # a case whose answers already varied within its history changes its words every run: not news
+        what = _changes(before.turns, now.turns, words=len(before.digests) <= 1)
         if what:
             out.changed[case_id] = what
     out.removed_cases = [c for c in base.cases if c not in cand.cases]
     return out
 
 
-def _changes(before: list[dict[str, Any]], now: list[dict[str, Any]]) -> list[str]:
+def _changes(before: list[dict[str, Any]], now: list[dict[str, Any]], words: bool = True) -> list[str]:
     what: list[str] = []
     if len(before) != len(now):
         what.append(f"turns {len(before)} → {len(now)}")
     for i, (b, n) in enumerate(zip(before, now), 1):
-        for key in ("route", "context", "tools", "output"):
+        for key in ("route", "context", "tools", "output") if words else ("route", "context", "tools"):
             if b.get(key) != n.get(key):
                 label = f"turn {i} {key}"
                 if key == "route":

@@ -54,11 +54,22 @@ gate:
     rules = r.json()["suites"][0]["verdict"]["rules"]
     assert [x["status"] for x in rules] == ["pass", "pass", "pass"]
     write(project / "suites" / "demo.yaml", suite.replace("min: 1.0, where: {tags: refunds}", "min: 0.9"))
+    # 2 of 3 turns routed right is no evidence against 90 % while nothing says how much a run varies ...
     r = cli("run", "--json")
+    assert r.code == 0, r
+    rule = r.json()["suites"][0]["verdict"]["rules"][1]
+    assert rule["status"] == "inconclusive" and rule["cases"] == ["hello"] and "not shown beyond chance" in rule["detail"]
+    # ... unless the suite says an undecided rule fails the gate
+    strict = suite.replace("min: 1.0, where: {tags: refunds}", "min: 0.9").replace("gate:\n", "gate:\n  inconclusive: fail\n")
+    write(project / "suites" / "demo.yaml", strict)
+    assert cli("run").code == 1
+    # ... or repeats measure that nothing varies: the share is what it is, and it misses
+    write(project / "suites" / "demo.yaml", suite.replace("min: 1.0, where: {tags: refunds}", "min: 0.9"))
+    r = cli("run", "--json", "--repeat", "2")
     assert r.code == 1, r
     failed = [x for x in r.json()["suites"][0]["verdict"]["rules"] if x["status"] == "fail"]
     assert failed[0]["rule"] == "route.accuracy ≥ 0.9" and failed[0]["cases"] == ["hello"]
-    assert "66.7% is below the minimum 90.0%" in failed[0]["detail"]
+    assert "66.7% is below the minimum 90.0%" in failed[0]["detail"] and "nothing varies" in failed[0]["detail"]
 
 
 def test_target_errors_above_max_error_rate_exit_3(cli, project: Path) -> None:

@@ -11,10 +11,13 @@ def test_default_suites_pass(tmp_path: Path) -> None:
     r = run_cli("run", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 0, r
     suites = {s["suite"]: s for s in r.json()["suites"]}
-    assert set(suites) == {"support", "support-replay", "support-pipeline"}  # default: false suites stay out
+    assert set(suites) == {"support", "support-replay", "support-pipeline", "support-sampled"}  # default: false stay out
     support = suites["support"]
     assert support["cases"] >= 30 and support["metrics"]["pass_rate"] == 1.0
-    assert [x["status"] for x in support["verdict"]["rules"]] == ["pass"] * len(support["verdict"]["rules"])
+    statuses = {x["rule"]: x["status"] for x in support["verdict"]["rules"]}
+    # one run of 36 cases cannot show a 95 % pass rate beyond chance until run-to-run variation is measured
+    assert statuses.pop("pass_rate ≥ 0.95") == "inconclusive" and set(statuses.values()) == {"pass"}
+    assert any("run-to-run variation is not measured yet" in n for n in support["verdict"]["notices"])
     pipeline = suites["support-pipeline"]  # the same conversations through the reference pipeline, offline
     assert pipeline["cases"] >= 30 and pipeline["metrics"]["pass_rate"] == 1.0 and pipeline["target"].startswith("pipeline")
     replay = suites["support-replay"]
@@ -51,7 +54,7 @@ def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> N
 def test_validate_the_bundled_suites() -> None:
     r = run_cli("validate", "suites", "--json", cwd=REPO)
     assert r.code == 0, r
-    assert len(r.json()["suites"]) == 6
+    assert len(r.json()["suites"]) == 7
     by_name = {s["suite"]: s for s in r.json()["suites"]}
     # suites with a document set always gate on leaks; validate says so beside their own rules
     assert by_name["support"]["leak_rule"] and not by_name["recorded-as-is"]["leak_rule"]

@@ -62,6 +62,6 @@ def test_action_step_runs_the_gate_and_writes_every_report(tmp_path: Path) -> No
     assert output.read_text().strip() == "exit-code=0"
     reports = sorted(p.name for p in work.glob("evalgate-report*.html"))
     assert reports == ["evalgate-report-support-pipeline.html", "evalgate-report-support-replay.html",
-                       "evalgate-report-support.html"]
+                       "evalgate-report-support-sampled.html", "evalgate-report-support.html"]
     assert "✓ PASS" in (work / "evalgate-report-support.html").read_text()
     assert (work / "evalgate-junit.xml").is_file() and (work / "evalgate-summary.md").is_file()

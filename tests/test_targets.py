@@ -131,8 +131,9 @@ def test_http_target_posts_the_request_and_keeps_secrets_out_of_the_store(cli, p
     assert r.code == 0, r
     first, second = _Handler.seen[0], _Handler.seen[1]
     assert first["auth"] == "Bearer sk-secret-123"
-    assert first["body"] == {"v": 1, "case_id": "conv", "session_id": "conv#0", "turn": 1, "repeat": 0, "input": "hi",
-                             "history": [], "state": {}, "user": {"id": "u-9", "groups": ["customer"]}}
+    run_id = r.json()["suites"][0]["run_id"]
+    assert first["body"] == {"v": 1, "run_id": run_id, "case_id": "conv", "session_id": "conv#0", "turn": 1, "repeat": 0,
+                             "input": "hi", "history": [], "state": {}, "user": {"id": "u-9", "groups": ["customer"]}}
     assert second["body"]["history"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "got hi"}]
     assert second["body"]["state"] == {"n": 1}
     db = project / ".evalgate" / "evalgate.duckdb"

@@ -350,7 +350,8 @@ def _scorer_stats(con: Any, run_id: str) -> list[dict[str, Any]]:
 def _trend(con: Any, suite: str, run_id: str, started: Any, limit: int = TREND_RUNS) -> list[dict[str, Any]]:
     rows = con.execute(
         "SELECT run_id, started_at, verdict, summary FROM runs WHERE suite = ? AND started_at <= ? "
-        "AND status IN ('completed', 'interrupted') ORDER BY started_at DESC LIMIT ?", [suite, started, limit]).fetchall()
+        "AND status IN ('completed', 'interrupted') AND parent_run IS NULL ORDER BY started_at DESC LIMIT ?",
+        [suite, started, limit]).fetchall()
     out = []
     for rid, at, verdict, summary in reversed(rows):
         metrics = (_json_load(summary) or {}).get("metrics", {})

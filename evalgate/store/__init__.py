@@ -109,8 +109,9 @@ class Store:
     def resolve_run(self, ref: str | None, suite: str | None = None) -> str:
         """A run id from an id, a unique prefix, 'latest' or None (latest)."""
         if ref in (None, "latest", "last"):
-            where, params = ("WHERE suite = ?", [suite]) if suite else ("", [])
-            rows = self.query(f"SELECT run_id FROM runs {where} ORDER BY started_at DESC LIMIT 1", params)
+            where, params = ("AND suite = ?", [suite]) if suite else ("", [])
+            rows = self.query(f"SELECT run_id FROM runs WHERE parent_run IS NULL {where} ORDER BY started_at DESC LIMIT 1",
+                              params)
             if not rows:
                 raise RunError("the store has no runs yet", hint="run 'evalgate run' first")
             return str(rows[0][0])

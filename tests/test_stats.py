@@ -1,0 +1,110 @@
+"""The gate's statistics against values worked out by hand, and their error rates by simulation."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from evalgate.stats import (Hypothesis, Pair, binom_midp_upper, family, finish_drop, finish_share, fisher_worse,
+                            fit_prior, paired_drop, runs_to_decide, share_test, t_sf, z_quantile)
+
+
+def test_fisher_exact_matches_the_hypergeometric_by_hand() -> None:
+    # always passed 10 of 10 before, failed all 3 now: 1 / C(13, 3)
+    assert fisher_worse(10, 10, 0, 3) == pytest.approx(1 / math.comb(13, 3))
+    # one baseline run cannot decide: passed 1 of 1, failed 3 of 3 → 1/4
+    assert fisher_worse(1, 1, 0, 3) == pytest.approx(0.25)
+    # no worse now: nothing to see
+    assert fisher_worse(5, 10, 5, 10) > 0.5
+    assert fisher_worse(0, 0, 0, 3) == 1.0
+    assert runs_to_decide(10, 10, 0.05 / 40, 20) == 4  # C(14, 4) = 1001 ≥ 800
+    assert runs_to_decide(1, 1, 0.01, 20) is None
+
+
+def test_three_drops_among_thirty_cases_is_not_significant() -> None:
+    pairs = [Pair(f"c{i}", 1.0, 0.0 if i < 3 else 1.0) for i in range(30)]
+    test = paired_drop("pass_rate", pairs, 0.0)
+    assert test.method == "exact" and test.discordant == 3
+    assert test.p_value == pytest.approx(0.0625)  # mid-p of the exact sign test (exact: 0.125)
+    assert binom_midp_upper(3, 3, 0.5) == pytest.approx(0.0625)
+    finish_drop(test, 0.05, rejected=False)
+    assert not test.fails and "could be noise" in test.describe() and "exact sign test" in test.describe()
+
+
+def test_drop_uses_the_t_test_once_many_cases_move_and_clusters_count_once() -> None:
+    rng = random.Random(3)
+    pairs = [Pair(f"c{i}", rng.choice([0.0, 1 / 3, 2 / 3, 1.0]), rng.choice([0.0, 1 / 3, 2 / 3, 1.0])) for i in range(200)]
+    test = paired_drop("pass_rate", pairs, 0.02)
+    assert test.method == "t" and test.clusters == 200
+    # the same cases as 50 conversations of 4 variants each: a wider standard error, fewer degrees of freedom
+    grouped = [Pair(p.case_id, p.before, p.now, f"g{i // 4}") for i, p in enumerate(pairs)]
+    clustered = paired_drop("pass_rate", grouped, 0.02)
+    assert clustered.clusters == 50 and clustered.drop == pytest.approx(test.drop)
+    finish_drop(test, 0.05, rejected=False)
+    assert test.detectable is not None and test.detectable > 0.02
+
+
+def test_too_few_flips_to_test_with_fractions() -> None:
+    pairs = [Pair(f"c{i}", 0.5, 0.5) for i in range(50)] + [Pair("x", 1.0, 0.5), Pair("y", 1.0, 0.5)]
+    test = paired_drop("pass_rate", pairs, 0.0)
+    assert test.method == "none" and test.p_value == 1.0
+    finish_drop(test, 0.05, rejected=False)
+    assert "too few cases flipped" in test.describe()
+
+
+def test_family_keeps_the_chance_of_any_false_alarm_at_alpha() -> None:
+    """Uniform p-values for every true null: across 4000 simulated gates, at most alpha raise any alarm."""
+    rng = random.Random(11)
+    alarms = 0
+    trials = 4000
+    for _ in range(trials):
+        hyps = [Hypothesis("nnf", f"c{i}", rng.random()) for i in range(rng.randrange(1, 40))]
+        hyps += [Hypothesis(f"rule:{r}", "", rng.random()) for r in range(5)]
+        family(hyps, 0.05)
+        alarms += any(h.rejected for h in hyps)
+    assert alarms / trials <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / trials)
+
+
+def test_family_passes_weight_on_once_a_rule_is_done() -> None:
+    a = Hypothesis("rule:0", "", 0.001)
+    b = Hypothesis("rule:1", "", 0.04)
+    start = family([a, b], 0.05)
+    assert start == pytest.approx(0.025)
+    assert a.rejected and b.rejected and b.level == pytest.approx(0.05)  # Holm: the second is judged at the full level
+    # two rules: no_new_failures' half (0.025) is split over its two cases; x (0.01 ≤ 0.0125) is accepted,
+    # then y is judged at the whole 0.025; the rule done, its weight passes to the other rule (now at 0.05)
+    cases = [Hypothesis("nnf", "x", 0.01), Hypothesis("nnf", "y", 0.02), Hypothesis("rule:0", "", 0.5)]
+    family(cases, 0.05)
+    assert [h.rejected for h in cases] == [True, True, False]
+    assert (cases[0].level, cases[1].level, cases[2].level) == pytest.approx((0.0125, 0.025, 0.05))
+    tight = [Hypothesis("nnf", "x", 0.013), Hypothesis("nnf", "y", 0.02), Hypothesis("rule:0", "", 0.5)]
+    family(tight, 0.05)
+    assert [h.rejected for h in tight] == [False, False, False]
+
+
+def test_share_intervals_are_wilson_and_nothing_varies_means_the_point() -> None:
+    test = share_test(36, 36, 0.95, "min", 1.0, 0.05)
+    assert test.low == pytest.approx(36 / (36 + z_quantile(0.95) ** 2), abs=1e-9)
+    finish_share(test, 0.05, rejected=False)
+    assert test.status == "inconclusive"  # 36 of 36 cannot show a 95 % pass rate with confidence
+    steady = share_test(36, 36, 0.95, "min", 0.0, 0.05)
+    finish_share(steady, 0.05, rejected=False)
+    assert steady.status == "pass" and steady.low == 1.0
+    low = share_test(20, 36, 0.95, "min", 1.0, 0.05)
+    assert low.p_value < 1e-6
+
+
+def test_prior_of_a_deterministic_suite_has_no_run_to_run_variance() -> None:
+    prior = fit_prior([(5, 5)] * 30 + [(0, 5)] * 10)
+    assert prior is not None and prior.variance(5, 5) < 1e-6
+    noisy = fit_prior([(random.Random(i).randrange(0, 6), 5) for i in range(200)])
+    assert noisy is not None and noisy.variance(3, 5) > 0.1
+    assert fit_prior([(1, 1), (0, 1)]) is None  # nothing ran twice: not identifiable
+
+
+def test_t_and_normal_tails() -> None:
+    assert t_sf(0.0, 10) == pytest.approx(0.5)
+    assert t_sf(2.228, 10) == pytest.approx(0.025, abs=1e-3)
+    assert z_quantile(0.975) == pytest.approx(1.959964, abs=1e-6)
