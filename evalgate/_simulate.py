@@ -88,6 +88,8 @@ class Trial:
     confirm_runs: int
     truly_broken: list[str] = field(default_factory=list)
     nondeterministic: list[str] = field(default_factory=list)
+    mixed: list[str] = field(default_factory=list)
+    """Cases whose stored outcomes (all runs of the trial) were mixed: what any method could name flaky."""
 
 
 def trial(*, cases: int, repeat: int, history: int, profile: str = "beta", scenario: str = "null",
@@ -135,6 +137,8 @@ def trial(*, cases: int, repeat: int, history: int, profile: str = "beta", scena
                 last = evalgate.run(config=config).suites[0].run_id
             os.environ["EVALGATE_SIM_VERSION"] = "cand"
             report = evalgate.run(config=config, options=RunOptions(baseline=last))
+            mixed = [str(r[0]) for r in evalgate.Store(root / "store.duckdb").query(
+                "SELECT case_id FROM cases GROUP BY case_id HAVING bool_or(passed) AND bool_or(NOT passed)")]
         finally:
             os.chdir(cwd)
             for k, v in old.items():
@@ -152,7 +156,7 @@ def trial(*, cases: int, repeat: int, history: int, profile: str = "beta", scena
     return Trial(report.exit_code, failed, [c["case_id"] for c in cases_ if c["kind"] == "regression"],
                  [c["case_id"] for c in cases_ if c["kind"] == "inconclusive"], list((stats.get("flaky") or {})),
                  detectable, drop_rule is not None and drop_rule.status == "fail", int(stats.get("confirm_runs") or 0),
-                 broken, [cid for cid, p in zip(ids, probs) if 0.0 < p < 1.0])
+                 broken, [cid for cid, p in zip(ids, probs) if 0.0 < p < 1.0], mixed)
 
 
 def false_alarm_rate(trials: int, **kw: Any) -> float:

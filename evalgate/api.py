@@ -129,8 +129,8 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
                 confirmation = await _confirm(store, suite, runner, tgt, outcome, baselines[suite.name],
                                               progress_factory)
                 report.suites.append(finish(store, suite, outcome, baselines[suite.name], confirmation))
-                if outcome.status in ("interrupted", "stopped") or (
-                        confirmation is not None and confirmation.status in ("interrupted", "stopped")):
+                if outcome.status in ("interrupted", "stopped") or any(
+                        c.status in ("interrupted", "stopped") for c in confirmation):
                     break
         finally:
             for t in started:
@@ -175,19 +175,42 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
 
 
 async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outcome: RunOutcome,
-                   base: BaselineChoice, progress_factory: Any) -> RunOutcome | None:
-    """Re-run the cases that did worse than their history, into a confirmation run of this run."""
+                   base: BaselineChoice, progress_factory: Any) -> list[RunOutcome]:
+    """Re-run the cases that did worse than their history, in rounds, as confirmation runs of this run.
+
+    Each round re-runs once every case still failing; a case leaves as soon as
+    it passes (it is then flaky, not broken) or once it has failed its planned
+    number of times. The test only ever rejects "failed every time", which these
+    rounds decide exactly as a fixed number of runs would, at a fraction of the runs.
+    """
     if outcome.status != "completed" or base.snapshot is None or not assess_mod.has_nnf(suite.gate):
-        return None
+        return []
     with store.connect(read_only=True) as con:
         cand = baseline_mod.snapshot(con, outcome.run_id)
     plan = assess_mod.plan_confirmation(suite.gate, base.snapshot, cand)
-    if not plan:
-        return None
-    opts = RunOptions(**{**runner.options.__dict__})
-    opts.confirm, opts.repeat_offset, opts.parent_run = plan, runner.repeat, outcome.run_id
-    again = Runner(suite, store, opts, progress_factory(suite) if progress_factory else Progress())
-    return await again.run(target)
+    rounds: list[RunOutcome] = []
+    failed = dict.fromkeys(plan, 0)
+    offset = runner.repeat
+    while True:
+        todo = {case_id: 1 for case_id, k in plan.items() if failed.get(case_id, -1) >= 0 and failed[case_id] < k}
+        if not todo:
+            return rounds
+        opts = RunOptions(**{**runner.options.__dict__})
+        opts.confirm, opts.repeat_offset, opts.parent_run = todo, offset, outcome.run_id
+        again = Runner(suite, store, opts, progress_factory(suite) if progress_factory else Progress())
+        done = await again.run(target)
+        rounds.append(done)
+        offset += 1
+        if done.status != "completed":
+            return rounds
+        with store.connect(read_only=True) as con:
+            now = baseline_mod.snapshot(con, done.run_id)
+        for case_id in todo:
+            c = now.cases.get(case_id)
+            if c is None or c.judged == 0 or c.passed:
+                failed[case_id] = -1  # passed again, or errored: no more rounds for it
+            else:
+                failed[case_id] += 1
 
 
 def _share_rules(suite: Suite, rules: list[Any], data: list[metrics.RuleData | None], slices: dict[int, set[str] | None],
@@ -203,13 +226,14 @@ def _share_rules(suite: Suite, rules: list[Any], data: list[metrics.RuleData | N
 
 
 def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice | None = None,
-           confirmation: RunOutcome | None = None) -> SuiteReport:
+           confirmation: list[RunOutcome] | None = None) -> SuiteReport:
     """Compute metrics, compare with the baseline, decide the verdict, and store them."""
     base = base or BaselineChoice(None)
     with store.connect() as con:
         head = metrics.headline(con, outcome.run_id)
         cand = baseline_mod.snapshot(con, outcome.run_id)
-        confirmed = baseline_mod.snapshot(con, confirmation.run_id) if confirmation is not None else None
+        rounds = [c.run_id for c in confirmation or []]
+        confirmed = baseline_mod.snapshot(con, rounds[0], rounds) if rounds else None
         comparison = baseline_mod.compare(base.snapshot, cand) if base.snapshot is not None else None
         rules = gate_mod.with_default_rules(suite.gate)
         data = metrics.rule_data(con, outcome.run_id, rules)
@@ -251,9 +275,9 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
             summary["routes"] = routes
         con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
                     [verdict.status, verdict.exit_code, json.dumps(summary, default=str), outcome.run_id])
-        if confirmation is not None:  # the confirmation run is evidence, not a release: it takes its parent's verdict
-            con.execute("UPDATE runs SET verdict = ?, exit_code = ? WHERE run_id = ?",
-                        [verdict.status, verdict.exit_code, confirmation.run_id])
+        if rounds:  # confirmation runs are evidence, not releases: they take their parent's verdict
+            con.execute("UPDATE runs SET verdict = ?, exit_code = ? WHERE list_contains(?, run_id)",
+                        [verdict.status, verdict.exit_code, rounds])
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
     return SuiteReport(suite.name, str(suite.path), outcome.run_id, outcome.status, verdict, head, failing,
                        list(suite.notes.warnings), bad, outcome.duration_s, outcome.cases, outcome.turns,

@@ -5,10 +5,12 @@ rule results, the reporters into words). The steps:
 
 1. **Screen.** A case is *flipped* when it did worse this run than in the
    baseline's pooled history (and failed at least once now).
-2. **Confirm.** Each flipped case is re-run within the same ``evalgate run``
-   (``gate.confirm`` times, more when that is what it takes to decide); the
-   confirmation runs are fresh evidence, so testing them against the history
-   is honest whatever the screen picked.
+2. **Confirm.** Each flipped case this run makes suspicious is re-run within
+   the same ``evalgate run``, in rounds, until it passes once (then it is
+   flaky) or has failed ``gate.confirm`` times (more, up to ``confirm_max``,
+   when that is what it takes to decide); the confirmation runs are fresh
+   evidence, so testing them against the history is honest whatever the
+   screen picked.
 3. **Decide.** A case is a regression when its confirmation runs are
    significantly worse than its history (Fisher's exact test), judged in one
    family with every other statistical rule of the gate; or, when the
@@ -73,6 +75,8 @@ class Assessment:
     confirm_runs: int = 0
     """Extra case runs the confirmation made."""
     confirm_run: str | None = None
+    confirm_rounds: list[str] = field(default_factory=list)
+    """Every confirmation run (one per round: a case is re-run until it passes or has failed enough)."""
     drops: dict[int, DropTest] = field(default_factory=dict)
     """Rule index → its paired test."""
     shares: dict[int, ShareTest] = field(default_factory=dict)
@@ -80,6 +84,8 @@ class Assessment:
     nnf_level: float | None = None
     judged: bool = False
     """Were the flipped cases judged (the gate has a no_new_failures rule)?"""
+    within_chance: list[str] = field(default_factory=list)
+    """Flipped cases this run alone does not make suspicious: not re-run, not a regression."""
 
     @property
     def regressions(self) -> list[CaseVerdict]:
@@ -98,8 +104,10 @@ class Assessment:
             return parts[0] + " (not confirmed: the gate has no no_new_failures rule)"
         if self.expected_flips is not None:
             parts.append(f"about {self.expected_flips:.0f} expected by chance")
+        if self.within_chance:
+            parts.append(f"{len(self.within_chance)} by no more than chance makes likely")
         if self.confirm_runs:
-            parts.append(f"re-run {self.confirm_runs} time(s) to confirm")
+            parts.append(f"{len(self.flipped) - len(self.within_chance)} re-run ({self.confirm_runs} case run(s)) to confirm")
         reg = self.regressions
         parts.append(f"{len(reg)} confirmed regression(s)" + (": " + ", ".join(c.case_id for c in reg[:5])
                                                               + (" …" if len(reg) > 5 else "") if reg else ""))
@@ -116,9 +124,10 @@ class Assessment:
 
     def to_dict(self) -> dict[str, Any]:
         return {"confidence": self.confidence, "history_runs": self.history_runs, "varies": self.varies,
-                "flipped": self.flipped, "expected_flips": self.expected_flips,
+                "flipped": self.flipped, "within_chance": self.within_chance, "expected_flips": self.expected_flips,
                 "cases": [c.to_dict() for c in self.cases], "flaky": self.flaky,
                 "confirm_runs": self.confirm_runs, "confirm_run": self.confirm_run,
+                "confirm_rounds": self.confirm_rounds,
                 "drops": {str(k): asdict(v) for k, v in self.drops.items()},
                 "shares": {str(k): asdict(v) for k, v in self.shares.items()}, "words": self.words()}
 
@@ -137,6 +146,26 @@ def screen(base: Snapshot, cand: Snapshot) -> list[str]:
         if before is None or before.judged == 0 or now.judged == 0:
             continue
         if now.passed < now.judged and _rate(now) < _rate(before) - 1e-12:
+            out.append(case_id)
+    return out
+
+
+SCREEN_P = 0.5
+"""A flipped case is re-run when this run alone makes it at least this suspicious (one-sided Fisher p)."""
+
+
+def to_confirm(base: Snapshot, cand: Snapshot) -> list[str]:
+    """The flipped cases worth re-running: those this run alone makes suspicious (p ≤ 0.5).
+
+    A case that passed 24 of 30 before and 2 of 3 now did worse, but by no
+    more than chance makes likely: re-running it costs runs and decides
+    nothing. The confirmation runs are fresh evidence whatever picks them,
+    so leaving such cases out costs no honesty.
+    """
+    out = []
+    for case_id in screen(base, cand):
+        before, now = base.cases[case_id], cand.cases[case_id]
+        if fisher_worse(before.passed, before.judged, now.passed, now.judged) <= SCREEN_P + 1e-12:
             out.append(case_id)
     return out
 
@@ -166,7 +195,7 @@ def plan_confirmation(gate: GateSpec, base: Snapshot, cand: Snapshot) -> dict[st
     """Case id → how many times to re-run it: ``confirm``, or more (up to ``confirm_max``) when that decides it."""
     if gate.confirm <= 0 or not has_nnf(gate):
         return {}
-    flipped = screen(base, cand)
+    flipped = to_confirm(base, cand)
     if not flipped:
         return {}
     groups = 1 + len(statistical_rules(gate, True))
@@ -235,6 +264,7 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
     out.varies = version_varies(base, cand, confirm)
     if confirm is not None:
         out.confirm_run = confirm.run_id
+        out.confirm_rounds = confirm.history
         out.confirm_runs = sum(c.runs for c in confirm.cases.values())
     hyps: list[Hypothesis] = []
     case_hyps: dict[str, Hypothesis] = {}
@@ -251,7 +281,9 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
         if has_nnf(gate):
             out.judged = True
             confirming = gate.confirm > 0
-            for case_id in out.flipped:
+            suspicious = to_confirm(base, cand) if confirming else out.flipped
+            out.within_chance = [k for k in out.flipped if k not in set(suspicious)]
+            for case_id in suspicious:
                 v, h = _case(case_id, base.cases[case_id], cand.cases[case_id],
                              confirm.cases.get(case_id) if confirm is not None else None,
                              out.varies is False, confirming)

@@ -16,7 +16,8 @@ def test_default_suites_pass(tmp_path: Path) -> None:
     assert support["cases"] >= 30 and support["metrics"]["pass_rate"] == 1.0
     statuses = {x["rule"]: x["status"] for x in support["verdict"]["rules"]}
     # one run of 36 cases cannot show a 95 % pass rate beyond chance until run-to-run variation is measured
-    assert statuses.pop("pass_rate ≥ 0.95") == "inconclusive" and set(statuses.values()) == {"pass"}
+    assert statuses.pop("pass_rate ≥ 0.95") == "inconclusive" and statuses.pop("no new failures") == "skipped"
+    assert set(statuses.values()) == {"pass"}
     assert any("run-to-run variation is not measured yet" in n for n in support["verdict"]["notices"])
     pipeline = suites["support-pipeline"]  # the same conversations through the reference pipeline, offline
     assert pipeline["cases"] >= 30 and pipeline["metrics"]["pass_rate"] == 1.0 and pipeline["target"].startswith("pipeline")
@@ -42,6 +43,26 @@ def test_regressed_assistant_fails_its_gate_with_reasons(tmp_path: Path) -> None
     assert "1 leak(s) to u-17 [customer]: kb/internal-fraud-rules (context)" in reasons
 
 
+def test_regressed_release_fails_no_new_failures_against_one_baseline_run(tmp_path: Path) -> None:
+    """The assistant is deterministic: one baseline run is enough, once re-runs show nothing varies."""
+    db = ["--db", str(tmp_path / "s.duckdb")]
+    assert run_cli("run", "suites/support.yaml", *db, cwd=REPO).code == 0
+    assert run_cli("baseline", "set", "main", *db, cwd=REPO).code == 0
+    r = run_cli("run", "suites/support.yaml", "--target", "python:assistant.bot_regressed:respond", "--baseline", "main",
+                "--json", *db, cwd=REPO)
+    assert r.code == 1, r
+    s = r.json()["suites"][0]
+    rule = next(x for x in s["verdict"]["rules"] if x["rule"] == "no new failures")
+    stats = s["statistics"]
+    assert rule["status"] == "fail" and "refund-changes-order-number" in rule["cases"]
+    assert stats["varies"] is False and stats["cases"]
+    assert {c["kind"] for c in stats["cases"]} == {"regression"}
+    assert "nothing in this version varies from run to run" in stats["cases"][0]["why"]
+    assert rule["cases"] == s["baseline"]["new_failures"] and len(rule["cases"]) >= 10
+    # the same release again: the history now holds two runs of the current release, and nothing flips
+    assert run_cli("run", "suites/support.yaml", "--baseline", "main", *db, cwd=REPO).code == 0
+
+
 def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> None:
     r = run_cli("run", "suites/recorded-as-is.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 1, r
@@ -59,4 +80,4 @@ def test_validate_the_bundled_suites() -> None:
     # suites with a document set always gate on leaks; validate says so beside their own rules
     assert by_name["support"]["leak_rule"] and not by_name["recorded-as-is"]["leak_rule"]
     text = run_cli("validate", "suites/support.yaml", cwd=REPO).out
-    assert "4 gate rule(s) + permissions.leaks ≤ 0 (every gate)" in text
+    assert "5 gate rule(s) + permissions.leaks ≤ 0 (every gate)" in text
