@@ -124,6 +124,7 @@ class Assessment:
 
     def to_dict(self) -> dict[str, Any]:
         return {"confidence": self.confidence, "history_runs": self.history_runs, "varies": self.varies,
+                "judged": self.judged,
                 "flipped": self.flipped, "within_chance": self.within_chance, "expected_flips": self.expected_flips,
                 "cases": [c.to_dict() for c in self.cases], "flaky": self.flaky,
                 "confirm_runs": self.confirm_runs, "confirm_run": self.confirm_run,

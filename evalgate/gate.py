@@ -138,6 +138,9 @@ def evaluate(inputs: GateInputs) -> Verdict:
             "pass, named (gate.inconclusive: pass)"
         notices.append(f"{len(undecided)} rule(s) inconclusive, which {what}: " + "; ".join(r.rule for r in undecided))
         if inputs.gate.inconclusive == "fail":
+            for r in undecided:  # the suite asked for it: an undecided rule is a failed one, everywhere it is read
+                r.status = "fail"
+                r.detail = f"inconclusive, and the gate fails undecided rules (gate.inconclusive: fail): {r.detail}"
             failed += undecided
     error_rate = inputs.errors / inputs.cases if inputs.cases else 0.0
     reasons: list[str] = []

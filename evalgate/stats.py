@@ -263,6 +263,8 @@ class DropTest:
     """One-sided lower confidence bound on the drop at that level."""
     detectable: float | None = None
     """The smallest drop this test detects 4 times in 5, at its corrected level."""
+    needed: int | None = None
+    """Paired cases (clusters) it would take, at this spread, to detect a drop twice the margin 4 times in 5."""
     fails: bool = False
     cases: list[str] = field(default_factory=list)
     """Cases that did worse than in the baseline."""
@@ -290,6 +292,8 @@ class DropTest:
             text += f"within the allowed {self.max_drop:.1%}"
         if self.detectable is not None:
             text += f"; this test detects drops of about {self.detectable:.1%} or more (4 times in 5)"
+            if self.needed and self.needed > max(self.clusters, self.n) and self.max_drop > 0:
+                text += f"; one of {2 * self.max_drop:.1%} would take about {self.needed} paired cases"
         return text
 
     def _method_name(self) -> str:
@@ -351,7 +355,11 @@ def finish_drop(test: DropTest, level: float, *, rejected: bool) -> None:
     test.low = test.drop - t_quantile(1 - level, df) * test.se
     if test.se > 0:
         # the drop at which this test, at this level, fires 4 times in 5
-        test.detectable = min(1.0, test.max_drop + (t_quantile(1 - level, df) + _POWER_Z) * test.se)
+        reach = t_quantile(1 - level, df) + _POWER_Z
+        test.detectable = min(1.0, test.max_drop + reach * test.se)
+        if test.max_drop > 0:  # the spread per cluster stays; the standard error shrinks with √clusters
+            spread = test.se * math.sqrt(max(test.clusters, 1))
+            test.needed = math.ceil((reach * spread / test.max_drop) ** 2)
 
 
 # --- a share against a threshold -------------------------------------------------

@@ -410,8 +410,11 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
                                              "reasons": [f"the run is {info['status']} and has no verdict yet"],
                                              "notices": []}
         comparison = summary.get("baseline")
+        statistics = summary.get("statistics") or {}
         warnings = summary.get("warnings") or []
-        regressed = set((comparison or {}).get("new_failures", [])) | set((comparison or {}).get("flaky_regressed", []))
+        regressed = set((comparison or {}).get("new_failures", []))
+        if not statistics.get("judged"):  # no statistics judged the flips: flaky after passing every time counts
+            regressed |= set((comparison or {}).get("flaky_regressed", []))
         fixed = set((comparison or {}).get("fixed", []))
         changed = (comparison or {}).get("changed", {})
         slices = _slices(con, run_id)
@@ -440,7 +443,7 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
     page = env.get_template("report.html.j2").render(
         title=title or f"evalgate · {info['suite']} · {verdict['status'].upper()}",
         run_id=run_id, info=info, verdict=verdict, metrics=metrics, slices=slices, scorers=scorer_stats,
-        comparison=comparison, warnings=warnings, trend=trend, confusion=confusion, counts=counts, failing=failing_preview,
+        comparison=comparison, statistics=statistics, warnings=warnings, trend=trend, confusion=confusion, counts=counts, failing=failing_preview,
         trend_pass=trend_svg(trend, "pass_rate", percent=True), trend_p95=trend_svg(trend, "p95", percent=False),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
         script=script, style=style, csp=_csp(script, style),

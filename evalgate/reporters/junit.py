@@ -38,6 +38,8 @@ def write_junit(report: Any, store: Store, path: Path | str) -> Path:
                     counts["failures"] += 1
                     el = ET.SubElement(rule_el, "failure", message=_x(rule.detail))
                     el.text = _x(rule.detail + (f"\ncases: {', '.join(rule.cases)}" if rule.cases else ""))
+                elif rule.status == "inconclusive":  # undecided, and the gate let it pass: shown, not red
+                    ET.SubElement(rule_el, "skipped", message=_x(f"inconclusive: {rule.detail}"))
             repeated = bool(con.execute("SELECT max(repeat) FROM cases WHERE run_id = ?", [s.run_id]).fetchone()[0])
             reasons: dict[tuple[str, int], list[str]] = {}
             for case_id, repeat, turn, scorer, explanation, error in con.execute(

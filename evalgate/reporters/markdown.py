@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️", "skipped": "➖"}
+_ICON = {"pass": "✅", "fail": "❌", "error": "⚠️", "skipped": "➖", "inconclusive": "❔"}
 
 
 _LINE_BREAKS = re.compile("[\r\n\u2028\u2029\x0b\x0c]+")
@@ -53,11 +53,26 @@ def render_markdown(report: Any, *, max_cases: int = 20) -> str:
         lines.append("")
         if s.baseline:
             b = s.baseline
-            lines.append(f"**Against baseline {_code(b['baseline_run'])}:** {len(b['new_failures'])} new failure(s), "
-                         f"{len(b['fixed'])} fixed, {len(b['flaky'])} flaky, {len(b['changed'])} changed behaviour")
-            for label, key in (("New failures", "new_failures"), ("Fixed", "fixed"), ("Flaky", "flaky")):
-                if b[key]:
-                    lines.append(f"- {label}: " + ", ".join(_code(c) for c in b[key][:max_cases]))
+            st = getattr(s, "statistics", None) or {}
+            runs = b.get("baseline_runs", 1)
+            against = f"baseline {_code(b['baseline_run'])}" if runs == 1 else \
+                f"{runs} baseline runs (newest {_code(b['baseline_run'])})"
+            lines.append(f"**Against {against}:** {len(b['new_failures'])} new failure(s), "
+                         f"{len(b['fixed'])} fixed, {len(b['flaky'])} flaky, {len(b.get('inconclusive', []))} inconclusive, "
+                         f"{len(b['changed'])} changed behaviour")
+            if st.get("flipped"):
+                lines.append(f"- {_cell(st['words'], 600)}")
+            why = {c["case_id"]: c for c in st.get("cases", [])}
+            for label, key in (("New failure", "new_failures"), ("Inconclusive", "inconclusive"), ("Fixed", "fixed")):
+                for case_id in b.get(key, [])[:max_cases]:
+                    v = why.get(case_id)
+                    text = f": {_cell(v['why'])}" if v and v.get("why") else ""
+                    text += f"; decided by {_cell(v['decide'])}" if v and v.get("decide") else ""
+                    lines.append(f"- {label}: {_code(case_id)}{text}")
+            rates = st.get("flaky", {})
+            if b["flaky"]:
+                lines.append("- Flaky: " + ", ".join(_code(c) + (f" ({_cell(rates[c])})" if c in rates else "")
+                                                     for c in b["flaky"][:max_cases]))
             lines.append("")
         if s.failing:
             lines.append("| case | why |")
