@@ -270,7 +270,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         summary = {"metrics": head, "verdict": verdict.to_dict(),
                    "baseline": comparison.to_dict() if comparison else None, "redacted": redacted,
                    "warnings": list(suite.notes.warnings), "statistics": statistics}
-        routes = _route_confusion(con, outcome.run_id)
+        routes = metrics.route_confusion(con, outcome.run_id)
         if routes["turns"]:
             summary["routes"] = routes
         con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
@@ -306,7 +306,7 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
     out = []
     for s in suites:
         if check_target and s.target is not None and s.target.kind == "python":
-            from .targets.python import import_reference
+            from .references import import_reference
 
             try:
                 import_reference(s.target.spec["python"], [config.root, s.path.parent])
@@ -415,32 +415,7 @@ def route_confusion(store: Store, run_ref: str | None = None) -> dict[str, Any]:
     """
     run_id = store.resolve_run(run_ref)
     with store.connect(read_only=True) as con:
-        return {"run_id": run_id, **_route_confusion(con, run_id)}
-
-
-def _route_confusion(con: Any, run_id: str) -> dict[str, Any]:
-    rows = con.execute("SELECT passed, json_extract_string(detail, '$.got'), json_extract_string(detail, '$.expected[0]'), "
-                       "count(*) FROM scores WHERE run_id = ? AND scorer = 'route' AND error IS NULL "
-                       "AND detail IS NOT NULL GROUP BY ALL", [run_id]).fetchall()
-    matrix: dict[str, dict[str, int]] = {}
-    for passed, got, first, n in rows:
-        taken = got if got is not None else "(none)"
-        expected = taken if passed else (first or "(none)")
-        matrix.setdefault(expected, {})
-        matrix[expected][taken] = matrix[expected].get(taken, 0) + int(n)
-    labels = sorted({e for e in matrix} | {t for row in matrix.values() for t in row})
-    per_route: dict[str, dict[str, Any]] = {}
-    total = correct = 0
-    for route in labels:
-        tp = matrix.get(route, {}).get(route, 0)
-        predicted = sum(row.get(route, 0) for row in matrix.values())
-        actual = sum(matrix.get(route, {}).values())
-        per_route[route] = {"precision": tp / predicted if predicted else None,
-                            "recall": tp / actual if actual else None, "support": actual}
-        total += actual
-        correct += tp
-    return {"labels": labels, "matrix": matrix, "per_route": per_route, "turns": total,
-            "accuracy": correct / total if total else None}
+        return {"run_id": run_id, **metrics.route_confusion(con, run_id)}
 
 
 def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

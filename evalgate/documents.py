@@ -241,7 +241,7 @@ class FunctionPermissions:
 
     @classmethod
     def load(cls, ref: str) -> FunctionPermissions:
-        from .targets.python import import_reference
+        from .references import import_reference
 
         try:
             obj = import_reference(ref)

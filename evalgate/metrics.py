@@ -276,3 +276,29 @@ def failing_cases(con: Any, run_id: str, limit: int = 20) -> list[dict[str, Any]
         out.append({"case_id": case_id, "repeat": repeat, "errored": bool(errored), "critical": bool(critical),
                     "source": source, "reasons": reasons})
     return out
+
+
+def route_confusion(con: Any, run_id: str) -> dict[str, Any]:
+    """The route confusion matrix (expected × taken) with per-route precision, recall and support."""
+    rows = con.execute("SELECT passed, json_extract_string(detail, '$.got'), json_extract_string(detail, '$.expected[0]'), "
+                       "count(*) FROM scores WHERE run_id = ? AND scorer = 'route' AND error IS NULL "
+                       "AND detail IS NOT NULL GROUP BY ALL", [run_id]).fetchall()
+    matrix: dict[str, dict[str, int]] = {}
+    for passed, got, first, n in rows:
+        taken = got if got is not None else "(none)"
+        expected = taken if passed else (first or "(none)")
+        matrix.setdefault(expected, {})
+        matrix[expected][taken] = matrix[expected].get(taken, 0) + int(n)
+    labels = sorted({e for e in matrix} | {t for row in matrix.values() for t in row})
+    per_route: dict[str, dict[str, Any]] = {}
+    total = correct = 0
+    for route in labels:
+        tp = matrix.get(route, {}).get(route, 0)
+        predicted = sum(row.get(route, 0) for row in matrix.values())
+        actual = sum(matrix.get(route, {}).values())
+        per_route[route] = {"precision": tp / predicted if predicted else None,
+                            "recall": tp / actual if actual else None, "support": actual}
+        total += actual
+        correct += tp
+    return {"labels": labels, "matrix": matrix, "per_route": per_route, "turns": total,
+            "accuracy": correct / total if total else None}

@@ -8,6 +8,7 @@ compute; the gate (``gate.py``) decides verdicts from these, the metrics
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -181,11 +182,13 @@ class GateSpec(_Model):
         return max(named) if named else DEFAULT_CONFIDENCE
 
 
-def check_rule_metrics(rule: Rule, scorer_names: set[str],
-                       aliases: dict[str, tuple[str, Any]] | None = None) -> tuple[str, str | None] | None:
-    """A load-time check that a rule names a metric evalgate can compute."""
-    from . import scorers
+def check_rule_metrics(rule: Rule, scorer_names: set[str], aliases: dict[str, tuple[str, Any]] | None = None,
+                       declared_stats: Callable[[str], tuple[str, ...]] = lambda name: ()) -> tuple[str, str | None] | None:
+    """A load-time check that a rule names a metric evalgate can compute.
 
+    ``scorer_names`` are the scorers the suite can name (bound, aliased, registered);
+    ``declared_stats`` gives the named values a scorer declares (``@scorer(..., stats=...)``).
+    """
     if rule.metric is None:
         return None
     metric = rule.metric
@@ -208,25 +211,15 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str],
         if stat in USAGE_STATS:
             return None
         return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, USAGE_STATS) or f"use one of {', '.join(USAGE_STATS)}")
-    known = scorers.known_names() | scorer_names  # names only: no plugin is imported to check a rule
+    known = scorer_names
     if family and family in known:
-        declared = _declared_stats(aliases[family][0] if aliases and family in aliases else family)
+        declared = declared_stats(aliases[family][0] if aliases and family in aliases else family)
         if stat in SCORER_STATS or _stat_matches(stat, declared):
             return None
         names = list(SCORER_STATS) + list(declared)
         return (f"unknown statistic '{stat}' for scorer {family}", did_you_mean(stat, names) or f"use one of {', '.join(names)}")
     names = list(CASE_METRICS) + list(REPEAT_METRICS) + [f"{s}.pass_rate" for s in sorted(known)] + [f"latency.{s}" for s in LATENCY_STATS]
     return (f"unknown metric '{metric}'", did_you_mean(metric, names) or "metrics: pass_rate, error_rate, <scorer>.pass_rate, latency.p95, ...")
-
-
-def _declared_stats(family: str) -> tuple[str, ...]:
-    """The named values a scorer declares it reports (``@scorer(..., stats=...)``)."""
-    from . import scorers
-
-    try:
-        return scorers.lookup(family).stats
-    except scorers.ScorerArgError:  # an alias: its own name is not registered
-        return ()
 
 
 def _stat_matches(stat: str, declared: tuple[str, ...]) -> bool:

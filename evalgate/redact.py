@@ -212,7 +212,7 @@ def build_redactor(detectors: list[str] | None = None, patterns: dict[str, str] 
 
 def load_hook(ref: str) -> Callable[[str], Iterable[tuple[str, str]]]:
     """Import ``package.module:function``."""
-    from .targets.python import import_reference
+    from .references import import_reference
 
     try:
         obj = import_reference(ref)

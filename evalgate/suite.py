@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shlex
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,9 @@ from ._yaml import YamlDoc, load_yaml
 from .config import Config
 from .documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
 from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
+from .references import search_paths
+from .targets.base import known_kinds
+from .targets.spec import PipelineTargetSpec, TargetConfig, spec_model
 from .policy import GateSpec, Rule, Where, _meta_text, _split_tags, check_rule_metrics
 from .pipeline.config import PipelineSpec
 from .scorers import BoundScorer, Score, ScorerArgError
@@ -227,80 +229,6 @@ class SuiteSpec(_Model):
 
 # --- targets ----------------------------------------------------------------
 
-TargetKind = Literal["replay", "python", "http", "command", "pipeline"]
-
-
-class PythonTargetSpec(_Model):
-    python: str
-    """package.module:function, sync or async, called with the request."""
-
-    @field_validator("python")
-    @classmethod
-    def _ref(cls, value: str) -> str:
-        if not re.fullmatch(r"[\w.]+:[\w.]+", value):
-            raise ValueError("expected package.module:function")
-        return value
-
-
-class HttpTargetSpec(_Model):
-    http: str
-    """URL that takes the request as a JSON POST and answers with a trace."""
-    headers: dict[str, str] = Field(default_factory=dict)
-    """Extra headers; ${VAR} is read from the environment (never stored)."""
-
-    @field_validator("http")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"https?://", value):
-            raise ValueError("expected an http:// or https:// URL")
-        return value
-
-
-class CommandTargetSpec(_Model):
-    command: list[str]
-    """argv of a long-lived process: one request per stdin line, one trace per stdout line."""
-    cwd: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("command", mode="before")
-    @classmethod
-    def _argv(cls, value: Any) -> Any:
-        return shlex.split(value) if isinstance(value, str) else value
-
-    @field_validator("command")
-    @classmethod
-    def _nonempty(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("the command is empty")
-        return value
-
-
-class PipelineTargetSpec(_Model):
-    pipeline: PipelineSpec
-    """evalgate's reference pipeline, inline (or ``pipeline: FILE.yaml``, read by parse_target)."""
-
-
-_TARGET_MODELS: dict[str, type[_Model]] = {"python": PythonTargetSpec, "http": HttpTargetSpec, "command": CommandTargetSpec,
-                                           "pipeline": PipelineTargetSpec}
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    """The system under test, resolved: its kind, spec and base folder."""
-
-    kind: TargetKind
-    spec: dict[str, Any]
-    base_dir: Path
-
-    def describe(self) -> str:
-        if self.kind == "replay":
-            return "replay"
-        if self.kind == "pipeline":
-            return f"pipeline: {self.spec['file']}" if self.spec.get("file") else "pipeline (inline)"
-        value = self.spec[self.kind]
-        return f"{self.kind}: {' '.join(value) if isinstance(value, list) else value}"
-
-
 def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | None = None) -> TargetConfig:
     """A target from YAML, configuration, or ``--target kind:value``."""
 
@@ -311,7 +239,7 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
         if value == "replay":
             return TargetConfig("replay", {}, base_dir)
         kind, sep, rest = value.partition(":")
-        if sep and kind in _TARGET_MODELS:
+        if sep and kind in known_kinds() and kind not in ("replay", "pipeline"):
             value = {kind: rest if kind != "command" else shlex.split(rest)}
         else:
             raise SuiteError(f"unknown target '{value}'", location=loc(()),
@@ -321,22 +249,30 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
                          hint="e.g. target: {python: assistant.bot:respond}")
     if value.get("replay") is True and len(value) == 1:
         return TargetConfig("replay", {}, base_dir)
-    kinds = [k for k in value if k in _TARGET_MODELS]
+    known = [k for k in known_kinds() if k != "replay"]
+    kinds = [k for k in value if k in known]
     if len(kinds) != 1:
-        unknown = [k for k in value if k not in _TARGET_MODELS]
-        hint = did_you_mean(unknown[0], list(_TARGET_MODELS) + ["replay"]) if unknown else None
-        raise SuiteError("target needs exactly one of: python, http, command, pipeline (or the word replay)",
+        unknown = [k for k in value if k not in known]
+        hint = did_you_mean(unknown[0], known + ["replay"]) if unknown else None
+        raise SuiteError(f"target needs exactly one of: {', '.join(known)} (or the word replay)",
                          location=loc((unknown[0],) if unknown else (), key=bool(unknown)), hint=hint)
     kind = kinds[0]
     if kind == "pipeline":
         return _parse_pipeline(value, base_dir, loc)
     try:
-        spec = _TARGET_MODELS[kind].model_validate(value)
+        model = spec_model(kind)
+    except Exception as exc:  # a plugin that does not load
+        raise SuiteError(f"target kind '{kind}' failed to load: {type(exc).__name__}: {exc}", location=loc((kind,), key=True),
+                         hint=f"check the package that registers '{kind}' in the evalgate.targets entry points") from None
+    if model is None:
+        return TargetConfig(kind, dict(value), base_dir)
+    try:
+        spec = model.model_validate(value)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise SuiteError(f"target: {_message(err, _TARGET_MODELS[kind])}",
+        raise SuiteError(f"target: {_message(err, model)}",
                          location=loc(tuple(err["loc"]), key=err["type"] == "extra_forbidden"),
-                         hint=_hint(err, _TARGET_MODELS[kind])) from None
+                         hint=_hint(err, model)) from None
     return TargetConfig(kind, spec.model_dump(), base_dir)
 
 
@@ -687,9 +623,12 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
 
     path = Path(path)
     config = config or find_config(path.parent)
-    root = str(config.root.resolve())  # module:function references (scorers, permissions, hooks) import from here
-    if root not in sys.path:
-        sys.path.insert(0, root)
+    # module:function references (scorers, permissions, hooks) import from the project root, then the suite's folder
+    with search_paths(config.root, path.parent):
+        return _load_suite(path, config, strict, target_override)
+
+
+def _load_suite(path: Path, config: Config, strict: bool, target_override: str | None) -> Suite:
     if not path.is_file():
         raise SuiteError(f"suite file not found: {path}", hint="evalgate run [PATHS] takes suite files or folders")
     text = path.read_text(encoding="utf-8")
@@ -766,7 +705,8 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
     gated = spec.gate is not None and bool(spec.gate.rules)  # a gate without rules still needs every case to pass
     gate = spec.gate or GateSpec(max_error_rate=0.0)
     for i, rule in enumerate(gate.rules):
-        problem = check_rule_metrics(rule, scorer_names | set(aliases), aliases)
+        problem = check_rule_metrics(rule, scorer_registry.known_names() | scorer_names | set(aliases), aliases,
+                                     scorer_registry.declared_stats)
         if problem:
             raise SuiteError(problem[0], location=doc.locate(("gate", "rules", i, "metric")), hint=problem[1])
     if gated:

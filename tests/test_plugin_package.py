@@ -56,3 +56,22 @@ def test_installed_plugin_is_listed_runs_and_its_arguments_are_checked(cli, proj
                                             "cases: [{id: a, input: hi, expect: {courtesy: {min_wrds: 1}}}]\n")
     r = cli("validate", env=env)
     assert r.code == 2 and "suites/demo.yaml:3" in r.err and "did you mean 'min_words'?" in r.err, r
+
+
+def test_an_installed_target_kind_runs_and_its_yaml_is_checked(cli, project: Path, plugin_site: Path) -> None:
+    env = {"PYTHONPATH": str(plugin_site)}
+    write(project / "suites" / "demo.yaml", """
+        name: echo
+        target: {echo: "you said: ", upper: true}
+        cases:
+          - {id: a, input: hello, expect: {output: {contains: ["YOU SAID: HELLO"]}, route: echo}}
+    """)
+    r = cli("run", "--json", env=env)
+    assert r.code == 0, r
+    assert r.json()["suites"][0]["target"] == "echo: you said: "
+    write(project / "suites" / "demo.yaml", "name: e\ntarget: {echo: hi, uper: true}\ncases: [{id: a, input: hi}]\n")
+    r = cli("validate", env=env)
+    assert r.code == 2 and "suites/demo.yaml:2" in r.err and "did you mean 'upper'?" in r.err, r
+    r = cli("validate")  # not installed: an unknown kind, at its line
+    assert r.code == 2 and "target needs exactly one of" in r.err, r
+

@@ -201,6 +201,14 @@ def known_names() -> set[str]:
     return set(_registry) | set(_entry_points())
 
 
+def declared_stats(name: str) -> tuple[str, ...]:
+    """The named values a scorer declares it reports (``@scorer(..., stats=...)``); () for an alias or unknown name."""
+    try:
+        return lookup(name).stats
+    except ScorerArgError:
+        return ()
+
+
 def lookup(name: str) -> ScorerInfo:
     """Find a scorer by registered name, entry point, or ``module:function``."""
     _load_builtins()
@@ -227,7 +235,7 @@ def _doc(obj: Any) -> str:
 
 
 def _from_reference(ref: str) -> ScorerInfo:
-    from ..targets.python import import_reference
+    from ..references import import_reference
 
     try:
         factory = import_reference(ref)

@@ -19,7 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from . import Reply, TargetError
+from .base import Reply, TargetContext, TargetError, target
+from .spec import CommandTargetSpec, TargetConfig
+
+
+@target("command", spec=CommandTargetSpec)
+def command_target(config: TargetConfig, ctx: TargetContext) -> CommandTarget:
+    """A long-lived process: one request per stdin line, one trace per stdout line."""
+    # commands run from the project root, like the shell a user types them in
+    return CommandTarget(config.spec["command"], cwd=config.spec.get("cwd"), env=config.spec.get("env") or {},
+                         base_dir=ctx.root or config.base_dir)
 
 _LINE_LIMIT = 64 * 1024 * 1024
 

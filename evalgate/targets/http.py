@@ -8,7 +8,14 @@ import time
 from typing import Any
 
 from ..errors import UsageError
-from . import Reply, TargetError
+from .base import Reply, TargetContext, TargetError, target
+from .spec import HttpTargetSpec, TargetConfig
+
+
+@target("http", spec=HttpTargetSpec)
+def http_target(config: TargetConfig, ctx: TargetContext) -> HttpTarget:
+    """A URL that takes the request as a JSON POST and answers with a trace."""
+    return HttpTarget(config.spec["http"], config.spec.get("headers") or {}, concurrency=ctx.concurrency)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 

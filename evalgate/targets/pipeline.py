@@ -7,7 +7,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import Reply, StopRun, TargetError
+from .base import Reply, StopRun, TargetContext, TargetError, target
+from .spec import PipelineTargetSpec, TargetConfig
+
+
+@target("pipeline", spec=PipelineTargetSpec)
+def pipeline_target(config: TargetConfig, ctx: TargetContext) -> PipelineTarget:
+    """evalgate's reference pipeline: router, context assembly, a model step."""
+    return PipelineTarget(config.spec["pipeline"], documents=ctx.documents, permissions=ctx.permissions,
+                          models=ctx.models, concurrency=ctx.concurrency)
 
 OFFLINE_HINT = ("record it: run once without --offline with the endpoint reachable (the answers go to the cache), "
                 "then 'evalgate cache export FILE' and commit FILE; CI loads it with 'evalgate cache import FILE'")

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import inspect
-import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -13,23 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from . import Reply, TargetError
+from ..references import import_reference
+from .base import Reply, TargetContext, TargetError, target
+from .spec import PythonTargetSpec, TargetConfig
+
+__all__ = ["PythonTarget", "import_reference", "python_target"]
 
 
-def import_reference(ref: str, search_paths: Sequence[Path | str] = ()) -> Any:
-    """Import ``package.module:attr.path`` with the project folders importable."""
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"'{ref}' is not package.module:function")
-    for folder in [*search_paths, Path.cwd()]:
-        folder = str(Path(folder).resolve())
-        if folder not in sys.path:
-            sys.path.insert(0, folder)
-    module = importlib.import_module(module_name)
-    obj: Any = module
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
+@target("python", spec=PythonTargetSpec)
+def python_target(config: TargetConfig, ctx: TargetContext) -> PythonTarget:
+    """A function in your code, sync or async: package.module:function."""
+    return PythonTarget(config.spec["python"], search_paths=[p for p in (ctx.root, config.base_dir) if p],
+                        workers=ctx.concurrency)
 
 
 class PythonTarget:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import Reply, TargetError
+from .base import Reply, TargetContext, TargetError, target
+from .spec import TargetConfig
+
+
+@target("replay")
+def replay_target(config: TargetConfig, ctx: TargetContext) -> ReplayTarget:
+    """Runs nothing: scores the recorded traces as they are."""
+    return ReplayTarget()
 
 
 class ReplayTarget:

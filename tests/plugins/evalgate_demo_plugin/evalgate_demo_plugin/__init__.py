@@ -13,3 +13,38 @@ def courtesy(min_words: int = 1):
         return Score(n >= min_words, float(n), f"{n} courtesy word(s)", metrics={"words": float(n)})
 
     return check
+
+
+# --- a target kind: a suite names it as target: {echo: PREFIX} -----------------------------
+
+from pydantic import BaseModel, ConfigDict  # noqa: E402
+
+from evalgate.targets import Reply, target  # noqa: E402
+
+
+class EchoSpec(BaseModel):
+    """What a suite writes: target: {echo: "you said: ", upper: false}."""
+
+    model_config = ConfigDict(extra="forbid")
+    echo: str
+    upper: bool = False
+
+
+class EchoTarget:
+    def __init__(self, prefix: str, upper: bool):
+        self.prefix, self.upper = prefix, upper
+
+    async def start(self) -> None:
+        pass
+
+    async def call(self, request, turn, timeout_s):
+        text = self.prefix + request["input"]
+        return Reply({"output": text.upper() if self.upper else text, "route": {"name": "echo"}}, 0.1)
+
+    async def close(self) -> None:
+        pass
+
+
+@target("echo", spec=EchoSpec, help="answers with what it was told, after a prefix")
+def echo(config, ctx):
+    return EchoTarget(config.spec["echo"], config.spec["upper"])
