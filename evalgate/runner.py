@@ -167,6 +167,7 @@ class Runner:
         self.target_config = suite.target
         self.is_replay = suite.target.kind == "replay"
         self.run_id = ""
+        self._models: Any = None
 
     # --- one case -------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class Runner:
         if error is not None:
             return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, error, [], turn.recorded)
         ctx = ScoreContext(case, index, request, trace, turn.recorded, previous,
-                           self.suite.documents, self.suite.permissions, reply.elapsed_ms)
+                           self.suite.documents, self.suite.permissions, reply.elapsed_ms, self.models)
         scores = []
         for check in turn.checks:
             scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))
@@ -258,14 +259,20 @@ class Runner:
             return sum(self.options.confirm.values())
         return self.suite.count_cases(self.options.tags) * self.repeat
 
-    def make_target(self) -> Target:
-        from .models.client import ModelOptions
+    @property
+    def models(self) -> Any:
+        """How this run calls models, target and judge alike (models.ModelOptions)."""
+        if self._models is None:
+            from .models.client import ModelOptions
 
-        models = ModelOptions(cache_path=self.options.cache_path, cache_mode=self.options.cache_mode,
-                              offline=self.options.offline, max_cost=self.options.max_cost, concurrency=self.concurrency,
-                              meter=self.options.spend)
+            self._models = ModelOptions(cache_path=self.options.cache_path, cache_mode=self.options.cache_mode,
+                                        offline=self.options.offline, max_cost=self.options.max_cost,
+                                        concurrency=self.concurrency, meter=self.options.spend)
+        return self._models
+
+    def make_target(self) -> Target:
         return make_target(self.target_config, root=self.options.root, concurrency=self.concurrency,
-                           documents=self.suite.documents, permissions=self.suite.permissions, models=models)
+                           documents=self.suite.documents, permissions=self.suite.permissions, models=self.models)
 
     async def run(self, target: Target) -> RunOutcome:
         """Run every selected case through a started target; stores the run even when interrupted."""

@@ -188,3 +188,31 @@ def test_known_models_are_priced_from_the_shared_table(server: str) -> None:
     assert s.metrics is not None and s.metrics["cost_usd"] == pytest.approx(0.000021)
     s = grade(judge(server), repeat=1, output="x")  # judge-1 has no price: no cost, not a guessed one
     assert s.metrics is not None and "cost_usd" not in s.metrics
+
+
+def test_judge_calls_follow_the_runs_cache_and_offline(cli, project: Path, server: str) -> None:
+    """--offline, --cache and --cache-mode reach the judge through the run, as they reach the target's model calls."""
+    write(project / "suites" / "demo.yaml", f"""
+        name: judged
+        target: {{python: bot:respond}}
+        cases:
+          - id: r
+            turns:
+              - input: refund 5512
+              - input: sorry, it's 5521 not 5512
+                expect: {{judge: {{rubric: "names order 5521", model: judge-1, base_url: "{server}"}}}}
+    """)
+    elsewhere = {"EVALGATE_CACHE": str(project / "not-this-one.sqlite")}
+    r = cli("run", "--offline", "--json", env=elsewhere)
+    assert r.code == 3, r  # nothing cached: the judge must not reach the endpoint
+    assert Judge.prompts == []
+    db = project / ".evalgate" / "evalgate.duckdb"
+    assert "offline" in query(db, "SELECT error FROM scores WHERE scorer = 'judge'")[0][0]
+    cache = project / "ci-cache.sqlite"
+    assert cli("run", "--cache", str(cache), env=elsewhere).code == 0
+    assert len(Judge.prompts) == 1 and cache.is_file()
+    assert cli("run", "--cache", str(cache), "--offline", env=elsewhere).code == 0
+    assert len(Judge.prompts) == 1  # answered from the run's cache
+    assert cli("run", "--offline", env=elsewhere).code == 3  # the configured cache never got the answer
+    assert cli("run", "--cache", str(cache), "--cache-mode", "off", env=elsewhere).code == 0
+    assert len(Judge.prompts) == 2  # the cache is off for the judge too

@@ -72,6 +72,9 @@ class ScoreContext:
     """The truth about who may read what (never what the system reports)."""
     elapsed_ms: float | None = None
     """The turn's time as evalgate measured it around the target call (None in replay)."""
+    models: Any = None
+    """The run's model options (models.ModelOptions: cache, cache mode, offline, spend): a scorer that calls a
+    model (the judge) calls it the way the run says, like the target's own model calls."""
 
 
 Check = Callable[[ScoreContext], "Score | Awaitable[Score]"]

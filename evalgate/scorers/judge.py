@@ -99,23 +99,34 @@ _clients: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.W
 _caches: dict[str, Any] = {}
 
 
-def _client(base_url: str, api_key_env: str | None, concurrency: int, timeout_s: float, cache: bool) -> Any:
-    """One model client per endpoint and event loop, shared by every judge of the run (one concurrency bound)."""
+def _client(base_url: str, api_key_env: str | None, concurrency: int, timeout_s: float, cache: bool,
+            models: Any = None) -> Any:
+    """One model client per endpoint, run options and event loop, shared by every judge of the run.
+
+    The run's model options (``ctx.models``) decide the cache file, its mode and
+    offline, as they do for the target's own model calls; without them (a judge
+    called outside a run) the configuration's cache is used.
+    """
     from ..models import ModelClient, ResponseCache
 
+    cache_path = getattr(models, "cache_path", None)
+    mode = getattr(models, "cache_mode", "use") if cache else "off"
+    offline = bool(getattr(models, "offline", False))
     per_loop = _clients.setdefault(asyncio.get_running_loop(), {})  # the openai client belongs to its loop
-    key = (base_url, api_key_env, concurrency, timeout_s, cache)
+    key = (base_url, api_key_env, concurrency, timeout_s, mode, str(cache_path), offline)
     if key not in per_loop:
         response_cache = None
-        if cache:
-            from ..config import find_config
+        if mode != "off":
+            if cache_path is None:
+                from ..config import find_config
 
-            path = str(find_config().cache)
+                cache_path = find_config().cache
+            path = str(cache_path)
             if path not in _caches:
                 _caches[path] = ResponseCache(path)
             response_cache = _caches[path]
         per_loop[key] = ModelClient(base_url, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout_s,
-                                    cache=response_cache)
+                                    cache=response_cache, cache_mode=mode, offline=offline)
     return per_loop[key]
 
 
@@ -154,18 +165,19 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
     if "expected" in shown and expected is None:
         raise ValueError("sees includes expected, but no expected answer is given")
 
-    def client() -> Any:
-        return _client(base_url, api_key_env, concurrency, timeout_s, cache)
-
     async def check(ctx: ScoreContext) -> Score:
         from ..models import ModelRequest
 
         messages = build_messages(ctx, rubric, scale, shown, expected)
         repeat = int(ctx.request.get("repeat") or 0)
         params = {"temperature": temperature, "max_tokens": max_tokens}
-        assert model is not None
+        assert model is not None and base_url is not None
         requests = [ModelRequest(model, messages, params, repeat * votes + v) for v in range(votes)]
-        answers = await asyncio.gather(*(client().complete(r) for r in requests))
+        client = _client(base_url, api_key_env, concurrency, timeout_s, cache, ctx.models)
+        meter = getattr(ctx.models, "meter", None)
+        if meter is not None:
+            meter.check()  # --max-cost: no new judge call once the run's budget is spent
+        answers = await asyncio.gather(*(client.complete(r) for r in requests))
         read = [read_verdict(a.text, scale) for a in answers]
         valid = [r for r in read if r is not None]
         tokens_in = sum(a.input_tokens or 0 for a in answers if not a.cached)
@@ -177,6 +189,11 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
         elif model in DEFAULT_PRICES:  # the same table the pipeline prices its calls with
             p_in, p_out = DEFAULT_PRICES[model]
             metrics["cost_usd"] = (tokens_in * p_in + tokens_out * p_out) / 1e6
+        if meter is not None:
+            for a in answers:
+                if not a.cached:
+                    meter.add(None)
+            meter.spent += metrics.get("cost_usd", 0.0)
         detail: dict[str, Any] = {"model": model, "votes": [
             {"verdict": None if r is None else (("pass" if r[0] else "fail") if scale == "pass_fail" else r[0]),
              "reason": r[1] if r is not None else a.text[:300], "cached": a.cached}
