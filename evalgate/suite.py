@@ -239,7 +239,7 @@ def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | No
         if value == "replay":
             return TargetConfig("replay", {}, base_dir)
         kind, sep, rest = value.partition(":")
-        if sep and kind in known_kinds() and kind not in ("replay", "pipeline"):
+        if sep and kind in known_kinds() and kind != "replay":
             value = {kind: rest if kind != "command" else shlex.split(rest)}
         else:
             raise SuiteError(f"unknown target '{value}'", location=loc(()),

@@ -105,13 +105,81 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
     return CLIResult(proc)
 
 
+class _InProcess:
+    """What ``subprocess.run`` would have given: the exit code and both streams."""
+
+    def __init__(self, code: int, out: str, err: str):
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+_KEEP_ROOTS = (str(Path(sys.prefix).resolve()), str(Path(sys.base_prefix).resolve()), str(REPO / "evalgate"))
+
+
+def run_cli_in_process(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> CLIResult:
+    """The same command line through ``evalgate.cli.main`` in this process: no interpreter start-up, same code.
+
+    The working directory, environment and ``sys.path`` are put back afterwards, and the modules of the
+    user's code it imported (the project's bot, scorers, the bundled assistant) are forgotten, so the next
+    test imports its own.
+    """
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from evalgate import cli as cli_module
+    from evalgate import scorers
+
+    saved_env, saved_cwd, saved_path = dict(os.environ), os.getcwd(), list(sys.path)
+    before = set(sys.modules)
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        os.environ.pop("EVALGATE_DB", None)
+        os.environ.update({"NO_COLOR": "1", "COLUMNS": "200", **(env or {})})
+        os.chdir(cwd)
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                cli_module.main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        sys.path[:] = saved_path
+        for name in set(sys.modules) - before:
+            origin = str(getattr(sys.modules.get(name), "__file__", None) or "")
+            if origin and not origin.startswith(_KEEP_ROOTS):
+                del sys.modules[name]
+        for name, info in list(scorers._registry.items()):  # scorers the forgotten modules registered
+            if getattr(info.factory, "__module__", "evalgate") not in sys.modules:
+                del scorers._registry[name]
+    return CLIResult(_InProcess(code, out.getvalue(), err.getvalue()))  # type: ignore[arg-type]
+
+
+def _loop_running() -> bool:
+    """An event loop runs in this thread (Playwright's, in the browser tests): asyncio.run cannot nest in it."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 @pytest.fixture
 def cli(project: Path):
-    """Run evalgate in the project folder."""
+    """Run evalgate in the project folder: in this process, or in a subprocess with ``subprocess=True``.
 
-    def call(*args: str, **kw: Any) -> CLIResult:
+    A subprocess is what signals, locks held across processes, start-up and PYTHONPATH-installed plugins need.
+    """
+
+    def call(*args: str, subprocess: bool = False, **kw: Any) -> CLIResult:
         kw.setdefault("cwd", project)
-        return run_cli(*args, **kw)
+        env = kw.get("env") or {}
+        if subprocess or "PYTHONPATH" in env or os.environ.get("EVALGATE_TEST_SUBPROCESS") or _loop_running():
+            return run_cli(*args, **kw)
+        return run_cli_in_process(*args, **kw)
 
     return call
 
