@@ -35,7 +35,7 @@ from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
 from .references import search_paths
 from .targets.base import known_kinds
 from .targets.spec import PipelineTargetSpec, TargetConfig, spec_model
-from .policy import GateSpec, Rule, Where, _meta_text, _split_tags, check_rule_metrics
+from .policy import GateSpec, _split_tags, check_rule_metrics
 from .pipeline.config import PipelineSpec
 from .scorers import BoundScorer, Score, ScorerArgError
 from .redact import Redactor

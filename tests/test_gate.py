@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from evalgate.gate import GateInputs, evaluate
 from evalgate.metrics import RuleData
-from evalgate.suite import GateSpec, Rule
+from evalgate.policy import GateSpec, Rule
 
 
 def _inputs(rules, data, **kw) -> GateInputs:
