@@ -28,6 +28,8 @@ __all__ = [
     "Verdict",
     "__version__",
     "case_story",
+    "compare_runs",
+    "export_baseline",
     "history",
     "html_report",
     "import_feedback",
@@ -35,9 +37,13 @@ __all__ = [
     "list_feedback",
     "load_suite",
     "promote_feedback",
+    "route_confusion",
     "run",
     "scorer",
+    "set_baseline",
+    "show_baselines",
     "stored_report",
+    "target",
     "validate",
 ]
 
@@ -46,9 +52,9 @@ _LAZY = {
     "Score": "evalgate.scorers",
     "ScoreContext": "evalgate.scorers",
     "scorer": "evalgate.scorers",
-    "Case": "evalgate.suite",
+    "Case": "evalgate.cases",
     "Suite": "evalgate.suite",
-    "Turn": "evalgate.suite",
+    "Turn": "evalgate.cases",
     "load_suite": "evalgate.suite",
     "EvalgateError": "evalgate.errors",
     "RunError": "evalgate.errors",
@@ -66,20 +72,29 @@ _LAZY = {
     "import_feedback": "evalgate.api",
     "list_feedback": "evalgate.api",
     "promote_feedback": "evalgate.api",
+    "compare_runs": "evalgate.api",
+    "route_confusion": "evalgate.api",
+    "set_baseline": "evalgate.api",
+    "show_baselines": "evalgate.api",
+    "export_baseline": "evalgate.api",
+    "target": "evalgate.targets",
     "Store": "evalgate.store",
     "Trace": "evalgate.traces",
     "Verdict": "evalgate.gate",
 }
 
 if TYPE_CHECKING:
-    from .api import (RunReport, case_story, history, import_feedback, import_traces, list_feedback, promote_feedback,
-                      run, validate)
+    from .api import (RunReport, case_story, compare_runs, export_baseline, history, html_report, import_feedback,
+                      import_traces, list_feedback, promote_feedback, route_confusion, run, set_baseline, show_baselines,
+                      stored_report, validate)
     from .errors import EvalgateError, RunError, SuiteError, UsageError
     from .gate import Verdict
     from .runner import RunOptions
     from .scorers import BoundScorer, Score, ScoreContext, scorer
     from .store import Store
-    from .suite import Case, Suite, Turn, load_suite
+    from .cases import Case, Turn
+    from .suite import Suite, load_suite
+    from .targets import target
     from .traces import Trace
 
 

@@ -29,8 +29,21 @@ from typing import Any
 
 from .baseline import CaseOutcome, Snapshot
 from .policy import GateSpec, is_proportion
-from .stats import (DropTest, Hypothesis, Pair, ShareTest, chance_worse, family, finish_drop, finish_share,
-                    fisher_worse, fit_prior, paired_drop, runs_to_decide, share_test)
+from .stats import (
+    DropTest,
+    Hypothesis,
+    Pair,
+    ShareTest,
+    chance_worse,
+    family,
+    finish_drop,
+    finish_share,
+    fisher_worse,
+    fit_prior,
+    paired_drop,
+    runs_to_decide,
+    share_test,
+)
 
 NNF = "no_new_failures"
 

@@ -251,7 +251,7 @@ def _locate(con: Any, fb: dict[str, Any]) -> tuple[str, str, int, int] | None:
 
 def promote(con: Any, out: Path) -> PromoteResult:
     """Write one permanent case per stored correction to ``out`` (JSONL cases), once each."""
-    from .suite import correction_to_expect
+    from .cases import correction_to_expect
 
     result = PromoteResult(str(out))
     existing = _existing_ids(out)

@@ -31,7 +31,8 @@ from .results import CaseResult, RunOutcome, TurnResult
 from .scorers import ScoreContext
 from .store import Store
 from .store.writer import ResultWriter
-from .suite import Case, Suite, Turn
+from .cases import Case, Turn
+from .suite import Suite
 from .targets import Reply, StopRun, Target, TargetError, make_target
 from .traces import BadLine, Trace, describe_validation_error, request_for
 

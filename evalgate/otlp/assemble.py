@@ -12,8 +12,8 @@ from typing import IO, Any
 
 from ..redact import Redactor
 from .mapping import Mapping
-from .spans import LogRecord, Span
 from .read import read_items
+from .spans import LogRecord, Span
 from .turns import ImportStats, TurnBuilder
 
 WINDOW_SPANS = 10_000

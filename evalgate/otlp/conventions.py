@@ -9,7 +9,6 @@ from typing import Any
 
 from .spans import Span
 
-
 OI_KIND = "openinference.span.kind"
 LLM_OPERATIONS = {"chat", "text_completion", "generate_content", "completion", "embeddings"}
 _IDX = re.compile(r"\.\d+(?=\.|$)")

@@ -9,7 +9,6 @@ from typing import Any
 from ..errors import Location, SuiteError
 
 
-
 @dataclass(frozen=True)
 class FieldRule:
     """Where one native field comes from: attributes, optionally only on spans of one name."""

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 
-
-
 @dataclass(slots=True)
 class Event:
     """A span event or a log record attached to a span: a name and attributes."""

@@ -8,9 +8,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .conventions import (
+    KNOWN,
+    KNOWN_EVENTS,
+    Message,
+    _context,
+    _first,
+    _json,
+    _kind,
+    _latency,
+    _messages,
+    _model,
+    _normal,
+    _requested_calls,
+    _usage,
+    _value_text,
+)
 from .mapping import FieldRule, Mapping
 from .spans import Span
-from .conventions import KNOWN, KNOWN_EVENTS, Message, _context, _first, _json, _kind, _latency, _messages, _model, _normal, _requested_calls, _usage, _value_text
 
 MAX_UNMAPPED_NAMES = 500
 

@@ -34,7 +34,7 @@ from ..errors import did_you_mean
 
 if TYPE_CHECKING:
     from ..documents import DocumentSet, Permissions
-    from ..suite import Case
+    from ..cases import Case
     from ..traces import Trace
 
 ENTRY_POINT_GROUP = "evalgate.scorers"

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Reply, StopRun, Target, TargetContext, TargetError, TargetKind, known_kinds, lookup, target
+from .base import (
+    Reply,
+    StopRun,
+    Target,
+    TargetContext,
+    TargetError,
+    TargetKind,
+    known_kinds,
+    lookup,
+    target,
+)
 from .spec import TargetConfig
 
 __all__ = ["Reply", "StopRun", "Target", "TargetConfig", "TargetContext", "TargetError", "TargetKind", "known_kinds",

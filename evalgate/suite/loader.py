@@ -1,233 +1,64 @@
-"""Suites: YAML → validated Suite with its Cases, Turns, target and gate.
+"""Loading a suite: YAML → validated ``Suite`` with its cases, target, gate and sources (file:line errors).
 
-What users write is parsed into pydantic models with ``extra="forbid"`` (a
-misspelt key is an error with a did-you-mean hint at its file:line); the
-runnable form is plain dataclasses with scorers already bound, so a bad
-scorer argument is reported when the suite loads, never mid-run.
-
-Cases come from four places, yielded in this order with a stable ``seq``:
-inline in the suite, dataset files (YAML, JSONL, CSV), and recorded trace
-files, which are streamed (a session becomes one multi-turn case).
+The runnable form is plain dataclasses with scorers already bound, so a bad
+scorer argument is reported when the suite loads, never mid-run. Cases come
+from four places, yielded in this order with a stable ``seq``: inline in the
+suite, dataset files (YAML, JSONL, CSV), and recorded trace files, which are
+streamed (a session becomes one multi-turn case); an OTLP source is converted
+once to native traces and kept beside the store.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
 import functools
 import hashlib
 import json
 import os
-import re
 import shlex
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
-from . import scorers as scorer_registry
-from ._yaml import YamlDoc, load_yaml
-from .config import Config
-from .documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
-from .errors import Location, SuiteError, UsageError, did_you_mean, display_path
-from .references import search_paths
-from .targets.base import known_kinds
-from .targets.spec import PipelineTargetSpec, TargetConfig, spec_model
-from .policy import GateSpec, _split_tags, check_rule_metrics
-from .pipeline.config import PipelineSpec
-from .scorers import BoundScorer, Score, ScorerArgError
-from .redact import Redactor
-from .traces import BadLine, RecordedSession, Trace, TraceFileInfo, User, iter_sessions, scan
+from .. import scorers as scorer_registry
+from .._validation import _hint, _message, _parse_loc, _validate
+from .._yaml import YamlDoc, load_yaml
+from ..cases import (
+    Case,
+    CaseSpec,
+    Turn,
+    _add_tag,
+    _error_check,
+    _merge_checks,
+    _selected,
+    correction_to_expect,
+    expand_run_as,
+    run_as_user,
+)
+from ..config import Config
+from ..datasets import _bind_all, _build_case, _load_dataset
+from ..documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
+from ..errors import Location, SuiteError, UsageError, did_you_mean, display_path
+from ..pipeline.config import PipelineSpec
+from ..policy import GateSpec, check_rule_metrics
+from ..redact import Redactor
+from ..references import search_paths
+from ..scorers import BoundScorer, ScorerArgError
+from ..targets.base import known_kinds
+from ..targets.spec import PipelineTargetSpec, TargetConfig, spec_model
+from ..traces import (
+    BadLine,
+    RecordedSession,
+    Trace,
+    TraceFileInfo,
+    User,
+    iter_sessions,
+    scan,
+)
+from .spec import CasesFile, RedactSpec, SuiteSpec, TracesSource
 
-SUITE_VERSION = 1
-CRITICAL_TAG = "critical"
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TurnSpec(_Model):
-    """One user message and what should happen."""
-
-    input: str
-    """The user's message."""
-    expect: dict[str, Any] = Field(default_factory=dict)
-    """Scorer name → arguments, e.g. {route: refunds, output: {contains: ["5521"]}}."""
-
-
-class CaseSpec(_Model):
-    """A conversation, as written in a suite or dataset file."""
-
-    id: str | None = None
-    """Stable id; derived from the user and inputs when absent."""
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    user: User = Field(default_factory=User)
-    state: dict[str, Any] = Field(default_factory=dict)
-    """Conversation state before the first turn."""
-    turns: list[TurnSpec] | None = None
-    input: str | None = None
-    """Single-turn shorthand for ``turns: [{input, expect}]``."""
-    expect: dict[str, Any] | None = None
-    variant_of: str | None = None
-    """Groups variants of one conversation."""
-    meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
-    """The case's own fields (locale, tier, difficulty, ...): gate rules slice on them with where: {meta: ...}."""
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags(cls, value: Any) -> Any:
-        return _split_tags(value)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
-
-    @model_validator(mode="after")
-    def _one_form(self) -> CaseSpec:
-        if self.turns is None and self.input is None:
-            raise ValueError("a case needs 'turns' (a list of {input, expect}) or a single 'input'")
-        if self.turns is not None and self.input is not None:
-            raise ValueError("give either 'turns' or 'input' (single-turn shorthand), not both")
-        if self.turns is not None and not self.turns:
-            raise ValueError("'turns' is empty: a case needs at least one turn")
-        if self.expect is not None and self.input is None:
-            raise ValueError("'expect' at case level goes with 'input'; put it on each turn instead")
-        return self
-
-    def turn_specs(self) -> list[TurnSpec]:
-        if self.turns is not None:
-            return self.turns
-        return [TurnSpec(input=self.input or "", expect=self.expect or {})]
-
-
-class CasesFile(_Model):
-    """Cases read from a dataset file (YAML list, JSONL or CSV)."""
-
-    file: str
-    tags: list[str] = Field(default_factory=list)
-    """Tags added to every case of the file."""
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags(cls, value: Any) -> Any:
-        return _split_tags(value)
-
-
-class TracesSource(_Model):
-    """Recorded sessions (native JSONL, or OTLP JSON converted on load) replayed as cases."""
-
-    file: str
-    format: Literal["auto", "native", "otlp"] = "auto"
-    """auto: OTLP when the name ends in .otlp.json(l) or the file holds resourceSpans, else native."""
-    mapping: str | dict[str, Any] | None = None
-    """OTLP only: where route, state, user groups, ... live in your attributes (inline, or a YAML file)."""
-    tags: list[str] = Field(default_factory=list)
-    expect: dict[str, Any] = Field(default_factory=dict)
-    """Expectations applied to every turn of these sessions."""
-
-    @field_validator("tags", mode="before")
-    @classmethod
-    def _tags(cls, value: Any) -> Any:
-        return _split_tags(value)
-
-
-class RedactSpec(_Model):
-    """What is redacted from recorded traces before they are run, stored or reported."""
-
-    detectors: list[str] | None = None
-    """Built-in detectors: email, phone, card, api_key, bearer (default: all)."""
-    patterns: dict[str, str] = Field(default_factory=dict)
-    """Your own: name → regex; matches become <NAME_n>."""
-    python: str | None = None
-    """module:function(text) returning the (kind, value) pairs it finds."""
-
-    @field_validator("python")
-    @classmethod
-    def _ref(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
-            raise ValueError("expected package.module:function")
-        return value
-
-
-class ScorerAlias(_Model):
-    """A named scorer configuration: ``use`` a scorer with preset arguments."""
-
-    use: str
-    """A registered scorer name, an entry point, or package.module:function."""
-    args: dict[str, Any] = Field(default_factory=dict)
-
-
-class PermissionsSpec(_Model):
-    """Where the truth about who may read a document comes from."""
-
-    file: str | None = None
-    """A file of document ids → groups (YAML/JSON mapping, JSONL or CSV)."""
-    python: str | None = None
-    """module:function(user, doc_id) -> bool."""
-
-    @model_validator(mode="after")
-    def _one(self) -> PermissionsSpec:
-        if (self.file is None) == (self.python is None):
-            raise ValueError("permissions take exactly one of: file (ids → groups) or python (module:function)")
-        if self.python is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.python):
-            raise ValueError("expected package.module:function")
-        return self
-
-
-class SuiteSpec(_Model):
-    """A suite file, as written."""
-
-    version: int = SUITE_VERSION
-    name: str | None = None
-    description: str | None = None
-    default: bool = True
-    """False keeps the suite out of a bare ``evalgate run``."""
-    target: Any = None
-    cases: list[Any] = Field(default_factory=list)
-    traces: list[Any] = Field(default_factory=list)
-    expect: dict[str, Any] = Field(default_factory=dict)
-    """Expectations applied to every turn of every case."""
-    scorers: dict[str, ScorerAlias] = Field(default_factory=dict)
-    repeat: int = Field(1, ge=1, le=1000)
-    concurrency: int | None = Field(None, ge=1, le=10_000)
-    timeout_s: float | None = Field(None, gt=0)
-    baseline: str | None = None
-    documents: str | None = None
-    """The document set (a .jsonl file or a folder of .md files) the system retrieves from."""
-    permissions: PermissionsSpec | None = None
-    """Who may read each document, when not the document set's own groups."""
-    run_as: list[str | User] | None = None
-    """Replay every case as each of these users (a group name, or {id, groups}); ids get ``@<who>``."""
-    redact: bool | RedactSpec = True
-    """Redaction of recorded traces (on by default with every built-in detector; false turns it off)."""
-    gate: GateSpec | None = None
-
-    @field_validator("run_as")
-    @classmethod
-    def _run_as(cls, value: list[str | User] | None) -> list[str | User] | None:
-        if value is not None:
-            if not value:
-                raise ValueError("run_as needs at least one group name or user")
-            labels = [run_as_label(v) for v in value]
-            dup = next((x for x in labels if labels.count(x) > 1), None)
-            if dup is not None:
-                raise ValueError(f"run_as names '{dup}' twice")
-        return value
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, value: int) -> int:
-        if value != SUITE_VERSION:
-            raise ValueError(f"suite format version {value} is not one this evalgate reads (it reads {SUITE_VERSION})")
-        return value
-
-
-# --- targets ----------------------------------------------------------------
 
 def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | None = None) -> TargetConfig:
     """A target from YAML, configuration, or ``--target kind:value``."""
@@ -308,44 +139,6 @@ def _parse_pipeline(value: dict[str, Any], base_dir: Path, loc: Callable[..., Lo
                              location=loc(("pipeline", "documents")) if file is None else Location(file),
                              hint="a .jsonl file or a folder of .md files, relative to the file that names it")
     return TargetConfig("pipeline", {"pipeline": data, "file": file}, base_dir)
-
-
-# --- the runnable form --------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Turn:
-    """One turn, ready to run: the input and the bound checks."""
-
-    input: str
-    checks: list[BoundScorer]
-    expect: dict[str, Any]
-    recorded: Trace | None = None
-
-
-@dataclass(slots=True)
-class Case:
-    """A conversation, ready to run."""
-
-    id: str
-    seq: int
-    turns: list[Turn]
-    user: User
-    state: dict[str, Any]
-    tags: tuple[str, ...]
-    source: str
-    """file:line where the case was defined (or recorded)."""
-    description: str | None = None
-    variant_of: str | None = None
-    derived_id: bool = False
-    session_id: str | None = None
-    """The recorded session this case replays, if any."""
-    meta: dict[str, Any] = field(default_factory=dict)
-    """The case's own fields, for slicing."""
-
-    @property
-    def critical(self) -> bool:
-        return CRITICAL_TAG in self.tags
 
 
 @dataclass
@@ -481,145 +274,10 @@ def _shown(path: str) -> str:
     return display_path(path)
 
 
-def run_as_label(who: str | User) -> str:
-    """How a run-as identity appears in case ids: the group name, or the user's id."""
-    return who if isinstance(who, str) else who.id
-
-
-def run_as_user(who: str | User) -> User:
-    """A group name runs as a user of that name in that one group."""
-    return User(id=who, groups=[who]) if isinstance(who, str) else who
-
-
-def expand_run_as(case: Case, users: Sequence[User], seq0: int) -> list[Case]:
-    """One copy of the case per run-as user: id ``<case>@<user>``, that user in every request."""
-    out = []
-    for i, user in enumerate(users):
-        out.append(dataclasses.replace(case, id=f"{case.id}@{user.id}", seq=seq0 + i, user=user,
-                                       tags=tuple(dict.fromkeys([*case.tags, f"run-as:{user.id}"]))))
-    return out
-
-
-def correction_to_expect(c: Any) -> dict[str, Any]:
-    """A feedback correction → that turn's expectations (scorer → arguments)."""
-    expect: dict[str, Any] = {}
-    if c.route is not None:
-        expect["route"] = c.route
-    if c.output is not None:
-        expect["output"] = {"equals": c.output} if isinstance(c.output, str) else c.output
-    if c.context is not None:
-        expect["context"] = {"must_include": c.context} if isinstance(c.context, list) else c.context
-    if c.state is not None:
-        expect["state"] = c.state
-    if c.tool_calls is not None:
-        expect["tool_calls"] = c.tool_calls
-    return expect
-
-
-def _error_check(name: str, message: str) -> BoundScorer:
-    def check(ctx: Any) -> Score:
-        return Score(False, None, message, message)
-
-    return BoundScorer(name, check, False)
-
-
-def _add_tag(tags: list[str], tag: str) -> None:
-    if tag not in tags:
-        tags.append(tag)
-
-
-def _selected(case_tags: Sequence[str], wanted: Sequence[str] | None) -> bool:
-    return not wanted or any(t in case_tags for t in wanted)
-
-
-def _merge_checks(base: list[BoundScorer], more: list[BoundScorer]) -> list[BoundScorer]:
-    """Turn-level checks replace suite-level checks of the same scorer name."""
-    if not more:
-        return base
-    names = {c.name for c in more}
-    return [c for c in base if c.name not in names] + more
-
-
-def derive_case_id(user: User, inputs: Sequence[str]) -> str:
-    """A stable id from the user and the inputs only (never the expectations)."""
-    blob = json.dumps([user.id, sorted(user.groups), list(inputs)], ensure_ascii=False, separators=(",", ":"))
-    return "c-" + hashlib.sha1(blob.encode()).hexdigest()[:10]
-
-
-# --- loading ------------------------------------------------------------------
-
-
-def _message(err: Any, model: type[BaseModel] | None = None) -> str:
-    loc = err.get("loc", ())
-    if err["type"] == "extra_forbidden":
-        return f"unknown key '{loc[-1]}'"
-    if err["type"] == "missing":
-        return f"missing required key '{loc[-1]}'"
-    msg = str(err["msg"])
-    msg = msg.removeprefix("Value error, ")
-    return f"'{loc[-1]}': {msg}" if loc and isinstance(loc[-1], str) else msg
-
-
-def _hint(err: Any, model: type[BaseModel] | None) -> str | None:
-    if err["type"] != "extra_forbidden" or model is None:
-        return None
-    loc = err["loc"]
-    fields = _fields_at(model, loc[:-1])
-    return did_you_mean(str(loc[-1]), fields) or (f"allowed keys: {', '.join(fields)}" if fields else None)
-
-
-def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
-    """Field names of the nested model at ``loc`` (for did-you-mean hints)."""
-    import typing
-
-    current: Any = model
-    mapping = False
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if mapping:  # a key of dict[str, Model]: the model is already current
-            mapping = False
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
-            return []
-        ann = current.model_fields[part].annotation
-        mapping = typing.get_origin(ann) is dict
-        current = _unwrap(ann, typing)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _unwrap(ann: Any, typing: Any) -> Any:
-    for arg in (typing.get_args(ann) or ()):
-        inner = _unwrap(arg, typing)
-        if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return inner
-    return ann
-
-
-def _validate(model: type[BaseModel], data: Any, doc: YamlDoc | None, prefix: tuple[Any, ...], path: str, line: int | None = None) -> Any:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = tuple(err["loc"])
-        if doc is not None:
-            location = doc.locate(prefix + loc, key=err["type"] == "extra_forbidden")
-        else:
-            location = Location(path, line)
-        where = ".".join(str(p) for p in loc[:-1])
-        message = _message(err, model) + (f" (in {where})" if where else "")
-        more = len(exc.errors()) - 1
-        if more:
-            message += f"; {more} more problem(s) after fixing this one"
-        raise SuiteError(message, location=location, hint=_hint(err, model)) from None
-
-
 def load_suite(path: Path | str, config: Config | None = None, *, strict: bool = False,
                target_override: str | None = None) -> Suite:
     """Load and fully check one suite file (datasets and trace files too)."""
-    from .config import find_config
+    from ..config import find_config
 
     path = Path(path)
     config = config or find_config(path.parent)
@@ -727,7 +385,7 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
 
 def _redactor(spec: SuiteSpec, doc: YamlDoc) -> Redactor | None:
     """The suite's redactor: every built-in detector unless ``redact:`` says otherwise."""
-    from .redact import build_redactor
+    from ..redact import build_redactor
 
     if spec.redact is False:
         return None
@@ -741,7 +399,7 @@ def _redactor(spec: SuiteSpec, doc: YamlDoc) -> Redactor | None:
 
 
 def _source_format(src: TracesSource, path: str, doc: YamlDoc, i: int) -> str:
-    from .otlp import is_otlp
+    from ..otlp import is_otlp
 
     fmt = src.format
     if fmt == "auto":
@@ -756,8 +414,8 @@ def _source_format(src: TracesSource, path: str, doc: YamlDoc, i: int) -> str:
 def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, spec: SuiteSpec, doc: YamlDoc,
                     i: int, notes: LoadNotes) -> str:
     """An OTLP source converted (and redacted) to native JSONL under the store's folder, reused while unchanged."""
-    from . import __version__, otlp
-    from .redact import build_redactor
+    from .. import __version__, otlp
+    from ..redact import build_redactor
 
     if not path.is_file():
         raise SuiteError(f"trace file not found: {path}", location=doc.locate(("traces", i)),
@@ -821,153 +479,6 @@ def _load_documents(spec: SuiteSpec, doc: YamlDoc, base: Path,
             exc.location = doc.locate((key,))
         raise
     return documents, permissions
-
-
-def _parse_loc(source: str) -> Location:
-    path, _, rest = source.partition(":")
-    line, _, col = rest.partition(":")
-    return Location(path, int(line) if line.isdigit() else None, int(col) if col.isdigit() else None)
-
-
-def _bind_all(expect: dict[str, Any], aliases: dict[str, tuple[str, Any]], doc: YamlDoc | None,
-              prefix: tuple[Any, ...], path: str, line: int | None = None) -> list[BoundScorer]:
-    bound = []
-    for name, args in expect.items():
-        try:
-            bound.append(scorer_registry.bind(str(name), args, aliases=aliases))
-        except ScorerArgError as exc:
-            if doc is not None:
-                location = doc.locate(prefix + (name,) + exc.path, key=not exc.path or exc.at_key)
-            else:
-                location = Location(path, line)
-            raise SuiteError(str(exc), location=location, hint=exc.hint) from None
-    return bound
-
-
-def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[str, Any]],
-                suite_checks: list[BoundScorer], doc: YamlDoc | None, prefix: tuple[Any, ...],
-                extra_tags: Sequence[str] = (), path: str = "", line: int | None = None) -> Case:
-    specs = spec.turn_specs()
-    turns = []
-    for t, tspec in enumerate(specs):
-        tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
-        checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
-        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect))
-    derived = spec.id is None
-    case_id = spec.id if spec.id is not None else derive_case_id(spec.user, [t.input for t in specs])
-    tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))
-    return Case(case_id, seq, turns, spec.user, spec.state, tags, source, spec.description,
-                spec.variant_of, derived, meta=dict(spec.meta))
-
-
-def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
-                  suite_checks: list[BoundScorer], seq0: int) -> Iterator[Case]:
-    suffix = path.suffix.lower()
-    if not path.is_file():
-        raise SuiteError(f"dataset file not found: {path}", hint="paths in a suite are relative to the suite's folder")
-    if suffix in (".yaml", ".yml"):
-        doc = load_yaml(path)
-        items = doc.data
-        prefix0: tuple[str, ...] = ()
-        if isinstance(items, dict) and "cases" in items:
-            items, prefix0 = items["cases"], ("cases",)
-        if not isinstance(items, list):
-            raise SuiteError("a YAML dataset is a list of cases (or a mapping with 'cases:')", location=Location(str(path), 1))
-        for i, item in enumerate(items):
-            cspec = _validate(CaseSpec, item, doc, prefix0 + (i,), str(path))
-            yield _build_case(cspec, seq0 + i, str(doc.locate(prefix0 + (i,))), aliases, suite_checks, doc,
-                              prefix0 + (i,), tags, str(path))
-    elif suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            n = 0
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except ValueError as exc:
-                    raise SuiteError(f"not valid JSON: {exc}", location=Location(str(path), lineno)) from None
-                cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
-                yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (),
-                                  tags, str(path), lineno)
-                n += 1
-    elif suffix == ".csv":
-        yield from _load_csv(path, tags, aliases, suite_checks, seq0)
-    else:
-        raise SuiteError(f"unsupported dataset format '{suffix}': {path}", hint="use .yaml, .jsonl or .csv")
-
-
-_CSV_COLUMNS = {"id", "input", "tags", "user", "groups", "description", "variant_of", "turn"}
-
-
-def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
-              suite_checks: list[BoundScorer], seq0: int) -> Iterator[Case]:
-    """CSV: one turn per row; rows sharing an ``id`` are the turns of one case.
-
-    Columns: id, input, tags, user, groups, description, variant_of, and
-    ``expect.<scorer>`` or ``expect.<scorer>.<argument>`` cells (YAML values).
-    """
-    import yaml
-
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        columns = reader.fieldnames or []
-        for col in columns:
-            if col not in _CSV_COLUMNS and not col.startswith(("expect.", "meta.")):
-                raise SuiteError(f"unknown CSV column '{col}'", location=Location(str(path), 1),
-                                 hint=did_you_mean(col, _CSV_COLUMNS) or "columns: id, input, tags, user, groups, expect.<scorer>[.<arg>], meta.<field>")
-        if "input" not in columns:
-            raise SuiteError("a CSV dataset needs an 'input' column", location=Location(str(path), 1))
-        grouped: dict[str, tuple[int, dict[str, Any]]] = {}
-        order: list[str] = []
-        for row in reader:
-            lineno = reader.line_num
-            expect: dict[str, Any] = {}
-            for col, cell in row.items():
-                if col is None or not col.startswith("expect.") or cell in (None, ""):
-                    continue
-                value = _csv_value(cell, yaml)
-                parts = col.split(".")[1:]
-                if len(parts) == 1:
-                    expect[parts[0]] = value
-                else:
-                    expect.setdefault(parts[0], {})[parts[1]] = value
-            key = row.get("id") or f"__row{lineno}"
-            turn = {"input": row.get("input") or "", "expect": expect}
-            if key not in grouped:
-                case: dict[str, Any] = {"turns": [turn]}
-                if row.get("id"):
-                    case["id"] = row["id"]
-                for name in ("tags", "description", "variant_of"):
-                    if row.get(name):
-                        case[name] = row[name]
-                meta = {col[5:]: cell for col, cell in row.items() if col and col.startswith("meta.") and cell not in (None, "")}
-                if meta:
-                    case["meta"] = meta
-                if row.get("user") or row.get("groups"):
-                    case["user"] = {"id": row.get("user") or "anonymous", "groups": _split_tags(row.get("groups") or "")}
-                grouped[key] = (lineno, case)
-                order.append(key)
-            else:
-                grouped[key][1]["turns"].append(turn)
-        for n, key in enumerate(order):
-            lineno, item = grouped[key]
-            cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
-            yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (), tags,
-                              str(path), lineno)
-
-
-def _csv_value(cell: str, yaml: Any) -> Any:
-    """CSV cells are text, except YAML lists/mappings (``[a, b]``) and true/false."""
-    text = cell.strip()
-    if text in ("true", "false"):
-        return text == "true"
-    if text.startswith(("[", "{")):
-        try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
-            return cell
-    return cell
 
 
 def discover(paths: Sequence[Path | str], config: Config) -> list[Path]:

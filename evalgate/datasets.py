@@ -1,0 +1,158 @@
+"""Cases from dataset files: YAML lists, JSON lines and CSV (one row per turn, or per case)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import scorers as scorer_registry
+from ._validation import _validate
+from ._yaml import YamlDoc, load_yaml
+from .cases import Case, CaseSpec, Turn, _merge_checks, derive_case_id
+from .errors import Location, SuiteError, did_you_mean, display_path
+from .policy import _split_tags
+from .scorers import BoundScorer, ScorerArgError
+
+
+def _bind_all(expect: dict[str, Any], aliases: dict[str, tuple[str, Any]], doc: YamlDoc | None,
+              prefix: tuple[Any, ...], path: str, line: int | None = None) -> list[BoundScorer]:
+    bound = []
+    for name, args in expect.items():
+        try:
+            bound.append(scorer_registry.bind(str(name), args, aliases=aliases))
+        except ScorerArgError as exc:
+            if doc is not None:
+                location = doc.locate(prefix + (name,) + exc.path, key=not exc.path or exc.at_key)
+            else:
+                location = Location(path, line)
+            raise SuiteError(str(exc), location=location, hint=exc.hint) from None
+    return bound
+
+
+def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[str, Any]],
+                suite_checks: list[BoundScorer], doc: YamlDoc | None, prefix: tuple[Any, ...],
+                extra_tags: Sequence[str] = (), path: str = "", line: int | None = None) -> Case:
+    specs = spec.turn_specs()
+    turns = []
+    for t, tspec in enumerate(specs):
+        tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
+        checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
+        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect))
+    derived = spec.id is None
+    case_id = spec.id if spec.id is not None else derive_case_id(spec.user, [t.input for t in specs])
+    tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))
+    return Case(case_id, seq, turns, spec.user, spec.state, tags, source, spec.description,
+                spec.variant_of, derived, meta=dict(spec.meta))
+
+
+def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
+                  suite_checks: list[BoundScorer], seq0: int) -> Iterator[Case]:
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise SuiteError(f"dataset file not found: {path}", hint="paths in a suite are relative to the suite's folder")
+    if suffix in (".yaml", ".yml"):
+        doc = load_yaml(path)
+        items = doc.data
+        prefix0: tuple[str, ...] = ()
+        if isinstance(items, dict) and "cases" in items:
+            items, prefix0 = items["cases"], ("cases",)
+        if not isinstance(items, list):
+            raise SuiteError("a YAML dataset is a list of cases (or a mapping with 'cases:')", location=Location(str(path), 1))
+        for i, item in enumerate(items):
+            cspec = _validate(CaseSpec, item, doc, prefix0 + (i,), str(path))
+            yield _build_case(cspec, seq0 + i, str(doc.locate(prefix0 + (i,))), aliases, suite_checks, doc,
+                              prefix0 + (i,), tags, str(path))
+    elif suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            n = 0
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError as exc:
+                    raise SuiteError(f"not valid JSON: {exc}", location=Location(str(path), lineno)) from None
+                cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
+                yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (),
+                                  tags, str(path), lineno)
+                n += 1
+    elif suffix == ".csv":
+        yield from _load_csv(path, tags, aliases, suite_checks, seq0)
+    else:
+        raise SuiteError(f"unsupported dataset format '{suffix}': {path}", hint="use .yaml, .jsonl or .csv")
+
+
+_CSV_COLUMNS = {"id", "input", "tags", "user", "groups", "description", "variant_of", "turn"}
+
+
+def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],
+              suite_checks: list[BoundScorer], seq0: int) -> Iterator[Case]:
+    """CSV: one turn per row; rows sharing an ``id`` are the turns of one case.
+
+    Columns: id, input, tags, user, groups, description, variant_of, and
+    ``expect.<scorer>`` or ``expect.<scorer>.<argument>`` cells (YAML values).
+    """
+    import yaml
+
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = reader.fieldnames or []
+        for col in columns:
+            if col not in _CSV_COLUMNS and not col.startswith(("expect.", "meta.")):
+                raise SuiteError(f"unknown CSV column '{col}'", location=Location(str(path), 1),
+                                 hint=did_you_mean(col, _CSV_COLUMNS) or "columns: id, input, tags, user, groups, expect.<scorer>[.<arg>], meta.<field>")
+        if "input" not in columns:
+            raise SuiteError("a CSV dataset needs an 'input' column", location=Location(str(path), 1))
+        grouped: dict[str, tuple[int, dict[str, Any]]] = {}
+        order: list[str] = []
+        for row in reader:
+            lineno = reader.line_num
+            expect: dict[str, Any] = {}
+            for col, cell in row.items():
+                if col is None or not col.startswith("expect.") or cell in (None, ""):
+                    continue
+                value = _csv_value(cell, yaml)
+                parts = col.split(".")[1:]
+                if len(parts) == 1:
+                    expect[parts[0]] = value
+                else:
+                    expect.setdefault(parts[0], {})[parts[1]] = value
+            key = row.get("id") or f"__row{lineno}"
+            turn = {"input": row.get("input") or "", "expect": expect}
+            if key not in grouped:
+                case: dict[str, Any] = {"turns": [turn]}
+                if row.get("id"):
+                    case["id"] = row["id"]
+                for name in ("tags", "description", "variant_of"):
+                    if row.get(name):
+                        case[name] = row[name]
+                meta = {col[5:]: cell for col, cell in row.items() if col and col.startswith("meta.") and cell not in (None, "")}
+                if meta:
+                    case["meta"] = meta
+                if row.get("user") or row.get("groups"):
+                    case["user"] = {"id": row.get("user") or "anonymous", "groups": _split_tags(row.get("groups") or "")}
+                grouped[key] = (lineno, case)
+                order.append(key)
+            else:
+                grouped[key][1]["turns"].append(turn)
+        for n, key in enumerate(order):
+            lineno, item = grouped[key]
+            cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
+            yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (), tags,
+                              str(path), lineno)
+
+
+def _csv_value(cell: str, yaml: Any) -> Any:
+    """CSV cells are text, except YAML lists/mappings (``[a, b]``) and true/false."""
+    text = cell.strip()
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith(("[", "{")):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return cell
+    return cell

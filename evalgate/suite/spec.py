@@ -1,0 +1,136 @@
+"""What a suite file says, as written: pydantic models with extra="forbid" (a misspelt key is an error at its line)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ..cases import _Model, run_as_label
+from ..policy import GateSpec, _split_tags
+from ..traces import User
+
+SUITE_VERSION = 1
+
+
+class CasesFile(_Model):
+    """Cases read from a dataset file (YAML list, JSONL or CSV)."""
+
+    file: str
+    tags: list[str] = Field(default_factory=list)
+    """Tags added to every case of the file."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
+
+
+class TracesSource(_Model):
+    """Recorded sessions (native JSONL, or OTLP JSON converted on load) replayed as cases."""
+
+    file: str
+    format: Literal["auto", "native", "otlp"] = "auto"
+    """auto: OTLP when the name ends in .otlp.json(l) or the file holds resourceSpans, else native."""
+    mapping: str | dict[str, Any] | None = None
+    """OTLP only: where route, state, user groups, ... live in your attributes (inline, or a YAML file)."""
+    tags: list[str] = Field(default_factory=list)
+    expect: dict[str, Any] = Field(default_factory=dict)
+    """Expectations applied to every turn of these sessions."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
+
+
+class RedactSpec(_Model):
+    """What is redacted from recorded traces before they are run, stored or reported."""
+
+    detectors: list[str] | None = None
+    """Built-in detectors: email, phone, card, api_key, bearer (default: all)."""
+    patterns: dict[str, str] = Field(default_factory=dict)
+    """Your own: name → regex; matches become <NAME_n>."""
+    python: str | None = None
+    """module:function(text) returning the (kind, value) pairs it finds."""
+
+    @field_validator("python")
+    @classmethod
+    def _ref(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[\w.]+:[\w.]+", value):
+            raise ValueError("expected package.module:function")
+        return value
+
+
+class ScorerAlias(_Model):
+    """A named scorer configuration: ``use`` a scorer with preset arguments."""
+
+    use: str
+    """A registered scorer name, an entry point, or package.module:function."""
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class PermissionsSpec(_Model):
+    """Where the truth about who may read a document comes from."""
+
+    file: str | None = None
+    """A file of document ids → groups (YAML/JSON mapping, JSONL or CSV)."""
+    python: str | None = None
+    """module:function(user, doc_id) -> bool."""
+
+    @model_validator(mode="after")
+    def _one(self) -> PermissionsSpec:
+        if (self.file is None) == (self.python is None):
+            raise ValueError("permissions take exactly one of: file (ids → groups) or python (module:function)")
+        if self.python is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.python):
+            raise ValueError("expected package.module:function")
+        return self
+
+
+class SuiteSpec(_Model):
+    """A suite file, as written."""
+
+    version: int = SUITE_VERSION
+    name: str | None = None
+    description: str | None = None
+    default: bool = True
+    """False keeps the suite out of a bare ``evalgate run``."""
+    target: Any = None
+    cases: list[Any] = Field(default_factory=list)
+    traces: list[Any] = Field(default_factory=list)
+    expect: dict[str, Any] = Field(default_factory=dict)
+    """Expectations applied to every turn of every case."""
+    scorers: dict[str, ScorerAlias] = Field(default_factory=dict)
+    repeat: int = Field(1, ge=1, le=1000)
+    concurrency: int | None = Field(None, ge=1, le=10_000)
+    timeout_s: float | None = Field(None, gt=0)
+    baseline: str | None = None
+    documents: str | None = None
+    """The document set (a .jsonl file or a folder of .md files) the system retrieves from."""
+    permissions: PermissionsSpec | None = None
+    """Who may read each document, when not the document set's own groups."""
+    run_as: list[str | User] | None = None
+    """Replay every case as each of these users (a group name, or {id, groups}); ids get ``@<who>``."""
+    redact: bool | RedactSpec = True
+    """Redaction of recorded traces (on by default with every built-in detector; false turns it off)."""
+    gate: GateSpec | None = None
+
+    @field_validator("run_as")
+    @classmethod
+    def _run_as(cls, value: list[str | User] | None) -> list[str | User] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("run_as needs at least one group name or user")
+            labels = [run_as_label(v) for v in value]
+            dup = next((x for x in labels if labels.count(x) > 1), None)
+            if dup is not None:
+                raise ValueError(f"run_as names '{dup}' twice")
+        return value
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != SUITE_VERSION:
+            raise ValueError(f"suite format version {value} is not one this evalgate reads (it reads {SUITE_VERSION})")
+        return value
