@@ -139,18 +139,20 @@ def snapshot(con: Any, run_id: str, pooled: list[str] | None = None) -> Snapshot
 def version_runs(con: Any, run_id: str, limit: int) -> list[str]:
     """The trusted runs of ``run_id``'s version, newest first: same suite, target, suite text and commit.
 
-    A run made with uncommitted changes is a version of its own; without git,
-    every run of the same suite text and target is one version.
+    Runs made with uncommitted changes are one version when their changes are
+    the same (``git_diff``); without git, every run of the same suite text and
+    target is one version.
     """
-    row = con.execute("SELECT suite, target, suite_hash, git_commit, coalesce(git_dirty, false) FROM runs "
+    row = con.execute("SELECT suite, target, suite_hash, git_commit, coalesce(git_dirty, false), git_diff FROM runs "
                       "WHERE run_id = ?", [run_id]).fetchone()
-    if row is None or row[4]:
+    if row is None or (row[4] and row[5] is None):
         return [run_id]
     rows = con.execute(
         f"SELECT run_id FROM runs WHERE suite = ? AND target IS NOT DISTINCT FROM ? AND suite_hash IS NOT DISTINCT "
-        f"FROM ? AND git_commit IS NOT DISTINCT FROM ? AND NOT coalesce(git_dirty, false) AND {TRUSTED} "
+        f"FROM ? AND git_commit IS NOT DISTINCT FROM ? AND coalesce(git_dirty, false) = ? "
+        f"AND git_diff IS NOT DISTINCT FROM ? AND {TRUSTED} "
         f"AND started_at <= (SELECT started_at FROM runs WHERE run_id = ?) ORDER BY started_at DESC LIMIT ?",
-        [row[0], row[1], row[2], row[3], run_id, limit]).fetchall()
+        [row[0], row[1], row[2], row[3], row[4], row[5], run_id, limit]).fetchall()
     runs = [str(r[0]) for r in rows]
     return runs if run_id in runs else [run_id, *runs[: limit - 1]]
 

@@ -111,10 +111,15 @@ def git_info(folder: Path) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     if commit is None:
-        return {"git_commit": None, "git_branch": None, "git_dirty": None}
+        return {"git_commit": None, "git_branch": None, "git_dirty": None, "git_diff": None}
     branch = os.environ.get("GITHUB_HEAD_REF") or os.environ.get("GITHUB_REF_NAME") or git("rev-parse", "--abbrev-ref", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": commit, "git_branch": branch, "git_dirty": bool(status) if status is not None else None}
+    dirty = bool(status) if status is not None else None
+    diff = None
+    if dirty:  # runs of the same uncommitted changes are one version: their history pools
+        text = git("diff", "HEAD", "--no-ext-diff", "--no-color")
+        diff = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest() if text else None
+    return {"git_commit": commit, "git_branch": branch, "git_dirty": dirty, "git_diff": diff}
 
 
 def coerce_trace(raw: Any) -> Trace:
@@ -290,13 +295,13 @@ class Runner:
             con.execute(
                 "INSERT INTO runs (run_id, suite, suite_path, suite_hash, config_hash, target, status, started_at, "
                 "git_commit, git_branch, git_dirty, evalgate_version, repeat, selected_tags, cases_total, bad_lines, options, "
-                "parent_run) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "parent_run, git_diff) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id, suite.name, str(suite.path), suite.text_hash, self.options.config_hash,
                  self.target_config.describe(), datetime.now(timezone.utc).replace(tzinfo=None),
                  info["git_commit"], info["git_branch"], info["git_dirty"], _version(), self.repeat,
                  self.options.tags or [], total, suite.notes.bad_line_count,
                  json.dumps({"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict}),
-                 self.options.parent_run])
+                 self.options.parent_run, info["git_diff"]])
         writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
         self.progress.start(total)
         status, failure = "completed", None

@@ -81,3 +81,25 @@ def test_validate_the_bundled_suites() -> None:
     assert by_name["support"]["leak_rule"] and not by_name["recorded-as-is"]["leak_rule"]
     text = run_cli("validate", "suites/support.yaml", cwd=REPO).out
     assert "5 gate rule(s) + permissions.leaks ≤ 0 (every gate)" in text
+
+
+def test_the_sampled_assistant_is_judged_on_its_history(tmp_path: Path) -> None:
+    """The nondeterministic example: runs compare with the pooled history; flips are re-run, never waved through."""
+    db = ["--db", str(tmp_path / "s.duckdb")]
+    first = run_cli("run", "suites/support-sampled.yaml", "--json", *db, cwd=REPO)
+    assert first.code == 0, first
+    assert "baseline 'latest' has no run of suite support-sampled" in first.json()["suites"][0]["verdict"]["notices"][0]
+    for _ in range(2):
+        r = run_cli("run", "suites/support-sampled.yaml", "--json", "--markdown", str(tmp_path / "s.md"), *db, cwd=REPO)
+        assert r.code == 0, r  # nothing changed: the gate passes, whatever the sampling did
+    s = r.json()["suites"][0]
+    stats = s["statistics"]
+    assert stats["history_runs"] == 2 and stats["varies"] is True and stats["judged"]
+    assert s["baseline"]["baseline_runs"] == 2
+    assert stats["flaky"], stats  # a few conversations sometimes drop the order number: named, with their rates
+    assert all("before" in text and "now" in text for text in stats["flaky"].values())
+    assert not [c for c in stats["cases"] if c["kind"] == "regression"]
+    summary = (tmp_path / "s.md").read_text()
+    assert "Against 2 baseline runs" in summary and "Flaky:" in summary
+    text = run_cli("run", "suites/support-sampled.yaml", *db, cwd=REPO).out
+    assert "against 3 baseline runs" in text and "flaky:" in text

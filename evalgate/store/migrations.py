@@ -130,6 +130,7 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE cases ADD COLUMN digest VARCHAR;      -- what the case's turns did: equal digests, equal answers
         ALTER TABLE cases ADD COLUMN variant_of VARCHAR;  -- the conversation this case is a variant of
         ALTER TABLE runs ADD COLUMN parent_run VARCHAR;   -- set on a confirmation run: the run it confirms
+        ALTER TABLE runs ADD COLUMN git_diff VARCHAR;     -- a hash of the uncommitted changes (dirty trees only)
     """),
 ]
 
