@@ -255,8 +255,12 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         failed_ids = metrics.compute(con, outcome.run_id, "failed").cases
         flaky = metrics.compute(con, outcome.run_id, "flaky").cases
         flaky += [c for c in assessment.flaky if c not in flaky]
-        inputs = gate_mod.GateInputs(suite.gate, suite.gated, outcome.status, outcome.cases, outcome.errors,
-                                     data, critical, failed_ids, outcome.bad_lines, outcome.failure,
+        status, failure = outcome.status, outcome.failure
+        unfinished = next((c for c in confirmation or [] if c.status != "completed"), None)
+        if unfinished is not None and status == "completed":  # stopped while re-running flipped cases
+            status, failure = unfinished.status, f"while confirming flipped cases{': ' + unfinished.failure if unfinished.failure else ''}"
+        inputs = gate_mod.GateInputs(suite.gate, suite.gated, status, outcome.cases, outcome.errors,
+                                     data, critical, failed_ids, outcome.bad_lines, failure,
                                      comparison, assessment, flaky)
         verdict = gate_mod.evaluate(inputs)
         if base.wanted and base.snapshot is None:

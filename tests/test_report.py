@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO, write
-from evalgate.reporters.html import _chunk, _records, unchunk
+from evalgate.reporters.story_codec import _chunk, _records, unchunk
 
 HOSTILE_BOT = """
 import os

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
 import tempfile
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,6 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+
+from .story_codec import _chunk, _columns, _pack, unchunk
+from .svg import trend_svg
+
+__all__ = ["build", "iter_cases", "trend_svg", "unchunk"]
 
 CHUNK_CASES = 2000
 """Cases per compressed chunk of stories."""
@@ -209,107 +212,6 @@ def _case_entry(acc: _CaseAcc, chunk: int, regressed: set[str], fixed: set[str],
     return index, story
 
 
-_LIST_FIELDS = frozenset({"ctx", "sc"})
-"""Turn fields holding lists of records: flattened into columns with a count per turn."""
-_DICT_FIELDS = frozenset({"route", "lat", "usage", "model"})
-"""Turn fields holding one flat record: a column per key (inner values are kept whole)."""
-
-
-def _columns(rows: list[dict[str, Any]], lists: frozenset[str] = _LIST_FIELDS,
-             dicts: frozenset[str] = _DICT_FIELDS) -> dict[str, Any]:
-    """Records as columns, which compress about twice as well as rows (numbers sit with numbers).
-
-    A plain list is a column of values (``null`` where a record lacks the key);
-    ``{"$": "L", "#": counts, "c": columns}`` is a list-of-records field and
-    ``{"$": "D", "?": present, "c": columns}`` a record field. The page's
-    ``rows()`` reverses it.
-    """
-    keys: list[str] = []
-    seen: set[str] = set()
-    for row in rows:
-        for k in row:
-            if k not in seen:
-                seen.add(k)
-                keys.append(k)
-    out: dict[str, Any] = {}
-    for k in keys:
-        if k in lists:
-            counts: list[int] = []
-            items: list[dict[str, Any]] = []
-            for row in rows:
-                value = row.get(k) or []
-                counts.append(len(value))
-                items.extend(value)
-            out[k] = {"$": "L", "#": counts, "c": _columns(items, frozenset(), frozenset())}
-        elif k in dicts:
-            present = [1 if isinstance(row.get(k), dict) else 0 for row in rows]
-            out[k] = {"$": "D", "?": present,
-                      "c": _columns([row[k] for row in rows if isinstance(row.get(k), dict)], frozenset(), frozenset())}
-        else:
-            out[k] = [row.get(k) for row in rows]
-    return out
-
-
-def _chunk(stories: list[dict[str, Any]]) -> dict[str, Any]:
-    """A chunk of stories: case-level records, and every turn of them as columns."""
-    turns: list[dict[str, Any]] = []
-    cases = []
-    for story in stories:
-        reps = []
-        for rep in story["reps"]:
-            reps.append({**{k: v for k, v in rep.items() if k != "turns"}, "nt": len(rep.get("turns", []))})
-            for i, t in enumerate(rep.get("turns", []), 1):  # turn numbers are implied by position
-                turns.append({k: v for k, v in t.items() if k != "n"} if t.get("n") == i else t)
-        session = "=" if story.get("session") == story["id"] else story.get("session")
-        cases.append({**story, "session": session, "reps": reps})
-    return {"ncases": len(cases), "cases": _columns(cases, frozenset({"reps"}), frozenset()),
-            "nturns": len(turns), "turns": _columns(turns)}
-
-
-def _records(cols: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    """Columns back to records: what the page's ``rows()`` does, for tests and tools."""
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
-    for k, col in cols.items():
-        if isinstance(col, list):
-            for i, v in enumerate(col):
-                if v is not None:
-                    out[i][k] = v
-        elif col["$"] == "L":
-            items, at = _records(col["c"], sum(col["#"])), 0
-            for i, count in enumerate(col["#"]):
-                if count:  # an empty list reads as absent, as the writer leaves it out
-                    out[i][k] = items[at:at + count]
-                at += count
-        else:
-            recs = iter(_records(col["c"], sum(col["?"])))
-            for i, present in enumerate(col["?"]):
-                if present:
-                    out[i][k] = next(recs)
-    return out
-
-
-def unchunk(data: dict[str, Any]) -> list[dict[str, Any]]:
-    """A decoded chunk back to its stories (each repeat with its turns)."""
-    turns, at = _records(data["turns"], data["nturns"]), 0
-    stories = []
-    for case in _records(data["cases"], data["ncases"]):
-        reps = []
-        for rep in case["reps"]:
-            nt = rep["nt"]
-            rep_turns = [t if "n" in t else {"n": i, **t} for i, t in enumerate(turns[at:at + nt], 1)]
-            reps.append({**{k: v for k, v in rep.items() if k != "nt"}, "turns": rep_turns})
-            at += nt
-        stories.append({**case, "session": case["id"] if case.get("session") == "=" else case.get("session"),
-                        "reps": reps})
-    return stories
-
-
-def _pack(obj: Any) -> str:
-    raw = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str).encode()
-    gz = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: gzip framing, which DecompressionStream('gzip') reads
-    return base64.b64encode(gz.compress(raw) + gz.flush()).decode("ascii")
-
-
 def _slices(con: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
     by_route = con.execute(
         "SELECT coalesce(route, '(none)') AS r, count(*), count(*) FILTER (passed), count(*) FILTER (error IS NOT NULL), "
@@ -358,36 +260,6 @@ def _trend(con: Any, suite: str, run_id: str, started: Any, limit: int = TREND_R
         out.append({"run_id": rid, "at": str(at)[:16], "verdict": verdict, "current": rid == run_id,
                     "pass_rate": metrics.get("pass_rate"), "p95": metrics.get("latency.p95")})
     return out
-
-
-def trend_svg(points: list[dict[str, Any]], key: str, *, percent: bool, width: int = 360, height: int = 90) -> str:
-    """An inline SVG line chart of one headline metric over recent runs (escaped, no script)."""
-    values = [(i, p[key]) for i, p in enumerate(points) if p.get(key) is not None]
-    if not values:
-        return ""
-    pad = 8
-    lo = 0.0 if percent else min(v for _, v in values)
-    hi = 1.0 if percent else max(v for _, v in values)
-    if hi == lo:
-        hi = lo + 1
-    n = max(len(points) - 1, 1)
-
-    def xy(i: int, v: float) -> tuple[float, float]:
-        return pad + (width - 2 * pad) * i / n, height - pad - (height - 2 * pad) * (v - lo) / (hi - lo)
-
-    coords = [xy(i, v) for i, v in values]
-    line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-    fmt = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:,.0f} ms")
-    dots = []
-    for (i, v), (x, y) in zip(values, coords):
-        p = points[i]
-        cls = "dot cur" if p["current"] else ("dot bad" if p["verdict"] not in ("pass", None) else "dot")
-        title = html.escape(f"{p['run_id']} · {p['at']} · {fmt(v)} · {p['verdict'] or 'no verdict'}")
-        dots.append(f'<circle class="{cls}" cx="{x:.1f}" cy="{y:.1f}" r="{4 if p["current"] else 3}"><title>{title}</title></circle>')
-    label = html.escape(f"{key.replace('_', ' ')} over the last {len(points)} run(s): "
-                        f"from {fmt(values[0][1])} to {fmt(values[-1][1])}")
-    return (f'<svg class="trend" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
-            f'aria-label="{label}"><polyline class="line" points="{line}" fill="none"/>{"".join(dots)}</svg>')
 
 
 def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str | None = None,
