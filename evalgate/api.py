@@ -18,12 +18,13 @@ from typing import Any
 from . import assess as assess_mod
 from . import baseline as baseline_mod
 from . import gate as gate_mod
-from . import metrics
 from .config import Config, find_config
 from .errors import EXIT_PASS, EXIT_RUN_ERROR, UsageError
 from .results import RunOutcome
 from .runner import Progress, Runner, RunOptions, config_hash
 from .store import Store
+from .store import baselines as stored
+from .store import metrics
 from .suite import Suite, discover, is_default, load_suite
 
 
@@ -163,10 +164,10 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
         choice = BaselineChoice(ref)
         if ref and store.path.exists():
             with store.connect() as con:
-                run_id = baseline_mod.find_run(con, ref, suite.name)
+                run_id = stored.find_run(con, ref, suite.name)
                 if run_id is not None:
-                    pooled = baseline_mod.version_runs(con, run_id, suite.gate.history)
-                    choice.snapshot = baseline_mod.snapshot(con, run_id, pooled)
+                    pooled = stored.version_runs(con, run_id, suite.gate.history)
+                    choice.snapshot = stored.snapshot(con, run_id, pooled)
     if choice.snapshot is None and options.require_baseline:
         what = f"'{choice.wanted}'" if choice.wanted else "none was named"
         raise UsageError(f"suite {suite.name}: no baseline to compare with ({what})",
@@ -186,7 +187,7 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
     if outcome.status != "completed" or base.snapshot is None or not assess_mod.has_nnf(suite.gate):
         return []
     with store.connect(read_only=True) as con:
-        cand = baseline_mod.snapshot(con, outcome.run_id)
+        cand = stored.snapshot(con, outcome.run_id)
     plan = assess_mod.plan_confirmation(suite.gate, base.snapshot, cand)
     rounds: list[RunOutcome] = []
     failed = dict.fromkeys(plan, 0)
@@ -204,7 +205,7 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
         if done.status != "completed":
             return rounds
         with store.connect(read_only=True) as con:
-            now = baseline_mod.snapshot(con, done.run_id)
+            now = stored.snapshot(con, done.run_id)
         for case_id in todo:
             c = now.cases.get(case_id)
             if c is None or c.judged == 0 or c.passed:
@@ -231,9 +232,9 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
     base = base or BaselineChoice(None)
     with store.connect() as con:
         head = metrics.headline(con, outcome.run_id)
-        cand = baseline_mod.snapshot(con, outcome.run_id)
+        cand = stored.snapshot(con, outcome.run_id)
         rounds = [c.run_id for c in confirmation or []]
-        confirmed = baseline_mod.snapshot(con, rounds[0], rounds) if rounds else None
+        confirmed = stored.snapshot(con, rounds[0], rounds) if rounds else None
         comparison = baseline_mod.compare(base.snapshot, cand) if base.snapshot is not None else None
         rules = gate_mod.with_default_rules(suite.gate)
         data = metrics.rule_data(con, outcome.run_id, rules)
@@ -451,7 +452,7 @@ def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[di
         if not run_ids:
             raise UsageError("the store has no completed run to name", hint="run 'evalgate run' first")
     with store.connect() as con:
-        return baseline_mod.set_baseline(con, name, run_ids)
+        return stored.set_baseline(con, name, run_ids)
 
 
 def show_baselines(store: Store, name: str | None = None) -> list[dict[str, Any]]:
@@ -468,7 +469,7 @@ def show_baselines(store: Store, name: str | None = None) -> list[dict[str, Any]
 def export_baseline(store: Store, name: str, path: str | Path) -> dict[str, Any]:
     """Write a named baseline to a JSON file a repository can commit."""
     with store.connect() as con:
-        return baseline_mod.export(con, name, Path(path))
+        return stored.export(con, name, Path(path))
 
 
 def stored_report(store: Store, run_refs: list[str]) -> RunReport:
@@ -509,7 +510,7 @@ def compare_runs(store: Store, run_a: str, run_b: str) -> dict[str, Any]:
     """What changed from run A (the baseline) to run B, case by case."""
     a, b = store.resolve_run(run_a), store.resolve_run(run_b)
     with store.connect(read_only=True) as con:
-        base, cand = baseline_mod.snapshot(con, a), baseline_mod.snapshot(con, b)
+        base, cand = stored.snapshot(con, a), stored.snapshot(con, b)
     if base.suite != cand.suite:
         raise UsageError(f"runs are of different suites ({base.suite}, {cand.suite})")
     out = baseline_mod.compare(base, cand).to_dict()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from evalgate.gate import GateInputs, evaluate
-from evalgate.metrics import RuleData
+from evalgate.results import RuleData
 from evalgate.policy import GateSpec, Rule
 
 

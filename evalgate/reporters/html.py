@@ -359,7 +359,7 @@ def _pack_cases(cases: Iterator[_CaseAcc], regressed: set[str], fixed: set[str],
 
 def _confusion(con: Any, run_id: str) -> dict[str, Any] | None:
     """Expected × taken route counts with per-route precision and recall, when the run scored routes."""
-    from ..metrics import route_confusion
+    from ..store.metrics import route_confusion
 
     data = route_confusion(con, run_id)
     if not data["labels"]:

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .policy import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, Rule, Where, _meta_text, route_class_metric
-from .results import RuleData
+from ..policy import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, Rule, Where, _meta_text, route_class_metric
+from ..results import RuleData
 
 __all__ = ["CASE_METRICS", "LATENCY_STATS", "REPEAT_METRICS", "SCORER_STATS", "USAGE_STATS", "RuleData", "compute"]
 _USAGE_EXPR = {"cost": "t.cost_usd", "tokens": "(coalesce(t.input_tokens, 0) + coalesce(t.output_tokens, 0))"}

@@ -1,0 +1,126 @@
+"""Baselines in the store: a run's outcomes read back as a Snapshot, a version's runs pooled, names set and exported.
+
+A baseline reference names one trusted run; ``version_runs`` finds the other
+trusted runs of its version, and ``snapshot`` pools their outcomes per case.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..baseline import BASELINE_FILE_VERSION, MAX_DIGESTS, CaseOutcome, Snapshot
+from ..errors import UsageError
+
+
+def _fingerprint(trace_json: str | None, route: str | None, output: str | None) -> dict[str, Any]:
+    trace = json.loads(trace_json) if trace_json else {}
+    context = [c["id"] for c in trace.get("context", []) if c.get("used", True)]
+    tools = [t["name"] for t in trace.get("tool_calls", [])]
+    digest = hashlib.sha1((output or "").strip().encode()).hexdigest()[:12] if output is not None else None
+    return {"route": route, "context": context, "tools": tools, "output": digest}
+
+
+def snapshot(con: Any, run_id: str, pooled: list[str] | None = None) -> Snapshot:
+    """Read stored outcomes: ``run_id``'s, pooled per case with the runs in ``pooled`` (its version).
+
+    Turn fingerprints (for behaviour changes) come from ``run_id``'s first repeat.
+    """
+    run = con.execute("SELECT suite, git_commit, git_branch, summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if run is None:
+        raise UsageError(f"no run '{run_id}' in the store")
+    summary = json.loads(run[3]) if run[3] else {}
+    runs = [run_id] + [r for r in (pooled or []) if r != run_id]
+    cases: dict[str, CaseOutcome] = {}
+    for case_id, passed, n, errored, tags, digests, cluster in con.execute(
+            "SELECT case_id, count(*) FILTER (passed), count(*), count(*) FILTER (errored), any_value(tags), "
+            "list(DISTINCT digest) FILTER (NOT errored AND digest IS NOT NULL), any_value(variant_of) FROM cases "
+            "WHERE list_contains(?, run_id) GROUP BY case_id ORDER BY min(seq)", [runs]).fetchall():
+        cases[case_id] = CaseOutcome(int(passed), int(n), int(errored), list(tags or []),
+                                     digests=sorted(digests or [])[:MAX_DIGESTS], cluster=cluster)
+    first_repeat = con.execute("SELECT min(repeat) FROM cases WHERE run_id = ?", [run_id]).fetchone()[0] or 0
+    for case_id, trace, route, output in con.execute(
+            "SELECT case_id, trace, route, output FROM turns WHERE run_id = ? AND repeat = ? ORDER BY case_id, turn",
+            [run_id, first_repeat]).fetchall():
+        if case_id in cases:
+            cases[case_id].turns.append(_fingerprint(trace, route, output))
+    return Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases, history=runs)
+
+
+def version_runs(con: Any, run_id: str, limit: int) -> list[str]:
+    """The trusted runs of ``run_id``'s version, newest first: same suite, target, suite text and commit.
+
+    Runs made with uncommitted changes are one version when their changes are
+    the same (``git_diff``); without git, every run of the same suite text and
+    target is one version.
+    """
+    row = con.execute("SELECT suite, target, suite_hash, git_commit, coalesce(git_dirty, false), git_diff FROM runs "
+                      "WHERE run_id = ?", [run_id]).fetchone()
+    if row is None or (row[4] and row[5] is None):
+        return [run_id]
+    rows = con.execute(
+        f"SELECT run_id FROM runs WHERE suite = ? AND target IS NOT DISTINCT FROM ? AND suite_hash IS NOT DISTINCT "
+        f"FROM ? AND git_commit IS NOT DISTINCT FROM ? AND coalesce(git_dirty, false) = ? "
+        f"AND git_diff IS NOT DISTINCT FROM ? AND {TRUSTED} "
+        f"AND started_at <= (SELECT started_at FROM runs WHERE run_id = ?) ORDER BY started_at DESC LIMIT ?",
+        [row[0], row[1], row[2], row[3], row[4], row[5], run_id, limit]).fetchall()
+    runs = [str(r[0]) for r in rows]
+    return runs if run_id in runs else [run_id, *runs[: limit - 1]]
+
+
+# a run fit to be a baseline: it finished, its verdict can be trusted (exit 0 or 1), and it ran
+# every case (no --tags selection)
+TRUSTED = ("status = 'completed' AND exit_code IN (0, 1) AND coalesce(len(selected_tags), 0) = 0 "
+           "AND parent_run IS NULL")
+
+
+def find_run(con: Any, ref: str, suite: str) -> str | None:
+    """The run a baseline reference names for ``suite``: a stored name, ``latest``, ``branch:NAME`` or a run id."""
+    if con.execute("SELECT 1 FROM runs WHERE run_id = ? AND suite = ?", [ref, suite]).fetchone():
+        if not con.execute(f"SELECT 1 FROM runs WHERE run_id = ? AND {TRUSTED}", [ref]).fetchone():
+            raise UsageError(f"run {ref} cannot be a baseline: it did not complete with a trusted verdict, "
+                             "or it ran only some cases (--tags)")
+        return ref
+    if ref == "latest":
+        row = con.execute(f"SELECT run_id FROM runs WHERE suite = ? AND {TRUSTED} ORDER BY started_at DESC LIMIT 1",
+                          [suite]).fetchone()
+    elif ref.startswith("branch:"):
+        row = con.execute(f"SELECT run_id FROM runs WHERE suite = ? AND git_branch = ? AND {TRUSTED} "
+                          "ORDER BY started_at DESC LIMIT 1", [suite, ref.removeprefix("branch:")]).fetchone()
+    else:
+        row = con.execute("SELECT run_id FROM baselines WHERE name = ? AND suite = ?", [ref, suite]).fetchone()
+    return str(row[0]) if row else None
+
+
+def set_baseline(con: Any, name: str, run_ids: list[str]) -> list[dict[str, str]]:
+    """Point ``name`` at each run (one per suite); returns what was set."""
+    out = []
+    for run_id in run_ids:
+        row = con.execute("SELECT suite, status FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if row is None:
+            raise UsageError(f"no run '{run_id}' in the store")
+        if not con.execute(f"SELECT 1 FROM runs WHERE run_id = ? AND {TRUSTED}", [run_id]).fetchone():
+            raise UsageError(f"run {run_id} cannot be a baseline ({row[1]})",
+                             hint="a baseline must be a completed run of every case whose verdict was pass or fail")
+        con.execute("INSERT OR REPLACE INTO baselines (name, suite, run_id, created_at) VALUES (?, ?, ?, ?)",
+                    [name, row[0], run_id, datetime.now(timezone.utc).replace(tzinfo=None)])
+        out.append({"name": name, "suite": str(row[0]), "run_id": run_id})
+    return out
+
+
+def export(con: Any, name: str, path: Path, history: int = 20) -> dict[str, Any]:
+    """Write the named baseline (every suite it covers, each pooled over its version's runs) as a versioned JSON file."""
+    rows = con.execute("SELECT suite, run_id FROM baselines WHERE name = ? ORDER BY suite", [name]).fetchall()
+    if not rows:
+        raise UsageError(f"no baseline named '{name}'", hint="evalgate baseline set NAME [RUN] first; 'baseline show' lists them")
+    data = {"evalgate_baseline": BASELINE_FILE_VERSION, "name": name,
+            "suites": {suite: snapshot(con, run_id, version_runs(con, run_id, history)).to_dict()
+                       for suite, run_id in rows}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return {"name": name, "path": str(path), "suites": [r[0] for r in rows]}
