@@ -24,7 +24,7 @@ from .results import RunOutcome
 from .runner import Progress, Runner, RunOptions, config_hash
 from .store import Store
 from .store import baselines as stored
-from .store import metrics
+from .store import metrics, queries
 from .suite import Suite, discover, is_default, load_suite
 
 
@@ -361,54 +361,13 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
     ``latest`` means the latest run that has this case.
     """
     if run_ref in (None, "latest", "last"):
-        rows = store.query("SELECT r.run_id FROM runs r WHERE r.parent_run IS NULL AND EXISTS (SELECT 1 FROM cases c WHERE c.run_id = r.run_id "
-                           "AND c.case_id = ?) ORDER BY r.started_at DESC LIMIT 1", [case_id])
-        run_id = str(rows[0][0]) if rows else store.resolve_run(None)
+        with store.connect(read_only=True) as con:
+            found = queries.latest_run_with_case(con, case_id)
+        run_id = found or store.resolve_run(None)
     else:
         run_id = store.resolve_run(run_ref)
     with store.connect(read_only=True) as con:
-        cases = con.execute(
-            "SELECT case_id, repeat, tags, user_id, user_groups, passed, errored, error, source, elapsed_ms, session_id "
-            "FROM cases WHERE run_id = ? AND case_id = ? ORDER BY repeat", [run_id, case_id]).fetchall()
-        if not cases:
-            like = [r[0] for r in con.execute("SELECT DISTINCT case_id FROM cases WHERE run_id = ? AND case_id ILIKE ? LIMIT 5",
-                                              [run_id, f"%{case_id}%"]).fetchall()]
-            from .errors import did_you_mean
-
-            raise UsageError(f"run {run_id} has no case '{case_id}'",
-                             hint=(f"cases like it: {', '.join(like)}" if like else None) or did_you_mean(case_id, like))
-        run = con.execute("SELECT suite, target, status, verdict FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        story = {"run_id": run_id, "suite": run[0], "target": run[1], "run_status": run[2], "run_verdict": run[3],
-                 "case_id": case_id, "repeats": []}
-        for c in cases:
-            if repeat is not None and c[1] != repeat:
-                continue
-            rep = {"repeat": c[1], "tags": list(c[2] or []), "user": {"id": c[3], "groups": list(c[4] or [])},
-                   "passed": bool(c[5]), "errored": bool(c[6]), "error": c[7], "source": c[8],
-                   "elapsed_ms": c[9], "session_id": c[10], "turns": []}
-            turns = con.execute(
-                "SELECT turn, input, route, output, state_in, state, elapsed_ms, latency_ms, passed, error, trace, "
-                "recorded, changes FROM turns WHERE run_id = ? AND case_id = ? AND repeat = ? ORDER BY turn",
-                [run_id, case_id, c[1]]).fetchall()
-            for t in turns:
-                trace = json.loads(t[10]) if t[10] else {}
-                scores = con.execute(
-                    "SELECT scorer, passed, value, explanation, error, metrics, detail FROM scores WHERE run_id = ? AND case_id = ? "
-                    "AND repeat = ? AND turn = ? ORDER BY scorer", [run_id, case_id, c[1], t[0]]).fetchall()
-                rep["turns"].append({
-                    "turn": t[0], "input": t[1], "route": trace.get("route"), "output": t[3],
-                    "context": trace.get("context", []), "tool_calls": trace.get("tool_calls", []),
-                    "model": trace.get("model"), "state_in": json.loads(t[4]) if t[4] else {},
-                    "state": json.loads(t[5]) if t[5] else None, "elapsed_ms": t[6], "latency_ms": trace.get("latency_ms"),
-                    "usage": trace.get("usage"), "passed": bool(t[8]), "error": t[9],
-                    "feedback": (json.loads(t[11]) if t[11] else trace).get("feedback"),
-                    "changes": json.loads(t[12]) if t[12] else None,
-                    "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4],
-                                "metrics": json.loads(s[5]) if s[5] else None,
-                                "detail": json.loads(s[6]) if s[6] else None}
-                               for s in scores]})
-            story["repeats"].append(rep)
-    return story
+        return queries.case_story(con, run_id, case_id, repeat)
 
 
 def route_confusion(store: Store, run_ref: str | None = None) -> dict[str, Any]:
@@ -425,20 +384,8 @@ def route_confusion(store: Store, run_ref: str | None = None) -> dict[str, Any]:
 
 def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """Recent runs, newest first, with verdicts and headline metrics."""
-    where, params = ("AND suite = ?", [suite]) if suite else ("", [])
-    rows = store.query_dicts(
-        f"SELECT run_id, suite, status, verdict, exit_code, started_at, finished_at, git_commit, git_branch, "
-        f"cases_done, turns_done, errors, bad_lines, summary FROM runs WHERE parent_run IS NULL {where} "
-        f"ORDER BY started_at DESC LIMIT ?",
-        [*params, limit])
-    for r in rows:
-        summary = json.loads(r.pop("summary")) if r.get("summary") else {}
-        m = summary.get("metrics", {})
-        r["pass_rate"] = m.get("pass_rate")
-        r["latency_p95"] = m.get("latency.p95")
-        r["started_at"] = str(r["started_at"]) if r["started_at"] else None
-        r["finished_at"] = str(r["finished_at"]) if r["finished_at"] else None
-    return rows
+    with store.connect(read_only=True) as con:
+        return [row.to_dict() for row in queries.history(con, suite, limit)]
 
 
 def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[dict[str, str]]:
@@ -446,9 +393,8 @@ def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[di
     if run_ref is not None:
         run_ids = [store.resolve_run(run_ref)]
     else:
-        run_ids = [str(r[0]) for r in store.query(
-            "SELECT arg_max(run_id, started_at) FROM runs WHERE status = 'completed' AND parent_run IS NULL "
-            "GROUP BY suite ORDER BY suite")]
+        with store.connect(read_only=True) as con:
+            run_ids = queries.latest_completed_per_suite(con)
         if not run_ids:
             raise UsageError("the store has no completed run to name", hint="run 'evalgate run' first")
     with store.connect() as con:
@@ -457,13 +403,8 @@ def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[di
 
 def show_baselines(store: Store, name: str | None = None) -> list[dict[str, Any]]:
     """Named baselines with their runs' verdicts."""
-    where, params = ("WHERE b.name = ?", [name]) if name else ("", [])
     with store.connect() as con:  # migrates an older store so the table exists
-        rows = con.execute(
-            f"SELECT b.name, b.suite, b.run_id, b.created_at, r.verdict, r.git_commit, r.git_branch "
-            f"FROM baselines b LEFT JOIN runs r USING (run_id) {where} ORDER BY b.name, b.suite", params).fetchall()
-    return [{"name": r[0], "suite": r[1], "run_id": r[2], "created_at": str(r[3]), "verdict": r[4],
-             "git_commit": r[5], "git_branch": r[6]} for r in rows]
+        return [row.to_dict() for row in queries.baselines(con, name)]
 
 
 def export_baseline(store: Store, name: str, path: str | Path) -> dict[str, Any]:
@@ -478,23 +419,19 @@ def stored_report(store: Store, run_refs: list[str]) -> RunReport:
     for ref in run_refs:
         run_id = store.resolve_run(ref)
         with store.connect(read_only=True) as con:
-            row = con.execute(
-                "SELECT suite, suite_path, status, target, cases_done, turns_done, summary, "
-                "(epoch_ms(coalesce(finished_at, started_at)) - epoch_ms(started_at)) / 1000.0 FROM runs WHERE run_id = ?",
-                [run_id]).fetchone()
+            run = queries.stored_run(con, run_id)
             failing = metrics.failing_cases(con, run_id)
-        suite, path, status, target, cases, turns, summary_json, duration = row
-        summary = json.loads(summary_json) if summary_json else {}
+        summary = run.summary
         if not summary.get("verdict"):
-            raise UsageError(f"run {run_id} has no verdict (it is {status})",
+            raise UsageError(f"run {run_id} has no verdict (it is {run.status})",
                              hint="a run gets its verdict when it finishes; 'evalgate history' lists runs")
         v = summary["verdict"]
         verdict = gate_mod.Verdict(v["status"], v["exit_code"], [gate_mod.RuleResult(**r) for r in v["rules"]],
                                    v["reasons"], v.get("notices", []))
-        report.suites.append(SuiteReport(suite, path or "", run_id, status, verdict, summary.get("metrics", {}),
-                                         failing, summary.get("warnings", []), [], float(duration or 0), cases or 0,
-                                         turns or 0,
-                                         target or "", summary.get("baseline"), summary.get("statistics")))
+        report.suites.append(SuiteReport(run.suite, run.suite_path, run_id, run.status, verdict,
+                                         summary.get("metrics", {}), failing, summary.get("warnings", []), [],
+                                         run.duration_s, run.cases, run.turns, run.target, summary.get("baseline"),
+                                         summary.get("statistics")))
     return report
 
 
