@@ -103,10 +103,7 @@ def evaluate(inputs: GateInputs) -> Verdict:
         shown = [f"{c} ({rates[c]})" if c in rates else c for c in inputs.flaky[:10]]
         notices.append(f"{len(inputs.flaky)} flaky case(s), mixed outcomes {where} ({how}): "
                        + ", ".join(shown) + (" …" if len(inputs.flaky) > 10 else ""))
-    a = inputs.assessment
-    if a is not None and a.varies is None and (a.shares or a.drops or a.flipped):
-        notices.append("run-to-run variation is not measured yet (every case ran once, with no history): shares are "
-                       "judged as if every case could flip; repeat: 2 or a baseline measures it")
+
     if not inputs.gated:
         n = inputs.cases - inputs.errors
         failed_cases = inputs.failed_cases
@@ -136,7 +133,11 @@ def evaluate(inputs: GateInputs) -> Verdict:
     if undecided:
         what = "fail the gate (gate.inconclusive: fail)" if inputs.gate.inconclusive == "fail" else \
             "pass, named (gate.inconclusive: pass)"
-        notices.append(f"{len(undecided)} rule(s) inconclusive, which {what}: " + "; ".join(r.rule for r in undecided))
+        unmeasured = inputs.assessment is not None and inputs.assessment.varies is None
+        why = (" (run-to-run variation is not measured yet: every case ran once, with no history, so shares are judged "
+               "as if every case could flip; repeat: 2 or a baseline measures it)") if unmeasured else ""
+        notices.append(f"{len(undecided)} rule(s) inconclusive, which {what}: "
+                       + "; ".join(r.rule for r in undecided) + why)
         if inputs.gate.inconclusive == "fail":
             for r in undecided:  # the suite asked for it: an undecided rule is a failed one, everywhere it is read
                 r.status = "fail"
