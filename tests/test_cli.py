@@ -305,3 +305,9 @@ gate:
 """)
     r = cli("validate")
     assert r.code == 2 and "demo.yaml:" in r.err and "Traceback" not in r.err, r
+
+
+def test_reading_a_store_that_does_not_exist_yet_is_a_usage_error(cli, project: Path) -> None:
+    for args in (("history",), ("show", "latest", "hello"), ("report",), ("routes",)):
+        r = cli(*args)
+        assert r.code == 2 and "no store at" in r.err and "run 'evalgate run' first" in r.err, (args, r)

@@ -58,7 +58,9 @@ class Store:
         import duckdb
 
         if read_only and not self.path.exists():
-            raise RunError(f"no store at {self.path}", hint="run 'evalgate run' first, or pass --db")
+            from ..errors import UsageError  # nothing to read yet is a usage matter (exit 2), not a failed run
+
+            raise UsageError(f"no store at {self.path}", hint="run 'evalgate run' first, or pass --db")
         if not read_only:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + wait_s
@@ -113,7 +115,9 @@ class Store:
             rows = self.query(f"SELECT run_id FROM runs WHERE parent_run IS NULL {where} ORDER BY started_at DESC LIMIT 1",
                               params)
             if not rows:
-                raise RunError("the store has no runs yet", hint="run 'evalgate run' first")
+                from ..errors import UsageError
+
+                raise UsageError("the store has no runs yet", hint="run 'evalgate run' first")
             return str(rows[0][0])
         rows = self.query("SELECT run_id FROM runs WHERE run_id LIKE ? || '%' ORDER BY started_at DESC", [ref])
         if not rows:
