@@ -29,6 +29,7 @@ from typing import Any
 
 from .baseline import CaseOutcome, Snapshot
 from .policy import GateSpec, is_proportion
+from .results import CaseKind
 from .stats import (
     DropTest,
     Hypothesis,
@@ -53,8 +54,7 @@ class CaseVerdict:
     """What the evidence says about one case that did worse than its history."""
 
     case_id: str
-    kind: str
-    """regression | flaky | inconclusive"""
+    kind: CaseKind
     before: tuple[int, int]
     """Passes and runs without error in the baseline's history."""
     now: tuple[int, int]

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR
 from .policy import LEAK_METRIC, GateSpec, Rule, check_rule_metrics, with_default_rules
-from .results import RuleData
+from .results import RuleData, RuleStatus, VerdictStatus
 
 if TYPE_CHECKING:
     from .assess import Assessment
@@ -26,7 +26,7 @@ class RuleResult:
     """One rule's outcome: its value against its limit, and the cases behind it."""
 
     rule: str
-    status: str  # pass | fail | inconclusive | skipped
+    status: RuleStatus
     detail: str
     value: float | None = None
     limit: str | None = None
@@ -37,7 +37,7 @@ class RuleResult:
 class Verdict:
     """Pass, fail or error, with every rule's result and the notices."""
 
-    status: str  # pass | fail | error
+    status: VerdictStatus
     exit_code: int
     rules: list[RuleResult]
     reasons: list[str]
@@ -145,6 +145,7 @@ def evaluate(inputs: GateInputs) -> Verdict:
             failed += undecided
     error_rate = inputs.errors / inputs.cases if inputs.cases else 0.0
     reasons: list[str] = []
+    status: VerdictStatus
     if inputs.run_status != "completed":
         status, code = "error", EXIT_RUN_ERROR
         reasons.append(f"the run was {inputs.run_status}" + (f": {inputs.run_failure}" if inputs.run_failure else "")
@@ -193,9 +194,9 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
             return RuleResult(name, "skipped", "no paired data for this rule")
         if test.n == 0:
             return RuleResult(name, "fail", test.describe(), None, f"drop ≤ {rule.max_drop:g}")
-        status = "fail" if test.fails else "inconclusive" if test.drop > test.max_drop else "pass"
-        return RuleResult(name, status, test.describe(), test.drop, f"drop ≤ {rule.max_drop:g}",
-                          test.cases if status != "pass" else [])
+        outcome: RuleStatus = "fail" if test.fails else "inconclusive" if test.drop > test.max_drop else "pass"
+        return RuleResult(name, outcome, test.describe(), test.drop, f"drop ≤ {rule.max_drop:g}",
+                          test.cases if outcome != "pass" else [])
     assert rule.metric is not None
     if rd is None or rd.value is None:
         if implicit:

@@ -7,10 +7,18 @@ Results are keyed by (run, case, repeat, turn). Turns are 1-based, repeats
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from .scorers import Score
 from .traces import Trace
+
+
+RunStatus = Literal["running", "completed", "interrupted", "stopped", "failed"]
+"""running (or its process died), completed, interrupted (Ctrl-C), stopped (a budget or an offline miss), failed (a bug)."""
+VerdictStatus = Literal["pass", "fail", "error"]
+RuleStatus = Literal["pass", "fail", "inconclusive", "skipped"]
+CaseKind = Literal["regression", "flaky", "inconclusive"]
+"""What the evidence says of a case that did worse than its history."""
 
 
 @dataclass(slots=True)
@@ -98,7 +106,7 @@ class RunOutcome:
 
     run_id: str
     suite: str
-    status: str  # completed | interrupted | failed
+    status: RunStatus
     cases: int
     turns: int
     errors: int

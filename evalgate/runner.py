@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import RunError
-from .results import CaseResult, RunOutcome, TurnResult
+from .results import CaseResult, RunOutcome, RunStatus, TurnResult
 from .scorers import ScoreContext
 from .store import Store
 from .store.writer import ResultWriter
@@ -304,7 +304,8 @@ class Runner:
                  self.options.parent_run, info["git_diff"]])
         writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
         self.progress.start(total)
-        status, failure = "completed", None
+        status: RunStatus = "completed"
+        failure: str | None = None
         loop = asyncio.get_running_loop()
         interrupted = asyncio.Event()
         main_task = asyncio.current_task()
