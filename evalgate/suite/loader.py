@@ -150,7 +150,7 @@ class LoadNotes:
     bad_line_count: int = 0
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Suite:
     """A loaded suite: its settings, target, gate and case sources."""
 
@@ -379,8 +379,10 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
             case.seq = i
     name = spec.name or path.stem
     redactor = _redactor(spec, doc) if trace_sources else None
-    return Suite(name, path, spec, target, gate, gated, hashlib.sha256(text.encode()).hexdigest()[:16],
-                 static, trace_sources, suite_checks, aliases, scorer_names, notes, documents, permissions, run_as, redactor)
+    return Suite(name=name, path=path, spec=spec, target=target, gate=gate, gated=gated,
+                 text_hash=hashlib.sha256(text.encode()).hexdigest()[:16], static_cases=static,
+                 trace_sources=trace_sources, suite_checks=suite_checks, aliases=aliases, scorer_names=scorer_names,
+                 notes=notes, documents=documents, permissions=permissions, run_as=run_as, redactor=redactor)
 
 
 def _redactor(spec: SuiteSpec, doc: YamlDoc) -> Redactor | None:
