@@ -8,7 +8,8 @@ baseline history of 1, 5 or 10 runs, then a candidate run, judged by the
 realistic gate (no_new_failures, pass_rate ≥ 0.75, drop ≤ 0.02 on all cases,
 drop ≤ 0.05 on three overlapping tag slices, confidence 0.95). Cases pass
 with probabilities from Beta(4, 1) ("beta") or, second profile, 70 % always
-pass and the rest Beta(4, 1) ("steady"). Answers are canned ("right" or
+pass and the rest Beta(4, 1) ("steady"), and, third, 90 % always pass and
+the rest pass 20 % of the time ("lowp"). Answers are canned ("right" or
 "wrong"), the hardest case for telling a deterministic system apart.
 
 Targets: nothing changed, the gate fails ≤ 5 % in every cell; a 10-point
@@ -74,6 +75,7 @@ def main() -> None:
     sizes = (30, 100) if args.quick else (30, 100, 300)
     null_cells = [dict(cases=n, repeat=r, history=h, profile=p, scenario="null")
                   for p in ("beta", "steady") for n in sizes for r in (1, 3) for h in (1, 5, 10)]
+    null_cells += [dict(cases=n, repeat=1, history=h, profile="lowp", scenario="null") for n in sizes for h in (1, 5)]
     results: dict[str, Any] = {}
 
     print("\nNothing changed: share of trials in which the gate failed (target ≤ 5 %)")

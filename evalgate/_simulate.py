@@ -65,11 +65,15 @@ def _tags(i: int) -> list[str]:
 
 
 def probabilities(profile: str, cases: int, rng: random.Random) -> list[float]:
-    """beta: Beta(4, 1) per case (mean 0.8); steady: 70 % of cases always pass, the rest Beta(4, 1)."""
+    """beta: Beta(4, 1) per case (mean 0.8); steady: 70 % of cases always pass, the rest Beta(4, 1);
+    lowp: 90 % always pass, the rest pass 20 % of the time (the few noisy cases rarely pass: the hardest
+    system to tell from a deterministic one with one stored run)."""
     if profile == "beta":
         return [rng.betavariate(4, 1) for _ in range(cases)]
     if profile == "steady":
         return [1.0 if rng.random() < 0.7 else rng.betavariate(4, 1) for _ in range(cases)]
+    if profile == "lowp":
+        return [1.0 if rng.random() < 0.9 else 0.2 for _ in range(cases)]
     raise ValueError(f"unknown profile {profile}")
 
 

@@ -180,9 +180,10 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
     """Re-run the cases that did worse than their history, in rounds, as confirmation runs of this run.
 
     Each round re-runs once every case still failing; a case leaves as soon as
-    it passes (it is then flaky, not broken) or once it has failed its planned
-    number of times. The test only ever rejects "failed every time", which these
-    rounds decide exactly as a fixed number of runs would, at a fraction of the runs.
+    it passes or once it has failed its planned number of times. The outcomes
+    these rounds can produce are a subset of a fixed number of re-runs' (a run
+    after a pass is never made), so every rejection is one the fixed design
+    would make too, at its level, for a fraction of the runs.
     """
     if outcome.status != "completed" or base.snapshot is None or not assess_mod.has_nnf(suite.gate):
         return []
@@ -214,15 +215,19 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
                 failed[case_id] += 1
 
 
-def _share_rules(suite: Suite, rules: list[Any], data: list[metrics.RuleData | None], slices: dict[int, set[str] | None],
-                 has_baseline: bool) -> dict[int, assess_mod.ShareData]:
+def _share_rules(con: Any, run_id: str, suite: Suite, rules: list[Any], data: list[metrics.RuleData | None],
+                 slices: dict[int, set[str] | None], has_baseline: bool) -> dict[int, assess_mod.ShareData]:
     out = {}
     for i in assess_mod.statistical_rules(suite.gate, has_baseline):
         rule, rd = rules[i], data[i]
         if rule.max_drop is not None or rd is None or rd.value is None or not rd.trials:
             continue
+        metric = rule.metric or ""
+        turn_level = metric.endswith((".pass_rate", ".accuracy")) and metric.count(".") == 1
         out[i] = assess_mod.ShareData(rd.value * rd.trials, rd.trials, slices.get(i),
-                                      case_level=rule.metric == "pass_rate")
+                                      case_level=metric == "pass_rate",
+                                      clusters=metrics.score_clusters(con, run_id, metric, rule.where) if turn_level
+                                      else None)
     return out
 
 
@@ -244,7 +249,8 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
             where = rules[i].where
             slices[i] = metrics.slice_case_ids(con, outcome.run_id, where) if where is not None else None
         assessment = assess_mod.assess(suite.gate, cand, base.snapshot, confirmed, slices,
-                                       _share_rules(suite, rules, data, slices, base.snapshot is not None))
+                                       _share_rules(con, outcome.run_id, suite, rules, data, slices,
+                                                    base.snapshot is not None))
         if comparison is not None:
             if assess_mod.has_nnf(suite.gate):  # judged: only confirmed regressions are new failures
                 comparison.new_failures = [v.case_id for v in assessment.regressions]
@@ -260,7 +266,11 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         unfinished = next((c for c in confirmation or [] if c.status != "completed"), None)
         if unfinished is not None and status == "completed":  # stopped while re-running flipped cases
             status, failure = unfinished.status, f"while confirming flipped cases{': ' + unfinished.failure if unfinished.failure else ''}"
-        inputs = gate_mod.GateInputs(suite.gate, suite.gated, status, outcome.cases, outcome.errors,
+        # a confirmation run that errored is a run error like any other (and decides nothing)
+        extra_runs = sum(c.cases for c in confirmation or [])
+        extra_errors = sum(c.errors for c in confirmation or [])
+        inputs = gate_mod.GateInputs(suite.gate, suite.gated, status, outcome.cases + extra_runs,
+                                     outcome.errors + extra_errors,
                                      data, critical, failed_ids, outcome.bad_lines, failure,
                                      comparison, assessment, flaky)
         verdict = gate_mod.evaluate(inputs)

@@ -164,24 +164,74 @@ def screen(base: Snapshot, cand: Snapshot) -> list[str]:
     return out
 
 
-SCREEN_P = 0.5
-"""A flipped case is re-run when this run alone makes it at least this suspicious (one-sided Fisher p)."""
+def failed_now(base: Snapshot, cand: Snapshot) -> list[str]:
+    """Paired cases that failed at least once in this run: the cases ``no_new_failures`` tests.
 
-
-def to_confirm(base: Snapshot, cand: Snapshot) -> list[str]:
-    """The flipped cases worth re-running: those this run alone makes suspicious (p ≤ 0.5).
-
-    A case that passed 24 of 30 before and 2 of 3 now did worse, but by no
-    more than chance makes likely: re-running it costs runs and decides
-    nothing. The confirmation runs are fresh evidence whatever picks them,
-    so leaving such cases out costs no honesty.
+    Chosen on this run alone, never on the history: the history and the
+    confirmation runs are then fresh evidence for every one of them, and the
+    family corrects for all of them.
     """
     out = []
-    for case_id in screen(base, cand):
-        before, now = base.cases[case_id], cand.cases[case_id]
-        if fisher_worse(before.passed, before.judged, now.passed, now.judged) <= SCREEN_P + 1e-12:
+    for case_id, now in cand.cases.items():
+        before = base.cases.get(case_id)
+        if before is not None and before.judged and now.judged and now.passed < now.judged:
             out.append(case_id)
     return out
+
+
+def _level(gate: GateSpec, tested: int) -> float:
+    """The level a tested case starts at: its rule's share of the family, split over the cases tested."""
+    groups = 1 + len(statistical_rules(gate, True))
+    return (1 - gate.family_confidence) / groups / max(tested, 1)
+
+
+PROBES = 20
+"""At most this many cases that did better now are re-run once, as evidence of how much the system varies."""
+
+
+def to_confirm(gate: GateSpec, base: Snapshot, cand: Snapshot) -> dict[str, int]:
+    """Tested cases worth re-running, and how often at most.
+
+    A case is re-run when it did worse than its history and failing again
+    could decide it (significant against its history within ``confirm_max``
+    runs), or when it passed every time before (a deterministic system then
+    decides it). Skipping the others only forgoes a rejection: it cannot raise
+    a false alarm.
+    """
+    tested = failed_now(base, cand)
+    level = _level(gate, len(tested))
+    plan = {}
+    for case_id in tested:
+        before, now = base.cases[case_id], cand.cases[case_id]
+        if _rate(now) >= _rate(before) - 1e-12:
+            continue
+        k = runs_to_decide(before.passed, before.judged, level, gate.confirm_max)
+        if k is not None:
+            plan[case_id] = max(gate.confirm, k)
+        elif before.passed == before.judged:
+            plan[case_id] = gate.confirm
+    return plan
+
+
+def probes(base: Snapshot, cand: Snapshot, plan: dict[str, int]) -> list[str]:
+    """Cases re-run once beside the confirmation, so that whether the system varies is measured, not assumed.
+
+    Flips go both ways by chance: the cases that did *better* than their
+    history are the likeliest to show a nondeterministic system varying when
+    re-run, where a deterministic one gives the same answer again. When no case
+    did better and nothing else ran twice, a few cases that passed stand in.
+    """
+    if not plan:
+        return []
+    better = [k for k, now in cand.cases.items() if k in base.cases and k not in plan and base.cases[k].judged
+              and now.judged and _rate(now) > _rate(base.cases[k]) + 1e-12]
+    if better:
+        return better[:PROBES]
+    ran_twice = any(c.judged >= 2 for snap in (base, cand) for c in snap.cases.values())
+    if ran_twice:
+        return []
+    return [k for k, now in cand.cases.items() if k in base.cases and k not in plan and now.judged
+            and now.passed == now.judged][:3]
 
 
 def statistical_rules(gate: GateSpec, has_baseline: bool) -> list[int]:
@@ -206,44 +256,63 @@ def has_nnf(gate: GateSpec) -> bool:
 
 
 def plan_confirmation(gate: GateSpec, base: Snapshot, cand: Snapshot) -> dict[str, int]:
-    """Case id → how many times to re-run it: ``confirm``, or more (up to ``confirm_max``) when that decides it."""
+    """Case id → how many times to re-run it at most (rounds stop at its first pass)."""
     if gate.confirm <= 0 or not has_nnf(gate):
         return {}
-    flipped = to_confirm(base, cand)
-    if not flipped:
-        return {}
-    groups = 1 + len(statistical_rules(gate, True))
-    level = (1 - gate.family_confidence) / groups / len(flipped)
-    plan = {}
-    for case_id in flipped:
-        before = base.cases[case_id]
-        k = runs_to_decide(before.passed, before.judged, level, gate.confirm_max)
-        plan[case_id] = max(gate.confirm, k) if k is not None else gate.confirm
-    return plan
+    plan = to_confirm(gate, base, cand)
+    return {**plan, **dict.fromkeys(probes(base, cand, plan), 1)}
 
 
 # --- 3. decide -------------------------------------------------------------------
 
-def version_varies(base: Snapshot | None, cand: Snapshot, confirm: Snapshot | None) -> bool | None:
-    """True when any case of these versions gave different outcomes or answers across its runs."""
-    observed = False
+@dataclass
+class Variation:
+    """What the runs show about run-to-run variation in these versions."""
+
+    varies: bool
+    """Some case gave different outcomes or answers across runs of one version."""
+    observed: set[str]
+    """Cases that ran at least twice within one version (history, repeats or re-runs)."""
+    observed_before_confirming: set[str]
+    """The same, from the history and this run's repeats only (no confirmation run)."""
+
+    def steady_for(self, case_id: str) -> bool:
+        """Nothing varies, and some *other* case shows it: a case is never its own evidence of determinism."""
+        return not self.varies and bool(self.observed - {case_id})
+
+    @property
+    def measured(self) -> bool | None:
+        """For shares: True (varies), False (measured steady without the re-runs), None (not measured)."""
+        if self.varies:
+            return True
+        return False if self.observed_before_confirming else None
+
+
+def variation(base: Snapshot | None, cand: Snapshot, confirm: Snapshot | None) -> Variation:
+    """Any case of these versions with different outcomes or answers across its runs, and who ran twice."""
+    out = Variation(False, set(), set())
     for snap in (base, cand):
         if snap is None:
             continue
         for case_id, c in snap.cases.items():
-            runs = c.judged
-            digests = set(c.digests)
-            passed = c.passed
+            if c.judged >= 2:
+                out.observed.add(case_id)
+                out.observed_before_confirming.add(case_id)
+            runs, passed, digests = c.judged, c.passed, set(c.digests)
             if snap is cand and confirm is not None and case_id in confirm.cases:
                 more = confirm.cases[case_id]
-                runs += more.judged
-                passed += more.passed
-                digests |= set(more.digests)
-            if runs >= 2:
-                observed = True
+                runs, passed, digests = runs + more.judged, passed + more.passed, digests | set(more.digests)
+                if runs >= 2:
+                    out.observed.add(case_id)
             if 0 < passed < runs or len(digests) > 1:
-                return True
-    return False if observed else None
+                out.varies = True
+    return out
+
+
+def version_varies(base: Snapshot | None, cand: Snapshot, confirm: Snapshot | None) -> bool | None:
+    """True when some case varies, False when cases ran twice and none did, None when nothing ran twice."""
+    v = variation(base, cand, confirm)
+    return True if v.varies else (False if v.observed else None)
 
 
 def _pairs(cand: Snapshot, base: Snapshot, in_slice: set[str] | None) -> list[Pair]:
@@ -267,6 +336,8 @@ class ShareData:
     cases: set[str] | None = None
     case_level: bool = True
     """pass_rate (case runs) rather than a scorer's share of turns."""
+    clusters: list[tuple[int, int]] | None = None
+    """For a share of turns: (passed, scored) per case run, the clusters its uncertainty is computed over."""
 
 
 def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snapshot | None,
@@ -275,7 +346,8 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
     confidence = gate.family_confidence
     alpha = 1 - confidence
     out = Assessment(confidence, base.runs if base is not None else 0)
-    out.varies = version_varies(base, cand, confirm)
+    var = variation(base, cand, confirm)
+    out.varies = True if var.varies else (False if var.observed else None)
     if confirm is not None:
         out.confirm_run = confirm.run_id
         out.confirm_rounds = confirm.history
@@ -295,18 +367,31 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
         if has_nnf(gate):
             out.judged = True
             confirming = gate.confirm > 0
-            suspicious = to_confirm(base, cand) if confirming else out.flipped
-            out.within_chance = [k for k in out.flipped if k not in set(suspicious)]
-            for case_id in suspicious:
-                v, h = _case(case_id, base.cases[case_id], cand.cases[case_id],
-                             confirm.cases.get(case_id) if confirm is not None else None,
-                             out.varies is False, confirming)
+            flipped = set(out.flipped)
+            # with re-runs, the cases that failed now; without, every paired case (the test then sees the same runs
+            # the choice did, so the family must count them all)
+            tested = failed_now(base, cand) if confirming else [k for k in cand.cases if k in base.cases]
+            rerun = to_confirm(gate, base, cand) if confirming else {}
+            for case_id in tested:
+                before, now = base.cases[case_id], cand.cases[case_id]
+                if confirming and case_id not in rerun:
+                    hyps.append(Hypothesis(NNF, case_id, 1.0))  # counted, never rejected: it was not re-run
+                    if case_id in flipped:
+                        out.within_chance.append(case_id)
+                    if gate.flaky == "fail" and before.passed == before.judged:
+                        verdicts[case_id] = CaseVerdict(case_id, "inconclusive", (before.passed, before.judged),
+                                                        (now.passed, now.judged))
+                    continue
+                if not confirming and case_id not in flipped:
+                    hyps.append(Hypothesis(NNF, case_id, fisher_worse(before.passed, before.judged, now.passed,
+                                                                      now.judged)))
+                    continue
+                v, h = _case(case_id, before, now, confirm.cases.get(case_id) if confirm is not None else None,
+                             var.steady_for(case_id), confirming)
                 verdicts[case_id] = v
                 if h is not None:
                     case_hyps[case_id] = h
                     hyps.append(h)
-            if not confirming:  # the screen and the test saw the same runs: correct for every paired case
-                hyps.extend(Hypothesis(NNF, k, 1.0) for k in cand.cases if k in base.cases and k not in verdicts)
         for i, rule in enumerate(gate.rules):
             if rule.max_drop is None:
                 continue
@@ -319,7 +404,7 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
         rule = gate.rules[i]
         side, limit = ("min", rule.min) if rule.min is not None else ("max", rule.max)
         assert limit is not None
-        design = _design(data, cand, base, out.varies)
+        design = _design(data, cand, base, var.measured)
         share = share_test(data.passed, data.n, limit, side, design, alpha)
         out.shares[i] = share
         hyps.append(Hypothesis(f"rule:{i}", "", share.p_value))
@@ -334,7 +419,8 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
         finish_drop(test, h.level, rejected=h.rejected)
     for i, st in out.shares.items():
         group = [h for h in hyps if h.group == f"rule:{i}"]
-        finish_share(st, group[0].level, rejected=any(h.rejected for h in group))
+        both = gate.rules[i].max if gate.rules[i].min is not None else None
+        finish_share(st, group[0].level, rejected=any(h.rejected for h in group), upper=both)
     for case_id, h in case_hyps.items():
         v = verdicts[case_id]
         v.p_value, v.level = h.p, h.level
@@ -344,11 +430,11 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
             v.why = _said(v) + f": significantly worse (p = {h.p:.2g} at the corrected level {h.level:.2g})"
         elif v.kind == "inconclusive":
             v.decide = _what_decides(v, h.level)
-    if gate.flaky == "fail":
+    if gate.flaky == "fail":  # the suite's choice: a case that always passed before and fails now is a new failure
         for case_id, v in verdicts.items():
-            if v.kind != "regression" and v.before[0] == v.before[1]:
+            if v.kind != "regression" and v.before[0] == v.before[1] and v.now[0] < v.now[1]:
                 v.kind = "regression"
-                v.why = _said(v) + ": flaky now after passing every time before (flaky: fail)"
+                v.why = _said(v) + ": passed every time before and failed now (flaky: fail)"
     out.cases = [verdicts[k] for k in out.flipped if k in verdicts] + [
         v for k, v in verdicts.items() if k not in set(out.flipped)]
     for v in out.cases:
@@ -373,12 +459,12 @@ def _case(case_id: str, before: CaseOutcome, now: CaseOutcome, confirm: CaseOutc
         p = fisher_worse(before.passed, before.judged, now.passed, now.judged)
         failed_all = now.passed == 0
     answers = set(now.digests) | (set(confirm.digests) if confirm is not None else set())
-    if (steady and failed_all and now.passed == 0 and before.passed == before.judged and len(answers) <= 1
-            and len(before.digests) <= 1):
+    if (steady and failed_all and now.passed == 0 and before.passed == before.judged and len(answers) == 1
+            and len(before.digests) == 1):
         v.kind = "regression"
         runs = now.judged + (confirm.judged if confirm is not None else 0)
         v.why = (f"passed all {before.judged} run(s) before and fails all {runs} now with the same answer each time; "
-                 "nothing in this version varies from run to run, so this is no chance")
+                 "no case that ran more than once varied, so this is no chance")
         return v, None
     if not failed_all:
         v.kind = "flaky"
@@ -423,7 +509,9 @@ def _design(data: ShareData, cand: Snapshot, base: Snapshot | None, varies: bool
     """Run-to-run variance of the share, relative to independent pass-or-fail trials (1), measured where it can be."""
     if varies is False:
         return 0.0
-    if not data.case_level or varies is None:
+    if not data.case_level:
+        return _cluster_design(data.clusters) if data.clusters else 1.0
+    if varies is None:
         return 1.0
     counts: list[tuple[int, int]] = []
     for case_id, now in cand.cases.items():
@@ -444,6 +532,22 @@ def _design(data: ShareData, cand: Snapshot, base: Snapshot | None, varies: bool
     if total == 0:
         return 1.0
     return min(1.0, weighted / total / (mu * (1 - mu)))
+
+
+def _cluster_design(clusters: list[tuple[int, int]]) -> float:
+    """How much more a share of turns varies than independent trials would, when a conversation's turns move together.
+
+    The cluster-robust variance over case runs against the binomial one; never below 1 (independence is the
+    most a share of turns can hope for).
+    """
+    total = sum(n for _, n in clusters)
+    passed = sum(x for x, _ in clusters)
+    c = len(clusters)
+    if total == 0 or c < 2 or passed in (0, total):
+        return 1.0
+    p = passed / total
+    robust = c / (c - 1) * sum((x - p * n) ** 2 for x, n in clusters)
+    return max(1.0, robust / (p * (1 - p) * total))
 
 
 def expected_words(a: Assessment) -> list[str]:

@@ -117,6 +117,8 @@ class Rule(_Model):
                              "{critical_cases_pass: true}, {no_new_failures: true}")
         if self.metric is not None and self.min is None and self.max is None and self.max_drop is None:
             raise ValueError(f"rule on '{self.metric}' needs a limit: min, max or max_drop")
+        if self.max_drop is not None and (self.min is not None or self.max is not None):
+            raise ValueError("a rule is either a threshold (min, max) or a regression (max_drop): write two rules")
         if self.metric is None and any(v is not None for v in (self.min, self.max, self.max_drop, self.where)):
             raise ValueError("min, max, max_drop and where go with 'metric'")
         if self.confidence is not None and not 0.5 <= self.confidence < 1:

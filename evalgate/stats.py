@@ -279,13 +279,14 @@ class DropTest:
                 + (f" in {self.clusters} cluster(s)" if self.clusters and self.clusters < self.n else "")
                 + f"{self.runs_behind}: drop {self.drop:+.1%}; {self.worse} case(s) did worse, {self.better} better")
         p_text = f"p = {self.p_value:.3g} at the corrected level {self.level:.3g}"
-        if self.method != "none":
+        if self.method == "t":
             text += f" (at {conf} confidence, at least {self.low:+.1%})"
         text += "; "
         if self.fails:
             text += f"a drop beyond {self.max_drop:.1%} is significant ({p_text}, {self._method_name()})"
         elif self.method == "none" and self.drop > self.max_drop:
-            text += f"too few cases flipped to test ({self.discordant}; at least {MIN_DISCORDANT} are needed)"
+            text += (f"too few cases moved to test ({self.discordant}; at least {MIN_DISCORDANT}, in 2 or more "
+                     "clusters, are needed)")
         elif self.drop > self.max_drop:
             text += f"larger than {self.max_drop:.1%} but could be noise ({p_text}, {self._method_name()})"
         else:
@@ -353,7 +354,7 @@ def finish_drop(test: DropTest, level: float, *, rejected: bool) -> None:
         return
     df = max(test.clusters - 1, 1)
     test.low = test.drop - t_quantile(1 - level, df) * test.se
-    if test.se > 0:
+    if test.se > 0 and test.method != "none":
         # the drop at which this test, at this level, fires 4 times in 5
         reach = t_quantile(1 - level, df) + _POWER_Z
         test.detectable = min(1.0, test.max_drop + reach * test.se)
@@ -391,12 +392,24 @@ class ShareTest:
         return math.ceil(self.design * z * z * self.value * (1 - self.value) / (gap * gap)) or None
 
 
+def binom_cdf(x: int, n: int, p: float) -> float:
+    """P(X ≤ x) for X ~ Binomial(n, p)."""
+    if x < 0:
+        return 0.0
+    if x >= n:
+        return 1.0
+    return min(1.0, sum(binom_pmf(k, n, p) for k in range(0, x + 1)))
+
+
 def share_test(passed: float, n: int, limit: float, side: str, design: float, level: float = 0.05) -> ShareTest:
-    """The Wilson score interval and test, on ``n / design`` effective trials.
+    """A share against a limit on ``n / design`` effective trials: a Wilson interval and an exact binomial test.
 
     ``design`` is 1 for independent pass-or-fail trials, smaller when the
-    history shows cases that rarely change outcome, 0 when nothing varies (a
-    deterministic system: the share is what it is).
+    history shows cases that rarely change outcome, larger when trials move
+    together (the turns of one conversation), 0 when nothing varies (a
+    deterministic system: the share is what it is). The test is exact on the
+    effective trials (rounded down, the cautious way), so small samples and
+    limits near 0 or 1 keep their level.
     """
     value = passed / n if n else 0.0
     if n == 0:
@@ -409,27 +422,24 @@ def share_test(passed: float, n: int, limit: float, side: str, design: float, le
     centre = (value + z * z / (2 * n_eff)) / (1 + z * z / n_eff)
     half = z / (1 + z * z / n_eff) * math.sqrt(value * (1 - value) / n_eff + z * z / (4 * n_eff * n_eff))
     low, high = max(0.0, centre - half), min(1.0, centre + half)
-    # score test of H0 "the share meets the limit", with the null's own variance
-    var0 = limit * (1 - limit) / n_eff
-    if var0 <= 0:
-        bad = value < limit if side == "min" else value > limit
-        p = 0.0 if bad else 1.0
-    else:
-        zs = (value - limit) / math.sqrt(var0)
-        p = phi(zs) if side == "min" else 1 - phi(zs)
-    return ShareTest(value, n, limit, side, low, high, p, design, level)
+    trials = max(1, int(n_eff))
+    hits = int(round(value * trials))
+    # H0: the share meets the limit; small p when what was seen is unlikely under the limit itself
+    p = binom_cdf(hits, trials, limit) if side == "min" else 1.0 - binom_cdf(hits - 1, trials, limit)
+    return ShareTest(value, n, limit, side, low, high, min(1.0, p), design, level)
 
 
-def finish_share(test: ShareTest, level: float, *, rejected: bool) -> None:
-    """Pass, fail or inconclusive at the level the family gave the rule (the interval is recomputed at it)."""
+def finish_share(test: ShareTest, level: float, *, rejected: bool, upper: float | None = None) -> None:
+    """Pass, fail or inconclusive at the level the family gave the rule (the interval is recomputed at it).
+
+    ``upper``: the rule's max too, when it has both limits: a pass then needs the interval inside both.
+    """
     again = share_test(test.value * test.n, test.n, test.limit, test.side, test.design, level)
     test.low, test.high, test.level = again.low, again.high, level
-    if rejected:
-        test.status = "fail"
-    elif (test.side == "min" and test.low >= test.limit) or (test.side == "max" and test.high <= test.limit):
-        test.status = "pass"
-    else:
-        test.status = "inconclusive"
+    inside = (test.low >= test.limit) if test.side == "min" else (test.high <= test.limit)
+    if upper is not None:
+        inside = inside and test.high <= upper
+    test.status = "fail" if rejected else "pass" if inside else "inconclusive"
 
 
 # --- how pass rates spread across a suite's cases (empirical Bayes) --------------

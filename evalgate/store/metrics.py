@@ -302,3 +302,22 @@ def route_confusion(con: Any, run_id: str) -> dict[str, Any]:
         correct += tp
     return {"labels": labels, "matrix": matrix, "per_route": per_route, "turns": total,
             "accuracy": correct / total if total else None}
+
+
+def score_clusters(con: Any, run_id: str, metric: str, where: Where | None = None) -> list[tuple[int, int]]:
+    """(passed, scored) per case run for a scorer's share (``route.accuracy``, ``<scorer>.pass_rate``) on a slice.
+
+    The turns of one conversation move together: these are the clusters its uncertainty is computed over.
+    """
+    family, _, _ = metric.rpartition(".")
+    cf, cp = _case_filter(where)
+    tf, tp = _turn_route(where)
+    route_join = ""
+    if where is not None and where.route:
+        route_join = (" JOIN turns t ON t.run_id = s.run_id AND t.case_id = s.case_id AND t.repeat = s.repeat "
+                      "AND t.turn = s.turn")
+    rows = con.execute(
+        f"SELECT count(*) FILTER (s.passed), count(*) FROM scores s JOIN cases c USING (run_id, case_id, repeat)"
+        f"{route_join} WHERE s.run_id = ? AND s.scorer = ? AND s.error IS NULL{cf}{tf} GROUP BY s.case_id, s.repeat",
+        [run_id, family, *cp, *tp]).fetchall()
+    return [(int(a), int(b)) for a, b in rows]
