@@ -495,13 +495,15 @@ def _what_decides(v: CaseVerdict, level: float) -> str:
 
 
 def _flaky(out: Assessment, base: Snapshot, cand: Snapshot, confirm: Snapshot | None) -> None:
-    """Cases with mixed outcomes in the baseline's history or within this run, with their pass rates."""
+    """Cases with mixed outcomes in the baseline's history or within this version (its runs and re-runs)."""
     for case_id, now in cand.cases.items():
         before = base.cases.get(case_id)
+        again = confirm.cases.get(case_id) if confirm is not None else None
+        passed, judged = now.passed + (again.passed if again else 0), now.judged + (again.judged if again else 0)
         mixed_before = before is not None and 0 < before.passed < before.judged
-        if mixed_before or 0 < now.passed < now.judged:
+        if mixed_before or 0 < passed < judged:
             text = (f"passed {before.passed} of {before.judged} before, " if before is not None else "") + \
-                   f"{now.passed} of {now.judged} now"
+                   f"{now.passed} of {now.judged} now" + (f", {again.passed} of {again.judged} when re-run" if again else "")
             out.flaky[case_id] = text
 
 

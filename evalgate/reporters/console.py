@@ -286,13 +286,22 @@ def _render_changes(console: Console, cmp: dict[str, Any], title: str, stats: di
     verdicts = {c["case_id"]: c for c in (stats or {}).get("cases", [])}
     for label, key, style in (("new failure", "new_failures", "red"), ("fixed", "fixed", "green"),
                               ("inconclusive", "inconclusive", "yellow")):
-        for case_id in cmp.get(key, [])[:10]:
+        ids = cmp.get(key, [])
+        shown_why: set[str] = set()
+        for case_id in ids[:10]:
             v = verdicts.get(case_id)
-            why = f": {v['why']}" if v and v.get("why") else ""
-            decide = f"; decided by {v['decide']}" if v and v.get("decide") else ""
-            console.print(Text(f"  {label}: {case_id}{why}{decide}", style=style), soft_wrap=True)
-        if len(cmp.get(key, [])) > 10:
-            console.print(Text(f"  … and {len(cmp[key]) - 10} more {label}", style="dim"))
+            why = v.get("why", "") if v else ""
+            reason = why.split(": ", 1)[-1] if "; " in why else why  # the same reason for many cases is said once
+            text = f"  {label}: {case_id}"
+            if why and reason not in shown_why:
+                text += f": {why}"
+                shown_why.add(reason)
+            if v and v.get("decide"):
+                text += f"; decided by {v['decide']}"
+            console.print(Text(text, style=style), soft_wrap=True)
+        if len(ids) > 10:
+            console.print(Text(f"  … and {len(ids) - 10} more ({label}): " + ", ".join(ids[10:20])
+                               + (" …" if len(ids) > 20 else ""), style="dim"), soft_wrap=True)
     rates = (stats or {}).get("flaky", {})
     if cmp["flaky"]:
         shown = [f"{c} ({rates[c]})" if c in rates else c for c in cmp["flaky"][:10]]
