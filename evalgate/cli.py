@@ -104,8 +104,7 @@ def run(
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
     report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory)
-    _ci_outputs(report, junit, markdown)
-    written = _html_outputs(report, html)
+    written = _write_reports(report, junit, markdown, html)
     if as_json:
         data = report.to_dict()
         if written:
@@ -118,21 +117,6 @@ def run(
     raise typer.Exit(report.exit_code)
 
 
-def _html_outputs(report: Any, path: str | None) -> list[dict[str, Any]]:
-    if not path or not report.suites:
-        return []
-    from pathlib import Path
-
-    from .api import html_report
-    from .store import Store
-
-    store = Store(report.store)
-    target = Path(path)
-    several = len(report.suites) > 1
-    return [html_report(store, s.run_id, target.with_name(f"{target.stem}-{s.suite}{target.suffix or '.html'}")
-                        if several else target) for s in report.suites]
-
-
 def _cache_mode(value: str) -> str:
     from .errors import UsageError, did_you_mean
     from .models.client import CACHE_MODES
@@ -142,20 +126,15 @@ def _cache_mode(value: str) -> str:
     return value
 
 
-def _ci_outputs(report: Any, junit: str | None, markdown: str | None) -> None:
-    """JUnit, Markdown and GitHub annotations: what a CI step shows."""
-    from .reporters.markdown import github_annotations, write_markdown
-    from .store import Store
+def _write_reports(report: Any, junit: str | None, markdown: str | None, html: str | None) -> list[dict[str, Any]]:
+    """Every report the command asked for; GitHub annotations on stderr in GitHub Actions."""
+    from .config import find_config
+    from .reporters import write_reports
 
-    if junit and report.suites:
-        from .reporters.junit import write_junit
-
-        write_junit(report, Store(report.store), junit)
-    if report.suites and (markdown or os.environ.get("GITHUB_STEP_SUMMARY")):
-        write_markdown(report, markdown)
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        for line in github_annotations(report):
-            sys.stderr.write(line + "\n")
+    written = write_reports(report, junit=junit, markdown=markdown, html=html, trace_url=find_config().trace_url)
+    for line in written.annotations:
+        sys.stderr.write(line + "\n")
+    return written.html
 
 
 @app.command()
@@ -204,12 +183,12 @@ def report(
     as_json: JsonOption = False,
 ) -> None:
     """Report a stored run: a self-contained HTML file (no network), JUnit XML, Markdown, or the verdict as JSON."""
-    from .api import html_report, stored_report
+    from .api import stored_report
 
     store = _store(db)
     report = stored_report(store, [run_id])
-    _ci_outputs(report, junit, markdown)
-    info = html_report(store, report.suites[0].run_id, html) if html else None
+    html_written = _write_reports(report, junit, markdown, html)
+    info = html_written[0] if html_written else None
     if as_json:
         data = report.to_dict()
         if info:
