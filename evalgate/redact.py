@@ -220,4 +220,5 @@ def load_hook(ref: str) -> Callable[[str], Iterable[tuple[str, str]]]:
         raise ValueError(f"cannot import redaction hook '{ref}': {exc}") from None
     if not callable(obj):
         raise ValueError(f"redaction hook '{ref}' is not callable")
-    return obj
+    hook: Callable[[str], Iterable[tuple[str, str]]] = obj
+    return hook

@@ -220,9 +220,9 @@ class TraceFileInfo:
     bad: list[BadLine] = field(default_factory=list)
     """The first bad lines, for the report (all are counted in ``bad_count``)."""
     bad_count: int = 0
-    _bad_lines: array = field(default_factory=lambda: array("q"), repr=False)
+    _bad_lines: array[int] = field(default_factory=lambda: array("q"), repr=False)
     # interleaved files only: session -> (line numbers, byte offsets), in order of first appearance
-    _index: dict[str, tuple[array, array]] | None = field(default=None, repr=False)
+    _index: dict[str, tuple[array[int], array[int]]] | None = field(default=None, repr=False)
 
 
 @dataclass
@@ -311,9 +311,9 @@ def _record_bad(info: TraceFileInfo, bad: BadLine, strict: bool) -> None:
         info.bad.append(bad)
 
 
-def _build_index(info: TraceFileInfo) -> dict[str, tuple[array, array]]:
+def _build_index(info: TraceFileInfo) -> dict[str, tuple[array[int], array[int]]]:
     """Per-session line numbers and byte offsets, for files whose sessions interleave."""
-    index: dict[str, tuple[array, array]] = {}
+    index: dict[str, tuple[array[int], array[int]]] = {}
     bad = set(info._bad_lines)
     pos = 0
     with open(info.path, "rb") as fh:

@@ -24,7 +24,8 @@ def trend_svg(points: list[dict[str, Any]], key: str, *, percent: bool, width: i
 
     coords = [xy(i, v) for i, v in values]
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in coords)
-    fmt = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:,.0f} ms")
+    def fmt(v: float) -> str:
+        return f"{v:.1%}" if percent else f"{v:,.0f} ms"
     dots = []
     for (i, v), (x, y) in zip(values, coords):
         p = points[i]

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 
 @scorer("budget", help="the turn stays within latency, token and cost limits",
         stats=("latency_ms", "tokens", "cost_usd"))
 def budget(latency_ms: float | None = None, tokens: int | None = None, cost_usd: float | None = None,
-           latency: Literal["reported", "measured"] = "reported", missing: Literal["fail", "pass"] = "fail"):
+           latency: Literal["reported", "measured"] = "reported", missing: Literal["fail", "pass"] = "fail") -> Check:
     """Per-turn limits: latency_ms, tokens (input + output), cost_usd.
 
     latency: ``reported`` uses the system's own ``latency_ms.total`` (else
@@ -67,7 +67,7 @@ def _estimate_tokens(text: str) -> int:
 @scorer("context_budget", help="the context used stays within token and document budgets, without near-duplicates",
         stats=("tokens", "docs", "redundant"))
 def context_budget(max_tokens: int | None = None, max_docs: int | None = None, max_redundant: int | None = None,
-                   duplicate_at: float = 0.9):
+                   duplicate_at: float = 0.9) -> Check:
     """Hold the used context to a budget.
 
     max_tokens: total tokens of the used items (their ``tokens``, else

@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 RANK_METRICS = ("hit", "precision", "recall", "ndcg", "mrr")
 REPORTED_K = (1, 3, 5, 10)
@@ -115,7 +115,7 @@ def _fmt(v: float | None) -> str:
 def context(must_include: str | list[str] | None = None, must_exclude: str | list[str] | None = None,
             relevant: list[str] | dict[str, float] | None = None, k: int = 5,
             min: dict[str, float] | None = None,  # noqa: A002 - reads as YAML: min: {recall: 0.8}
-            ranking: Literal["used", "retrieved"] = "used"):
+            ranking: Literal["used", "retrieved"] = "used") -> Check:
     """Check the ids of the documents the turn used, and rank metrics against ``relevant``.
 
     must_include: every id must be used; must_exclude: none may be.

@@ -22,7 +22,7 @@ import weakref
 from typing import Any, Literal
 
 from ..models.prices import DEFAULT_PRICES
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 Part = Literal["input", "history", "context", "output", "expected"]
 _PASS_FAIL = ('Reply with JSON only: {"verdict": "pass" or "fail", "reason": "one sentence"}. '
@@ -136,7 +136,7 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
           sees: list[Part] | None = None, expected: str | None = None, votes: int = 1,
           model: str | None = None, base_url: str | None = None, api_key_env: str | None = None,
           temperature: float = 0.0, max_tokens: int = 300, price_in: float | None = None,
-          price_out: float | None = None, cache: bool = True, concurrency: int = 4, timeout_s: float = 60.0):
+          price_out: float | None = None, cache: bool = True, concurrency: int = 4, timeout_s: float = 60.0) -> Check:
     """Ask a model to grade the turn.
 
     rubric: what a good answer does; scale: ``pass_fail`` or ``1-5``

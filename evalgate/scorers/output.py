@@ -8,11 +8,13 @@ answer. An empty or missing output is the empty string.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import json
 import re
 from typing import Any, Literal
 
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 
 def _clip(text: str, n: int = 60) -> str:
@@ -27,7 +29,7 @@ def _pieces(value: str | list[str] | None) -> list[str]:
 @scorer("output", shorthand="equals", help="the answer equals, contains (all or any), avoids or matches text")
 def output(equals: str | None = None, contains: str | list[str] | None = None,
            contains_any: list[str] | None = None, not_contains: str | list[str] | None = None,
-           regex: str | None = None, case_sensitive: bool = False, collapse_whitespace: bool = False):
+           regex: str | None = None, case_sensitive: bool = False, collapse_whitespace: bool = False) -> Check:
     """Check the turn's output text.
 
     equals: the whole answer (whitespace trimmed); contains: every listed
@@ -151,7 +153,7 @@ def parse_json_output(text: str) -> Any:
 
 
 @scorer("json", help="the answer is valid JSON, fits a JSON Schema, and has the expected values at paths")
-def json_output(schema: dict[str, Any] | None = None, paths: dict[str, Any] | None = None, valid: bool = True):
+def json_output(schema: dict[str, Any] | None = None, paths: dict[str, Any] | None = None, valid: bool = True) -> Check:
     """Parse the output as JSON (a single ```json fenced block is unwrapped).
 
     schema: a JSON Schema (any draft the ``jsonschema`` library knows, by
@@ -210,7 +212,7 @@ def json_output(schema: dict[str, Any] | None = None, paths: dict[str, Any] | No
 
 @scorer("length", help="the answer's length in characters or words is within bounds", stats=("chars", "words"))
 def length(min_chars: int | None = None, max_chars: int | None = None, min_words: int | None = None,
-           max_words: int | None = None):
+           max_words: int | None = None) -> Check:
     """Bounds on the output's length (inclusive); words are whitespace-separated. Value: the character count."""
     bounds = {"min_chars": min_chars, "max_chars": max_chars, "min_words": min_words, "max_words": max_words}
     if all(v is None for v in bounds.values()):
@@ -249,7 +251,7 @@ SimilarityMethod = Literal["ratio", "partial_ratio", "token_sort_ratio", "token_
 @scorer("similarity", shorthand="expected", help="the answer is close enough to a reference answer (rapidfuzz, 0–1)",
         stats=("similarity",))
 def similarity(expected: str, threshold: float = 0.8, method: SimilarityMethod = "token_sort_ratio",
-               case_sensitive: bool = False):
+               case_sensitive: bool = False) -> Check:
     """String similarity in [0, 1] between the output and ``expected``; passes at ``threshold`` or above.
 
     Methods are rapidfuzz's: ``ratio`` (normalised Indel similarity of the
@@ -262,9 +264,9 @@ def similarity(expected: str, threshold: float = 0.8, method: SimilarityMethod =
         raise ValueError("threshold is a similarity between 0 and 1, e.g. 0.8")
     from rapidfuzz import fuzz, utils
 
-    compare = getattr(fuzz, method)
+    compare: Callable[..., float] = getattr(fuzz, method)
     # by default case and punctuation do not count (rapidfuzz's default_process)
-    process = (lambda s: s.strip()) if case_sensitive else utils.default_process
+    process: Callable[[str], str] = (lambda s: s.strip()) if case_sensitive else utils.default_process
 
     def check(ctx: ScoreContext) -> Score:
         text = ctx.trace.output or ""

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any, Literal
 
 from ..traces import User
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 _ID_KEYS = ("doc_id", "document_id")
 _WORD = re.compile(r"\w+")
@@ -103,7 +103,7 @@ def _named_in(value: Any) -> list[str]:
 @scorer("permissions", help="no document the user may not read reached the context, a tool result or the answer",
         stats=("leaks", "unknown"))
 def permissions(unknown: Literal["leak", "allow"] = "leak", context: bool = True, tools: bool = True,
-                output: bool = True, quotes: int = 8):
+                output: bool = True, quotes: int = 8) -> Check:
     """Count leaks: documents the user may not read that reached the context, a tool result or the output.
 
     unknown: a document the permission source does not know is a leak

@@ -9,11 +9,11 @@ among them, else under the first listed.
 
 from __future__ import annotations
 
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 
 @scorer("route", shorthand="expected", help="the router chose the expected route (or one of several)")
-def route(expected: str | list[str]):
+def route(expected: str | list[str]) -> Check:
     """The turn's route name equals ``expected`` (or is one of a list)."""
     allowed = [expected] if isinstance(expected, str) else list(expected)
     if not allowed:

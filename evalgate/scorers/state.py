@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 _MISSING = object()
 
 
 @scorer("state", help="slots in the state after the turn have the expected values")
-def state(**expected: Any):
+def state(**expected: Any) -> Check:
     """Each named slot equals its expected value after the turn.
 
     Write the slots directly: ``state: {order_id: "5521", confirmed: true}``.
@@ -50,7 +50,7 @@ def _names(value: str | list[str] | None) -> list[str]:
 
 @scorer("slots", help="slots are present, absent, changed or unchanged after the turn")
 def slots(present: str | list[str] | None = None, absent: str | list[str] | None = None,
-          changed: str | list[str] | None = None, unchanged: str | list[str] | None = None):
+          changed: str | list[str] | None = None, unchanged: str | list[str] | None = None) -> Check:
     """Check slots by kind rather than value, against the state before the turn.
 
     present: set and not null; absent: missing or null; changed: differs from
@@ -103,7 +103,7 @@ def _mentions(value: Any, old: str) -> list[str]:
 
 
 @scorer("corrected", shorthand="slot", help="after a correction the old value is gone from the state and the answer")
-def corrected(slot: str, old: Any = None, new: Any = None):
+def corrected(slot: str, old: Any = None, new: Any = None) -> Check:
     """After the user corrects ``slot``, its old value must be gone everywhere.
 
     old: the value being corrected (default: the slot's value before the

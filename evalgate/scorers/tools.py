@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..traces import ToolCall
-from . import Score, ScoreContext, scorer
+from . import Check, Score, ScoreContext, scorer
 
 
 class ExpectedCall(BaseModel):
@@ -56,7 +56,7 @@ def _match(calls: list[ToolCall], expected: list[ExpectedCall], ordered: bool) -
 @scorer("tool_calls", shorthand="must_include", help="tools called (name, argument subset, order), forbidden or none")
 def tool_calls(must_include: str | list[str] | None = None, must_exclude: str | list[str] | None = None,
                none: bool = False, calls: list[ExpectedCall] | None = None, ordered: bool = True,
-               only: bool = False, unless_state: dict[str, Any] | None = None):
+               only: bool = False, unless_state: dict[str, Any] | None = None) -> Check:
     """Check the tools called in the turn.
 
     must_include: each name must be called; must_exclude: none may be called

@@ -100,7 +100,8 @@ class Store:
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         with self.connect(read_only=True) as con:
-            return con.execute(sql, params or []).fetchall()
+            rows: list[tuple[Any, ...]] = con.execute(sql, params or []).fetchall()
+            return rows
 
     def query_dicts(self, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
         with self.connect(read_only=True) as con:

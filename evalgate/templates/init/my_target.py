@@ -7,8 +7,11 @@ ids; the trace says what your system did. Only ``output`` is required;
 every field you fill in can be scored (see the README's "Traces").
 """
 
+from typing import Any
 
-def respond(request: dict) -> dict:
+
+
+def respond(request: dict[str, Any]) -> dict[str, Any]:
     text = request["input"]
     state = dict(request["state"])
     # call your router, retrieval and model here, then report what happened:
