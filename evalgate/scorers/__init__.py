@@ -77,7 +77,7 @@ class ScoreContext:
     model (the judge) calls it the way the run says, like the target's own model calls."""
 
 
-Check = Callable[[ScoreContext], "Score | Awaitable[Score]"]
+Check = Callable[[ScoreContext], Score | Awaitable[Score]]
 Factory = Callable[..., Check]
 
 
