@@ -113,7 +113,8 @@ def test_the_gate_is_pure() -> None:
     graph = import_graph()
     assert graph["evalgate.gate"] <= {"evalgate.policy", "evalgate.results", "evalgate.errors"}
     assert graph["evalgate.policy"] <= {"evalgate.errors"}
-    assert not graph["evalgate.stats"]
+    # the statistics are plain arithmetic: they import nothing of evalgate's but each other
+    assert all(t.startswith("evalgate.stats") for m in graph if m.startswith("evalgate.stats") for t in graph[m])
     loaded = subprocess.run([sys.executable, "-c", "import sys, evalgate.gate; "
                              "print(sorted(m for m in sys.modules if m.startswith('evalgate')))"],
                             capture_output=True, text=True, check=True, cwd=REPO).stdout
