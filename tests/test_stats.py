@@ -150,7 +150,7 @@ def test_a_case_is_never_its_own_evidence_that_nothing_varies() -> None:
 
 
 def test_turns_that_move_together_widen_a_share() -> None:
-    from evalgate.assess import _cluster_design
+    from evalgate.assess.decide import _cluster_design
 
     together = [(10, 10)] * 8 + [(0, 10)] * 2  # whole conversations pass or fail
     apart = [(8, 10)] * 10
