@@ -18,7 +18,7 @@ from ..cases import (
 )
 from ..policy import GateSpec, Rule, Where
 from ..targets.spec import TargetConfig
-from .loader import LoadNotes, Suite, discover, is_default, load_suite, parse_target
+from .loader import Suite, discover, is_default, load_suite, parse_target
 from .spec import (
            SUITE_VERSION,
            CasesFile,

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from .. import scorers as scorer_registry
 from .._validation import _hint, _message, _parse_loc, _validate
-from .._yaml import YamlDoc, load_yaml
+from .._yaml import load_yaml
 from ..cases import (
     Case,
     CaseSpec,
@@ -39,7 +39,7 @@ from ..cases import (
 )
 from ..config import Config
 from ..datasets import _bind_all, _build_case, _load_dataset
-from ..documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
+from ..documents import DocumentSet, Permissions
 from ..errors import Location, SuiteError, UsageError, did_you_mean, display_path
 from ..pipeline.config import PipelineSpec
 from ..policy import GateSpec, check_rule_metrics
@@ -57,7 +57,14 @@ from ..traces import (
     iter_sessions,
     scan,
 )
-from .spec import CasesFile, RedactSpec, SuiteSpec, TracesSource
+from .sources import (
+    LoadNotes,
+    _converted_otlp,
+    _load_documents,
+    _redactor,
+    _source_format,
+)
+from .spec import CasesFile, SuiteSpec, TracesSource
 
 
 def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | None = None) -> TargetConfig:
@@ -141,13 +148,6 @@ def _parse_pipeline(value: dict[str, Any], base_dir: Path, loc: Callable[..., Lo
     return TargetConfig("pipeline", {"pipeline": data, "file": file}, base_dir)
 
 
-@dataclass
-class LoadNotes:
-    """Things worth telling the user that are not errors."""
-
-    warnings: list[str] = field(default_factory=list)
-    bad_lines: list[BadLine] = field(default_factory=list)
-    bad_line_count: int = 0
 
 
 @dataclass(kw_only=True)
@@ -383,104 +383,6 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
                  text_hash=hashlib.sha256(text.encode()).hexdigest()[:16], static_cases=static,
                  trace_sources=trace_sources, suite_checks=suite_checks, aliases=aliases, scorer_names=scorer_names,
                  notes=notes, documents=documents, permissions=permissions, run_as=run_as, redactor=redactor)
-
-
-def _redactor(spec: SuiteSpec, doc: YamlDoc) -> Redactor | None:
-    """The suite's redactor: every built-in detector unless ``redact:`` says otherwise."""
-    from ..redact import build_redactor
-
-    if spec.redact is False:
-        return None
-    rs = spec.redact if isinstance(spec.redact, RedactSpec) else RedactSpec()
-    try:
-        return build_redactor(rs.detectors, rs.patterns, rs.python)
-    except ValueError as exc:
-        raise SuiteError(str(exc), location=doc.locate(("redact",)),
-                         hint="redact: {detectors: [email, phone, card, api_key, bearer], patterns: {NAME: REGEX}, "
-                              "python: module:function}, or redact: false") from None
-
-
-def _source_format(src: TracesSource, path: str, doc: YamlDoc, i: int) -> str:
-    from ..otlp import is_otlp
-
-    fmt = src.format
-    if fmt == "auto":
-        fmt = "otlp" if is_otlp(path) else "native"
-    if fmt == "native" and src.mapping is not None:
-        raise SuiteError("'mapping' applies to OTLP trace files, and this one is native JSONL",
-                         location=doc.locate(("traces", i, "mapping"), key=True),
-                         hint="remove mapping, or set format: otlp if the file is OTLP JSON")
-    return fmt
-
-
-def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, spec: SuiteSpec, doc: YamlDoc,
-                    i: int, notes: LoadNotes) -> str:
-    """An OTLP source converted (and redacted) to native JSONL under the store's folder, reused while unchanged."""
-    from .. import __version__, otlp
-    from ..redact import build_redactor
-
-    if not path.is_file():
-        raise SuiteError(f"trace file not found: {path}", location=doc.locate(("traces", i)),
-                         hint="paths in a suite are relative to the suite's folder")
-    if isinstance(src.mapping, str):
-        mapping_path = Path(os.path.normpath(base / src.mapping))
-        mapping = otlp.load_mapping(mapping_path)
-        mapping_key: Any = mapping_path.read_text(encoding="utf-8")
-    else:
-        try:
-            mapping = otlp.parse_mapping(src.mapping)
-        except ValueError as exc:
-            raise SuiteError(str(exc), location=doc.locate(("traces", i, "mapping")),
-                             hint="e.g. mapping: {route: {span_name: route_decision, attribute: app.route}}") from None
-        mapping_key = src.mapping
-    redact = spec.redact if isinstance(spec.redact, RedactSpec) else (RedactSpec() if spec.redact else None)
-    st = path.stat()
-    key = hashlib.sha256(json.dumps([str(path.resolve()), st.st_size, st.st_mtime_ns, mapping_key,
-                                     redact.model_dump() if redact else None, __version__],
-                                    sort_keys=True, default=str).encode()).hexdigest()[:16]
-    out = config.store.parent / "otlp" / f"{path.name}.{key}.jsonl"
-    summary_path = out.with_name(out.name + ".summary.json")
-    if not out.is_file() or not summary_path.is_file():
-        redactor = None
-        if redact is not None:
-            try:
-                redactor = build_redactor(redact.detectors, redact.patterns, redact.python)
-            except ValueError as exc:
-                raise SuiteError(str(exc), location=doc.locate(("redact",))) from None
-        stats = otlp.import_otlp([path], out, mapping=mapping, redactor=redactor)
-        summary_path.write_text(json.dumps({"unmapped": dict(stats.unmapped.most_common()),
-                                            "redacted": stats.redacted}), encoding="utf-8")
-    # said on every run that uses the converted copy, not only the one that converted it
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if summary["unmapped"]:
-        shown = ", ".join(f"{k} ({v})" for k, v in list(summary["unmapped"].items())[:5])
-        notes.warnings.append(f"{display_path(path)}: {len(summary['unmapped'])} OTLP attribute(s) not mapped: {shown}")
-    if summary["redacted"]:
-        notes.warnings.append(f"{display_path(path)}: redacted on import: "
-                              + ", ".join(f"{kind} {n}" for kind, n in summary["redacted"].items()))
-    return str(out)
-
-
-def _load_documents(spec: SuiteSpec, doc: YamlDoc, base: Path,
-                    path: str) -> tuple[DocumentSet | None, Permissions | None]:
-    """The suite's document set and permission source (errors point at the YAML key)."""
-    documents: DocumentSet | None = None
-    permissions: Permissions | None = None
-    try:
-        if spec.documents is not None:
-            documents = DocumentSet.load(Path(os.path.normpath(base / spec.documents)))
-            permissions = GroupPermissions.of(documents)
-        if spec.permissions is not None:
-            if spec.permissions.file is not None:
-                permissions = GroupPermissions.load(Path(os.path.normpath(base / spec.permissions.file)))
-            elif spec.permissions.python is not None:
-                permissions = FunctionPermissions.load(spec.permissions.python)
-    except SuiteError as exc:
-        if exc.location is None:
-            key = "documents" if documents is None and spec.documents is not None else "permissions"
-            exc.location = doc.locate((key,))
-        raise
-    return documents, permissions
 
 
 def discover(paths: Sequence[Path | str], config: Config) -> list[Path]:
