@@ -68,10 +68,10 @@ _LAZY = {
     "history": "evalgate.api",
     "html_report": "evalgate.api",
     "stored_report": "evalgate.api",
-    "import_traces": "evalgate.api",
-    "import_feedback": "evalgate.api",
-    "list_feedback": "evalgate.api",
-    "promote_feedback": "evalgate.api",
+    "import_traces": "evalgate.intake",
+    "import_feedback": "evalgate.intake",
+    "list_feedback": "evalgate.intake",
+    "promote_feedback": "evalgate.intake",
     "compare_runs": "evalgate.api",
     "route_confusion": "evalgate.api",
     "set_baseline": "evalgate.api",
@@ -84,15 +84,27 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .api import (RunReport, case_story, compare_runs, export_baseline, history, html_report, import_feedback,
-                      import_traces, list_feedback, promote_feedback, route_confusion, run, set_baseline, show_baselines,
-                      stored_report, validate)
+    from .api import (
+        RunReport,
+        case_story,
+        compare_runs,
+        export_baseline,
+        history,
+        html_report,
+        route_confusion,
+        run,
+        set_baseline,
+        show_baselines,
+        stored_report,
+        validate,
+    )
+    from .cases import Case, Turn
     from .errors import EvalgateError, RunError, SuiteError, UsageError
     from .gate import Verdict
+    from .intake import import_feedback, import_traces, list_feedback, promote_feedback
     from .runner import RunOptions
     from .scorers import BoundScorer, Score, ScoreContext, scorer
     from .store import Store
-    from .cases import Case, Turn
     from .suite import Suite, load_suite
     from .targets import target
     from .traces import Trace

@@ -403,7 +403,7 @@ def traces_import(
     Personal data and secrets are redacted before anything is written; the summary says what was read,
     made, redacted (by kind) and could not be mapped (by attribute).
     """
-    from .api import import_traces
+    from .intake import import_traces
     from .reporters.console import render_import
 
     stats = import_traces(files, out, mapping=mapping, redact=not no_redact, redact_patterns=_pairs(redact_pattern),
@@ -427,7 +427,7 @@ def feedback_import(
     as_json: JsonOption = False,
 ) -> None:
     """Store feedback with its provenance (file:line, who, when); a record already stored is skipped."""
-    from .api import import_feedback
+    from .intake import import_feedback
 
     info = import_feedback(_store(db), file, redact=not no_redact)
     if as_json:
@@ -442,7 +442,7 @@ def feedback_import(
 @feedback_app.command("list")
 def feedback_list(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Stored feedback, newest first: the turn it names, rating, correction, who, and the case it became."""
-    from .api import list_feedback
+    from .intake import list_feedback
     from .reporters.console import render_feedback
 
     rows = list_feedback(_store(db))
@@ -460,7 +460,7 @@ def feedback_promote(
 ) -> None:
     """Write one permanent case per correction: the stored inputs and user up to that turn, the correction as its
     expectation, tagged from-feedback. Promoting again adds nothing twice."""
-    from .api import promote_feedback
+    from .intake import promote_feedback
 
     info = promote_feedback(_store(db), out)
     if as_json:
