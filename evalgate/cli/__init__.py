@@ -1,0 +1,40 @@
+"""The command line. Each command parses options, calls one library
+function, renders the result and returns an exit code; ``main`` is the one
+place where exceptions become messages and exit codes.
+
+The commands live in ``commands`` and ``groups``, registered on the one
+typer ``app`` in ``_shared`` when this package is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import EXIT_RUN_ERROR, EvalgateError
+from . import commands, groups  # noqa: F401  (importing them registers their commands, in this order)
+from ._shared import _console, _escape, _print_json, app
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run a command, turn evalgate's errors into messages and exit codes."""
+    args = sys.argv[1:] if argv is None else argv
+    want_json = "--json" in args
+    try:
+        app(args=args, prog_name="evalgate")  # exits through SystemExit with the command's code
+    except EvalgateError as exc:
+        if want_json:
+            _print_json(exc.to_dict())
+        _console(stderr=True).print(f"[bold red]error:[/] {_escape(str(exc))}", soft_wrap=True)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(EXIT_RUN_ERROR) from None
+    except Exception as exc:  # an evalgate bug: say so plainly, keep the traceback for debugging
+        if os.environ.get("EVALGATE_DEBUG"):
+            raise
+        sys.stderr.write(f"internal error: {type(exc).__name__}: {exc}\n"
+                         "  set EVALGATE_DEBUG=1 for the traceback, and please report it\n")
+        raise SystemExit(EXIT_RUN_ERROR) from None

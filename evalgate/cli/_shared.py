@@ -1,0 +1,58 @@
+"""What every command shares: the typer app, common options, the console, JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+
+app = typer.Typer(
+    name="evalgate",
+    help="Evaluate an AI system (routing, context, state, output) on suites and recorded traces; "
+         "store every run in DuckDB and gate releases on the results.",
+    rich_markup_mode=None,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+DbOption = Annotated[Optional[str], typer.Option("--db", help="Store path (default: .evalgate/evalgate.duckdb, or EVALGATE_DB).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of the terminal view.")]
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # piped output is read in files and CI logs, not an 80-column terminal
+    width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    out = [t for v in values for t in v.replace(" ", ",").split(",") if t]
+    return out or None
+
+
+def _store(db: str | None) -> Any:
+    from ..config import find_config
+    from ..store import Store
+
+    return Store(db or find_config().store)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
