@@ -28,14 +28,13 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import did_you_mean
 
 if TYPE_CHECKING:
     from ..documents import DocumentSet, Permissions
-    from ..cases import Case
-    from ..traces import Trace
+    from ..traces import Trace, User
 
 ENTRY_POINT_GROUP = "evalgate.scorers"
 _BUILTIN_MODULES = ("output", "route", "state", "context", "tools", "permissions", "budget", "judge")
@@ -56,11 +55,20 @@ class Score:
     """Anything else worth keeping with the score (stored as JSON): votes, leaked ids, ..."""
 
 
+class CaseView(Protocol):
+    """What a scorer sees of the case it scores (``cases.Case`` is one)."""
+
+    id: str
+    user: User
+    tags: tuple[str, ...]
+    meta: dict[str, Any]
+
+
 @dataclass(slots=True)
 class ScoreContext:
     """Everything a scorer may look at for one turn."""
 
-    case: Case
+    case: CaseView
     turn: int  # 1-based
     request: dict[str, Any]
     trace: Trace

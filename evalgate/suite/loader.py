@@ -46,8 +46,8 @@ from ..policy import GateSpec, check_rule_metrics
 from ..redact import Redactor
 from ..references import search_paths
 from ..scorers import BoundScorer, ScorerArgError
-from ..targets.base import known_kinds
-from ..targets.spec import PipelineTargetSpec, TargetConfig, spec_model
+from ..targets.base import known_kinds, spec_model
+from ..targets.spec import PipelineTargetSpec, TargetConfig
 from ..traces import (
     BadLine,
     RecordedSession,

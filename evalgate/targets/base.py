@@ -23,10 +23,11 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .spec import TargetConfig
+from pydantic import BaseModel
+
+from .spec import BUILTIN_SPECS, TargetConfig
 
 ENTRY_POINT_GROUP = "evalgate.targets"
 _BUILTIN_MODULES = {"python": "python", "http": "http", "command": "command", "pipeline": "pipeline",
@@ -77,7 +78,7 @@ class TargetContext:
     """models.client.ModelOptions: cache, offline, budget, for targets that call models."""
 
 
-Factory = Callable[["TargetConfig", TargetContext], Target]
+Factory = Callable[[TargetConfig, TargetContext], Target]
 
 
 @dataclass(frozen=True)
@@ -128,3 +129,11 @@ def lookup(name: str) -> TargetKind:
         if name not in _registry:  # a bare factory function, not decorated
             _registry[name] = TargetKind(name, loaded, None, (loaded.__doc__ or "").strip().split("\n")[0])
     return _registry[name]
+
+
+def spec_model(kind: str) -> type[BaseModel] | None:
+    """The model a suite's ``target: {kind: ...}`` is validated against (None: the kind takes any mapping)."""
+    if kind in BUILTIN_SPECS:
+        return BUILTIN_SPECS[kind]
+    model = lookup(kind).spec
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None

@@ -94,13 +94,3 @@ class TargetConfig:
 BUILTIN_SPECS: dict[str, type[BaseModel]] = {"python": PythonTargetSpec, "http": HttpTargetSpec,
                                              "command": CommandTargetSpec, "pipeline": PipelineTargetSpec}
 """The built-in kinds' models, known without importing the targets themselves."""
-
-
-def spec_model(kind: str) -> type[BaseModel] | None:
-    """The model a suite's ``target: {kind: ...}`` is validated against (None: the kind takes any mapping)."""
-    if kind in BUILTIN_SPECS:
-        return BUILTIN_SPECS[kind]
-    from .base import lookup
-
-    model = lookup(kind).spec
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
