@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from .results import RunOutcome
 from .runner import Progress, Runner, RunOptions, config_hash
 from .store import Store
 from .store import baselines as stored
-from .store import metrics, queries
+from .store import metrics, queries, runs
 from .suite import Suite, discover, is_default, load_suite
 
 
@@ -288,11 +287,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         routes = metrics.route_confusion(con, outcome.run_id)
         if routes["turns"]:
             summary["routes"] = routes
-        con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
-                    [verdict.status, verdict.exit_code, json.dumps(summary, default=str), outcome.run_id])
-        if rounds:  # confirmation runs are evidence, not releases: they take their parent's verdict
-            con.execute("UPDATE runs SET verdict = ?, exit_code = ? WHERE list_contains(?, run_id)",
-                        [verdict.status, verdict.exit_code, rounds])
+        runs.record_verdict(con, outcome.run_id, verdict.status, verdict.exit_code, summary, rounds)
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
     return SuiteReport(suite.name, str(suite.path), outcome.run_id, outcome.status, verdict, head, failing,
                        list(suite.notes.warnings), bad, outcome.duration_s, outcome.cases, outcome.turns,

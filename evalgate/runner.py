@@ -291,17 +291,16 @@ class Runner:
         total = self.total()
         started = time.perf_counter()
         info = git_info(suite.path.parent)
+        from .store import runs
+
         with self.store.connect() as con:
-            con.execute(
-                "INSERT INTO runs (run_id, suite, suite_path, suite_hash, config_hash, target, status, started_at, "
-                "git_commit, git_branch, git_dirty, evalgate_version, repeat, selected_tags, cases_total, bad_lines, options, "
-                "parent_run, git_diff) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id, suite.name, str(suite.path), suite.text_hash, self.options.config_hash,
-                 self.target_config.describe(), datetime.now(timezone.utc).replace(tzinfo=None),
-                 info["git_commit"], info["git_branch"], info["git_dirty"], _version(), self.repeat,
-                 self.options.tags or [], total, suite.notes.bad_line_count,
-                 json.dumps({"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict}),
-                 self.options.parent_run, info["git_diff"]])
+            runs.begin(con, runs.NewRun(
+                run_id=run_id, suite=suite.name, suite_path=str(suite.path), suite_hash=suite.text_hash,
+                config_hash=self.options.config_hash, target=self.target_config.describe(), git=info,
+                evalgate_version=_version(), repeat=self.repeat, selected_tags=self.options.tags or [],
+                cases_total=total, bad_lines=suite.notes.bad_line_count,
+                options={"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict},
+                parent_run=self.options.parent_run))
         writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
         self.progress.start(total)
         status: RunStatus = "completed"

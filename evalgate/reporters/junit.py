@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
-from ..store import Store
+from ..store import Store, queries
 
 
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
@@ -40,15 +40,12 @@ def write_junit(report: Any, store: Store, path: Path | str) -> Path:
                     el.text = _x(rule.detail + (f"\ncases: {', '.join(rule.cases)}" if rule.cases else ""))
                 elif rule.status == "inconclusive":  # undecided, and the gate let it pass: shown, not red
                     ET.SubElement(rule_el, "skipped", message=_x(f"inconclusive: {rule.detail}"))
-            repeated = bool(con.execute("SELECT max(repeat) FROM cases WHERE run_id = ?", [s.run_id]).fetchone()[0])
-            reasons: dict[tuple[str, int], list[str]] = {}
-            for case_id, repeat, turn, scorer, explanation, error in con.execute(
-                    "SELECT case_id, repeat, turn, scorer, explanation, error FROM scores WHERE run_id = ? "
-                    "AND (NOT passed OR error IS NOT NULL) ORDER BY case_id, repeat, turn, scorer", [s.run_id]).fetchall():
-                reasons.setdefault((case_id, repeat), []).append(f"turn {turn} {scorer}: {error or explanation}")
-            for case_id, repeat, passed, errored, error, elapsed, source in con.execute(
-                    "SELECT case_id, repeat, passed, errored, error, elapsed_ms, source FROM cases WHERE run_id = ? "
-                    "ORDER BY seq, repeat", [s.run_id]).fetchall():
+            rows = queries.case_runs(con, s.run_id)
+            repeated = any(r.repeat for r in rows)
+            reasons = queries.failure_reasons(con, s.run_id)
+            for r in rows:
+                case_id, repeat, passed, errored, error, elapsed, source = (r.case_id, r.repeat, r.passed, r.errored,
+                                                                            r.error, r.elapsed_ms, r.source)
                 name = case_id if not repeated else f"{case_id} [repeat {repeat}]"
                 case_el = ET.SubElement(suite_el, "testcase", name=_x(name), classname=_x(s.suite),
                                         time=f"{(elapsed or 0) / 1000:.3f}", file=_x(source or ""))

@@ -162,3 +162,34 @@ def stored_run(con: Any, run_id: str) -> StoredRun:
     return StoredRun(run_id=run_id, suite=row[0], suite_path=row[1] or "", status=row[2], target=row[3] or "",
                      cases=row[4] or 0, turns=row[5] or 0, duration_s=float(row[7] or 0),
                      summary=json.loads(row[6]) if row[6] else {})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseRunRow:
+    """One case run, as a test report lists it."""
+
+    case_id: str
+    repeat: int
+    passed: bool
+    errored: bool
+    error: str | None
+    elapsed_ms: float | None
+    source: str | None
+
+
+def case_runs(con: Any, run_id: str) -> list[CaseRunRow]:
+    """Every case run of a run, in case order."""
+    return [CaseRunRow(case_id=r[0], repeat=r[1], passed=bool(r[2]), errored=bool(r[3]), error=r[4], elapsed_ms=r[5],
+                       source=r[6])
+            for r in con.execute("SELECT case_id, repeat, passed, errored, error, elapsed_ms, source FROM cases "
+                                 "WHERE run_id = ? ORDER BY seq, repeat", [run_id]).fetchall()]
+
+
+def failure_reasons(con: Any, run_id: str) -> dict[tuple[str, int], list[str]]:
+    """(case, repeat) → one line per failed or errored score: why the case run did not pass."""
+    out: dict[tuple[str, int], list[str]] = {}
+    for case_id, repeat, turn, scorer, explanation, error in con.execute(
+            "SELECT case_id, repeat, turn, scorer, explanation, error FROM scores WHERE run_id = ? "
+            "AND (NOT passed OR error IS NOT NULL) ORDER BY case_id, repeat, turn, scorer", [run_id]).fetchall():
+        out.setdefault((case_id, repeat), []).append(f"turn {turn} {scorer}: {error or explanation}")
+    return out

@@ -1,0 +1,50 @@
+"""A run's own row: begun when it starts, its verdict and summary written when the gate has decided."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class NewRun:
+    """What is known of a run before its first case."""
+
+    run_id: str
+    suite: str
+    suite_path: str
+    suite_hash: str
+    config_hash: str | None
+    target: str
+    git: dict[str, Any]
+    evalgate_version: str
+    repeat: int
+    selected_tags: list[str]
+    cases_total: int
+    bad_lines: int
+    options: dict[str, Any]
+    parent_run: str | None = None
+
+
+def begin(con: Any, run: NewRun) -> None:
+    """Insert the run as ``running``; the writer's batches update its counters and, at the end, its status."""
+    con.execute(
+        "INSERT INTO runs (run_id, suite, suite_path, suite_hash, config_hash, target, status, started_at, "
+        "git_commit, git_branch, git_dirty, evalgate_version, repeat, selected_tags, cases_total, bad_lines, options, "
+        "parent_run, git_diff) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run.run_id, run.suite, run.suite_path, run.suite_hash, run.config_hash, run.target,
+         datetime.now(timezone.utc).replace(tzinfo=None), run.git.get("git_commit"), run.git.get("git_branch"),
+         run.git.get("git_dirty"), run.evalgate_version, run.repeat, run.selected_tags, run.cases_total, run.bad_lines,
+         json.dumps(run.options), run.parent_run, run.git.get("git_diff")])
+
+
+def record_verdict(con: Any, run_id: str, status: str, exit_code: int, summary: dict[str, Any],
+                   confirmations: list[str] | None = None) -> None:
+    """The gate's verdict and the run's summary; confirmation runs take their parent's verdict (they are evidence)."""
+    con.execute("UPDATE runs SET verdict = ?, exit_code = ?, summary = ? WHERE run_id = ?",
+                [status, exit_code, json.dumps(summary, default=str), run_id])
+    if confirmations:
+        con.execute("UPDATE runs SET verdict = ?, exit_code = ? WHERE list_contains(?, run_id)",
+                    [status, exit_code, confirmations])
