@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import REPO, query, run_cli
+from conftest import REPO, query, run_cli_in_process
 
 
 def test_default_suites_pass(tmp_path: Path) -> None:
-    r = run_cli("run", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    r = run_cli_in_process("run", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 0, r
     suites = {s["suite"]: s for s in r.json()["suites"]}
     assert set(suites) == {"support", "support-replay", "support-pipeline", "support-sampled"}  # default: false stay out
@@ -30,7 +30,7 @@ def test_default_suites_pass(tmp_path: Path) -> None:
 
 
 def test_regressed_assistant_fails_its_gate_with_reasons(tmp_path: Path) -> None:
-    r = run_cli("run", "suites/support-regressed.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    r = run_cli_in_process("run", "suites/support-regressed.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 1, r
     verdict = r.json()["suites"][0]["verdict"]
     failed = {x["rule"]: x for x in verdict["rules"] if x["status"] == "fail"}
@@ -46,9 +46,9 @@ def test_regressed_assistant_fails_its_gate_with_reasons(tmp_path: Path) -> None
 def test_regressed_release_fails_no_new_failures_against_one_baseline_run(tmp_path: Path) -> None:
     """The assistant is deterministic: one baseline run is enough, once re-runs show nothing varies."""
     db = ["--db", str(tmp_path / "s.duckdb")]
-    assert run_cli("run", "suites/support.yaml", *db, cwd=REPO).code == 0
-    assert run_cli("baseline", "set", "main", *db, cwd=REPO).code == 0
-    r = run_cli("run", "suites/support.yaml", "--target", "python:assistant.bot_regressed:respond", "--baseline", "main",
+    assert run_cli_in_process("run", "suites/support.yaml", *db, cwd=REPO).code == 0
+    assert run_cli_in_process("baseline", "set", "main", *db, cwd=REPO).code == 0
+    r = run_cli_in_process("run", "suites/support.yaml", "--target", "python:assistant.bot_regressed:respond", "--baseline", "main",
                 "--json", *db, cwd=REPO)
     assert r.code == 1, r
     s = r.json()["suites"][0]
@@ -60,11 +60,11 @@ def test_regressed_release_fails_no_new_failures_against_one_baseline_run(tmp_pa
     assert "no case that ran more than once varied" in stats["cases"][0]["why"]
     assert rule["cases"] == s["baseline"]["new_failures"] and len(rule["cases"]) >= 10
     # the same release again: the history now holds two runs of the current release, and nothing flips
-    assert run_cli("run", "suites/support.yaml", "--baseline", "main", *db, cwd=REPO).code == 0
+    assert run_cli_in_process("run", "suites/support.yaml", "--baseline", "main", *db, cwd=REPO).code == 0
 
 
 def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> None:
-    r = run_cli("run", "suites/recorded-as-is.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    r = run_cli_in_process("run", "suites/recorded-as-is.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 1, r
     s = r.json()["suites"][0]
     db = tmp_path / "s.duckdb"
@@ -73,24 +73,24 @@ def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> N
 
 
 def test_validate_the_bundled_suites() -> None:
-    r = run_cli("validate", "suites", "--json", cwd=REPO)
+    r = run_cli_in_process("validate", "suites", "--json", cwd=REPO)
     assert r.code == 0, r
     assert len(r.json()["suites"]) == 7
     by_name = {s["suite"]: s for s in r.json()["suites"]}
     # suites with a document set always gate on leaks; validate says so beside their own rules
     assert by_name["support"]["leak_rule"] and not by_name["recorded-as-is"]["leak_rule"]
-    text = run_cli("validate", "suites/support.yaml", cwd=REPO).out
+    text = run_cli_in_process("validate", "suites/support.yaml", cwd=REPO).out
     assert "5 gate rule(s) + permissions.leaks ≤ 0 (every gate)" in text
 
 
 def test_the_sampled_assistant_is_judged_on_its_history(tmp_path: Path) -> None:
     """The nondeterministic example: runs compare with the pooled history; flips are re-run, never waved through."""
     db = ["--db", str(tmp_path / "s.duckdb")]
-    first = run_cli("run", "suites/support-sampled.yaml", "--json", *db, cwd=REPO)
+    first = run_cli_in_process("run", "suites/support-sampled.yaml", "--json", *db, cwd=REPO)
     assert first.code == 0, first
     assert "baseline 'latest' has no run of suite support-sampled" in first.json()["suites"][0]["verdict"]["notices"][0]
     for _ in range(2):
-        r = run_cli("run", "suites/support-sampled.yaml", "--json", "--markdown", str(tmp_path / "s.md"), *db, cwd=REPO)
+        r = run_cli_in_process("run", "suites/support-sampled.yaml", "--json", "--markdown", str(tmp_path / "s.md"), *db, cwd=REPO)
         assert r.code == 0, r  # nothing changed: the gate passes, whatever the sampling did
     s = r.json()["suites"][0]
     stats = s["statistics"]
@@ -101,5 +101,5 @@ def test_the_sampled_assistant_is_judged_on_its_history(tmp_path: Path) -> None:
     assert not [c for c in stats["cases"] if c["kind"] == "regression"]
     summary = (tmp_path / "s.md").read_text()
     assert "Against 2 baseline runs" in summary and "Flaky:" in summary
-    text = run_cli("run", "suites/support-sampled.yaml", *db, cwd=REPO).out
+    text = run_cli_in_process("run", "suites/support-sampled.yaml", *db, cwd=REPO).out
     assert "against 3 baseline runs" in text and "flaky:" in text

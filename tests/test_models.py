@@ -175,7 +175,7 @@ def test_cache_makes_no_call_on_a_warm_rerun_but_repeats_get_fresh_answers(serve
 
 
 def test_cache_commands(server: str, tmp_path: Path) -> None:
-    from conftest import run_cli
+    from conftest import run_cli_in_process
 
     path = tmp_path / "c.sqlite"
     cache = ResponseCache(path)
@@ -189,11 +189,11 @@ def test_cache_commands(server: str, tmp_path: Path) -> None:
 
     asyncio.run(go())
     cache.close()
-    stats = run_cli("cache", "stats", "--cache", str(path), "--json", cwd=tmp_path).json()
+    stats = run_cli_in_process("cache", "stats", "--cache", str(path), "--json", cwd=tmp_path).json()
     assert stats["entries"] == 1 and stats["by_model"] == {"tiny-model": 1}
-    assert run_cli("cache", "export", str(tmp_path / "c.jsonl"), "--cache", str(path), cwd=tmp_path).code == 0
+    assert run_cli_in_process("cache", "export", str(tmp_path / "c.jsonl"), "--cache", str(path), cwd=tmp_path).code == 0
     assert json.loads((tmp_path / "c.jsonl").read_text())["response"]["text"] == "echo: a"
-    r = run_cli("cache", "clear", "--cache", str(path), cwd=tmp_path)
+    r = run_cli_in_process("cache", "clear", "--cache", str(path), cwd=tmp_path)
     assert r.code == 0 and "deleted 1 response(s)" in r.out
 
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, query, run_cli, write
+from conftest import REPO, query, run_cli_in_process, write
 
 FIXTURES = REPO / "tests" / "fixtures" / "otlp"
 
 
 def imported(tmp_path: Path, name: str, *extra: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     out = tmp_path / f"{name}.jsonl"
-    r = run_cli("traces", "import", str(FIXTURES / name), "--out", str(out), "--json", *extra, cwd=tmp_path)
+    r = run_cli_in_process("traces", "import", str(FIXTURES / name), "--out", str(out), "--json", *extra, cwd=tmp_path)
     assert r.code == 0, r
     return r.json(), [json.loads(line) for line in out.read_text().splitlines()]
 
@@ -93,7 +93,7 @@ def test_error_spans_and_exception_events_become_error_turns(tmp_path: Path) -> 
     assert turns[1]["error"] == "lookup_order: KeyError: '5512'"
     assert turns[1]["tool_calls"][0]["error"] == "KeyError: '5512'"
     assert stats["unmapped"] == {"acme.tenant": 3}
-    text = run_cli("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(tmp_path / "e.jsonl"), cwd=tmp_path)
+    text = run_cli_in_process("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(tmp_path / "e.jsonl"), cwd=tmp_path)
     assert "2 turns (2 with errors)" in text.out and "not mapped (name: spans): acme.tenant 3" in text.out
 
 
@@ -108,7 +108,7 @@ def test_bad_input_exits_2_with_file_line_and_hint(tmp_path: Path) -> None:
     }
     for name, (text, where, message) in cases.items():
         path = write(tmp_path / name, text)
-        r = run_cli("traces", "import", str(path), "--out", str(tmp_path / "out.jsonl"), cwd=tmp_path)
+        r = run_cli_in_process("traces", "import", str(path), "--out", str(tmp_path / "out.jsonl"), cwd=tmp_path)
         assert r.code == 2, (name, r)
         assert f"{name}{where}" in r.err and message in r.err and "hint:" in r.err, (name, r.err)
         assert "Traceback" not in r.err
@@ -126,14 +126,14 @@ def test_a_suite_names_an_otlp_file_directly(tmp_path: Path) -> None:
         expect: {context: {must_include: [kb/refund-policy]}}
     """)
     db = tmp_path / "s.duckdb"
-    r = run_cli("run", "suite.yaml", "--json", "--db", str(db), cwd=tmp_path)
+    r = run_cli_in_process("run", "suite.yaml", "--json", "--db", str(db), cwd=tmp_path)
     assert r.code == 1, r  # s-B retrieved kb/order-tracking only
     rows = query(db, "SELECT case_id, turn, route, passed FROM turns ORDER BY case_id, turn")
     assert rows == [("s-A", 1, "refunds", True), ("s-A", 2, "refunds", True), ("s-B", 1, "order_status", False)]
     warned = [w for w in r.json()["suites"][0]["warnings"] if "prod.otlp.json" in w]
     assert warned and "not mapped" in warned[0]
     # a run that reuses the converted copy says the same, and so does its report
-    again = run_cli("run", "suite.yaml", "--json", "--db", str(db), "--html", "r.html", cwd=tmp_path)
+    again = run_cli_in_process("run", "suite.yaml", "--json", "--db", str(db), "--html", "r.html", cwd=tmp_path)
     assert [w for w in again.json()["suites"][0]["warnings"] if "prod.otlp.json" in w] == warned
     page = (tmp_path / "r.html").read_text()
     assert all(f"Warning: {html.escape(w)}" in page for w in warned)
@@ -141,7 +141,7 @@ def test_a_suite_names_an_otlp_file_directly(tmp_path: Path) -> None:
         target: replay
         traces: [{file: prod.otlp.json, mapping: {rout: {attribute: app.route}}}]
     """)
-    r = run_cli("validate", str(bad), cwd=tmp_path)
+    r = run_cli_in_process("validate", str(bad), cwd=tmp_path)
     assert r.code == 2 and "bad.yaml:2" in r.err and "did you mean 'route'" in r.err, r
 
 
@@ -182,7 +182,7 @@ def test_exports_made_by_the_real_instrumentation_packages(tmp_path: Path, name:
     sent = expected["turns"]
     mapping = write(tmp_path / "mapping.yaml", "route: {span_name: route_decision, attribute: app.route}\n")
     out = tmp_path / "out.jsonl"
-    r = run_cli("traces", "import", str(INSTRUMENTED / f"{name}.otlp.jsonl"), "--out", str(out), "--mapping",
+    r = run_cli_in_process("traces", "import", str(INSTRUMENTED / f"{name}.otlp.jsonl"), "--out", str(out), "--mapping",
                 str(mapping), "--json", cwd=tmp_path)
     assert r.code == 0, r
     stats = r.json()
@@ -210,7 +210,7 @@ def test_one_document_with_spans_and_log_records_one_or_several_resources(tmp_pa
     path = write(tmp_path / "doc.otlp.json", json.dumps(doc, indent=2))
     line_stats, line_turns = imported(tmp_path, "collector.jsonl")
     out = tmp_path / "doc.jsonl"
-    r = run_cli("traces", "import", str(path), "--out", str(out), "--json", cwd=tmp_path)
+    r = run_cli_in_process("traces", "import", str(path), "--out", str(out), "--json", cwd=tmp_path)
     assert r.code == 0, r
     turns = [json.loads(line) for line in out.read_text().splitlines()]
     assert [t["extra"]["otlp"]["service"] for t in turns] == [services[1], services[1], "support-bot"]
@@ -230,7 +230,7 @@ def test_gzip_files_import_the_same(tmp_path: Path, name: str) -> None:
     packed = tmp_path / (name + ".gz")
     packed.write_bytes(gzip.compress((FIXTURES / name).read_bytes()))
     out = tmp_path / "from-gz.jsonl"
-    r = run_cli("traces", "import", str(packed), "--out", str(out), "--json", cwd=tmp_path)
+    r = run_cli_in_process("traces", "import", str(packed), "--out", str(out), "--json", cwd=tmp_path)
     assert r.code == 0, r
     assert [json.loads(line) for line in out.read_text().splitlines()] == plain
     assert {k: v for k, v in r.json().items() if k not in ("files", "out")} == \

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, query, run_cli, write
+from conftest import REPO, query, run_cli_in_process, write
 
 from evalgate.documents import Document, DocumentSet, GroupPermissions
 from evalgate.scorers import Score, ScoreContext, bind
@@ -88,7 +88,7 @@ def test_without_a_permission_source_the_scorer_errors() -> None:
 
 def _run_as(tmp_path: Path, target: str) -> tuple[Any, Path]:
     db = tmp_path / "s.duckdb"
-    r = run_cli("run", "suites/support-run-as.yaml", "--target", f"python:{target}", "--json", "--db", str(db), cwd=REPO)
+    r = run_cli_in_process("run", "suites/support-run-as.yaml", "--target", f"python:{target}", "--json", "--db", str(db), cwd=REPO)
     return r, db
 
 
@@ -122,10 +122,10 @@ def test_run_as_matrix_over_three_groups_with_the_bundled_assistant(tmp_path: Pa
 def test_run_as_needs_a_target_that_runs(tmp_path: Path) -> None:
     suite = write(tmp_path / "s.yaml", "name: x\ntarget: replay\ntraces: [t.jsonl]\nrun_as: [customer]\n")
     write(tmp_path / "t.jsonl", '{"session_id": "s", "turn": 1, "input": "hi", "output": "hello"}\n')
-    r = run_cli("validate", str(suite), cwd=tmp_path)
+    r = run_cli_in_process("validate", str(suite), cwd=tmp_path)
     assert r.code == 2 and "s.yaml:4" in r.err and "run_as replays cases through a target" in r.err, r
     write(tmp_path / "s.yaml", "name: x\ntarget: replay\ntraces: [t.jsonl]\nrun_as: [customer, customer]\n")
-    r = run_cli("validate", str(suite), cwd=tmp_path)
+    r = run_cli_in_process("validate", str(suite), cwd=tmp_path)
     assert r.code == 2 and "run_as names 'customer' twice" in r.err, r
 
 

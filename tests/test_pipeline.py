@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, run_cli, write
+from conftest import REPO, run_cli_in_process, write
 from evalgate.documents import DocumentSet, GroupPermissions
 from evalgate.pipeline import Pipeline, PipelineSpec
 from evalgate.pipeline.context import Retriever
@@ -205,7 +205,7 @@ routes:
 def test_a_typo_in_a_pipeline_file_is_exit_2_at_its_line(tmp_path: Path) -> None:
     write(tmp_path / "pipe.yaml", PIPELINE_FILE)
     write(tmp_path / "s.yaml", "target: {pipeline: pipe.yaml}\ncases: [{input: hi}]\n")
-    r = run_cli("validate", "s.yaml", cwd=tmp_path)
+    r = run_cli_in_process("validate", "s.yaml", cwd=tmp_path)
     assert r.code == 2, r
     assert "pipe.yaml:8:15: unknown key 'top_kk'" in r.err and "did you mean 'top_k'?" in r.err
 
@@ -219,7 +219,7 @@ def test_a_typo_inline_and_unknown_routes_are_exit_2(tmp_path: Path) -> None:
               clarify: {answr: Sorry?}
         cases: [{input: hi}]
     """)
-    r = run_cli("validate", "s.yaml", cwd=tmp_path)
+    r = run_cli_in_process("validate", "s.yaml", cwd=tmp_path)
     assert r.code == 2 and "s.yaml:5:17: target: unknown key 'answr'" in r.err and "did you mean 'answer'?" in r.err, r
     write(tmp_path / "s.yaml", """
         target:
@@ -229,7 +229,7 @@ def test_a_typo_inline_and_unknown_routes_are_exit_2(tmp_path: Path) -> None:
               clarify: {answer: "{{ oops"}
         cases: [{input: hi}]
     """)
-    r = run_cli("validate", "s.yaml", cwd=tmp_path)
+    r = run_cli_in_process("validate", "s.yaml", cwd=tmp_path)
     assert r.code == 2 and "s.yaml:5:25" in r.err and "template syntax error" in r.err, r
     write(tmp_path / "s.yaml", """
         target:
@@ -239,7 +239,7 @@ def test_a_typo_inline_and_unknown_routes_are_exit_2(tmp_path: Path) -> None:
               clarify: {answer: Sorry?}
         cases: [{input: hi}]
     """)
-    r = run_cli("validate", "s.yaml", cwd=tmp_path)
+    r = run_cli_in_process("validate", "s.yaml", cwd=tmp_path)
     assert r.code == 2 and "route 'clarfy'" in r.err and "did you mean 'clarify'?" in r.err, r
 
 
@@ -281,7 +281,7 @@ def _project(tmp_path: Path, base_url: str, prices: str = "") -> Path:
 def test_model_calls_cache_offline_and_no_key_anywhere(server: str, tmp_path: Path) -> None:
     project = _project(tmp_path, server)
     env = {"EVALGATE_TEST_KEY": SECRET}
-    r = run_cli("run", "--json", "--markdown", "out.md", "--junit", "out.xml", cwd=project, env=env)
+    r = run_cli_in_process("run", "--json", "--markdown", "out.md", "--junit", "out.xml", cwd=project, env=env)
     assert r.code == 0, r
     # case b: no rule fired, the classifier answered "echo: ..." (not a route), so the fallback decided
     calls = len(FakeOpenAI.requests)
@@ -290,22 +290,22 @@ def test_model_calls_cache_offline_and_no_key_anywhere(server: str, tmp_path: Pa
     assert asked["refund to my card"] == "Answer from kb/refund-times"  # the top readable passage reached the prompt
     suite = r.json()["suites"][0]
     assert suite["metrics"]["pass_rate"] == 1.0
-    story = run_cli("show", "latest", "b", "--json", cwd=project).json()["repeats"][0]["turns"][0]
+    story = run_cli_in_process("show", "latest", "b", "--json", cwd=project).json()["repeats"][0]["turns"][0]
     assert story["route"]["reason"].startswith("classifier answered 'echo: how long is shipping?', not a route")
     assert story["usage"] == {"input_tokens": 22, "output_tokens": 6}  # tiny-model has no price: no cost
     # a warm re-run makes no call at all
-    r = run_cli("run", "--json", cwd=project, env=env)
+    r = run_cli_in_process("run", "--json", cwd=project, env=env)
     assert r.code == 0 and len(FakeOpenAI.requests) == calls, r
     # refresh calls again; off neither reads nor writes the cache
-    assert run_cli("run", "--cache-mode", "refresh", cwd=project, env=env).code == 0
+    assert run_cli_in_process("run", "--cache-mode", "refresh", cwd=project, env=env).code == 0
     assert len(FakeOpenAI.requests) == 2 * calls
-    assert run_cli("run", "--cache-mode", "off", cwd=project, env=env).code == 0
+    assert run_cli_in_process("run", "--cache-mode", "off", cwd=project, env=env).code == 0
     assert len(FakeOpenAI.requests) == 3 * calls
     # export → import into an empty cache → offline run passes with zero calls
-    assert run_cli("cache", "export", "recorded.jsonl", cwd=project).code == 0
-    r = run_cli("cache", "import", "recorded.jsonl", "--cache", "fresh.sqlite", cwd=project)
+    assert run_cli_in_process("cache", "export", "recorded.jsonl", cwd=project).code == 0
+    r = run_cli_in_process("cache", "import", "recorded.jsonl", "--cache", "fresh.sqlite", cwd=project)
     assert r.code == 0 and f"imported {calls} response(s)" in r.out, r
-    r = run_cli("run", "--offline", "--cache", "fresh.sqlite", cwd=project, env=env)
+    r = run_cli_in_process("run", "--offline", "--cache", "fresh.sqlite", cwd=project, env=env)
     assert r.code == 0 and len(FakeOpenAI.requests) == 3 * calls, r
     # the key reached the server and nowhere else
     for path in project.rglob("*"):
@@ -316,7 +316,7 @@ def test_model_calls_cache_offline_and_no_key_anywhere(server: str, tmp_path: Pa
 
 def test_offline_miss_stops_the_run_naming_the_case(server: str, tmp_path: Path) -> None:
     project = _project(tmp_path, server)
-    r = run_cli("run", "--offline", "--json", "-j", "1", cwd=project, env={"EVALGATE_TEST_KEY": SECRET})
+    r = run_cli_in_process("run", "--offline", "--json", "-j", "1", cwd=project, env={"EVALGATE_TEST_KEY": SECRET})
     assert r.code == 3, r
     reasons = " ".join(r.json()["suites"][0]["verdict"]["reasons"])
     assert "the run was stopped: case a turn 1: offline and no cached answer for model tiny-model" in reasons
@@ -326,12 +326,12 @@ def test_offline_miss_stops_the_run_naming_the_case(server: str, tmp_path: Path)
 def test_max_cost_stops_new_calls_and_exits_3(server: str, tmp_path: Path) -> None:
     # $1 per input token: the first call (11 tokens in, 3 out) spends $11.000003
     project = _project(tmp_path, server, "prices: {tiny-model: {input: 1000000, output: 1}}")
-    r = run_cli("run", "--max-cost", "5", "-j", "1", "--json", cwd=project, env={"EVALGATE_TEST_KEY": SECRET})
+    r = run_cli_in_process("run", "--max-cost", "5", "-j", "1", "--json", cwd=project, env={"EVALGATE_TEST_KEY": SECRET})
     assert r.code == 3, r
     assert len(FakeOpenAI.requests) == 1
     reasons = " ".join(r.json()["suites"][0]["verdict"]["reasons"])
     assert "--max-cost $5 reached (spent $11.000003 on 1 model call(s)); no new model calls were started" in reasons
-    story = run_cli("show", "latest", "a", "--json", cwd=project).json()["repeats"][0]["turns"][0]
+    story = run_cli_in_process("show", "latest", "a", "--json", cwd=project).json()["repeats"][0]["turns"][0]
     assert story["usage"]["cost_usd"] == 11.000003
 
 
@@ -346,7 +346,7 @@ def test_max_cost_is_the_whole_runs_budget_not_each_suites(server: str, tmp_path
     (project / "suites" / "a-one.yaml").write_text(head.replace("name: llm", "name: a-one") + "\ncases:\n" + lines[0] + "\n")
     (project / "suites" / "b-two.yaml").write_text(head.replace("name: llm", "name: b-two") + "\ncases:\n"
                                                    + lines[0] + "\n" + lines[0].replace("id: a,", "id: a2,") + "\n")
-    r = run_cli("run", "--max-cost", "15", "-j", "1", "--cache-mode", "off", "--json", cwd=project,
+    r = run_cli_in_process("run", "--max-cost", "15", "-j", "1", "--cache-mode", "off", "--json", cwd=project,
                 env={"EVALGATE_TEST_KEY": SECRET})
     assert r.code == 3, r
     suites = {s["suite"]: s for s in r.json()["suites"]}
@@ -356,7 +356,7 @@ def test_max_cost_is_the_whole_runs_budget_not_each_suites(server: str, tmp_path
 
 
 def test_the_bundled_pipeline_suite_passes_offline(tmp_path: Path) -> None:
-    r = run_cli("run", "suites/support-pipeline.yaml", "--offline", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
+    r = run_cli_in_process("run", "suites/support-pipeline.yaml", "--offline", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 0, r
     s = r.json()["suites"][0]
     assert s["metrics"]["pass_rate"] == 1.0 and s["cases"] >= 30
@@ -419,21 +419,21 @@ def test_structured_model_output_updates_state_and_template_errors_fail_the_turn
 
 def test_a_missing_api_key_variable_is_exit_2_before_any_turn(server: str, tmp_path: Path) -> None:
     project = _project(tmp_path, server)
-    r = run_cli("run", cwd=project)
+    r = run_cli_in_process("run", cwd=project)
     assert r.code == 2 and "EVALGATE_TEST_KEY (the model API key) is not set" in r.err, r
     assert len(FakeOpenAI.requests) == 0
 
 
 def test_cache_import_rejects_a_file_that_is_not_an_export(tmp_path: Path) -> None:
     write(tmp_path / "bad.jsonl", '{"model": "m"}\n')
-    r = run_cli("cache", "import", "bad.jsonl", "--cache", "c.sqlite", cwd=tmp_path)
+    r = run_cli_in_process("cache", "import", "bad.jsonl", "--cache", "c.sqlite", cwd=tmp_path)
     assert r.code == 2 and "bad.jsonl is not a cache export" in r.err, r
-    r = run_cli("cache", "import", "missing.jsonl", "--cache", "c.sqlite", cwd=tmp_path)
+    r = run_cli_in_process("cache", "import", "missing.jsonl", "--cache", "c.sqlite", cwd=tmp_path)
     assert r.code == 2 and "no such cache export" in r.err, r
 
 
 def test_target_override_runs_the_hand_written_suite_through_the_pipeline(tmp_path: Path) -> None:
-    r = run_cli("run", "suites/support.yaml", "--tags", "permissions", "--target", "pipeline:pipelines/support.yaml",
+    r = run_cli_in_process("run", "suites/support.yaml", "--tags", "permissions", "--target", "pipeline:pipelines/support.yaml",
                 "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
     assert r.code == 0, r
     s = r.json()["suites"][0]
@@ -442,8 +442,8 @@ def test_target_override_runs_the_hand_written_suite_through_the_pipeline(tmp_pa
 
 def test_validate_warns_when_the_model_key_is_not_set(server: str, tmp_path: Path) -> None:
     project = _project(tmp_path, server)
-    r = run_cli("validate", "--json", cwd=project)
+    r = run_cli_in_process("validate", "--json", cwd=project)
     assert r.code == 0, r
     assert any("EVALGATE_TEST_KEY is not set" in w for w in r.json()["suites"][0]["warnings"])
-    r = run_cli("validate", "--json", cwd=project, env={"EVALGATE_TEST_KEY": SECRET})
+    r = run_cli_in_process("validate", "--json", cwd=project, env={"EVALGATE_TEST_KEY": SECRET})
     assert not any("EVALGATE_TEST_KEY" in w for w in r.json()["suites"][0]["warnings"])

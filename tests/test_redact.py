@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_cli, write
+from conftest import REPO, run_cli_in_process, write
 from evalgate.redact import build_redactor, luhn_ok
 
 FIXTURES = REPO / "tests" / "fixtures" / "otlp"
@@ -72,7 +72,7 @@ SECRETS = [b"jane.doe@example.com", b"4111 1111 1111 1111", b"7946 0958", b"sk-p
 def test_import_writes_and_prints_no_original_value(tmp_path: Path) -> None:
     out = tmp_path / "prod.jsonl"
     for args in ((), ("--json",)):
-        r = run_cli("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(out), *args, cwd=tmp_path)
+        r = run_cli_in_process("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(out), *args, cwd=tmp_path)
         assert r.code == 0, r
         for secret in SECRETS:
             assert secret not in out.read_bytes() and secret.decode() not in r.out + r.err
@@ -81,9 +81,9 @@ def test_import_writes_and_prints_no_original_value(tmp_path: Path) -> None:
     # the same value became the same placeholder everywhere (the user id and the input)
     assert turns[0]["user"]["id"] == "<EMAIL_1>" and "<EMAIL_1>" in turns[0]["input"]
     assert "<PHONE_1>" in turns[1]["input"] and "<PHONE_1>" in turns[1]["output"]
-    text = run_cli("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(out), cwd=tmp_path).out
+    text = run_cli_in_process("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(out), cwd=tmp_path).out
     assert "redacted: api_key 1, card 1, email 3, phone 2" in text
-    kept = run_cli("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(out), "--no-redact", cwd=tmp_path)
+    kept = run_cli_in_process("traces", "import", str(FIXTURES / "errors.otlp.json"), "--out", str(out), "--no-redact", cwd=tmp_path)
     assert kept.code == 0 and b"jane.doe@example.com" in out.read_bytes()
 
 
@@ -109,19 +109,19 @@ def test_replaying_recorded_traces_stores_no_original_value(tmp_path: Path) -> N
         redact: {patterns: {ticket: 'TCK-\\d+'}}
     """)
     db = tmp_path / "s.duckdb"
-    r = run_cli("run", "suite.yaml", "--json", "--db", str(db), cwd=tmp_path)
+    r = run_cli_in_process("run", "suite.yaml", "--json", "--db", str(db), cwd=tmp_path)
     assert r.code == 0, r  # the correction's state matches: the same email became the same placeholder
     notices = r.json()["suites"][0]["verdict"]["notices"]
     assert any("redacted from recorded traces: api_key 1, card 1, email" in n for n in notices), notices
     db_bytes = stored_bytes(db)
     for secret in SECRETS:
         assert secret not in db_bytes and secret.decode() not in r.out + r.err, secret
-    show = run_cli("show", "latest", "s-1", "--db", str(db), "--json", cwd=tmp_path)
+    show = run_cli_in_process("show", "latest", "s-1", "--db", str(db), "--json", cwd=tmp_path)
     assert "<EMAIL_1>" in show.out and "jane.doe" not in show.out
     # turned off, the values are kept
     write(tmp_path / "open.yaml", "name: open\ntarget: replay\ntraces: [prod.jsonl]\nredact: false\n")
     db2 = tmp_path / "s2.duckdb"
-    assert run_cli("run", "open.yaml", "--db", str(db2), cwd=tmp_path).code == 0
+    assert run_cli_in_process("run", "open.yaml", "--db", str(db2), cwd=tmp_path).code == 0
     assert b"jane.doe@example.com" in stored_bytes(db2)
 
 
@@ -134,5 +134,5 @@ def stored_bytes(db: Path) -> bytes:
 def test_a_bad_redaction_setting_is_reported_at_its_line(tmp_path: Path) -> None:
     write(tmp_path / "t.jsonl", '{"v": 1, "session_id": "s", "input": "hi"}\n')
     write(tmp_path / "suite.yaml", "target: replay\ntraces: [t.jsonl]\nredact:\n  detectors: [emails]\n")
-    r = run_cli("validate", "suite.yaml", cwd=tmp_path)
+    r = run_cli_in_process("validate", "suite.yaml", cwd=tmp_path)
     assert r.code == 2 and "suite.yaml:4" in r.err and "unknown redaction detector 'emails'" in r.err, r
