@@ -271,7 +271,7 @@ def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice
         inputs = gate_mod.GateInputs(suite.gate, suite.gated, status, outcome.cases + extra_runs,
                                      outcome.errors + extra_errors,
                                      data, critical, failed_ids, outcome.bad_lines, failure,
-                                     comparison, assessment, flaky)
+                                     comparison, assessment, flaky, metrics.critical_errored(con, outcome.run_id))
         verdict = gate_mod.evaluate(inputs)
         if base.wanted and base.snapshot is None:
             verdict.notices.insert(0, f"baseline '{base.wanted}' has no run of suite {suite.name}; regression rules skipped")

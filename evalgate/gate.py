@@ -67,17 +67,29 @@ class GateInputs:
     """The statistical decisions: regressions, drops and shares, judged as one family."""
     flaky: list[str] = field(default_factory=list)
     """Cases with mixed outcomes across repeats, or in the baseline's history."""
+    critical_errored: int = 0
+    """Critical case runs that errored: neither passed nor failed."""
 
     @property
     def has_baseline(self) -> bool:
         return self.comparison is not None
 
 
+def money(value: float) -> str:
+    """US dollars in fixed decimals, two significant digits for small amounts: $1.25, $0.035, $0.000047."""
+    import math
+
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    decimals = min(8, max(2, 1 - math.floor(math.log10(abs(value)))))
+    return f"${value:.{decimals}f}"
+
+
 def _fmt(value: float | None, metric: str) -> str:
     if value is None:
         return "not measured"
     if metric.startswith("cost."):
-        return f"${value:.4f}"
+        return money(value)
     if metric.startswith(("latency.", "elapsed.")):
         return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
     if metric in ("pass@k", "pass^k"):
@@ -177,9 +189,14 @@ def _evaluate_rule(rule: Rule, rd: RuleData | None, inputs: GateInputs, *, impli
     name = rule.describe()
     if rule.critical_cases_pass:
         n, bad = inputs.critical
+        errored = f"; {inputs.critical_errored} errored (counted apart)" if inputs.critical_errored else ""
         if bad:
-            return RuleResult(name, "fail", f"{len(bad)} critical case(s) failed", cases=bad)
-        return RuleResult(name, "pass", f"all {n} critical case run(s) passed" if n else "no critical cases in this run")
+            return RuleResult(name, "fail", f"{len(bad)} critical case(s) failed{errored}", cases=bad)
+        if n == 0 and inputs.critical_errored:
+            return RuleResult(name, "skipped", f"nothing to judge: every critical case run errored "
+                                               f"({inputs.critical_errored})")
+        return RuleResult(name, "pass", f"all {n} critical case run(s) passed{errored}" if n
+                          else "no critical cases in this run")
     if rule.no_new_failures or rule.max_drop is not None:
         if not inputs.has_baseline or inputs.assessment is None:
             notices.append(f"'{name}' skipped: no baseline to compare with")

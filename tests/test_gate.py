@@ -69,3 +69,10 @@ def test_leaks_fail_by_default_when_measured() -> None:
     v = evaluate(_inputs([], [RuleData(2.0, ["leaky"])]))  # the implicit rule takes the first data slot
     assert v.status == "fail"
     assert any(r.rule == "permissions.leaks ≤ 0" and r.cases == ["leaky"] for r in v.rules)
+
+
+def test_critical_cases_that_all_errored_have_nothing_to_judge() -> None:
+    v = evaluate(_inputs([Rule(critical_cases_pass=True)], [None], critical=(0, []), critical_errored=6, errors=10,
+                         gate=GateSpec(rules=[Rule(critical_cases_pass=True)], max_error_rate=1.0)))
+    assert v.rules[0].status == "skipped" and "every critical case run errored (6)" in v.rules[0].detail
+

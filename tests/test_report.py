@@ -124,6 +124,9 @@ def test_report_states_the_verdict_rules_slices_and_regressions(regressed_report
     assert "critical cases pass" in page and 'href="#case=refund-changes-order-number"' in page
     assert "By route (turns)" in page and "By tag (case runs)" in page
     assert "Against the baseline" in page and "New failures" in page
+    # the flipped cases are judged in the open: re-run, nothing else varied, so each is a regression
+    assert "Cases that did worse than their history, judged" in page and "✗ regression" in page
+    assert "no case that ran more than once varied" in page
     assert "Routes: expected × chosen" in page and 'class="num off"' in page  # the regressed router misroutes
     # leaks by the reader's group: the regressed release shows customers documents they may not read
     group = re.search(r'<tr class="st-fail"><th scope="row">customer</th>(.*?)</tr>', page, re.S)

@@ -95,4 +95,8 @@ def test_compare_shows_changes_in_each_metrics_unit() -> None:
     assert _delta("route.accuracy", 0.9, 0.95) == "+5.0 pts"
     assert _delta("passed", 36, 20) == "-16"  # a count, not a rate
     assert _delta("latency.p95", 685, 655) == "-30 ms" and _delta("elapsed.p50", 0.5, 0.75) == "+0.2 ms"
-    assert _delta("cost.total", 0.0019, 0.0017) == "-$0.0002"
+    assert _delta("cost.total", 0.0019, 0.0017) == "-$0.00020"
+    from evalgate.gate import money
+
+    # fixed decimals and a unit, never $0.0000 or $4.665e-05
+    assert (money(0), money(4.665e-05), money(0.035), money(1234.5)) == ("$0.00", "$0.000047", "$0.035", "$1,234.50")

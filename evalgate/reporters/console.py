@@ -321,7 +321,9 @@ def _delta(metric: str, a: float, b: float) -> str:
     if metric.startswith(("latency.", "elapsed.")):
         return f"{d:+.1f} ms" if abs(d) < 10 else f"{d:+.0f} ms"
     if metric.startswith("cost."):
-        return f"{'-' if d < 0 else '+'}${abs(d):.4f}"
+        from ..gate import money
+
+        return ("-" if d < 0 else "+") + money(abs(d))
     return f"{d:+g}"
 
 

@@ -254,11 +254,19 @@ def rule_data(con: Any, run_id: str, rules: list[Rule]) -> list[RuleData | None]
 
 
 def critical_failures(con: Any, run_id: str) -> tuple[int, list[str]]:
-    """(critical case runs, ids of critical cases that failed or errored in any repeat)."""
-    n = con.execute("SELECT count(*) FROM cases WHERE run_id = ? AND critical", [run_id]).fetchone()[0]
+    """(critical case runs that gave a verdict, ids of critical cases that failed in any repeat).
+
+    Errored runs are counted apart (an error is neither a pass nor a failure).
+    """
+    n = con.execute("SELECT count(*) FROM cases WHERE run_id = ? AND critical AND NOT errored", [run_id]).fetchone()[0]
     ids = _ids(con, "SELECT case_id, min(seq) AS s FROM cases WHERE run_id = ? AND critical AND NOT passed "
                     "AND NOT errored GROUP BY case_id ORDER BY s", [run_id])  # errors are counted apart
     return int(n), ids
+
+
+def critical_errored(con: Any, run_id: str) -> int:
+    """Critical case runs that errored."""
+    return int(con.execute("SELECT count(*) FROM cases WHERE run_id = ? AND critical AND errored", [run_id]).fetchone()[0])
 
 
 def failing_cases(con: Any, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
