@@ -311,3 +311,20 @@ def test_reading_a_store_that_does_not_exist_yet_is_a_usage_error(cli, project: 
     for args in (("history",), ("show", "latest", "hello"), ("report",), ("routes",)):
         r = cli(*args)
         assert r.code == 2 and "no store at" in r.err and "run 'evalgate run' first" in r.err, (args, r)
+
+
+def test_a_closed_pipe_keeps_the_gates_exit_code(project: Path) -> None:
+    """`evalgate run | head`: the reader leaving is not a failure; the verdict's exit code still reaches the shell."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NO_COLOR": "1"}
+    for args, code in ((["run"], 0), (["history"], 0)):
+        proc = subprocess.Popen([sys.executable, "-m", "evalgate", *args], cwd=project, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        assert proc.stdout is not None
+        proc.stdout.close()  # the reader is gone before evalgate writes a byte
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == code, (args, proc.returncode, err)
+        assert b"Traceback" not in err and b"internal error" not in err

@@ -13,7 +13,7 @@ import sys
 
 from ..errors import EXIT_RUN_ERROR, EvalgateError
 from . import commands, groups  # noqa: F401  (importing them registers their commands, in this order)
-from ._shared import _console, _escape, _print_json, app
+from ._shared import _console, _escape, _print_json, _stdout_closed, app
 
 __all__ = ["app", "main"]
 
@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> None:
             _print_json(exc.to_dict())
         _console(stderr=True).print(f"[bold red]error:[/] {_escape(str(exc))}", soft_wrap=True)
         raise SystemExit(exc.exit_code) from None
+    except BrokenPipeError:  # the reader of stdout left (`evalgate history | head`): not a failure
+        _stdout_closed()
+        raise SystemExit(0) from None
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         raise SystemExit(EXIT_RUN_ERROR) from None

@@ -31,7 +31,14 @@ def _console(stderr: bool = False) -> Any:
     stream = sys.stderr if stderr else sys.stdout
     # piped output is read in files and CI logs, not an 80-column terminal
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    return Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+
+    def reader_left() -> None:  # rich would exit 1 here; a closed pipe is not a failed gate
+        console.quiet = True
+        _stdout_closed()
+
+    console.on_broken_pipe = reader_left  # type: ignore[method-assign]
+    return console
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -56,3 +63,12 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout went away (a closed pipe): send what is left nowhere, quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (tests, embedding)
+        pass

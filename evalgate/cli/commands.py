@@ -7,7 +7,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ._shared import DbOption, JsonOption, _console, _print_json, _split, _store, app
+from ._shared import DbOption, JsonOption, _stdout_closed, _console, _print_json, _split, _store, app
 
 
 @app.command()
@@ -59,15 +59,19 @@ def run(
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
     report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory)
     written = _write_reports(report, junit, markdown, html)
-    if as_json:
-        data = report.to_dict()
-        if written:
-            data["html"] = written
-        _print_json(data)
-    else:
-        render_run(console, report)
-        for w in written:
-            console.print(f"HTML report: {w['path']}", markup=False)
+    try:
+        if as_json:
+            data = report.to_dict()
+            if written:
+                data["html"] = written
+            _print_json(data)
+        else:
+            render_run(console, report)
+            for w in written:
+                console.print(f"HTML report: {w['path']}", markup=False)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `evalgate run | head`: the reader left; the verdict's exit code still stands
+        _stdout_closed()
     raise typer.Exit(report.exit_code)
 
 
