@@ -222,6 +222,10 @@ def _flaky(out: Assessment, base: Snapshot, cand: Snapshot, confirm: Snapshot | 
             out.flaky[case_id] = text
 
 
+MIN_RUNS_FOR_SPREAD = 5
+"""Runs per case (history and this run) before a share's run-to-run variance is fitted rather than assumed."""
+
+
 def _design(data: ShareData, cand: Snapshot, base: Snapshot | None, varies: bool | None) -> float:
     """Run-to-run variance of the share, relative to independent pass-or-fail trials (1), measured where it can be."""
     if varies is False:
@@ -234,12 +238,14 @@ def _design(data: ShareData, cand: Snapshot, base: Snapshot | None, varies: bool
     for case_id, now in cand.cases.items():
         before = base.cases.get(case_id) if base is not None else None
         counts.append((now.passed + (before.passed if before else 0), now.judged + (before.judged if before else 0)))
+    if not counts or sum(n for _, n in counts) / len(counts) < MIN_RUNS_FOR_SPREAD:
+        return 1.0  # a spread fitted from two or three runs a case would claim more certainty than it has
     prior = fit_prior(counts)
     if prior is None:
         return 1.0
     mu = prior.a / (prior.a + prior.b) if prior.a + prior.b > 0 else 0.0
     if mu <= 0 or mu >= 1:
-        return 0.0
+        return 1.0  # something varies, yet every case run passed (or failed): no spread to fit, assume the most
     weighted = total = 0.0
     for (passed, n), (case_id, now) in zip(counts, cand.cases.items()):
         if data.cases is not None and case_id not in data.cases:
