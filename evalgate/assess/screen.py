@@ -77,22 +77,26 @@ def to_confirm(gate: GateSpec, base: Snapshot, cand: Snapshot) -> dict[str, int]
 def probes(base: Snapshot, cand: Snapshot, plan: dict[str, int]) -> list[str]:
     """Cases re-run once beside the confirmation, so that whether the system varies is measured, not assumed.
 
-    Flips go both ways by chance: the cases that did *better* than their
-    history are the likeliest to show a nondeterministic system varying when
-    re-run, where a deterministic one gives the same answer again. When no case
-    did better and nothing else ran twice, a few cases that passed stand in.
+    Flips go both ways by chance, and a noisy case is likelier to have failed
+    somewhere: the cases that did *better* than their history, then those
+    that failed before, are the likeliest to show a nondeterministic system
+    varying when re-run, where a deterministic one gives the same answer
+    again. When there are none and nothing else ran twice, a few cases that
+    passed stand in.
     """
     if not plan:
         return []
-    better = [k for k, now in cand.cases.items() if k in base.cases and k not in plan and base.cases[k].judged
-              and now.judged and _rate(now) > _rate(base.cases[k]) + 1e-12]
-    if better:
-        return better[:PROBES]
+    paired = [(k, base.cases[k], now) for k, now in cand.cases.items()
+              if k in base.cases and k not in plan and base.cases[k].judged and now.judged]
+    better = [k for k, before, now in paired if _rate(now) > _rate(before) + 1e-12]
+    failed_before = [k for k, before, now in paired if before.passed < before.judged and k not in set(better)]
+    chosen = (better + failed_before)[:PROBES]
+    if chosen:
+        return chosen
     ran_twice = any(c.judged >= 2 for snap in (base, cand) for c in snap.cases.values())
     if ran_twice:
         return []
-    return [k for k, now in cand.cases.items() if k in base.cases and k not in plan and now.judged
-            and now.passed == now.judged][:3]
+    return [k for k, _, now in paired if now.passed == now.judged][:3]
 
 
 def statistical_rules(gate: GateSpec, has_baseline: bool) -> list[int]:
