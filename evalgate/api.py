@@ -189,6 +189,7 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
     with store.connect(read_only=True) as con:
         cand = stored.snapshot(con, outcome.run_id)
     plan = assess_mod.plan_confirmation(suite.gate, base.snapshot, cand)
+    probing = set(plan) - set(assess_mod.to_confirm(suite.gate, base.snapshot, cand))
     rounds: list[RunOutcome] = []
     failed = dict.fromkeys(plan, 0)
     offset = runner.repeat
@@ -208,8 +209,15 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
             now = stored.snapshot(con, done.run_id)
         for case_id in todo:
             c = now.cases.get(case_id)
-            if c is None or c.judged == 0 or c.passed:
-                failed[case_id] = -1  # passed again, or errored: no more rounds for it
+            first = cand.cases.get(case_id)
+            if c is None or c.judged == 0:
+                failed[case_id] = -1  # errored: no more rounds for it
+            elif case_id in probing:  # a probe goes on while it answers as it did in this run
+                same = first is not None and bool(c.passed) == (first.passed == first.judged) and \
+                    set(c.digests) <= set(first.digests)
+                failed[case_id] = failed[case_id] + 1 if same else -1
+            elif c.passed:
+                failed[case_id] = -1  # passed again: flaky, not broken
             else:
                 failed[case_id] += 1
 
