@@ -4,14 +4,16 @@ The routing, retrieval, tools and state are :mod:`assistant.bot`'s. Only the
 "model" step changes, the way a sampled model changes an answer: the words
 differ every run, and now and then the answer leaves out the order number it
 should repeat (some conversations more often than others). Seeded by run,
-case, repeat and turn: a run can be replayed exactly from its run id, and
-every new run draws afresh, which is what makes history, flaky cases and
-confirmation runs worth having.
+case, repeat and turn: every new run draws afresh, which is what makes
+history, flaky cases and confirmation runs worth having; with
+``ASSISTANT_SAMPLE_SEED`` set, the run's draws come from that seed instead
+(a test replays the same runs every time).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 from typing import Any
@@ -33,7 +35,8 @@ def respond(request: dict[str, Any]) -> dict[str, Any]:
     trace = bot.respond(request)
     if "model" not in trace:
         return trace  # routes with no model step (smalltalk, handoff, clarify) are deterministic
-    rng = random.Random(f"{request.get('run_id')}|{request.get('case_id')}|{request.get('repeat')}|{request.get('turn')}")
+    run = os.environ.get("ASSISTANT_SAMPLE_SEED") or request.get("run_id")  # a fixed seed replays a run exactly
+    rng = random.Random(f"{run}|{request.get('case_id')}|{request.get('repeat')}|{request.get('turn')}")
     output = str(trace.get("output") or "")
     if rng.random() < _slip_rate(str(request.get("case_id"))):
         output = re.sub(r"\border (\d{4})\b", "your order", output)

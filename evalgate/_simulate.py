@@ -33,7 +33,8 @@ def respond(req):
     if table is None:
         table = _VERSIONS[path] = json.load(open(path))
     version = table[os.environ["EVALGATE_SIM_VERSION"]]
-    rng = random.Random(f"{req['run_id']}|{req['case_id']}|{req['repeat']}")
+    # seeded by the trial's own run counter (not the random run id), so a trial is the same every time it runs
+    rng = random.Random(f"{os.environ['EVALGATE_SIM_RUN']}|{req['case_id']}|{req['repeat']}")
     ok = rng.random() < version[req["case_id"]]
     if table.get("vary"):  # a sampled answer: the words differ from run to run, as a model's do
         return {"output": ("right " if ok else "wrong ") + str(rng.randrange(10**6))}
@@ -129,7 +130,7 @@ def trial(*, cases: int, repeat: int, history: int, profile: str = "beta", scena
                   for i, cid in enumerate(ids)]
         (root / "suites").mkdir()
         (root / "suites" / "sim.yaml").write_text("\n".join(lines) + "\n" + textwrap.dedent(gate))
-        old = {k: os.environ.get(k) for k in ("EVALGATE_SIM_PROBS", "EVALGATE_SIM_VERSION")}
+        old = {k: os.environ.get(k) for k in ("EVALGATE_SIM_PROBS", "EVALGATE_SIM_VERSION", "EVALGATE_SIM_RUN")}
         cwd = os.getcwd()
         os.environ["EVALGATE_SIM_PROBS"] = str(root / "probs.json")
         try:
@@ -137,8 +138,10 @@ def trial(*, cases: int, repeat: int, history: int, profile: str = "beta", scena
             config = find_config(root)
             os.environ["EVALGATE_SIM_VERSION"] = "base"
             last = None
-            for _ in range(history):
+            for i in range(history):
+                os.environ["EVALGATE_SIM_RUN"] = f"{seed}-{i}"
                 last = evalgate.run(config=config).suites[0].run_id
+            os.environ["EVALGATE_SIM_RUN"] = f"{seed}-candidate"
             os.environ["EVALGATE_SIM_VERSION"] = "cand"
             report = evalgate.run(config=config, options=RunOptions(baseline=last))
             mixed = [str(r[0]) for r in evalgate.Store(root / "store.duckdb").query(

@@ -86,11 +86,13 @@ def test_validate_the_bundled_suites() -> None:
 def test_the_sampled_assistant_is_judged_on_its_history(tmp_path: Path) -> None:
     """The nondeterministic example: runs compare with the pooled history; flips are re-run, never waved through."""
     db = ["--db", str(tmp_path / "s.duckdb")]
-    first = run_cli_in_process("run", "suites/support-sampled.yaml", "--json", *db, cwd=REPO)
+    first = run_cli_in_process("run", "suites/support-sampled.yaml", "--json", *db, cwd=REPO,
+                               env={"ASSISTANT_SAMPLE_SEED": "first"})
     assert first.code == 0, first
     assert "baseline 'latest' has no run of suite support-sampled" in first.json()["suites"][0]["verdict"]["notices"][0]
-    for _ in range(2):
-        r = run_cli_in_process("run", "suites/support-sampled.yaml", "--json", "--markdown", str(tmp_path / "s.md"), *db, cwd=REPO)
+    for seed in ("second", "third"):  # seeded, so the test sees the same draws every time
+        r = run_cli_in_process("run", "suites/support-sampled.yaml", "--json", "--markdown", str(tmp_path / "s.md"), *db,
+                               cwd=REPO, env={"ASSISTANT_SAMPLE_SEED": seed})
         assert r.code == 0, r  # nothing changed: the gate passes, whatever the sampling did
     s = r.json()["suites"][0]
     stats = s["statistics"]
@@ -101,5 +103,5 @@ def test_the_sampled_assistant_is_judged_on_its_history(tmp_path: Path) -> None:
     assert not [c for c in stats["cases"] if c["kind"] == "regression"]
     summary = (tmp_path / "s.md").read_text()
     assert "Against 2 baseline runs" in summary and "Flaky:" in summary
-    text = run_cli_in_process("run", "suites/support-sampled.yaml", *db, cwd=REPO).out
+    text = run_cli_in_process("run", "suites/support-sampled.yaml", *db, cwd=REPO, env={"ASSISTANT_SAMPLE_SEED": "fourth"}).out
     assert "against 3 baseline runs" in text and "flaky:" in text

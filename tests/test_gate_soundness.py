@@ -56,4 +56,4 @@ def test_one_baseline_run_cannot_convict_a_noisy_case(vary: bool) -> None:
     """With one stored run and answers that vary (or not), a flip is inconclusive or flaky, never a regression."""
     for seed in range(3):
         t = trial(cases=60, repeat=1, history=1, seed=seed, vary=vary)
-        assert t.regressions == [] and t.exit_code == 0, t
+        assert t.regressions == [] and "no new failures" not in t.failed_rules, t
