@@ -179,7 +179,9 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
     """Re-run the cases that did worse than their history, in rounds, as confirmation runs of this run.
 
     Each round re-runs once every case still failing; a case leaves as soon as
-    it passes or once it has failed its planned number of times. The outcomes
+    it passes or once it has failed its planned number of times; a probe (a case
+    re-run beside them to show whether the system varies) goes on while it answers
+    as it did in this run. The outcomes
     these rounds can produce are a subset of a fixed number of re-runs' (a run
     after a pass is never made), so every rejection is one the fixed design
     would make too, at its level, for a fraction of the runs.
@@ -188,8 +190,11 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
         return []
     with store.connect(read_only=True) as con:
         cand = stored.snapshot(con, outcome.run_id)
-    plan = assess_mod.plan_confirmation(suite.gate, base.snapshot, cand)
-    probing = set(plan) - set(assess_mod.to_confirm(suite.gate, base.snapshot, cand))
+    if suite.gate.confirm <= 0:
+        return []
+    suspects = assess_mod.to_confirm(suite.gate, base.snapshot, cand)
+    probing = set(assess_mod.probes(base.snapshot, cand, suspects))
+    plan = {**suspects, **dict.fromkeys(probing, suite.gate.confirm)}
     rounds: list[RunOutcome] = []
     failed = dict.fromkeys(plan, 0)
     offset = runner.repeat

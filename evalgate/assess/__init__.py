@@ -25,20 +25,19 @@ steps:
 
 from __future__ import annotations
 
-from .decide import ShareData, assess, expected_words
+from .decide import ShareData, assess
 from .records import NNF, Assessment, CaseVerdict
 from .screen import (
                      PROBES,
                      failed_now,
                      has_nnf,
-                     plan_confirmation,
                      probes,
                      screen,
                      statistical_rules,
                      to_confirm,
 )
-from .variation import Variation, variation, version_varies
+from .variation import Variation, variation
 
-__all__ = ["NNF", "PROBES", "Assessment", "CaseVerdict", "ShareData", "Variation", "assess", "expected_words",
-           "failed_now", "has_nnf", "plan_confirmation", "probes", "screen", "statistical_rules", "to_confirm",
-           "variation", "version_varies"]
+__all__ = ["NNF", "PROBES", "Assessment", "CaseVerdict", "ShareData", "Variation", "assess",
+           "failed_now", "has_nnf", "probes", "screen", "statistical_rules", "to_confirm",
+           "variation"]

@@ -92,7 +92,7 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
                 if confirming and case_id not in rerun:
                     hyps.append(Hypothesis(NNF, case_id, 1.0))  # counted, never rejected: it was not re-run
                     if case_id in flipped:
-                        out.within_chance.append(case_id)
+                        out.not_rerun.append(case_id)
                     if gate.flaky == "fail" and before.passed == before.judged:
                         verdicts[case_id] = CaseVerdict(case_id, "inconclusive", (before.passed, before.judged),
                                                         (now.passed, now.judged))
@@ -139,7 +139,6 @@ def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snaps
     for case_id, h in case_hyps.items():
         v = verdicts[case_id]
         v.p_value, v.level = h.p, h.level
-        out.nnf_level = h.level if out.nnf_level is None else min(out.nnf_level, h.level)
         if h.rejected:
             v.kind = "regression"
             v.why = _said(v) + f": significantly worse (p = {h.p:.2g} at the corrected level {h.level:.2g})"
@@ -271,15 +270,3 @@ def _cluster_design(clusters: list[tuple[int, int]]) -> float:
     p = passed / total
     robust = c / (c - 1) * sum((x - p * n) ** 2 for x, n in clusters)
     return max(1.0, robust / (p * (1 - p) * total))
-
-
-def expected_words(a: Assessment) -> list[str]:
-    """The flaky and inconclusive cases, one line each, for reporters."""
-    lines = []
-    for v in a.inconclusive:
-        lines.append(f"inconclusive: {v.case_id}: {v.why}" + (f"; would be decided by {v.decide}" if v.decide else ""))
-    for case_id, text in a.flaky.items():
-        lines.append(f"flaky: {case_id}: {text}")
-    return lines
-
-

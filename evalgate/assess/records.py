@@ -59,11 +59,10 @@ class Assessment:
     """Rule index → its paired test."""
     shares: dict[int, ShareTest] = field(default_factory=dict)
     """Rule index → its threshold test on a share."""
-    nnf_level: float | None = None
     judged: bool = False
     """Were the flipped cases judged (the gate has a no_new_failures rule)?"""
-    within_chance: list[str] = field(default_factory=list)
-    """Flipped cases this run alone does not make suspicious: not re-run, not a regression."""
+    not_rerun: list[str] = field(default_factory=list)
+    """Flipped cases no number of re-runs could show significantly worse than their history: tested, not re-run."""
 
     @property
     def regressions(self) -> list[CaseVerdict]:
@@ -82,10 +81,10 @@ class Assessment:
             return parts[0] + " (not confirmed: the gate has no no_new_failures rule)"
         if self.expected_flips is not None:
             parts.append(f"about {self.expected_flips:.0f} expected by chance")
-        if self.within_chance:
-            parts.append(f"{len(self.within_chance)} by no more than chance makes likely")
+        if self.not_rerun:
+            parts.append(f"{len(self.not_rerun)} too uncertain before to be decided by re-runs")
         if self.confirm_runs:
-            parts.append(f"{len(self.flipped) - len(self.within_chance)} re-run ({self.confirm_runs} case run(s)) to confirm")
+            parts.append(f"{len(self.flipped) - len(self.not_rerun)} re-run ({self.confirm_runs} case run(s)) to confirm")
         reg = self.regressions
         parts.append(f"{len(reg)} confirmed regression(s)" + (": " + ", ".join(c.case_id for c in reg[:5])
                                                               + (" …" if len(reg) > 5 else "") if reg else ""))
@@ -103,7 +102,7 @@ class Assessment:
     def to_dict(self) -> dict[str, Any]:
         return {"confidence": self.confidence, "history_runs": self.history_runs, "varies": self.varies,
                 "judged": self.judged,
-                "flipped": self.flipped, "within_chance": self.within_chance, "expected_flips": self.expected_flips,
+                "flipped": self.flipped, "not_rerun": self.not_rerun, "expected_flips": self.expected_flips,
                 "cases": [c.to_dict() for c in self.cases], "flaky": self.flaky,
                 "confirm_runs": self.confirm_runs, "confirm_run": self.confirm_run,
                 "confirm_rounds": self.confirm_rounds,

@@ -118,16 +118,3 @@ def _inner(limit: float | None) -> bool:
 
 def has_nnf(gate: GateSpec) -> bool:
     return any(r.no_new_failures for r in gate.rules)
-
-
-def plan_confirmation(gate: GateSpec, base: Snapshot, cand: Snapshot) -> dict[str, int]:
-    """Case id → how many times to re-run it at most.
-
-    A tested case's rounds stop at its first pass; a probe's, as soon as it
-    answers differently from this run (outcome or words): that is the
-    variation it is there to find.
-    """
-    if gate.confirm <= 0 or not has_nnf(gate):
-        return {}
-    plan = to_confirm(gate, base, cand)
-    return {**plan, **dict.fromkeys(probes(base, cand, plan), gate.confirm)}

@@ -49,9 +49,3 @@ def variation(base: Snapshot | None, cand: Snapshot, confirm: Snapshot | None) -
             if 0 < passed < runs or len(digests) > 1:
                 out.varies = True
     return out
-
-
-def version_varies(base: Snapshot | None, cand: Snapshot, confirm: Snapshot | None) -> bool | None:
-    """True when some case varies, False when cases ran twice and none did, None when nothing ran twice."""
-    v = variation(base, cand, confirm)
-    return True if v.varies else (False if v.observed else None)
