@@ -19,8 +19,8 @@ def import_traces(files: list[str], out: str | Path | None = None, *, mapping: s
                   redact: bool = True, redact_patterns: dict[str, str] | None = None,
                   redact_python: str | None = None) -> dict[str, Any]:
     """OTLP JSON files → native recorded traces (JSONL); returns what was read, made, redacted and left unmapped."""
-    from . import otlp
     from .redact import build_redactor
+    from .traces import otlp
 
     if not files:
         raise UsageError("name at least one OTLP JSON file", hint="evalgate traces import export.otlp.json --out datasets/prod.jsonl")

@@ -19,11 +19,14 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 BOT = '''
-import re, time, asyncio
+import os, re, time, asyncio
 
 def respond(req):
     text = req["input"].lower()
     state = dict(req["state"])
+    if text.startswith("hold "):  # wait until the test releases the run (a file appears)
+        while not os.path.exists(req["input"].split()[1]):
+            time.sleep(0.02)
     if "crash" in text:
         raise RuntimeError("the bot fell over")
     if "slow" in text:
@@ -199,7 +202,7 @@ def query(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any
 def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A real HTTP server on 127.0.0.1 with ``handler``; yields its OpenAI-style base URL (…/v1)."""
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
     finally:

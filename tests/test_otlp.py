@@ -156,7 +156,7 @@ def test_traces_help_imports_nothing_heavy() -> None:
 
 
 def test_traces_finish_after_a_window_so_memory_stays_flat(tmp_path: Path) -> None:
-    from evalgate.otlp import import_otlp
+    from evalgate.traces.otlp import import_otlp
 
     def span(tid: str, sid: str, parent: str = "", session: str = "s") -> dict[str, Any]:
         return {"traceId": tid * 32, "spanId": sid * 16, "parentSpanId": parent * 16 if parent else "", "name": "req",

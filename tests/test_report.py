@@ -93,7 +93,7 @@ def _script_blocks(page: str) -> list[str]:
     return re.findall(r"<script\b[^>]*>", page)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def regressed_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled example: a baseline run of the current release, then the regressed one, reported."""
     from conftest import run_cli

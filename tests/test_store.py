@@ -91,8 +91,17 @@ def _wait_for_rows(db: Path, timeout: float = 30) -> None:
     raise AssertionError("the run never stored a case")
 
 
+def _held_suite(project: Path, release: Path, n: int = 40) -> None:
+    """The first case answers at once and the second after the writer's flush interval, so both are stored; the
+    others wait until ``release`` exists, so the run is busy for as long as the test looks."""
+    inputs = ["hi", "slow 2.1"] + [f"hold {release}"] * (n - 2)
+    cases = "\n".join(f"  - {{id: c{i:02d}, input: '{text}', expect: {{route: smalltalk}}}}" for i, text in enumerate(inputs))
+    write(project / "suites" / "demo.yaml", f"name: slow\ntarget: {{python: bot:respond}}\nconcurrency: 1\ncases:\n{cases}\n")
+
+
 def test_history_and_show_work_while_a_run_writes(project: Path) -> None:
-    _slow_suite(project, n=40)  # about 10 s of work: long enough to look at it while it runs
+    release = project / "release"
+    _held_suite(project, release)
     db = project / ".evalgate" / "evalgate.duckdb"
     proc = _start_run(project, "--json")
     try:
@@ -108,6 +117,7 @@ def test_history_and_show_work_while_a_run_writes(project: Path) -> None:
         assert run_cli("show", "latest", "c00", "--json", cwd=project).json()["repeats"][0]["passed"] is True
         assert proc.poll() is None, "the run ended before the readers were checked"
     finally:
+        release.touch()
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert json.loads(out)["suites"][0]["cases"] == 40

@@ -187,9 +187,9 @@ def _load_builtins() -> None:
 
 
 def _entry_points() -> dict[str, Any]:
-    from importlib.metadata import entry_points
+    from ..plugins import installed
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return installed(ENTRY_POINT_GROUP)
 
 
 def available() -> list[ScorerInfo]:

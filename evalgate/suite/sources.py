@@ -43,7 +43,7 @@ def _redactor(spec: SuiteSpec, doc: YamlDoc) -> Redactor | None:
 
 
 def _source_format(src: TracesSource, path: str, doc: YamlDoc, i: int) -> str:
-    from ..otlp import is_otlp
+    from ..traces.otlp import is_otlp
 
     fmt = src.format
     if fmt == "auto":
@@ -58,8 +58,9 @@ def _source_format(src: TracesSource, path: str, doc: YamlDoc, i: int) -> str:
 def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, spec: SuiteSpec, doc: YamlDoc,
                     i: int, notes: LoadNotes) -> str:
     """An OTLP source converted (and redacted) to native JSONL under the store's folder, reused while unchanged."""
-    from .. import __version__, otlp
+    from .. import __version__
     from ..redact import build_redactor
+    from ..traces import otlp
 
     if not path.is_file():
         raise SuiteError(f"trace file not found: {path}", location=doc.locate(("traces", i)),

@@ -106,9 +106,9 @@ def target(name: str, *, spec: Any = None, help: str = "") -> Callable[[Factory]
 
 
 def _entry_points() -> dict[str, Any]:
-    from importlib.metadata import entry_points
+    from ..plugins import installed
 
-    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    return installed(ENTRY_POINT_GROUP)
 
 
 def known_kinds() -> list[str]:

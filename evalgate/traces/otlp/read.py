@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import Location, SuiteError
+from ...errors import Location, SuiteError
 from .spans import LogRecord, Span, _attrs, _log, _span
 
 

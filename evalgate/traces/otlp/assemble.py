@@ -10,7 +10,7 @@ from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
-from ..redact import Redactor
+from ...redact import Redactor
 from .mapping import Mapping
 from .read import read_items
 from .spans import LogRecord, Span

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from .conventions import (
@@ -112,7 +112,7 @@ class TurnBuilder:
         turn: dict[str, Any] = {"v": 1, "trace_id": trace_id}
         session = self._lookup(self.mapping.session, tree)
         turn["session_id"] = str(session) if session is not None else trace_id
-        turn["timestamp"] = datetime.fromtimestamp(root.start_ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+        turn["timestamp"] = datetime.fromtimestamp(root.start_ns / 1e9, tz=UTC).isoformat().replace("+00:00", "Z")
         user = self._user(tree)
         if user is not None:
             turn["user"] = user

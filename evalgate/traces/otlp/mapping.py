@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import Location, SuiteError
+from ...errors import Location, SuiteError
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def parse_mapping(data: Any, where: str = "mapping") -> Mapping:
     rules: dict[str, FieldRule | None] = {}
     for key, value in data.items():
         if key not in MAPPING_FIELDS:
-            from ..errors import did_you_mean
+            from ...errors import did_you_mean
 
             hint = did_you_mean(str(key), MAPPING_FIELDS)
             raise ValueError(f"unknown {where} field '{key}'" + (f" ({hint})" if hint else f"; known: {', '.join(MAPPING_FIELDS)}"))
@@ -73,7 +73,7 @@ def parse_mapping(data: Any, where: str = "mapping") -> Mapping:
 
 def load_mapping(path: Path) -> Mapping:
     """A mapping file (YAML), errors at its location."""
-    from .._yaml import load_yaml
+    from ..._yaml import load_yaml
 
     if not path.is_file():
         raise SuiteError(f"mapping file not found: {path}", hint="--mapping takes a YAML file of field → {attribute, span_name}")

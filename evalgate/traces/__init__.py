@@ -1,0 +1,32 @@
+"""Recorded traces: the native format (``format``), reading recorded files
+(``reader``), and importing OpenTelemetry exports (``otlp``)."""
+
+from .format import (
+    REQUEST_VERSION,
+    TRACE_VERSION,
+    ContextItem,
+    Correction,
+    Feedback,
+    ModelInfo,
+    Route,
+    ToolCall,
+    Trace,
+    Usage,
+    User,
+    describe_validation_error,
+    request_for,
+)
+from .reader import (
+    MAX_BAD_LINES_KEPT,
+    BadLine,
+    RecordedSession,
+    TraceFileInfo,
+    iter_sessions,
+    scan,
+)
+
+__all__ = [
+    "MAX_BAD_LINES_KEPT", "REQUEST_VERSION", "TRACE_VERSION", "BadLine", "ContextItem", "Correction", "Feedback",
+    "ModelInfo", "RecordedSession", "Route", "ToolCall", "Trace", "TraceFileInfo", "Usage", "User",
+    "describe_validation_error", "iter_sessions", "request_for", "scan",
+]
