@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from .errors import Location, SuiteError, UsageError
+from .store import feedback as store
 from .traces import Correction, describe_validation_error
 
 FROM_FEEDBACK_TAG = "from-feedback"
@@ -137,7 +138,7 @@ def _read_csv(path: Path) -> Any:
             yield lineno, _validate(obj, path, lineno)
 
 
-# --- the store ------------------------------------------------------------------
+# --- storing and promoting ------------------------------------------------------
 
 
 @dataclass
@@ -175,22 +176,14 @@ def import_feedback(con: Any, path: str, records: list[tuple[int, FeedbackRecord
         seen.add(fid)
         note = redactor.text(rec.note) if redactor is not None and rec.note else rec.note
         correction = rec.correction.model_dump(exclude_none=True) if rec.correction else None
-        rows.append([fid, rec.trace_id, rec.case_id, rec.turn, None if rec.rating is None else str(rec.rating),
-                     json.dumps(correction) if correction else None, note, rec.by, rec.at, f"{path}:{lineno}"])
-    con.execute("BEGIN TRANSACTION")
-    try:
-        for row in rows:
-            if con.execute("SELECT 1 FROM feedback WHERE feedback_id = ?", [row[0]]).fetchone():
-                result.already += 1
-                continue
-            con.execute("INSERT INTO feedback (feedback_id, trace_id, case_id, turn, rating, correction, note, author, given_at, "
-                        "source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            result.added += 1
-            result.corrections += row[5] is not None
-        con.execute("COMMIT")
-    except Exception:
-        con.execute("ROLLBACK")
-        raise
+        rows.append(store.NewFeedback(feedback_id=fid, trace_id=rec.trace_id, case_id=rec.case_id, turn=rec.turn,
+                                      rating=None if rec.rating is None else str(rec.rating),
+                                      correction=correction or None, note=note, author=rec.by, given_at=rec.at,
+                                      source=f"{path}:{lineno}"))
+    added = store.add_new(con, rows)
+    result.already += len(rows) - len(added)
+    result.added = len(added)
+    result.corrections = sum(row.correction is not None for row in added)
     if redactor is not None:
         result.redacted = redactor.summary()
     return result
@@ -198,15 +191,7 @@ def import_feedback(con: Any, path: str, records: list[tuple[int, FeedbackRecord
 
 def list_feedback(con: Any) -> list[dict[str, Any]]:
     """Every stored feedback record, newest first."""
-    cur = con.execute("SELECT feedback_id, trace_id, case_id, turn, rating, correction, note, author, given_at AS \"at\", source, "
-                      "imported_at, promoted_case, promoted_at FROM feedback ORDER BY imported_at DESC, feedback_id")
-    cols = [d[0] for d in cur.description]
-    rows = [dict(zip(cols, r)) for r in cur.fetchall()]
-    for r in rows:
-        r["correction"] = json.loads(r["correction"]) if r["correction"] else None
-        for k in ("imported_at", "promoted_at"):
-            r[k] = str(r[k]) if r[k] is not None else None
-    return rows
+    return [r.to_dict() for r in store.stored_feedback(con)]
 
 
 @dataclass
@@ -234,19 +219,11 @@ def _existing_ids(out: Path) -> set[str]:
     return ids
 
 
-def _locate(con: Any, fb: dict[str, Any]) -> tuple[str, str, int, int] | None:
-    """(run, case, repeat, turn) of the stored turn a feedback record names, from the latest run that has it."""
-    if fb["trace_id"]:
-        row = con.execute(
-            "SELECT t.run_id, t.case_id, t.repeat, t.turn FROM turns t JOIN runs r USING (run_id) "
-            "WHERE json_extract_string(t.recorded, '$.trace_id') = ? OR json_extract_string(t.trace, '$.trace_id') = ? "
-            "ORDER BY r.started_at DESC, t.repeat LIMIT 1", [fb["trace_id"], fb["trace_id"]]).fetchone()
-    else:
-        row = con.execute(
-            "SELECT t.run_id, t.case_id, t.repeat, t.turn FROM turns t JOIN runs r USING (run_id) "
-            "WHERE t.case_id = ? AND t.turn = ? ORDER BY r.started_at DESC, t.repeat LIMIT 1",
-            [fb["case_id"], fb["turn"]]).fetchone()
-    return (str(row[0]), str(row[1]), int(row[2]), int(row[3])) if row else None
+def _locate(con: Any, fb: store.StoredFeedback) -> store.TurnRef | None:
+    """The stored turn a feedback record names, from the latest run that has it."""
+    if fb.trace_id:
+        return store.turn_by_trace(con, fb.trace_id)
+    return store.turn_by_case(con, fb.case_id, fb.turn)
 
 
 def promote(con: Any, out: Path) -> PromoteResult:
@@ -255,60 +232,52 @@ def promote(con: Any, out: Path) -> PromoteResult:
 
     result = PromoteResult(str(out))
     existing = _existing_ids(out)
-    rows = con.execute("SELECT feedback_id, trace_id, case_id, turn, correction, note, author, given_at FROM feedback "
-                       "WHERE correction IS NOT NULL ORDER BY imported_at, feedback_id").fetchall()
-    cols = ["feedback_id", "trace_id", "case_id", "turn", "correction", "note", "author", "at"]
     new_cases: list[dict[str, Any]] = []
     marks: list[tuple[str, str]] = []
-    for raw in rows:
-        fb = dict(zip(cols, raw))
-        rec = FeedbackRecord(trace_id=fb["trace_id"], case_id=fb["case_id"], turn=fb["turn"])
+    for fb in store.stored_corrections(con):
+        rec = FeedbackRecord(trace_id=fb.trace_id, case_id=fb.case_id, turn=fb.turn)
         case_id = rec.promoted_id()
         if case_id in existing:
             result.already.append(case_id)
-            marks.append((fb["feedback_id"], case_id))
+            marks.append((fb.feedback_id, case_id))
             continue
         where = _locate(con, fb)
         if where is None:
-            named = f"trace {fb['trace_id']}" if fb["trace_id"] else f"case {fb['case_id']} turn {fb['turn']}"
-            result.skipped.append({"feedback_id": fb["feedback_id"],
+            named = f"trace {fb.trace_id}" if fb.trace_id else f"case {fb.case_id} turn {fb.turn}"
+            result.skipped.append({"feedback_id": fb.feedback_id,
                                    "reason": f"{named} is in no stored run: run the suite that replays it first"})
             continue
-        run_id, src_case, repeat, turn_no = where
-        turns = con.execute("SELECT turn, input, state_in FROM turns WHERE run_id = ? AND case_id = ? AND repeat = ? "
-                            "AND turn <= ? ORDER BY turn", [run_id, src_case, repeat, turn_no]).fetchall()
-        user = con.execute("SELECT user_id, user_groups FROM cases WHERE run_id = ? AND case_id = ? AND repeat = ?",
-                           [run_id, src_case, repeat]).fetchone()
-        correction = Correction.model_validate(json.loads(fb["correction"]))
-        case_turns: list[dict[str, Any]] = [{"input": t[1] or ""} for t in turns]
+        turns = store.inputs_up_to(con, where)
+        user = store.case_user(con, where)
+        correction = Correction.model_validate(fb.correction)
+        case_turns: list[dict[str, Any]] = [{"input": t.input or ""} for t in turns]
         case_turns[-1]["expect"] = correction_to_expect(correction)
-        state = json.loads(turns[0][2]) if turns and turns[0][2] else {}
+        state = turns[0].state_in if turns and turns[0].state_in else {}
         case: dict[str, Any] = {"id": case_id, "tags": [FROM_FEEDBACK_TAG]}
-        if fb["note"]:
-            case["description"] = fb["note"]
+        if fb.note:
+            case["description"] = fb.note
         if user is not None:
-            case["user"] = {"id": user[0] or "anonymous", "groups": list(user[1] or [])}
+            case["user"] = {"id": user.user_id or "anonymous", "groups": user.groups}
         if state:
             case["state"] = state
         case["turns"] = case_turns
-        meta = {"feedback_id": fb["feedback_id"], "from_case": src_case, "from_turn": turn_no, "from_run": run_id}
-        if fb["trace_id"]:
-            meta["from_trace"] = fb["trace_id"]
-        if fb["author"]:
-            meta["by"] = fb["author"]
-        if fb["at"]:
-            meta["at"] = fb["at"]
+        meta: dict[str, Any] = {"feedback_id": fb.feedback_id, "from_case": where.case_id, "from_turn": where.turn,
+                                "from_run": where.run_id}
+        if fb.trace_id:
+            meta["from_trace"] = fb.trace_id
+        if fb.author:
+            meta["by"] = fb.author
+        if fb.at:
+            meta["at"] = fb.at
         case["meta"] = meta
         new_cases.append(case)
         existing.add(case_id)
         result.written.append(case_id)
-        marks.append((fb["feedback_id"], case_id))
+        marks.append((fb.feedback_id, case_id))
     if new_cases:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a", encoding="utf-8") as fh:
             for case in new_cases:
                 fh.write(json.dumps(case, ensure_ascii=False) + "\n")
-    for fid, case_id in marks:
-        con.execute("UPDATE feedback SET promoted_case = ?, promoted_at = coalesce(promoted_at, current_timestamp) "
-                    "WHERE feedback_id = ?", [case_id, fid])
+    store.mark_promoted(con, marks)
     return result

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-
+from ..store import queries
 from .story_codec import _chunk, _columns, _pack, unchunk
 from .svg import trend_svg
 
@@ -93,14 +92,6 @@ class _OutOfOrder(Exception):
     """The three tables were not written in the same order; read them sorted instead."""
 
 
-def _rows(cur: Any, batch: int) -> Iterator[tuple[Any, ...]]:
-    while True:
-        chunk = cur.fetchmany(batch)
-        if not chunk:
-            return
-        yield from chunk
-
-
 def iter_cases(con: Any, run_id: str, *, repeats: int = 1, ordered: bool = False,
                batch: int = 2000) -> Iterator[_CaseAcc]:
     """Every case of a run with its repeats, turns and scores, one case at a time.
@@ -111,23 +102,14 @@ def iter_cases(con: Any, run_id: str, *, repeats: int = 1, ordered: bool = False
     some other way), :class:`_OutOfOrder` is raised and the caller reads again
     with ``ordered=True``, which sorts by case id (and may spill to disk).
     """
-    order = (" ORDER BY case_id, repeat", " ORDER BY case_id, repeat, turn", " ORDER BY case_id, repeat, turn, scorer") \
-        if ordered else ("", "", "")
-    cases, turns, scores = con.cursor(), con.cursor(), con.cursor()
-    cases.execute("SELECT case_id, repeat, seq, tags, user_id, user_groups, critical, source, session_id, passed, "
-                  f"errored, error, elapsed_ms, n_turns FROM cases WHERE run_id = ?{order[0]}", [run_id])
-    turns.execute("SELECT case_id, repeat, turn, input, route, output, state, elapsed_ms, latency_ms, passed, error, "
-                  "trace, recorded, changes, input_tokens, output_tokens, cost_usd FROM turns WHERE run_id = ?"
-                  f"{order[1]}", [run_id])
-    scores.execute("SELECT case_id, repeat, turn, scorer, passed, value, explanation, error FROM scores "
-                   f"WHERE run_id = ?{order[2]}", [run_id])
-    turn_rows, score_rows = _rows(turns, batch), _rows(scores, batch)
+    rows = queries.run_rows(con, run_id, ordered=ordered, batch=batch)
+    turn_rows, score_rows = rows.turns, rows.scores
     pending_turn = next(turn_rows, None)
     pending_score = next(score_rows, None)
     done: set[tuple[str, int]] = set()
     open_cases: dict[str, _CaseAcc] = {}  # repeats of a case finish at different times
     for (case_id, repeat, seq, tags, user, groups, critical, source, session, passed, errored, error,
-         elapsed, n_turns) in _rows(cases, batch):
+         elapsed, n_turns) in rows.cases:
         current = open_cases.get(case_id)
         if current is None:
             current = open_cases[case_id] = _CaseAcc(case_id, seq, list(tags or []), user or "", list(groups or []),
@@ -212,56 +194,6 @@ def _case_entry(acc: _CaseAcc, chunk: int, regressed: set[str], fixed: set[str],
     return index, story
 
 
-def _slices(con: Any, run_id: str) -> dict[str, list[dict[str, Any]]]:
-    by_route = con.execute(
-        "SELECT coalesce(route, '(none)') AS r, count(*), count(*) FILTER (passed), count(*) FILTER (error IS NOT NULL), "
-        "quantile_cont(elapsed_ms, 0.5), quantile_cont(elapsed_ms, 0.95), quantile_cont(latency_ms, 0.95), sum(cost_usd) "
-        "FROM turns WHERE run_id = ? GROUP BY r ORDER BY count(*) DESC, r", [run_id]).fetchall()
-    by_tag = con.execute(
-        "SELECT tag, count(*), count(*) FILTER (passed), count(*) FILTER (errored) FROM "
-        "(SELECT unnest(tags) AS tag, passed, errored FROM cases WHERE run_id = ?) GROUP BY tag "
-        "ORDER BY count(*) DESC, tag", [run_id]).fetchall()
-    # leaks per case run: the permissions scorer's named value, summed over the case's turns
-    by_group = con.execute(
-        "WITH leaks AS (SELECT case_id, repeat, sum(TRY_CAST(metrics->>'leaks' AS DOUBLE)) AS n FROM scores "
-        "WHERE run_id = ? AND scorer = 'permissions' GROUP BY ALL) "
-        "SELECT g, count(*), count(*) FILTER (passed), count(*) FILTER (errored), sum(l.n) FROM "
-        "(SELECT unnest(CASE WHEN len(user_groups) > 0 THEN user_groups ELSE ['(none)'] END) AS g, case_id, repeat, "
-        "passed, errored FROM cases WHERE run_id = ?) c LEFT JOIN leaks l USING (case_id, repeat) "
-        "GROUP BY g ORDER BY count(*) DESC, g", [run_id, run_id]).fetchall()
-    return {
-        "group": [{"name": g[0], "n": g[1], "passed": g[2], "errors": g[3],
-                   "rate": g[2] / (g[1] - g[3]) if g[1] > g[3] else None, "leaks": g[4]} for g in by_group],
-        "route": [{"name": r[0], "n": r[1], "passed": r[2], "errors": r[3],
-                   "rate": r[2] / (r[1] - r[3]) if r[1] > r[3] else None,
-                   "p50": r[4], "p95": r[5], "lat95": r[6], "cost": r[7]} for r in by_route],
-        "tag": [{"name": t[0], "n": t[1], "passed": t[2], "errors": t[3],
-                 "rate": t[2] / (t[1] - t[3]) if t[1] > t[3] else None} for t in by_tag],
-    }
-
-
-def _scorer_stats(con: Any, run_id: str) -> list[dict[str, Any]]:
-    rows = con.execute(
-        "SELECT scorer, count(*), count(*) FILTER (passed AND error IS NULL), count(*) FILTER (error IS NOT NULL), "
-        "avg(value), sum(TRY_CAST(metrics->>'cost_usd' AS DOUBLE)), sum(TRY_CAST(metrics->>'calls' AS DOUBLE)) "
-        "FROM scores WHERE run_id = ? GROUP BY scorer ORDER BY scorer", [run_id]).fetchall()
-    return [{"name": r[0], "n": r[1], "passed": r[2], "errors": r[3], "rate": r[2] / r[1] if r[1] else None,
-             "mean": r[4], "cost": r[5], "calls": r[6]} for r in rows]
-
-
-def _trend(con: Any, suite: str, run_id: str, started: Any, limit: int = TREND_RUNS) -> list[dict[str, Any]]:
-    rows = con.execute(
-        "SELECT run_id, started_at, verdict, summary FROM runs WHERE suite = ? AND started_at <= ? "
-        "AND status IN ('completed', 'interrupted') AND parent_run IS NULL ORDER BY started_at DESC LIMIT ?",
-        [suite, started, limit]).fetchall()
-    out = []
-    for rid, at, verdict, summary in reversed(rows):
-        metrics = (_json_load(summary) or {}).get("metrics", {})
-        out.append({"run_id": rid, "at": str(at)[:16], "verdict": verdict, "current": rid == run_id,
-                    "pass_rate": metrics.get("pass_rate"), "p95": metrics.get("latency.p95")})
-    return out
-
-
 def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str | None = None,
           title: str | None = None) -> dict[str, Any]:
     """Write the report of one stored run to ``path``; returns what went in."""
@@ -269,17 +201,10 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
 
     run_id = store.resolve_run(run_ref)
     with store.connect(read_only=True) as con:
-        run = con.execute(
-            "SELECT suite, suite_path, target, status, verdict, exit_code, started_at, finished_at, git_commit, "
-            "git_branch, git_dirty, evalgate_version, repeat, cases_total, cases_done, turns_done, errors, bad_lines, "
-            "summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
-        keys = ("suite", "suite_path", "target", "status", "verdict", "exit_code", "started_at", "finished_at",
-                "git_commit", "git_branch", "git_dirty", "version", "repeat", "cases_total", "cases_done",
-                "turns_done", "errors", "bad_lines", "summary")
-        info = dict(zip(keys, run))
-        summary = _json_load(info.pop("summary")) or {}
-        verdict = summary.get("verdict") or {"status": info["verdict"] or info["status"], "rules": [],
-                                             "reasons": [f"the run is {info['status']} and has no verdict yet"],
+        info = queries.report_run(con, run_id)
+        summary = info.summary
+        verdict = summary.get("verdict") or {"status": info.verdict or info.status, "rules": [],
+                                             "reasons": [f"the run is {info.status} and has no verdict yet"],
                                              "notices": []}
         comparison = summary.get("baseline")
         statistics = summary.get("statistics") or {}
@@ -289,16 +214,17 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
             regressed |= set((comparison or {}).get("flaky_regressed", []))
         fixed = set((comparison or {}).get("fixed", []))
         changed = (comparison or {}).get("changed", {})
-        slices = _slices(con, run_id)
-        scorer_stats = _scorer_stats(con, run_id)
-        trend = _trend(con, info["suite"], run_id, info["started_at"])
+        slices = {"route": queries.route_slices(con, run_id), "tag": queries.tag_slices(con, run_id),
+                  "group": queries.group_slices(con, run_id)}
+        scorer_stats = queries.scorer_rows(con, run_id)
+        trend = [p.to_dict() for p in queries.trend(con, info.suite, run_id, info.started_at, TREND_RUNS)]
         confusion = _confusion(con, run_id)
 
         try:
-            packed = _pack_cases(iter_cases(con, run_id, repeats=info["repeat"] or 1), regressed, fixed, changed)
+            packed = _pack_cases(iter_cases(con, run_id, repeats=info.repeat or 1), regressed, fixed, changed)
         except _OutOfOrder:
-            con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/evalgate-report-spill'")
-            packed = _pack_cases(iter_cases(con, run_id, repeats=info["repeat"] or 1, ordered=True),
+            queries.spill_to_temp(con)
+            packed = _pack_cases(iter_cases(con, run_id, repeats=info.repeat or 1, ordered=True),
                                  regressed, fixed, changed)
         index, chunks, counts, failing_preview = packed
 
@@ -310,10 +236,10 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
     env.filters["num"] = _num
     script = _resource("report.js")
     style = _resource("report.css")
-    meta = {"run_id": run_id, "suite": info["suite"], "trace_url": trace_url if _safe_template(trace_url) else None,
+    meta = {"run_id": run_id, "suite": info.suite, "trace_url": trace_url if _safe_template(trace_url) else None,
             "chunks": len(chunks), "cases": len(index)}
     page = env.get_template("report.html.j2").render(
-        title=title or f"evalgate · {info['suite']} · {verdict['status'].upper()}",
+        title=title or f"evalgate · {info.suite} · {verdict['status'].upper()}",
         run_id=run_id, info=info, verdict=verdict, metrics=metrics, slices=slices, scorers=scorer_stats,
         comparison=comparison, statistics=statistics, warnings=warnings, trend=trend, confusion=confusion, counts=counts, failing=failing_preview,
         trend_pass=trend_svg(trend, "pass_rate", percent=True), trend_p95=trend_svg(trend, "p95", percent=False),
@@ -324,7 +250,7 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
-    return {"path": str(out), "run_id": run_id, "suite": info["suite"], "cases": len(index), "chunks": len(chunks),
+    return {"path": str(out), "run_id": run_id, "suite": info.suite, "cases": len(index), "chunks": len(chunks),
             "bytes": out.stat().st_size, "counts": counts}
 
 

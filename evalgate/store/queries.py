@@ -1,4 +1,5 @@
-"""Reads of the store for people: a case's story, the runs' history, named baselines, a stored run's summary.
+"""Reads of the store for people: a case's story, the runs' history, named baselines, a stored run's summary,
+and what the HTML report is drawn from (the run's rows, slices, scorers, trend).
 
 Each returns a typed record (``to_dict()`` gives the ``--json`` form) or, for a
 case's story, the nested dict ``show`` renders.
@@ -7,7 +8,10 @@ case's story, the nested dict ``show`` renders.
 from __future__ import annotations
 
 import json
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from ..errors import UsageError, did_you_mean
@@ -192,4 +196,220 @@ def failure_reasons(con: Any, run_id: str) -> dict[tuple[str, int], list[str]]:
             "SELECT case_id, repeat, turn, scorer, explanation, error FROM scores WHERE run_id = ? "
             "AND (NOT passed OR error IS NOT NULL) ORDER BY case_id, repeat, turn, scorer", [run_id]).fetchall():
         out.setdefault((case_id, repeat), []).append(f"turn {turn} {scorer}: {error or explanation}")
+    return out
+
+
+# --- what the HTML report reads ----------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportRun:
+    """A stored run's own row: what the report's header and verdict are drawn from."""
+
+    suite: str
+    suite_path: str | None
+    target: str | None
+    status: str
+    verdict: str | None
+    exit_code: int | None
+    started_at: datetime
+    finished_at: datetime | None
+    git_commit: str | None
+    git_branch: str | None
+    git_dirty: bool | None
+    version: str | None
+    repeat: int | None
+    cases_total: int | None
+    cases_done: int | None
+    turns_done: int | None
+    errors: int | None
+    bad_lines: int | None
+    summary: dict[str, Any]
+
+
+def report_run(con: Any, run_id: str) -> ReportRun:
+    row = con.execute(
+        "SELECT suite, suite_path, target, status, verdict, exit_code, started_at, finished_at, git_commit, "
+        "git_branch, git_dirty, evalgate_version, repeat, cases_total, cases_done, turns_done, errors, bad_lines, "
+        "summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if row is None:
+        raise UsageError(f"no run '{run_id}' in the store", hint="'evalgate history' lists runs")
+    return ReportRun(suite=row[0], suite_path=row[1], target=row[2], status=row[3], verdict=row[4], exit_code=row[5],
+                     started_at=row[6], finished_at=row[7], git_commit=row[8], git_branch=row[9], git_dirty=row[10],
+                     version=row[11], repeat=row[12], cases_total=row[13], cases_done=row[14], turns_done=row[15],
+                     errors=row[16], bad_lines=row[17], summary=(json.loads(row[18]) if row[18] else None) or {})
+
+
+@dataclass(frozen=True)
+class RunRows:
+    """A run's case, turn and score rows, each streamed in batches from its own cursor.
+
+    cases:  (case_id, repeat, seq, tags, user_id, user_groups, critical, source, session_id, passed, errored,
+             error, elapsed_ms, n_turns)
+    turns:  (case_id, repeat, turn, input, route, output, state, elapsed_ms, latency_ms, passed, error, trace,
+             recorded, changes, input_tokens, output_tokens, cost_usd)
+    scores: (case_id, repeat, turn, scorer, passed, value, explanation, error)
+    """
+
+    cases: Iterator[tuple[Any, ...]]
+    turns: Iterator[tuple[Any, ...]]
+    scores: Iterator[tuple[Any, ...]]
+
+
+def _batches(cur: Any, batch: int) -> Iterator[tuple[Any, ...]]:
+    while True:
+        chunk = cur.fetchmany(batch)
+        if not chunk:
+            return
+        yield from chunk
+
+
+def run_rows(con: Any, run_id: str, *, ordered: bool = False, batch: int = 2000) -> RunRows:
+    """The three streams in insertion order, or (``ordered``) sorted by case id, repeat, turn and scorer."""
+    order = (" ORDER BY case_id, repeat", " ORDER BY case_id, repeat, turn", " ORDER BY case_id, repeat, turn, scorer") \
+        if ordered else ("", "", "")
+    cases, turns, scores = con.cursor(), con.cursor(), con.cursor()
+    cases.execute("SELECT case_id, repeat, seq, tags, user_id, user_groups, critical, source, session_id, passed, "
+                  f"errored, error, elapsed_ms, n_turns FROM cases WHERE run_id = ?{order[0]}", [run_id])
+    turns.execute("SELECT case_id, repeat, turn, input, route, output, state, elapsed_ms, latency_ms, passed, error, "
+                  "trace, recorded, changes, input_tokens, output_tokens, cost_usd FROM turns WHERE run_id = ?"
+                  f"{order[1]}", [run_id])
+    scores.execute("SELECT case_id, repeat, turn, scorer, passed, value, explanation, error FROM scores "
+                   f"WHERE run_id = ?{order[2]}", [run_id])
+    return RunRows(_batches(cases, batch), _batches(turns, batch), _batches(scores, batch))
+
+
+def spill_to_temp(con: Any) -> None:
+    """Let a large sorted read spill to the temporary directory rather than fail for memory."""
+    con.execute(f"SET temp_directory = '{tempfile.gettempdir()}/evalgate-report-spill'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Slice:
+    name: str
+    n: int
+    passed: int
+    errors: int
+
+    @property
+    def rate(self) -> float | None:
+        """Passed ÷ judged (errored ones left out); None when none was judged."""
+        return self.passed / (self.n - self.errors) if self.n > self.errors else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rate": self.rate}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouteSlice(_Slice):
+    """The turns of a run that took one route (``(none)``: no route)."""
+
+    p50: float | None
+    """Elapsed ms, as evalgate measured it."""
+    p95: float | None
+    lat95: float | None
+    """Latency p95 in ms, as the system reports it."""
+    cost: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TagSlice(_Slice):
+    """The case runs of a run with one tag."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class GroupSlice(_Slice):
+    """The case runs of a run whose user is in one group (``(none)``: in none)."""
+
+    leaks: float | None
+    """Documents the permissions scorer found leaked, summed over these case runs."""
+
+
+def route_slices(con: Any, run_id: str) -> list[RouteSlice]:
+    rows = con.execute(
+        "SELECT coalesce(route, '(none)') AS r, count(*), count(*) FILTER (passed), count(*) FILTER (error IS NOT NULL), "
+        "quantile_cont(elapsed_ms, 0.5), quantile_cont(elapsed_ms, 0.95), quantile_cont(latency_ms, 0.95), sum(cost_usd) "
+        "FROM turns WHERE run_id = ? GROUP BY r ORDER BY count(*) DESC, r", [run_id]).fetchall()
+    return [RouteSlice(name=r[0], n=r[1], passed=r[2], errors=r[3], p50=r[4], p95=r[5], lat95=r[6], cost=r[7])
+            for r in rows]
+
+
+def tag_slices(con: Any, run_id: str) -> list[TagSlice]:
+    rows = con.execute(
+        "SELECT tag, count(*), count(*) FILTER (passed), count(*) FILTER (errored) FROM "
+        "(SELECT unnest(tags) AS tag, passed, errored FROM cases WHERE run_id = ?) GROUP BY tag "
+        "ORDER BY count(*) DESC, tag", [run_id]).fetchall()
+    return [TagSlice(name=t[0], n=t[1], passed=t[2], errors=t[3]) for t in rows]
+
+
+def group_slices(con: Any, run_id: str) -> list[GroupSlice]:
+    # leaks per case run: the permissions scorer's named value, summed over the case's turns
+    rows = con.execute(
+        "WITH leaks AS (SELECT case_id, repeat, sum(TRY_CAST(metrics->>'leaks' AS DOUBLE)) AS n FROM scores "
+        "WHERE run_id = ? AND scorer = 'permissions' GROUP BY ALL) "
+        "SELECT g, count(*), count(*) FILTER (passed), count(*) FILTER (errored), sum(l.n) FROM "
+        "(SELECT unnest(CASE WHEN len(user_groups) > 0 THEN user_groups ELSE ['(none)'] END) AS g, case_id, repeat, "
+        "passed, errored FROM cases WHERE run_id = ?) c LEFT JOIN leaks l USING (case_id, repeat) "
+        "GROUP BY g ORDER BY count(*) DESC, g", [run_id, run_id]).fetchall()
+    return [GroupSlice(name=g[0], n=g[1], passed=g[2], errors=g[3], leaks=g[4]) for g in rows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScorerRow:
+    """One scorer over a run's turns, with what its own model calls cost (a judge's)."""
+
+    name: str
+    n: int
+    passed: int
+    errors: int
+    mean: float | None
+    cost: float | None
+    calls: float | None
+
+    @property
+    def rate(self) -> float | None:
+        """Passed ÷ scored turns (an errored score counts as not passed)."""
+        return self.passed / self.n if self.n else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rate": self.rate}
+
+
+def scorer_rows(con: Any, run_id: str) -> list[ScorerRow]:
+    rows = con.execute(
+        "SELECT scorer, count(*), count(*) FILTER (passed AND error IS NULL), count(*) FILTER (error IS NOT NULL), "
+        "avg(value), sum(TRY_CAST(metrics->>'cost_usd' AS DOUBLE)), sum(TRY_CAST(metrics->>'calls' AS DOUBLE)) "
+        "FROM scores WHERE run_id = ? GROUP BY scorer ORDER BY scorer", [run_id]).fetchall()
+    return [ScorerRow(name=r[0], n=r[1], passed=r[2], errors=r[3], mean=r[4], cost=r[5], calls=r[6]) for r in rows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrendPoint:
+    """One earlier (or this) run of a suite, for the report's trend charts."""
+
+    run_id: str
+    at: str
+    """Started, to the minute."""
+    verdict: str | None
+    current: bool
+    """The run the report is about."""
+    pass_rate: float | None
+    p95: float | None
+    """Reported latency p95."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trend(con: Any, suite: str, run_id: str, started: datetime, limit: int) -> list[TrendPoint]:
+    """The suite's last ``limit`` completed or interrupted runs up to ``run_id``'s start, oldest first."""
+    rows = con.execute(
+        "SELECT run_id, started_at, verdict, summary FROM runs WHERE suite = ? AND started_at <= ? "
+        "AND status IN ('completed', 'interrupted') AND parent_run IS NULL ORDER BY started_at DESC LIMIT ?",
+        [suite, started, limit]).fetchall()
+    out = []
+    for rid, at, verdict, summary in reversed(rows):
+        metrics = ((json.loads(summary) if summary else None) or {}).get("metrics", {})
+        out.append(TrendPoint(run_id=rid, at=str(at)[:16], verdict=verdict, current=rid == run_id,
+                              pass_rate=metrics.get("pass_rate"), p95=metrics.get("latency.p95")))
     return out
