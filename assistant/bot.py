@@ -181,9 +181,13 @@ _KEYWORDS: tuple[tuple[str, str], ...] = (
 )
 
 
+_CONFIRM_PHRASES = ("sounds good", "sounds great", "that works", "works for me", "do it", "please do", "go for it",
+                    "that's fine", "that's right", "all good", "alright")
+
+
 def is_confirmation(ws: list[str]) -> bool:
-    """A terse yes: "good", "yes please", "ok go ahead"."""
-    return 0 < len(ws) <= 4 and ws[0] in _CONFIRM
+    """A terse yes: "good", "yes please", "ok go ahead", "sounds good", "that works"."""
+    return 0 < len(ws) <= 4 and (ws[0] in _CONFIRM or " ".join(ws).startswith(_CONFIRM_PHRASES))
 
 
 def is_denial(ws: list[str]) -> bool:
@@ -210,6 +214,37 @@ def smalltalk_kind(text: str, ws: list[str]) -> str | None:
     """greeting, thanks, apology or goodbye, or None."""
     cue = smalltalk_cue(text, ws)
     return cue[0] if cue else None
+
+
+_VOCABULARY = frozenset(
+    {w for _, phrase in _KEYWORDS for w in words(phrase)} | _CONFIRM | _DENY | set().union(*_SMALLTALK.values())
+    | _QUESTION_WORDS | {"please", "human", "person", "agent", "order", "confirm", "cancel", "refund", "account"})
+_SPELL_VOCABULARY = tuple(sorted(w for w in _VOCABULARY if len(w) >= 4 and "'" not in w))
+
+
+def _known_words() -> frozenset[str]:
+    return frozenset(w for d in DOCS for w in words(d.title + " " + d.text)) | _STOPWORDS | _VOCABULARY
+
+
+def correct_spelling(text: str) -> str:
+    """The message with small typos in the words the router reads fixed ("refnud" → "refund", "humman" → "human").
+
+    A word of four letters or more that the assistant does not know becomes
+    the router word one edit away (Damerau-Levenshtein, rapidfuzz) with the
+    same first letter; every other word is left as typed.
+    """
+    from rapidfuzz import process
+    from rapidfuzz.distance import DamerauLevenshtein
+
+    def fix(match: re.Match[str]) -> str:
+        word = match.group(0)
+        lowered = word.lower()
+        if len(lowered) < 4 or lowered in _KNOWN:
+            return word
+        best = process.extractOne(lowered, _SPELL_VOCABULARY, scorer=DamerauLevenshtein.distance, score_cutoff=1)
+        return best[0] if best is not None and best[0][0] == lowered[0] else word
+
+    return re.sub(r"[A-Za-z]+", fix, text)
 
 
 def workflow_keyword(text: str) -> tuple[str, str] | None:
@@ -408,6 +443,9 @@ def answer_refunds(turn: TurnInput) -> Outcome:
     if refund == "issued":
         timing = _sentence(turn.passages, "business days", "kb/refund-policy")
         return Outcome(_join(f"The refund for order {order_id} has already been issued.", timing), state)
+    if refund == "cancelled" and not is_confirmation(turn.words):
+        return Outcome(f"OK, the refund for order {order_id} stays cancelled. Is there anything else I can help with?",
+                       state)
     if refund != "pending":
         return _start_refund(turn, state, f"I can refund order {order_id}.")
     if is_confirmation(turn.words):
@@ -512,11 +550,13 @@ def usage(decision: Decision, request: dict[str, Any], passages: list[Doc], outp
 # --- the entry point ---------------------------------------------------------------------------
 
 _DOC_BY_ID = {d.id: d for d in DOCS}
+_KNOWN = _known_words()
 
 
 def respond(request: dict[str, Any], behaviour: Behaviour = CURRENT) -> dict[str, Any]:
     """Answer one turn: an evalgate request in, one trace (native format) out."""
-    text = str(request.get("input") or "")
+    typed = str(request.get("input") or "")
+    text = correct_spelling(typed)
     state = dict(request.get("state") or {})
     user = request.get("user") or {}
     groups = [str(g) for g in user.get("groups") or []]
@@ -532,7 +572,7 @@ def respond(request: dict[str, Any], behaviour: Behaviour = CURRENT) -> dict[str
         "session_id": request.get("session_id"),
         "turn": request.get("turn"),
         "user": {"id": str(user.get("id") or "anonymous"), "groups": groups},
-        "input": text,
+        "input": typed,
         "route": {"name": decision.name, "confidence": decision.confidence, "reason": decision.reason},
         "context": context,
         "tool_calls": outcome.tool_calls,

@@ -29,6 +29,8 @@ class TurnSpec(_Model):
     """The user's message."""
     expect: dict[str, Any] = Field(default_factory=dict)
     """Scorer name → arguments, e.g. {route: refunds, output: {contains: ["5521"]}}."""
+    resume: bool = False
+    """The user left and comes back with this message: a new session, no history (the request says ``resumed``)."""
 
 
 class CaseSpec(_Model):
@@ -70,6 +72,8 @@ class CaseSpec(_Model):
             raise ValueError("'turns' is empty: a case needs at least one turn")
         if self.expect is not None and self.input is None:
             raise ValueError("'expect' at case level goes with 'input'; put it on each turn instead")
+        if self.turns and self.turns[0].resume:
+            raise ValueError("the first turn cannot resume: 'resume: true' marks a later turn where the user comes back")
         return self
 
     def turn_specs(self) -> list[TurnSpec]:
@@ -89,6 +93,10 @@ class Turn:
     checks: list[BoundScorer]
     expect: dict[str, Any]
     recorded: Trace | None = None
+    resume: bool = False
+    """The turn opens a new session: no history; the state is the one the system last returned, unless ``fresh``."""
+    fresh: bool = False
+    """With ``resume``: the new session starts from the case's starting state, not the system's last one."""
 
 
 @dataclass(slots=True)

@@ -40,7 +40,7 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
     for t, tspec in enumerate(specs):
         tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
         checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
-        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect))
+        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect, resume=tspec.resume))
     derived = spec.id is None
     case_id = spec.id if spec.id is not None else derive_case_id(spec.user, [t.input for t in specs])
     tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))

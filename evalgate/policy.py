@@ -21,7 +21,9 @@ SCORER_STATS = ("pass_rate", "mean", "failures", "accuracy", "leaks")
 LATENCY_STATS = ("p50", "p95", "p99", "mean", "max")
 USAGE_STATS = ("total", "mean", "max")
 LEAK_METRIC = "permissions.leaks"
-PROPORTIONS = ("pass_rate", "pass@k", "pass^k")
+RECOVERY_METRIC = "recovery.rate"
+"""Of the variants whose original passed (same repeat), the share that passed; ``recovery.rate.<operator>`` per operator."""
+PROPORTIONS = ("pass_rate", "pass@k", "pass^k", RECOVERY_METRIC)
 """Run metrics that are shares of cases: their thresholds are judged on an interval, not a point."""
 DEFAULT_CONFIDENCE = 0.95
 
@@ -40,7 +42,7 @@ def route_class_metric(metric: str) -> tuple[str, str] | None:
 
 def is_proportion(metric: str) -> bool:
     """A share whose threshold is judged with its uncertainty: pass_rate, pass@k, <scorer>.pass_rate, route.accuracy."""
-    return metric in PROPORTIONS or metric.endswith((".pass_rate", ".accuracy"))
+    return metric in PROPORTIONS or metric.endswith((".pass_rate", ".accuracy")) or metric.startswith(RECOVERY_METRIC + ".")
 
 
 def _split_tags(value: Any) -> Any:
@@ -185,11 +187,13 @@ class GateSpec(_Model):
 
 
 def check_rule_metrics(rule: Rule, scorer_names: set[str], aliases: dict[str, tuple[str, Any]] | None = None,
-                       declared_stats: Callable[[str], tuple[str, ...]] = lambda name: ()) -> tuple[str, str | None] | None:
+                       declared_stats: Callable[[str], tuple[str, ...]] = lambda name: (),
+                       operators: tuple[str, ...] = ()) -> tuple[str, str | None] | None:
     """A load-time check that a rule names a metric evalgate can compute.
 
     ``scorer_names`` are the scorers the suite can name (bound, aliased, registered);
-    ``declared_stats`` gives the named values a scorer declares (``@scorer(..., stats=...)``).
+    ``declared_stats`` gives the named values a scorer declares (``@scorer(..., stats=...)``);
+    ``operators`` the recovery operators (``recovery.rate.<operator>``).
     """
     if rule.metric is None:
         return None
@@ -200,8 +204,13 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str], aliases: dict[str, tu
     if rule.max_drop is not None and rule.where is not None and (
             rule.where.route or rule.where.user or rule.where.group or rule.where.recorded is not None):
         return ("a max_drop rule slices by tags and case ids only", "use where: {tags: [...]} or {case: 'refund-*'}")
-    if metric in CASE_METRICS or metric in REPEAT_METRICS or metric == LEAK_METRIC:
+    if metric in CASE_METRICS or metric in REPEAT_METRICS or metric in (LEAK_METRIC, RECOVERY_METRIC):
         return None
+    if metric.startswith(RECOVERY_METRIC + "."):
+        operator = metric[len(RECOVERY_METRIC) + 1:]
+        if operator in operators:
+            return None
+        return (f"unknown recovery operator '{operator}'", did_you_mean(operator, operators) or f"use one of {', '.join(operators)}")
     if route_class_metric(metric) is not None:
         return None
     family, _, stat = metric.rpartition(".")

@@ -183,12 +183,18 @@ class Runner:
         state: dict[str, Any] = dict(case.state)
         history: list[dict[str, str]] = []
         session_id = case.session_id or f"{case.id}#{repeat}"
-        previous: Trace | None = None
+        resumed_from: str | None = None
+        earlier: list[Trace] = []
         for index, turn in enumerate(case.turns, 1):
+            if turn.resume:  # the user left and came back: a new session, no history
+                resumed_from, session_id = session_id, f"{case.session_id or f'{case.id}#{repeat}'}~{index}"
+                history = []
+                if turn.fresh:
+                    state = dict(case.state)
             request = request_for(case_id=case.id, session_id=session_id, turn=index, repeat=repeat,
                                   input=turn.input, history=list(history), state=state, user=case.user,
-                                  run_id=self.run_id)
-            tr = await self._run_turn(target, case, turn, index, request, state, previous)
+                                  run_id=self.run_id, resumed_from=resumed_from if turn.resume else None)
+            tr = await self._run_turn(target, case, turn, index, request, state, tuple(earlier))
             result.turns.append(tr)
             if tr.error is not None:
                 result.error = f"turn {index}: {tr.error}"
@@ -201,11 +207,11 @@ class Runner:
                 state = tr.trace.state
             history.append({"role": "user", "content": turn.input})
             history.append({"role": "assistant", "content": tr.trace.output or ""})
-            previous = tr.trace
+            earlier.append(tr.trace)
         return result
 
     async def _run_turn(self, target: Target, case: Case, turn: Turn, index: int, request: dict[str, Any],
-                        state: dict[str, Any], previous: Trace | None) -> TurnResult:
+                        state: dict[str, Any], earlier: tuple[Trace, ...]) -> TurnResult:
         if self.is_replay:
             if turn.recorded is None:
                 return TurnResult(index, turn.input, state, None, None, "nothing recorded for this turn", [])
@@ -234,8 +240,8 @@ class Runner:
             error = "target returned a trace without output"
         if error is not None:
             return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, error, [], turn.recorded)
-        ctx = ScoreContext(case, index, request, trace, turn.recorded, previous,
-                           self.suite.documents, self.suite.permissions, reply.elapsed_ms, self.models)
+        ctx = ScoreContext(case, index, request, trace, turn.recorded, earlier[-1] if earlier else None,
+                           self.suite.documents, self.suite.permissions, reply.elapsed_ms, self.models, earlier)
         scores = []
         for check in turn.checks:
             scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))

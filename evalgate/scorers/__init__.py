@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from ..traces import Trace, User
 
 ENTRY_POINT_GROUP = "evalgate.scorers"
-_BUILTIN_MODULES = ("output", "route", "state", "context", "tools", "permissions", "budget", "judge")
+_BUILTIN_MODULES = ("output", "route", "state", "context", "tools", "permissions", "budget", "judge", "recovery")
 
 
 @dataclass(slots=True)
@@ -83,6 +83,8 @@ class ScoreContext:
     models: Any = None
     """The run's model options (models.ModelOptions: cache, cache mode, offline, spend): a scorer that calls a
     model (the judge) calls it the way the run says, like the target's own model calls."""
+    earlier: tuple[Trace, ...] = ()
+    """The traces of this conversation's earlier turns, oldest first (a check on the whole conversation reads them)."""
 
 
 Check = Callable[[ScoreContext], Score | Awaitable[Score]]

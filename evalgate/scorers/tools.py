@@ -28,12 +28,12 @@ def _fits(call: ToolCall, want: ExpectedCall) -> bool:
                                           for k, v in want.arguments.items())
 
 
-def _describe(want: ExpectedCall) -> str:
+def describe_call(want: ExpectedCall) -> str:
     args = ", ".join(f"{k}={v!r}" for k, v in want.arguments.items())
     return f"{want.name}({args})"
 
 
-def _match(calls: list[ToolCall], expected: list[ExpectedCall], ordered: bool) -> list[ExpectedCall]:
+def unmatched_calls(calls: list[ToolCall], expected: list[ExpectedCall], ordered: bool) -> list[ExpectedCall]:
     """The expected calls left unmatched; in order, each must come after the previous match."""
     missing = []
     start = 0
@@ -92,11 +92,11 @@ def tool_calls(must_include: str | list[str] | None = None, must_exclude: str | 
         if none and called:
             problems.append("expected no tool calls, got " + ", ".join(called))
         if expected:
-            missing = _match(made, expected, ordered)
+            missing = unmatched_calls(made, expected, ordered)
             if missing:
                 order = " in this order" if ordered and len(expected) > 1 else ""
-                problems.append(f"expected {', '.join(_describe(w) for w in missing)}{order}; called "
-                                + (", ".join(_describe(ExpectedCall(name=c.name, arguments=c.arguments)) for c in made)
+                problems.append(f"expected {', '.join(describe_call(w) for w in missing)}{order}; called "
+                                + (", ".join(describe_call(ExpectedCall(name=c.name, arguments=c.arguments)) for c in made)
                                    or "nothing"))
             if only:
                 extra = [c.name for c in made if not any(_fits(c, w) for w in expected)]

@@ -29,7 +29,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..policy import CASE_METRICS, LATENCY_STATS, REPEAT_METRICS, SCORER_STATS, USAGE_STATS, Rule, Where, _meta_text, route_class_metric
+from ..policy import (
+    CASE_METRICS,
+    LATENCY_STATS,
+    RECOVERY_METRIC,
+    REPEAT_METRICS,
+    SCORER_STATS,
+    USAGE_STATS,
+    Rule,
+    Where,
+    _meta_text,
+    route_class_metric,
+)
 from ..results import RuleData
 
 __all__ = ["CASE_METRICS", "LATENCY_STATS", "REPEAT_METRICS", "SCORER_STATS", "USAGE_STATS", "RuleData", "compute"]
@@ -99,6 +110,8 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
         return _route_class(con, run_id, per_route[0], per_route[1], where, cf, cp)
     if metric in REPEAT_METRICS:
         return _repeat_metric(con, run_id, metric, cf, cp)
+    if metric == RECOVERY_METRIC or metric.startswith(RECOVERY_METRIC + "."):
+        return _recovery(con, run_id, metric[len(RECOVERY_METRIC) + 1:] or None, cf, cp)
     if family == "":
         row = con.execute(
             "SELECT count(*), count(*) FILTER (passed), count(*) FILTER (errored), "
@@ -227,6 +240,23 @@ def _repeat_metric(con: Any, run_id: str, metric: str, cf: str, cp: list[Any]) -
     return RuleData(float(len(flaky)), flaky, n)
 
 
+def _recovery(con: Any, run_id: str, operator: str | None, cf: str, cp: list[Any]) -> RuleData:
+    """Of the variants whose original passed in the same repeat, the share that passed too (errored ones left out).
+
+    A variant of a conversation the system fails as written says nothing about
+    recovering: it is left out, so the rate measures recovery alone.
+    """
+    tag = f"variant:{operator}" if operator else "variant"
+    rows = con.execute(
+        "SELECT c.case_id, c.passed, c.seq FROM cases c JOIN cases o ON o.run_id = c.run_id AND o.case_id = c.variant_of "
+        "AND o.repeat = c.repeat "
+        f"WHERE c.run_id = ? AND list_contains(c.tags, ?) AND o.passed AND NOT c.errored{cf} ORDER BY c.seq",
+        [run_id, tag, *cp]).fetchall()
+    n = len(rows)
+    failed = list(dict.fromkeys(str(r[0]) for r in rows if not r[1]))
+    return RuleData((n - sum(1 for r in rows if not r[1])) / n if n else None, failed, n, trials=n)
+
+
 def _ids(con: Any, sql: str, params: list[Any]) -> list[str]:
     return [str(r[0]) for r in con.execute(sql, params).fetchall()]
 
@@ -245,6 +275,12 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
         out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value
         if scorer == "permissions":
             out["permissions.leaks"] = compute(con, run_id, "permissions.leaks").value
+        if scorer == "recovery":
+            out[RECOVERY_METRIC] = compute(con, run_id, RECOVERY_METRIC).value
+            for (tag,) in con.execute("SELECT DISTINCT t FROM (SELECT unnest(tags) AS t FROM cases WHERE run_id = ?) "
+                                      "WHERE t LIKE 'variant:%' ORDER BY t", [run_id]).fetchall():
+                name = f"{RECOVERY_METRIC}.{tag.split(':', 1)[1]}"
+                out[name] = compute(con, run_id, name).value
     return out
 
 

@@ -44,6 +44,8 @@ from ..errors import Location, SuiteError, UsageError, did_you_mean, display_pat
 from ..pipeline.config import PipelineSpec
 from ..policy import GateSpec, check_rule_metrics
 from ..redact import Redactor
+from ..recovery.derive import derive as derive_variants
+from ..recovery.operators import OPERATORS, Options
 from ..references import search_paths
 from ..scorers import BoundScorer, ScorerArgError
 from ..targets.base import known_kinds, spec_model
@@ -64,7 +66,7 @@ from .sources import (
     _redactor,
     _source_format,
 )
-from .spec import CasesFile, SuiteSpec, TracesSource
+from .spec import CasesFile, SuiteSpec, TracesSource, VariantsSpec
 
 
 def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | None = None) -> TargetConfig:
@@ -364,7 +366,7 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
     gate = spec.gate or GateSpec(max_error_rate=0.0)
     for i, rule in enumerate(gate.rules):
         problem = check_rule_metrics(rule, scorer_registry.known_names() | scorer_names | set(aliases), aliases,
-                                     scorer_registry.declared_stats)
+                                     scorer_registry.declared_stats, OPERATORS)
         if problem:
             raise SuiteError(problem[0], location=doc.locate(("gate", "rules", i, "metric")), hint=problem[1])
     if gated:
@@ -372,6 +374,9 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
         if derived:
             notes.warnings.append(f"{len(derived)} case(s) have derived ids (e.g. {derived[0]}); give them ids so "
                                   "editing an input keeps them paired with the baseline")
+    if spec.variants is not None:
+        for case in _variants(static, spec.variants, aliases, suite_checks, str(path)):
+            add(case)
     run_as = [run_as_user(w) for w in spec.run_as] if spec.run_as else None
     if run_as:
         static = [one for case in static for one in expand_run_as(case, run_as, 0)]
@@ -383,6 +388,24 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
                  text_hash=hashlib.sha256(text.encode()).hexdigest()[:16], static_cases=static,
                  trace_sources=trace_sources, suite_checks=suite_checks, aliases=aliases, scorer_names=scorer_names,
                  notes=notes, documents=documents, permissions=permissions, run_as=run_as, redactor=redactor)
+
+
+def _variants(written: list[Case], spec: VariantsSpec, aliases: dict[str, tuple[str, Any]],
+              suite_checks: list[BoundScorer], path: str) -> list[Case]:
+    """Recovery variants of the written cases the suite's ``variants`` selects, numbered after them."""
+    options = Options(tuple(spec.questions)) if spec.questions else Options()
+
+    def bind(expect: dict[str, Any]) -> list[BoundScorer]:
+        return _merge_checks(suite_checks, _bind_all(expect, aliases, None, (), path))
+
+    out: list[Case] = []
+    for case in written:
+        if case.variant_of is None and _selected(case.tags, spec.tags):
+            for variant in derive_variants(case, spec.operators, spec.per_operator, spec.seed, options, bind,
+                                           fresh=not spec.carry_state):
+                variant.seq = len(written) + len(out)
+                out.append(variant)
+    return out
 
 
 def discover(paths: Sequence[Path | str], config: Config) -> list[Path]:

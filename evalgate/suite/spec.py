@@ -8,7 +8,9 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from ..cases import _Model, run_as_label
+from ..errors import did_you_mean
 from ..policy import GateSpec, _split_tags
+from ..recovery.operators import OPERATORS
 from ..traces import User
 
 SUITE_VERSION = 1
@@ -88,6 +90,41 @@ class PermissionsSpec(_Model):
         return self
 
 
+class VariantsSpec(_Model):
+    """Recovery variants: conversations derived from each written one, the ways a real user strays."""
+
+    operators: list[str] = Field(default_factory=lambda: list(OPERATORS))
+    """Which operators to apply (default all): confirmation, correction, side_question, leave_and_return, repeat, typo."""
+    per_operator: int = Field(1, ge=1, le=20)
+    """Variants per case and operator, at most (fewer when the case offers fewer places to apply it)."""
+    seed: int = 0
+    """Changing the seed draws other variants; the same seed always draws the same ones."""
+    tags: list[str] | None = None
+    """Only cases with any of these tags get variants (default: every written case)."""
+    questions: list[str] | None = None
+    """The side questions to ask (default: a few generic ones); write ones your system should answer."""
+    carry_state: bool = True
+    """leave_and_return: the resumed session starts from the state the system last returned (false: the case's
+    starting state, for a system that must restore its workflow itself)."""
+
+    @field_validator("operators")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in OPERATORS:
+                hint = did_you_mean(name, OPERATORS)
+                raise ValueError(f"unknown variant operator '{name}'" + (f" ({hint})" if hint else "")
+                                 + f"; operators: {', '.join(OPERATORS)}")
+        if not value:
+            raise ValueError("operators is empty: name at least one, or leave it out for all")
+        return list(dict.fromkeys(value))
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
+
+
 class SuiteSpec(_Model):
     """A suite file, as written."""
 
@@ -114,6 +151,8 @@ class SuiteSpec(_Model):
     """Replay every case as each of these users (a group name, or {id, groups}); ids get ``@<who>``."""
     redact: bool | RedactSpec = True
     """Redaction of recorded traces (on by default with every built-in detector; false turns it off)."""
+    variants: VariantsSpec | None = None
+    """Recovery variants of the written cases (``<case>~<operator>-<n>``), scored on reaching the same end."""
     gate: GateSpec | None = None
 
     @field_validator("run_as")

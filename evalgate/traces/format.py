@@ -173,11 +173,21 @@ class Trace(_Model):
 
 
 def request_for(*, case_id: str, session_id: str, turn: int, repeat: int, input: str,
-                history: list[dict[str, str]], state: dict[str, Any], user: User, run_id: str = "") -> dict[str, Any]:
-    """The request a target receives for one turn (version ``v`` 1)."""
-    return {"v": REQUEST_VERSION, "run_id": run_id, "case_id": case_id, "session_id": session_id, "turn": turn,
-            "repeat": repeat, "input": input, "history": history, "state": state,
-            "user": {"id": user.id, "groups": list(user.groups)}}
+                history: list[dict[str, str]], state: dict[str, Any], user: User, run_id: str = "",
+                resumed_from: str | None = None) -> dict[str, Any]:
+    """The request a target receives for one turn (version ``v`` 1).
+
+    A turn that opens a resumed session (the user left and came back) also has
+    ``resumed: true`` and ``resumed_from``, the session it continues; its
+    history is empty and its session id new.
+    """
+    request = {"v": REQUEST_VERSION, "run_id": run_id, "case_id": case_id, "session_id": session_id, "turn": turn,
+               "repeat": repeat, "input": input, "history": history, "state": state,
+               "user": {"id": user.id, "groups": list(user.groups)}}
+    if resumed_from is not None:
+        request["resumed"] = True
+        request["resumed_from"] = resumed_from
+    return request
 
 
 def describe_validation_error(exc: ValidationError) -> str:
