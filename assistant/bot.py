@@ -219,7 +219,6 @@ def smalltalk_kind(text: str, ws: list[str]) -> str | None:
 _VOCABULARY = frozenset(
     {w for _, phrase in _KEYWORDS for w in words(phrase)} | _CONFIRM | _DENY | set().union(*_SMALLTALK.values())
     | _QUESTION_WORDS | {"please", "human", "person", "agent", "order", "confirm", "cancel", "refund", "account"})
-_SPELL_VOCABULARY = tuple(sorted(w for w in _VOCABULARY if len(w) >= 4 and "'" not in w))
 
 
 def _known_words() -> frozenset[str]:
@@ -230,8 +229,9 @@ def correct_spelling(text: str) -> str:
     """The message with small typos in the words the router reads fixed ("refnud" → "refund", "humman" → "human").
 
     A word of four letters or more that the assistant does not know becomes
-    the router word one edit away (Damerau-Levenshtein, rapidfuzz) with the
-    same first letter; every other word is left as typed.
+    the known word (the router's and the help center's) one edit away
+    (Damerau-Levenshtein, rapidfuzz) with the same first letter; every other
+    word is left as typed.
     """
     from rapidfuzz import process
     from rapidfuzz.distance import DamerauLevenshtein
@@ -551,6 +551,7 @@ def usage(decision: Decision, request: dict[str, Any], passages: list[Doc], outp
 
 _DOC_BY_ID = {d.id: d for d in DOCS}
 _KNOWN = _known_words()
+_SPELL_VOCABULARY = tuple(sorted(w for w in _KNOWN if len(w) >= 4 and "'" not in w and w.isalpha()))
 
 
 def respond(request: dict[str, Any], behaviour: Behaviour = CURRENT) -> dict[str, Any]:

@@ -42,6 +42,16 @@ class ProgressBar:
         self._progress.stop()
 
 
+def recovery_words(metrics: dict[str, float | None]) -> str | None:
+    """``recovery 94.1% of variants whose original passed: correction 50.0%, typo 100.0%, …`` (worst first)."""
+    if "recovery.rate" not in metrics:
+        return None
+    per = sorted(((k.rsplit(".", 1)[1], v) for k, v in metrics.items() if k.startswith("recovery.rate.")),
+                 key=lambda kv: (kv[1] is None, kv[1] if kv[1] is not None else 0.0, kv[0]))
+    head = f"recovery {_pct(metrics['recovery.rate'])} of variants whose original passed"
+    return head + (": " + ", ".join(f"{k} {_pct(v)}" for k, v in per) if per else "")
+
+
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{v:.1%}"
 
@@ -86,6 +96,9 @@ def _render_suite(console: Console, s: Any) -> None:
                     if k.endswith(".pass_rate") and k.count(".") == 1]
     if scorer_rates:
         console.print(Text("  scorers: " + ", ".join(f"{k} {_pct(val)}" for k, val in scorer_rates)))
+    recovery = recovery_words(m)
+    if recovery:
+        console.print(Text("  " + recovery))
 
     rules = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     rules.add_column("")
