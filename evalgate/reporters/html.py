@@ -217,6 +217,7 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
         slices = {"route": queries.route_slices(con, run_id), "tag": queries.tag_slices(con, run_id),
                   "group": queries.group_slices(con, run_id)}
         scorer_stats = queries.scorer_rows(con, run_id)
+        recovery = queries.recovery_rows(con, run_id)
         trend = [p.to_dict() for p in queries.trend(con, info.suite, run_id, info.started_at, TREND_RUNS)]
         confusion = _confusion(con, run_id)
 
@@ -240,7 +241,7 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
             "chunks": len(chunks), "cases": len(index)}
     page = env.get_template("report.html.j2").render(
         title=title or f"evalgate · {info.suite} · {verdict['status'].upper()}",
-        run_id=run_id, info=info, verdict=verdict, metrics=metrics, slices=slices, scorers=scorer_stats,
+        run_id=run_id, info=info, verdict=verdict, metrics=metrics, slices=slices, scorers=scorer_stats, recovery=recovery,
         comparison=comparison, statistics=statistics, warnings=warnings, trend=trend, confusion=confusion, counts=counts, failing=failing_preview,
         trend_pass=trend_svg(trend, "pass_rate", percent=True), trend_p95=trend_svg(trend, "p95", percent=False),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,

@@ -413,3 +413,36 @@ def trend(con: Any, suite: str, run_id: str, started: datetime, limit: int) -> l
         out.append(TrendPoint(run_id=rid, at=str(at)[:16], verdict=verdict, current=rid == run_id,
                               pass_rate=metrics.get("pass_rate"), p95=metrics.get("latency.p95")))
     return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecoveryRow:
+    """One recovery operator over a run: its variants, those whose original passed, and of those the ones that passed."""
+
+    operator: str
+    variants: int
+    judged: int
+    """Variants whose original passed in the same repeat: the ones ``recovery.rate`` counts."""
+    recovered: int
+    passed: int
+    """Variants that passed, whatever their original did."""
+
+    @property
+    def rate(self) -> float | None:
+        return self.recovered / self.judged if self.judged else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "rate": self.rate}
+
+
+def recovery_rows(con: Any, run_id: str) -> list[RecoveryRow]:
+    """Per operator (from the ``variant:<operator>`` tag), worst rate first."""
+    rows = con.execute(
+        "SELECT split_part(tag, ':', 2) AS op, count(*), count(*) FILTER (o.passed AND NOT c.errored), "
+        "count(*) FILTER (o.passed AND NOT c.errored AND c.passed), count(*) FILTER (c.passed) "
+        "FROM (SELECT *, unnest(tags) AS tag FROM cases WHERE run_id = ? AND variant_of IS NOT NULL) c "
+        "LEFT JOIN cases o ON o.run_id = c.run_id AND o.case_id = c.variant_of AND o.repeat = c.repeat "
+        "WHERE tag LIKE 'variant:%' GROUP BY op", [run_id]).fetchall()
+    out = [RecoveryRow(operator=str(r[0]), variants=int(r[1]), judged=int(r[2]), recovered=int(r[3]), passed=int(r[4]))
+           for r in rows]
+    return sorted(out, key=lambda r: (r.rate is None, r.rate if r.rate is not None else 0.0, r.operator))

@@ -377,6 +377,7 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
     if spec.variants is not None:
         for case in _variants(static, spec.variants, aliases, suite_checks, str(path)):
             add(case)
+        static = _grouped(static)
     run_as = [run_as_user(w) for w in spec.run_as] if spec.run_as else None
     if run_as:
         static = [one for case in static for one in expand_run_as(case, run_as, 0)]
@@ -392,7 +393,7 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
 
 def _variants(written: list[Case], spec: VariantsSpec, aliases: dict[str, tuple[str, Any]],
               suite_checks: list[BoundScorer], path: str) -> list[Case]:
-    """Recovery variants of the written cases the suite's ``variants`` selects, numbered after them."""
+    """Recovery variants of the written cases the suite's ``variants`` selects."""
     options = Options(tuple(spec.questions)) if spec.questions else Options()
 
     def bind(expect: dict[str, Any]) -> list[BoundScorer]:
@@ -401,10 +402,26 @@ def _variants(written: list[Case], spec: VariantsSpec, aliases: dict[str, tuple[
     out: list[Case] = []
     for case in written:
         if case.variant_of is None and _selected(case.tags, spec.tags):
-            for variant in derive_variants(case, spec.operators, spec.per_operator, spec.seed, options, bind,
-                                           fresh=not spec.carry_state):
-                variant.seq = len(written) + len(out)
-                out.append(variant)
+            out.extend(derive_variants(case, spec.operators, spec.per_operator, spec.seed, options, bind,
+                                       fresh=not spec.carry_state))
+    return out
+
+
+def _grouped(cases: list[Case]) -> list[Case]:
+    """Each written case followed by its variants, renumbered: every listing shows a variant under its original."""
+    variants: dict[str, list[Case]] = {}
+    for case in cases:
+        if case.variant_of is not None:
+            variants.setdefault(case.variant_of, []).append(case)
+    placed = {id(v) for vs in variants.values() for v in vs}
+    out: list[Case] = []
+    for case in cases:
+        if id(case) not in placed:
+            out.append(case)
+            out.extend(variants.pop(case.id, []))
+    out.extend(v for vs in variants.values() for v in vs)  # variants written by hand of a case not in this suite
+    for i, case in enumerate(out):
+        case.seq = i
     return out
 
 
