@@ -139,6 +139,7 @@ def expand_run_as(case: Case, users: Sequence[User], seq0: int) -> list[Case]:
     out = []
     for i, user in enumerate(users):
         out.append(dataclasses.replace(case, id=f"{case.id}@{user.id}", seq=seq0 + i, user=user,
+                                       variant_of=f"{case.variant_of}@{user.id}" if case.variant_of else None,
                                        tags=tuple(dict.fromkeys([*case.tags, f"run-as:{user.id}"]))))
     return out
 

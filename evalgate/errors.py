@@ -90,6 +90,20 @@ class StoreBusyError(RunError):
     """Another evalgate process is writing to the store (exit 3)."""
 
 
+class TurnFailed(Exception):
+    """One turn failed — in the target, a template, a model call — and the message says how; the run goes on.
+
+    Targets raise it (as ``TargetError``) for a turn that could not be answered.
+    """
+
+
+class RunStopped(TurnFailed):
+    """The turn failed and no further turn should start: --max-cost reached, offline with no cached answer.
+
+    Raised where it happens and caught once, by the runner, which stores what finished and says why it stopped.
+    """
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """A hint naming the closest known word, or None when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

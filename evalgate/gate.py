@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .errors import EXIT_GATE_FAILED, EXIT_PASS, EXIT_RUN_ERROR
-from .policy import LEAK_METRIC, GateSpec, Rule, check_rule_metrics, with_default_rules
+from .policy import LEAK_METRIC, GateSpec, Rule, check_rule_metrics, is_proportion, with_default_rules
 from .results import RuleData, RuleStatus, VerdictStatus
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def _fmt(value: float | None, metric: str) -> str:
         return money(value)
     if metric.startswith(("latency.", "elapsed.")):
         return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
-    if metric in ("pass@k", "pass^k"):
+    if metric in ("pass@k", "pass^k") or is_proportion(metric):
         return f"{value:.1%}"
     if metric.endswith(("rate", "accuracy")) or metric.endswith(".mean"):
         return f"{value:.1%}" if metric.endswith(("rate", "accuracy")) else f"{value:.3f}"

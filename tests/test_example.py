@@ -13,12 +13,11 @@ def test_default_suites_pass(tmp_path: Path) -> None:
     suites = {s["suite"]: s for s in r.json()["suites"]}
     assert set(suites) == {"support", "support-replay", "support-pipeline", "support-sampled"}  # default: false stay out
     support = suites["support"]
-    assert support["cases"] >= 30 and support["metrics"]["pass_rate"] == 1.0
+    assert support["cases"] >= 150 and support["metrics"]["pass_rate"] == 1.0  # 36 written cases and their variants
+    assert support["metrics"]["recovery.rate"] == 1.0 and support["metrics"]["recovery.rate.correction"] == 1.0
     statuses = {x["rule"]: x["status"] for x in support["verdict"]["rules"]}
-    # one run of 36 cases cannot show a 95 % pass rate beyond chance until run-to-run variation is measured
-    assert statuses.pop("pass_rate ≥ 0.95") == "inconclusive" and statuses.pop("no new failures") == "skipped"
+    assert statuses.pop("no new failures") == "skipped"
     assert set(statuses.values()) == {"pass"}
-    assert any("inconclusive" in n and "run-to-run variation is not measured yet" in n for n in support["verdict"]["notices"])
     pipeline = suites["support-pipeline"]  # the same conversations through the reference pipeline, offline
     assert pipeline["cases"] >= 30 and pipeline["metrics"]["pass_rate"] == 1.0 and pipeline["target"].startswith("pipeline")
     replay = suites["support-replay"]
@@ -80,7 +79,7 @@ def test_validate_the_bundled_suites() -> None:
     # suites with a document set always gate on leaks; validate says so beside their own rules
     assert by_name["support"]["leak_rule"] and not by_name["recorded-as-is"]["leak_rule"]
     text = run_cli_in_process("validate", "suites/support.yaml", cwd=REPO).out
-    assert "5 gate rule(s) + permissions.leaks ≤ 0 (every gate)" in text
+    assert "6 gate rule(s) + permissions.leaks ≤ 0 (every gate)" in text
 
 
 def test_the_sampled_assistant_is_judged_on_its_history(tmp_path: Path) -> None:

@@ -435,9 +435,11 @@ def test_cache_import_rejects_a_file_that_is_not_an_export(tmp_path: Path) -> No
 def test_target_override_runs_the_hand_written_suite_through_the_pipeline(tmp_path: Path) -> None:
     r = run_cli_in_process("run", "suites/support.yaml", "--tags", "permissions", "--target", "pipeline:pipelines/support.yaml",
                 "--json", "--db", str(tmp_path / "s.duckdb"), cwd=REPO)
-    assert r.code == 0, r
+    assert r.code == 0, r  # 24 case runs cannot show the variants' misses beyond chance: inconclusive, named
     s = r.json()["suites"][0]
-    assert s["target"] == "pipeline: pipelines/support.yaml" and s["cases"] == 9 and s["metrics"]["pass_rate"] == 1.0
+    # the 9 written permission cases pass; their recovery variants run too (the pipeline reads no typos)
+    assert s["target"] == "pipeline: pipelines/support.yaml" and s["cases"] > 9
+    assert s["failing"] and all("~" in c["case_id"] for c in s["failing"])
 
 
 def test_validate_warns_when_the_model_key_is_not_set(server: str, tmp_path: Path) -> None:

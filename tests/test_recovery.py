@@ -206,8 +206,6 @@ def test_a_bot_that_ignores_corrections_fails_the_correction_rate_and_says_why(c
     assert by_case["refund~typo-1"][0] and "reached the same end" in by_case["refund~typo-1"][1]
 
 
-@pytest.mark.xfail(strict=True, reason="gate._fmt formats recovery.rate as a percentage but recovery.rate.<operator> "
-                                       "as a bare number ('0 is below the minimum 0.9')")
 def test_a_per_operator_rate_reads_as_a_percentage_in_the_verdict(cli, project: Path) -> None:
     refund_suite(project, "{operators: [correction], per_operator: 3}",
                  extra="gate:\n  rules:\n    - {metric: recovery.rate.correction, min: 0.9}\n")
@@ -216,9 +214,6 @@ def test_a_per_operator_rate_reads_as_a_percentage_in_the_verdict(cli, project: 
     assert rule["limit"] == "≥ 90.0%" and rule["detail"].startswith("0.0% is below the minimum 90.0%"), rule
 
 
-@pytest.mark.xfail(strict=True, reason="run_as renames a variant to <case>~<op>-<n>@<user> but leaves variant_of the "
-                                       "written id, so store/metrics._recovery never finds the original "
-                                       "(<case>@<user>): recovery.rate is 'not measured' and its rule fails")
 def test_variants_run_as_a_group_are_measured_against_their_original(cli, project: Path) -> None:
     refund_suite(project, "{operators: [typo, confirmation]}",
                  extra="run_as: [customer]\ngate:\n  rules:\n    - {metric: recovery.rate, min: 0.5}\n")
@@ -299,8 +294,6 @@ def test_without_carry_state_the_resumed_session_starts_from_the_cases_state(cli
     assert seen[("back", 2)]["state"] == {"plan": "basic", "heard": ["I want a refund please"]}
 
 
-@pytest.mark.xfail(strict=True, reason="operators read only inputs and expectations (operators.Written), so every "
-                                       "variant of a case with a hand-written resume: true runs in one session")
 def test_variants_of_a_case_that_resumes_resume_too(project: Path) -> None:
     write(project / "suites" / "hand.yaml", '''
         name: hand
@@ -339,8 +332,6 @@ def test_a_bad_variants_suite_is_a_load_error_at_its_line(cli, project: Path, su
     assert where in r.err and all(s in r.err for s in says), r.err
 
 
-@pytest.mark.xfail(strict=True, reason="operators._WORD ([A-Za-z]{4,}, no word boundary) matches the letters inside "
-                                       "an alphanumeric code, so the typo operator changes a value the case expects")
 def test_a_typo_leaves_codes_with_digits_alone(project: Path) -> None:
     write(project / "suites" / "code.yaml", '''
         name: code

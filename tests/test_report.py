@@ -102,6 +102,10 @@ def regressed_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("pyproject.toml", "suites", "datasets", "assistant", "pipelines"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    suite = work / "suites" / "support.yaml"  # the written cases only: 36, on one page of the report
+    text = suite.read_text()
+    suite.write_text(re.sub(r"variants:.*?\ngate:", "gate:", text, flags=re.S).replace(
+        "    - {metric: recovery.rate, min: 0.9}      # of the variants whose written conversation passes\n", ""))
     assert run_cli("run", "suites/support.yaml", cwd=work).code == 0
     assert run_cli("baseline", "set", "main", cwd=work).code == 0
     r = run_cli("run", "suites/support.yaml", "--target", "python:assistant.bot_regressed:respond",

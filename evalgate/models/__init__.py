@@ -8,6 +8,13 @@ apart from the results.
 """
 
 from .cache import ResponseCache
-from .client import CACHE_MODES, CacheMiss, ModelClient, ModelError, ModelRequest, ModelResponse
+from .client import (
+    CACHE_MODES,
+    CacheMiss,
+    ModelClient,
+    ModelError,
+    ModelRequest,
+    ModelResponse,
+)
 
 __all__ = ["CACHE_MODES", "CacheMiss", "ModelClient", "ModelError", "ModelRequest", "ModelResponse", "ResponseCache"]

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import RunStopped, UsageError
 from .cache import ResponseCache, cache_key
 
 
@@ -17,7 +17,7 @@ class ModelError(Exception):
     """A model call failed for good (after retries); the message says why."""
 
 
-class CacheMiss(ModelError):
+class CacheMiss(ModelError, RunStopped):
     """Offline, and the cache has no answer for this request."""
 
 

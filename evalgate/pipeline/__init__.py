@@ -12,7 +12,8 @@
 Heavy libraries (bm25s, jinja2, openai) load only when a pipeline runs.
 """
 
+from ..errors import RunStopped, TurnFailed
 from .config import PipelineSpec
-from .engine import Pipeline, RunStopped, TurnFailed
+from .engine import Pipeline
 
 __all__ = ["Pipeline", "PipelineSpec", "RunStopped", "TurnFailed"]

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..documents import DocumentSet, Permissions
+from ..errors import RunStopped, TurnFailed
+from ..models.prices import DEFAULT_PRICES
 from ..traces import User
 from .config import BUILTIN_MODEL, PipelineSpec, RouteSpec
 from .context import Candidate, Retriever
-from ..models.prices import DEFAULT_PRICES
-from .model import BudgetReached, Prices, SpendMeter, builtin_answer
+from .model import Prices, SpendMeter, builtin_answer
 from .router import Decision, Message, Router, parse_classifier_answer
 from .state import SlotFiller, split_structured
 from .templates import TemplateError, render
@@ -19,14 +20,6 @@ from .tokens import TokenCounter, token_counter
 
 PROVIDER_BUILTIN = "evalgate-builtin"
 PROVIDER_ENDPOINT = "openai-compatible"
-
-
-class TurnFailed(Exception):
-    """This turn failed (a template, a model error); the run goes on."""
-
-
-class RunStopped(Exception):
-    """The run can go no further: --max-cost reached, or offline with a cache miss."""
 
 
 @dataclass
@@ -199,18 +192,15 @@ class Pipeline:
         return await self._call(route.model.name, messages, route.model.params, repeat)
 
     async def _call(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any], repeat: int) -> ModelCall:
-        from ..models import CacheMiss, ModelError, ModelRequest
+        from ..models import ModelError, ModelRequest
 
         if self.client is None:
             raise TurnFailed(f"model {model} needs an endpoint")
-        try:
-            self.meter.check()
-        except BudgetReached as exc:
-            raise RunStopped(str(exc)) from None
+        self.meter.check()  # BudgetReached stops the run
         try:
             response = await self.client.complete(ModelRequest(model, messages, dict(params), repeat))
-        except CacheMiss as exc:
-            raise RunStopped(str(exc)) from None
+        except RunStopped:  # offline with no cached answer
+            raise
         except ModelError as exc:
             raise TurnFailed(f"model {model}: {exc}") from None
         tokens_in = response.input_tokens if response.input_tokens is not None else sum(

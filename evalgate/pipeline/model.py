@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import RunStopped
 from .templates import render
 
 _NO_PASSAGE = "I couldn't find that in our help center. I can connect you with a person if you like."
@@ -48,7 +49,7 @@ class Prices:
         return ((input_tokens or 0) * price[0] + (output_tokens or 0) * price[1]) / 1e6
 
 
-class BudgetReached(Exception):
+class BudgetReached(RunStopped):
     """The run's spend reached --max-cost: no new model call is started."""
 
 

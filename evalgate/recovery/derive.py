@@ -124,7 +124,8 @@ def _turns(case: Case, edit: Edit, operator: str, bind: Bind, fresh: bool) -> li
 def derive(case: Case, operators: list[str], per_operator: int, seed: int, options: Options, bind: Bind,
            fresh: bool = False) -> list[Case]:
     """The variants of one written case, in operator order; ids ``<case>~<operator>-<n>``."""
-    written = Written(tuple(t.input for t in case.turns), tuple(t.expect for t in case.turns))
+    written = Written(tuple(t.input for t in case.turns), tuple(t.expect for t in case.turns),
+                      tuple(t.resume for t in case.turns))
     out: list[Case] = []
     base_tags = [t for t in case.tags if t != CRITICAL_TAG]
     for operator in operators:

@@ -38,7 +38,7 @@ SIDE_QUESTIONS = ("what are your opening hours?", "how do I contact support by e
                   "do you have a phone number I can call?", "is my personal data kept private?")
 """Asked in the middle of a conversation, unless the suite gives its own (``variants.questions``)."""
 
-_WORD = re.compile(r"[A-Za-z]{4,}")
+_WORD = re.compile(r"\b[A-Za-z]{4,}\b")
 _KEYBOARD_NEIGHBOURS = {
     "a": "sq", "b": "vn", "c": "xv", "d": "sf", "e": "wr", "f": "dg", "g": "fh", "h": "gj", "i": "uo", "j": "hk",
     "k": "jl", "l": "k", "m": "n", "n": "bm", "o": "ip", "p": "o", "q": "w", "r": "et", "s": "ad", "t": "ry",
@@ -79,6 +79,8 @@ class Written:
 
     inputs: tuple[str, ...]
     expects: tuple[dict[str, Any], ...]
+    resumes: tuple[bool, ...] = ()
+    """Turns written with ``resume: true``: a variant keeps them resuming."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,8 @@ class Options:
 
 
 def _same(written: Written) -> list[DraftTurn]:
-    return [DraftTurn(text, i) for i, text in enumerate(written.inputs)]
+    return [DraftTurn(text, i, resume=i < len(written.resumes) and written.resumes[i])
+            for i, text in enumerate(written.inputs)]
 
 
 def _words(text: str) -> list[str]:

@@ -166,6 +166,8 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
         tree = Tree(title)
         tree.add(Text(f"user {rep['user']['id']} groups [{', '.join(rep['user']['groups'])}]  ·  tags "
                       f"[{', '.join(rep['tags'])}]  ·  {rep['source']}"))
+        if rep.get("variant_of"):
+            tree.add(Text(f"variant of {rep['variant_of']}: see it with evalgate show {story['run_id']} {rep['variant_of']}"))
         if rep["error"]:
             tree.add(Text(f"error: {rep['error']}", style="yellow"))
         for t in rep["turns"]:

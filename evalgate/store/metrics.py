@@ -306,10 +306,10 @@ def critical_errored(con: Any, run_id: str) -> int:
 
 
 def failing_cases(con: Any, run_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The first failing or errored cases with the reasons, in case order."""
+    """The first failing or errored cases with the reasons: written cases in case order, then recovery variants."""
     rows = con.execute(
         "SELECT case_id, repeat, errored, error, critical, source FROM cases WHERE run_id = ? AND NOT passed "
-        "ORDER BY seq, repeat LIMIT ?", [run_id, limit]).fetchall()
+        "ORDER BY variant_of IS NOT NULL, seq, repeat LIMIT ?", [run_id, limit]).fetchall()
     out = []
     for case_id, repeat, errored, error, critical, source in rows:
         reasons = [f"error: {error}"] if error else []

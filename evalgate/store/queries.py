@@ -81,8 +81,8 @@ def latest_run_with_case(con: Any, case_id: str) -> str | None:
 def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -> dict[str, Any]:
     """One case of a stored run, turn by turn, with every score."""
     cases = con.execute(
-        "SELECT case_id, repeat, tags, user_id, user_groups, passed, errored, error, source, elapsed_ms, session_id "
-        "FROM cases WHERE run_id = ? AND case_id = ? ORDER BY repeat", [run_id, case_id]).fetchall()
+        "SELECT case_id, repeat, tags, user_id, user_groups, passed, errored, error, source, elapsed_ms, session_id, "
+        "variant_of FROM cases WHERE run_id = ? AND case_id = ? ORDER BY repeat", [run_id, case_id]).fetchall()
     if not cases:
         like = [r[0] for r in con.execute("SELECT DISTINCT case_id FROM cases WHERE run_id = ? AND case_id ILIKE ? LIMIT 5",
                                           [run_id, f"%{case_id}%"]).fetchall()]
@@ -96,7 +96,7 @@ def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -
             continue
         rep: dict[str, Any] = {"repeat": c[1], "tags": list(c[2] or []), "user": {"id": c[3], "groups": list(c[4] or [])},
                                "passed": bool(c[5]), "errored": bool(c[6]), "error": c[7], "source": c[8],
-                               "elapsed_ms": c[9], "session_id": c[10], "turns": []}
+                               "elapsed_ms": c[9], "session_id": c[10], "variant_of": c[11], "turns": []}
         turns = con.execute(
             "SELECT turn, input, route, output, state_in, state, elapsed_ms, latency_ms, passed, error, trace, "
             "recorded, changes FROM turns WHERE run_id = ? AND case_id = ? AND repeat = ? ORDER BY turn",

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
+from ..errors import RunStopped, TurnFailed
 from .spec import BUILTIN_SPECS, TargetConfig
 
 ENTRY_POINT_GROUP = "evalgate.targets"
@@ -34,12 +35,10 @@ _BUILTIN_MODULES = {"python": "python", "http": "http", "command": "command", "p
                     "replay": "replay"}
 
 
-class TargetError(Exception):
-    """One turn failed inside the target; the message says how."""
-
-
-class StopRun(TargetError):
-    """The turn failed and no further turn should start (--max-cost reached, offline cache miss)."""
+TargetError = TurnFailed
+"""One turn failed inside the target; the message says how (the name targets raise)."""
+StopRun = RunStopped
+"""The turn failed and no further turn should start (--max-cost reached, offline cache miss)."""
 
 
 @dataclass(slots=True)

@@ -60,21 +60,17 @@ class PipelineTarget:
                                  meter=options.meter)
 
     async def call(self, request: dict[str, Any], turn: Any, timeout_s: float) -> Reply:
-        from ..pipeline.engine import RunStopped, TurnFailed
-
         start = time.perf_counter()
         try:
             trace = await asyncio.wait_for(self.pipeline.turn(request), timeout_s)
         except asyncio.TimeoutError:
             raise TargetError(f"timed out after {timeout_s:g}s") from None
-        except RunStopped as exc:
+        except StopRun as exc:  # the run stops here: say at which turn, and how to go on
             where = f"case {request.get('case_id')} turn {request.get('turn')}"
             message = str(exc)
             if message.startswith("offline"):
                 raise StopRun(f"{where}: {message}; {OFFLINE_HINT}") from None
             raise StopRun(f"{where}: {message}") from None
-        except TurnFailed as exc:
-            raise TargetError(str(exc)) from None
         # time queued for a model-call slot is evalgate's waiting, not the system's latency
         queued = float(trace.get("extra", {}).get("pipeline", {}).get("queued_ms") or 0.0)
         return Reply(trace, max(0.0, (time.perf_counter() - start) * 1000 - queued))
