@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .policy import _split_tags
+from .recovery.simulate import SimulateSpec, Simulation
 from .scorers import BoundScorer, Score
 from .traces import Trace, User
 
@@ -47,6 +48,9 @@ class CaseSpec(_Model):
     input: str | None = None
     """Single-turn shorthand for ``turns: [{input, expect}]``."""
     expect: dict[str, Any] | None = None
+    """With ``input``: that turn's expectations; with ``simulate``: every simulated turn's."""
+    simulate: SimulateSpec | None = None
+    """A goal instead of a script: a simulated user plays the conversation (see ``recovery.simulate``)."""
     variant_of: str | None = None
     """Groups variants of one conversation."""
     meta: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
@@ -64,19 +68,22 @@ class CaseSpec(_Model):
 
     @model_validator(mode="after")
     def _one_form(self) -> CaseSpec:
-        if self.turns is None and self.input is None:
-            raise ValueError("a case needs 'turns' (a list of {input, expect}) or a single 'input'")
-        if self.turns is not None and self.input is not None:
-            raise ValueError("give either 'turns' or 'input' (single-turn shorthand), not both")
+        forms = [k for k in ("turns", "input", "simulate") if getattr(self, k) is not None]
+        if not forms:
+            raise ValueError("a case needs 'turns' (a list of {input, expect}), a single 'input', or 'simulate' (a goal)")
+        if len(forms) > 1:
+            raise ValueError(f"give one of 'turns', 'input' (single-turn shorthand) or 'simulate', not {' and '.join(forms)}")
         if self.turns is not None and not self.turns:
             raise ValueError("'turns' is empty: a case needs at least one turn")
-        if self.expect is not None and self.input is None:
-            raise ValueError("'expect' at case level goes with 'input'; put it on each turn instead")
+        if self.expect is not None and self.turns is not None:
+            raise ValueError("'expect' at case level goes with 'input' or 'simulate'; put it on each turn instead")
         if self.turns and self.turns[0].resume:
             raise ValueError("the first turn cannot resume: 'resume: true' marks a later turn where the user comes back")
         return self
 
     def turn_specs(self) -> list[TurnSpec]:
+        if self.simulate is not None:
+            return []
         if self.turns is not None:
             return self.turns
         return [TurnSpec(input=self.input or "", expect=self.expect or {})]
@@ -118,6 +125,8 @@ class Case:
     """The recorded session this case replays, if any."""
     meta: dict[str, Any] = field(default_factory=dict)
     """The case's own fields, for slicing."""
+    simulation: Simulation | None = None
+    """A simulated user plays the turns (``turns`` is empty)."""
 
     @property
     def critical(self) -> bool:

@@ -12,6 +12,7 @@ from . import scorers as scorer_registry
 from ._validation import _validate
 from ._yaml import YamlDoc, load_yaml
 from .cases import Case, CaseSpec, Turn, _merge_checks, derive_case_id
+from .recovery.simulate import Simulation
 from .errors import Location, SuiteError, did_you_mean, display_path
 from .policy import _split_tags
 from .scorers import BoundScorer, ScorerArgError
@@ -41,11 +42,19 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
         tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
         checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
         turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect, resume=tspec.resume))
+    simulation = None
+    if spec.simulate is not None:
+        expect = spec.expect or {}
+        checks = _merge_checks(suite_checks, _bind_all(expect, aliases, doc, prefix + ("expect",), path, line))
+        goal_state = spec.simulate.stop_when.state if spec.simulate.stop_when is not None else {}
+        goal = scorer_registry.bind("goal", {"state": goal_state})
+        simulation = Simulation(spec.simulate, checks, expect, goal)
     derived = spec.id is None
-    case_id = spec.id if spec.id is not None else derive_case_id(spec.user, [t.input for t in specs])
+    inputs = [t.input for t in specs] if spec.simulate is None else [spec.simulate.goal]
+    case_id = spec.id if spec.id is not None else derive_case_id(spec.user, inputs)
     tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))
     return Case(case_id, seq, turns, spec.user, spec.state, tags, source, spec.description,
-                spec.variant_of, derived, meta=dict(spec.meta))
+                spec.variant_of, derived, meta=dict(spec.meta), simulation=simulation)
 
 
 def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any]],

@@ -33,6 +33,8 @@ from .store import Store
 from .store.writer import ResultWriter
 from .cases import Case, Turn
 from .suite import Suite
+from .errors import RunStopped, TurnFailed
+from .recovery.conversation import SimulatedTurns, WrittenTurns
 from .targets import Reply, StopRun, Target, TargetError, make_target
 from .traces import BadLine, Trace, describe_validation_error, request_for
 
@@ -180,12 +182,28 @@ class Runner:
     async def run_case(self, target: Target, case: Case, repeat: int) -> CaseResult:
         result = CaseResult(case.id, case.seq, repeat, case.tags, case.user.id, list(case.user.groups),
                             case.session_id, case.source, case.critical, meta=case.meta, variant_of=case.variant_of)
+        source = (WrittenTurns(case.turns) if case.simulation is None
+                  else SimulatedTurns(case.simulation, self.models, repeat))
         state: dict[str, Any] = dict(case.state)
         history: list[dict[str, str]] = []
         session_id = case.session_id or f"{case.id}#{repeat}"
         resumed_from: str | None = None
         earlier: list[Trace] = []
-        for index, turn in enumerate(case.turns, 1):
+        transcript: list[tuple[str, str]] = []
+        index, request = 0, {}
+        while True:
+            index += 1
+            try:
+                turn = await source.next(index, transcript)
+            except RunStopped as exc:
+                self._stop(str(exc))
+                result.error = f"turn {index}: {exc}"
+                break
+            except TurnFailed as exc:
+                result.error = f"turn {index}: {exc}"
+                break
+            if turn is None:
+                break
             if turn.resume:  # the user left and came back: a new session, no history
                 resumed_from, session_id = session_id, f"{case.session_id or f'{case.id}#{repeat}'}~{index}"
                 history = []
@@ -207,8 +225,26 @@ class Runner:
                 state = tr.trace.state
             history.append({"role": "user", "content": turn.input})
             history.append({"role": "assistant", "content": tr.trace.output or ""})
+            transcript.append((turn.input, tr.trace.output or ""))
             earlier.append(tr.trace)
+            if source.ends_after(index, tr.trace):
+                break
+        closing = source.closing()
+        last = result.turns[-1] if result.turns else None
+        if closing is not None and last is not None and last.trace is not None and result.error is None:
+            ctx = self._context(case, last.turn, request, last.trace, None, last.elapsed_ms, tuple(earlier[:-1]))
+            last.scores.append(closing.run_sync(ctx))
         return result
+
+    def _stop(self, reason: str) -> None:
+        if self.state.stop_reason is None:
+            self.state.stop_reason = reason
+        self.state.stop = True
+
+    def _context(self, case: Case, index: int, request: dict[str, Any], trace: Trace, recorded: Trace | None,
+                 elapsed_ms: float | None, earlier: tuple[Trace, ...]) -> ScoreContext:
+        return ScoreContext(case, index, request, trace, recorded, earlier[-1] if earlier else None,
+                            self.suite.documents, self.suite.permissions, elapsed_ms, self.models, earlier)
 
     async def _run_turn(self, target: Target, case: Case, turn: Turn, index: int, request: dict[str, Any],
                         state: dict[str, Any], earlier: tuple[Trace, ...]) -> TurnResult:
@@ -220,9 +256,7 @@ class Runner:
             try:
                 reply = await target.call(request, turn, self.timeout_s)
             except StopRun as exc:
-                if self.state.stop_reason is None:
-                    self.state.stop_reason = str(exc)
-                self.state.stop = True
+                self._stop(str(exc))
                 return TurnResult(index, turn.input, state, None, None, str(exc), [], turn.recorded)
             except TargetError as exc:
                 return TurnResult(index, turn.input, state, None, None, str(exc), [], turn.recorded)
@@ -240,8 +274,7 @@ class Runner:
             error = "target returned a trace without output"
         if error is not None:
             return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, error, [], turn.recorded)
-        ctx = ScoreContext(case, index, request, trace, turn.recorded, earlier[-1] if earlier else None,
-                           self.suite.documents, self.suite.permissions, reply.elapsed_ms, self.models, earlier)
+        ctx = self._context(case, index, request, trace, turn.recorded, reply.elapsed_ms, earlier)
         scores = []
         for check in turn.checks:
             scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))

@@ -74,7 +74,7 @@ def test_recordings_as_they_are_fail_on_the_corrected_turns(tmp_path: Path) -> N
 def test_validate_the_bundled_suites() -> None:
     r = run_cli_in_process("validate", "suites", "--json", cwd=REPO)
     assert r.code == 0, r
-    assert len(r.json()["suites"]) == 7
+    assert len(r.json()["suites"]) == 8
     by_name = {s["suite"]: s for s in r.json()["suites"]}
     # suites with a document set always gate on leaks; validate says so beside their own rules
     assert by_name["support"]["leak_rule"] and not by_name["recorded-as-is"]["leak_rule"]

@@ -117,6 +117,8 @@ def show(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")],
     case_id: Annotated[str, typer.Argument(help="Case id.")],
     repeat: Annotated[Optional[int], typer.Option("--repeat", help="Only this repeat.")] = None,
+    as_case: Annotated[bool, typer.Option("--as-case", help="Write the conversation out as a case (YAML) a suite can "
+                                          "hold: a simulated user's transcript becomes a fixed script.")] = False,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -125,6 +127,17 @@ def show(
     from ..reporters.console import render_story
 
     story = case_story(_store(db), run_id, case_id, repeat)
+    if as_case:
+        import yaml
+
+        from ..recovery.script import story_as_case
+
+        case = story_as_case(story, repeat)
+        if as_json:
+            _print_json(case)
+        else:
+            sys.stdout.write(yaml.safe_dump([case], sort_keys=False, allow_unicode=True))
+        return
     if as_json:
         _print_json(story)
     else:

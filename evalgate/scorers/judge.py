@@ -18,10 +18,10 @@ import json
 import os
 import re
 import statistics
-import weakref
 from typing import Any, Literal
 
 from ..models.prices import DEFAULT_PRICES
+from ..models.shared import shared_client
 from . import Check, Score, ScoreContext, scorer
 
 Part = Literal["input", "history", "context", "output", "expected"]
@@ -95,41 +95,6 @@ def build_messages(ctx: ScoreContext, rubric: str, scale: str, sees: list[str],
     return [{"role": "system", "content": system}, {"role": "user", "content": "\n\n".join(sections)}]
 
 
-_clients: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], Any]] = weakref.WeakKeyDictionary()
-_caches: dict[str, Any] = {}
-
-
-def _client(base_url: str, api_key_env: str | None, concurrency: int, timeout_s: float, cache: bool,
-            models: Any = None) -> Any:
-    """One model client per endpoint, run options and event loop, shared by every judge of the run.
-
-    The run's model options (``ctx.models``) decide the cache file, its mode and
-    offline, as they do for the target's own model calls; without them (a judge
-    called outside a run) the configuration's cache is used.
-    """
-    from ..models import ModelClient, ResponseCache
-
-    cache_path = getattr(models, "cache_path", None)
-    mode = getattr(models, "cache_mode", "use") if cache else "off"
-    offline = bool(getattr(models, "offline", False))
-    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})  # the openai client belongs to its loop
-    key = (base_url, api_key_env, concurrency, timeout_s, mode, str(cache_path), offline)
-    if key not in per_loop:
-        response_cache = None
-        if mode != "off":
-            if cache_path is None:
-                from ..config import find_config
-
-                cache_path = find_config().cache
-            path = str(cache_path)
-            if path not in _caches:
-                _caches[path] = ResponseCache(path)
-            response_cache = _caches[path]
-        per_loop[key] = ModelClient(base_url, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout_s,
-                                    cache=response_cache, cache_mode=mode, offline=offline)
-    return per_loop[key]
-
-
 @scorer("judge", shorthand="rubric", help="an LLM judge grades the turn against a rubric (pass/fail or 1–5), with votes",
         stats=("score", "agreement", "input_tokens", "output_tokens", "cost_usd", "calls"))
 def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at: int = 4,
@@ -173,7 +138,7 @@ def judge(rubric: str, scale: Literal["pass_fail", "1-5"] = "pass_fail", pass_at
         params = {"temperature": temperature, "max_tokens": max_tokens}
         assert model is not None and base_url is not None
         requests = [ModelRequest(model, messages, params, repeat * votes + v) for v in range(votes)]
-        client = _client(base_url, api_key_env, concurrency, timeout_s, cache, ctx.models)
+        client = shared_client(base_url, api_key_env, concurrency, timeout_s, cache, ctx.models)
         meter = getattr(ctx.models, "meter", None)
         if meter is not None:
             meter.check()  # --max-cost: no new judge call once the run's budget is spent

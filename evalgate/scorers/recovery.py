@@ -63,3 +63,23 @@ def recovery(operator: str = "", step: str = "", state: dict[str, Any] | None = 
         return Score(True, 1.0, what + "reached the same end", detail=detail)
 
     return check
+
+
+@scorer("goal", help="the state has reached a goal: every slot has its value (a simulated user's end)", stats=("turns",))
+def goal(state: dict[str, Any] | None = None) -> Check:
+    """Check that the state after the turn has every slot of ``state``.
+
+    A simulated case's goal (``simulate.stop_when.state``) is checked this way
+    on its last turn, with how the conversation ended and ``turns``, the
+    number of turns it took (``goal.turns``, a run metric).
+    """
+    want = dict(state or {})
+
+    def check(ctx: ScoreContext) -> Score:
+        final = ctx.trace.state if ctx.trace.state is not None else (ctx.request.get("state") or {})
+        off = [f"{k}={final.get(k)!r} (goal {v!r})" for k, v in want.items() if final.get(k) != v]
+        if off:
+            return Score(False, 0.0, "the state has " + ", ".join(off))
+        return Score(True, 1.0, "the state has " + ", ".join(f"{k}={v!r}" for k, v in want.items()) if want else "done")
+
+    return check

@@ -325,6 +325,8 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
                              location=_parse_loc(case.source), hint="case ids must be unique within a suite")
         seen[case.id] = case.source
         scorer_names.update(c.name for t in case.turns for c in t.checks)
+        if case.simulation is not None:
+            scorer_names.update([*(c.name for c in case.simulation.checks), "goal"])
         static.append(case)
 
     for i, item in enumerate(spec.cases):
@@ -401,7 +403,7 @@ def _variants(written: list[Case], spec: VariantsSpec, aliases: dict[str, tuple[
 
     out: list[Case] = []
     for case in written:
-        if case.variant_of is None and _selected(case.tags, spec.tags):
+        if case.variant_of is None and case.turns and _selected(case.tags, spec.tags):
             out.extend(derive_variants(case, spec.operators, spec.per_operator, spec.seed, options, bind,
                                        fresh=not spec.carry_state))
     return out
