@@ -236,10 +236,13 @@ def _share_rules(con: Any, run_id: str, suite: Suite, rules: list[Any], data: li
             continue
         metric = rule.metric or ""
         turn_level = metric.endswith((".pass_rate", ".accuracy")) and metric.count(".") == 1
+        clusters: list[tuple[int, int]] | None
+        if turn_level:
+            clusters = metrics.score_clusters(con, run_id, metric, rule.where)
+        else:  # a conversation and its variants move together (none: each case run is its own cluster)
+            clusters = metrics.conversation_clusters(con, run_id, metric, rule.where)
         out[i] = assess_mod.ShareData(rd.value * rd.trials, rd.trials, slices.get(i),
-                                      case_level=metric == "pass_rate",
-                                      clusters=metrics.score_clusters(con, run_id, metric, rule.where) if turn_level
-                                      else None)
+                                      case_level=metric == "pass_rate", clusters=clusters)
     return out
 
 

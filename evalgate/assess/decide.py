@@ -52,7 +52,8 @@ class ShareData:
     case_level: bool = True
     """pass_rate (case runs) rather than a scorer's share of turns."""
     clusters: list[tuple[int, int]] | None = None
-    """For a share of turns: (passed, scored) per case run, the clusters its uncertainty is computed over."""
+    """(passed, scored) per cluster its uncertainty is computed over: per case run for a share of turns, per
+    conversation (a written case and its recovery variants) for a share of case runs."""
 
 
 def assess(gate: GateSpec, cand: Snapshot, base: Snapshot | None, confirm: Snapshot | None,
@@ -231,8 +232,8 @@ def _design(data: ShareData, cand: Snapshot, base: Snapshot | None, varies: bool
         return 0.0
     if not data.case_level:
         return _cluster_design(data.clusters) if data.clusters else 1.0
-    if varies is None:
-        return 1.0
+    if varies is None:  # as if every case run could flip; a conversation's variants flip together
+        return _cluster_design(data.clusters) if data.clusters else 1.0
     counts: list[tuple[int, int]] = []
     for case_id, now in cand.cases.items():
         before = base.cases.get(case_id) if base is not None else None

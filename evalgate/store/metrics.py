@@ -365,3 +365,25 @@ def score_clusters(con: Any, run_id: str, metric: str, where: Where | None = Non
         f"{route_join} WHERE s.run_id = ? AND s.scorer = ? AND s.error IS NULL{cf}{tf} GROUP BY s.case_id, s.repeat",
         [run_id, family, *cp, *tp]).fetchall()
     return [(int(a), int(b)) for a, b in rows]
+
+
+def conversation_clusters(con: Any, run_id: str, metric: str, where: Where | None = None) -> list[tuple[int, int]] | None:
+    """(passed, judged) per conversation and repeat — a written case with its recovery variants — for a share of
+    case runs (``pass_rate``, ``recovery.rate``); None when the run has no variants (every case run stands alone)."""
+    cf, cp = _case_filter(where)
+    if metric == RECOVERY_METRIC or metric.startswith(RECOVERY_METRIC + "."):
+        operator = metric[len(RECOVERY_METRIC) + 1:]
+        rows = con.execute(
+            "SELECT count(*) FILTER (c.passed), count(*) FROM cases c JOIN cases o ON o.run_id = c.run_id "
+            "AND o.case_id = c.variant_of AND o.repeat = c.repeat "
+            f"WHERE c.run_id = ? AND list_contains(c.tags, ?) AND o.passed AND NOT c.errored{cf} "
+            "GROUP BY c.variant_of, c.repeat", [run_id, f"variant:{operator}" if operator else "variant", *cp]).fetchall()
+        return [(int(a), int(b)) for a, b in rows]
+    if metric != "pass_rate" or not con.execute("SELECT count(*) FROM cases WHERE run_id = ? AND variant_of IS NOT NULL",
+                                                [run_id]).fetchone()[0]:
+        return None
+    rows = con.execute(
+        "SELECT count(*) FILTER (c.passed), count(*) FROM cases c "
+        f"WHERE c.run_id = ? AND NOT c.errored{cf} GROUP BY coalesce(c.variant_of, c.case_id), c.repeat",
+        [run_id, *cp]).fetchall()
+    return [(int(a), int(b)) for a, b in rows]
