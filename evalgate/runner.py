@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from .errors import RunError
 from .results import CaseResult, RunOutcome, RunStatus, TurnResult
 from .scorers import ScoreContext
+from .scorers.output import SYSTEM_ERROR, system_error
 from .store import Store
 from .store.writer import ResultWriter
 from .cases import Case, Turn
@@ -267,17 +268,15 @@ class Runner:
                               f"target returned an invalid trace: {describe_validation_error(exc)}", [], turn.recorded)
         except TypeError as exc:
             return TurnResult(index, turn.input, state, None, reply.elapsed_ms, str(exc), [], turn.recorded)
-        error = None
-        if trace.error:
-            error = f"system reported an error: {trace.error}"
-        elif trace.output is None and not self.is_replay:
-            error = "target returned a trace without output"
-        if error is not None:
-            return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, error, [], turn.recorded)
+        if trace.output is None and not trace.error and not self.is_replay:
+            return TurnResult(index, turn.input, state, trace, reply.elapsed_ms,
+                              "target returned a trace without output", [], turn.recorded)
         ctx = self._context(case, index, request, trace, turn.recorded, reply.elapsed_ms, earlier)
         scores = []
         for check in turn.checks:
             scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))
+        if trace.error and not any(c.name == SYSTEM_ERROR for c in turn.checks):
+            scores.append(system_error(trace.error))  # the system failed its user: a failed turn, scored like any other
         changes = diff_recorded(turn.recorded, trace) if turn.recorded is not None and not self.is_replay else None
         return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, None, scores,
                           turn.recorded if not self.is_replay else None, changes)

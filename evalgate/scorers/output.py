@@ -276,3 +276,28 @@ def similarity(expected: str, threshold: float = 0.8, method: SimilarityMethod =
                      f"to {_clip(expected, 40)!r}", metrics={"similarity": value})
 
     return check
+
+
+SYSTEM_ERROR = "system_error"
+
+
+def system_error(error: str) -> Score:
+    """The failed score of a turn the system answered with an error (its trace's ``error``)."""
+    return Score(False, 0.0, f"the system answered with an error: {error}", scorer=SYSTEM_ERROR)
+
+
+@scorer(SYSTEM_ERROR, help="the system answered without an error (added by itself to every turn whose trace has one)")
+def no_system_error() -> Check:
+    """Fail a turn whose trace reports an error.
+
+    evalgate adds this score by itself to every turn the system answered with an
+    error, so ``system_error.failures`` counts them; naming it in ``expect``
+    checks the same on every turn.
+    """
+
+    def check(ctx: ScoreContext) -> Score:
+        if ctx.trace.error:
+            return system_error(ctx.trace.error)
+        return Score(True, 1.0, "no error")
+
+    return check
