@@ -392,7 +392,7 @@ def case_story(store: Store, run_ref: str | None, case_id: str, repeat: int | No
 
 
 def route_confusion(store: Store, run_ref: str | None = None) -> dict[str, Any]:
-    """The route confusion matrix of a run, with per-route precision, recall and support.
+    """The route confusion matrix of a run, with per-route precision, recall, F1 and support, and the macro-F1.
 
     ``matrix[expected][taken]`` counts scored turns; a turn whose expectation
     lists several routes counts under the one taken when it is among them,
@@ -406,7 +406,12 @@ def route_confusion(store: Store, run_ref: str | None = None) -> dict[str, Any]:
 def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
     """Recent runs, newest first, with verdicts and headline metrics."""
     with store.connect(read_only=True) as con:
-        return [row.to_dict() for row in queries.history(con, suite, limit)]
+        rows = [row.to_dict() for row in queries.history(con, suite, limit)]
+    if any(r["status"] == "running" for r in rows) and not store.writer_alive():
+        for r in rows:  # no process holds the run lock: a run still marked running died with its process
+            if r["status"] == "running":
+                r["status"] = "interrupted"
+    return rows
 
 
 def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[dict[str, str]]:
@@ -443,13 +448,19 @@ def stored_report(store: Store, run_refs: list[str]) -> RunReport:
             run = queries.stored_run(con, run_id)
             failing = metrics.failing_cases(con, run_id)
         summary = run.summary
-        if not summary.get("verdict"):
-            raise UsageError(f"run {run_id} has no verdict (it is {run.status})",
+        status = run.status
+        if status == "running" and not store.writer_alive():
+            status = "interrupted"  # its process died: no run lock is held
+        if not summary.get("verdict") and status == "running":
+            raise UsageError(f"run {run_id} has no verdict yet: it is still running",
                              hint="a run gets its verdict when it finishes; 'evalgate history' lists runs")
-        v = summary["verdict"]
+        v = summary.get("verdict") or {
+            "status": "error", "exit_code": EXIT_RUN_ERROR, "rules": [],
+            "reasons": [f"the run was {status} after {run.cases} case run(s), before it had a verdict "
+                        "(its process was killed or died); what finished is stored"]}
         verdict = gate_mod.Verdict(v["status"], v["exit_code"], [gate_mod.RuleResult(**r) for r in v["rules"]],
                                    v["reasons"], v.get("notices", []))
-        report.suites.append(SuiteReport(run.suite, run.suite_path, run_id, run.status, verdict,
+        report.suites.append(SuiteReport(run.suite, run.suite_path, run_id, status, verdict,
                                          summary.get("metrics", {}), failing, summary.get("warnings", []), [],
                                          run.duration_s, run.cases, run.turns, run.target, summary.get("baseline"),
                                          summary.get("statistics")))

@@ -354,6 +354,7 @@ class Runner:
 
         try:
             loop.add_signal_handler(signal.SIGINT, on_sigint)
+            loop.add_signal_handler(signal.SIGTERM, on_sigint)  # a CI job cancelled: the same as Ctrl-C
             installed = True
         except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
             installed = False
@@ -382,6 +383,7 @@ class Runner:
             if installed:
                 with contextlib.suppress(RuntimeError, ValueError):  # the loop may be closing
                     loop.remove_signal_handler(signal.SIGINT)
+                    loop.remove_signal_handler(signal.SIGTERM)
         bad = suite.notes.bad_line_count + self.state.bad_count
         try:
             writer.flush(status_update={"status": status, "bad_lines": bad,

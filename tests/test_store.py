@@ -141,3 +141,41 @@ def test_ctrl_c_stores_the_run_as_interrupted_with_what_finished(project: Path) 
     assert query(db, "SELECT count(*) FROM cases") == [(done,)]
     assert query(db, "SELECT count(*) FROM turns") == [(done,)]
     assert query(db, "SELECT count(*) FROM scores") == [(done,)]
+
+
+def test_sigterm_stores_the_run_as_interrupted(project: Path) -> None:
+    release = project / "release"
+    _held_suite(project, release)
+    db = project / ".evalgate" / "evalgate.duckdb"
+    proc = _start_run(project, "--json")
+    _wait_for_rows(db)
+    proc.send_signal(signal.SIGTERM)  # a cancelled CI job: handled like Ctrl-C
+    release.touch()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, (out, err)
+    assert json.loads(out)["suites"][0]["status"] == "interrupted"
+    (status, done), = query(db, "SELECT status, cases_done FROM runs")
+    assert status == "interrupted" and 0 < done < 40
+
+
+def test_a_killed_run_is_seen_as_interrupted_and_the_next_run_marks_it(project: Path) -> None:
+    release = project / "release"
+    _held_suite(project, release)
+    db = project / ".evalgate" / "evalgate.duckdb"
+    proc = _start_run(project, "--json")
+    _wait_for_rows(db)
+    proc.kill()  # SIGKILL: nothing of evalgate runs after it
+    proc.communicate(timeout=60)
+    (killed, status), = query(db, "SELECT run_id, status FROM runs")
+    assert status == "running"  # as the dead process left it ...
+    r = run_cli("history", "--json", cwd=project)
+    assert r.code == 0 and r.json()[0]["status"] == "interrupted"  # ... but no process holds the run lock
+    r = run_cli("report", killed, "--json", cwd=project)  # reportable: what finished, and why it has no verdict
+    assert r.code == 0 and r.json()["exit_code"] == 3, r
+    assert r.json()["suites"][0]["status"] == "interrupted"
+    reasons = r.json()["suites"][0]["verdict"]["reasons"]
+    assert "interrupted" in reasons[0] and "before it had a verdict" in reasons[0]
+    release.touch()
+    write(project / "suites" / "demo.yaml", "name: slow\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n")
+    assert run_cli("run", cwd=project).code == 0
+    assert dict(query(db, "SELECT run_id, status FROM runs"))[killed] == "interrupted"  # stored so, once and for all

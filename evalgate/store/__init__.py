@@ -96,6 +96,19 @@ class Store:
     def run_lock(self, *, wait_s: float = 0.0, run_id: str = "") -> RunLock:
         return RunLock(self.path.with_name(self.path.name + ".lock"), wait_s, run_id)
 
+    def writer_alive(self) -> bool:
+        """Whether an evalgate process holds the run lock now: a run stored as ``running`` without one has died."""
+        path = self.path.with_name(self.path.name + ".lock")
+        if not path.exists():
+            return False
+        with open(path, "a+") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
     # --- reading ----------------------------------------------------------
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:

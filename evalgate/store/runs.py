@@ -28,8 +28,23 @@ class NewRun:
     parent_run: str | None = None
 
 
+def mark_abandoned(con: Any) -> list[str]:
+    """Runs stored as ``running`` whose process died (killed, the machine stopped): ``interrupted`` now.
+
+    Call it only while holding the store's run lock: then no other process is running one.
+    """
+    rows = con.execute("UPDATE runs SET status = 'interrupted', finished_at = coalesce(finished_at, ?) "
+                       "WHERE status = 'running' RETURNING run_id",
+                       [datetime.now(timezone.utc).replace(tzinfo=None)]).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def begin(con: Any, run: NewRun) -> None:
-    """Insert the run as ``running``; the writer's batches update its counters and, at the end, its status."""
+    """Insert the run as ``running``; the writer's batches update its counters and, at the end, its status.
+
+    Runs left ``running`` by a process that died are marked interrupted first (the caller holds the run lock).
+    """
+    mark_abandoned(con)
     con.execute(
         "INSERT INTO runs (run_id, suite, suite_path, suite_hash, config_hash, target, status, started_at, "
         "git_commit, git_branch, git_dirty, evalgate_version, repeat, selected_tags, cases_total, bad_lines, options, "
