@@ -289,7 +289,9 @@ def test_a_model_user_reaches_the_goal_and_replays_offline_from_the_runs_cache(c
         assert system["role"] == "system"
         assert "Your goal: get a refund for my order" in system["content"] and "order_id: 7714" in system["content"]
     # the roles are flipped: the simulator speaks as the assistant and reads the target's answers as the user's
-    third = ModelUser.requests[2]["messages"][1:]
+    # (after the opening cue every call starts with, so the messages keep one shape turn after turn)
+    assert all(r["messages"][1]["content"].startswith("(the conversation starts") for r in ModelUser.requests)
+    third = ModelUser.requests[2]["messages"][2:]
     assert [m["role"] for m in third] == ["assistant", "user", "assistant", "user"]
     assert [m["content"] for m in third[::2]] == SPOKEN[:2]
     assert third[1]["content"] == "Which order is it? What's the order number?"
@@ -332,9 +334,6 @@ def test_each_repeat_of_a_model_user_is_its_own_cache_entry(cli, project: Path, 
     assert [turns_of(db, again["run_id"], "refund", k) for k in (0, 1)] == [SPOKEN, SPOKEN]
 
 
-@pytest.mark.xfail(strict=True, reason="a ModelError from the simulator's endpoint is not a TurnFailed: it escapes "
-                                       "run_case and fails the whole run ('the run was failed: ModelError: HTTP 400 "
-                                       "...', exit 3) instead of erroring that case, as a judge's failed call does")
 def test_a_refused_model_user_call_errors_its_case_not_the_run(cli, project: Path, model_user: str) -> None:
     ModelUser.status = 400
     suite(project, model_cases(model_user) + "  - {id: policy, input: what is your refund policy?}\n",
@@ -380,8 +379,6 @@ def test_show_as_case_writes_the_transcript_as_a_case_that_passes(example: Path,
     assert scored == [(1, "tool_calls", True), (2, "tool_calls", True), (3, "state", True), (3, "tool_calls", True)]
 
 
-@pytest.mark.xfail(strict=True, reason="story_as_case drops the case's starting state (turn 1's state_in): the "
-                                       "script starts from {} and its last turn's state check fails")
 def test_show_as_case_keeps_the_starting_state(cli, project: Path) -> None:
     suite(project, '''
   - id: known

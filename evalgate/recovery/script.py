@@ -30,6 +30,9 @@ def story_as_case(story: dict[str, Any], repeat: int | None = None) -> dict[str,
         "description": f"as run {story['run_id']} (repeat {rep['repeat']}) of {story['case_id']}",
         "tags": [t for t in rep["tags"] if not t.startswith("variant")],
         "user": rep["user"],
-        "turns": turns,
     }
+    start = rep["turns"][0].get("state_in") if rep["turns"] else None
+    if start:
+        case["state"] = start  # the case's starting state, as the first turn received it
+    case["turns"] = turns
     return case

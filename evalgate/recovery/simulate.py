@@ -76,6 +76,14 @@ class SimulateSpec(_Model):
     def _known(self) -> SimulateSpec:
         if isinstance(self.simulator, str) and self.simulator != "builtin":
             raise ValueError("simulator is 'builtin' or {model, base_url, api_key_env}")
+        if isinstance(self.simulator, ModelSimulator):  # found when the suite loads, not mid-run
+            sim = self.simulator
+            if not (sim.model or os.environ.get("EVALGATE_SIMULATOR_MODEL")) or not (
+                    sim.base_url or os.environ.get("EVALGATE_SIMULATOR_BASE_URL")):
+                raise ValueError("the simulated user needs a model and an endpoint: give simulator: {model, base_url}, "
+                                 "or set EVALGATE_SIMULATOR_MODEL and EVALGATE_SIMULATOR_BASE_URL")
+            if sim.api_key_env and sim.api_key_env not in os.environ:
+                raise ValueError(f"environment variable {sim.api_key_env} (the simulator's API key) is not set")
         if not self.goal.strip():
             raise ValueError("the goal is empty")
         return self
@@ -121,7 +129,8 @@ class Simulator:
         return await self._model_next(self.spec.simulator, transcript, repeat)
 
     async def _model_next(self, sim: ModelSimulator, transcript: list[tuple[str, str]], repeat: int) -> str | None:
-        from ..models import ModelRequest
+        from ..errors import TurnFailed
+        from ..models import ModelError, ModelRequest
         from ..models.shared import shared_client
 
         if not transcript and self.spec.opening:
@@ -129,18 +138,20 @@ class Simulator:
         model = sim.model or os.environ.get("EVALGATE_SIMULATOR_MODEL")
         base_url = sim.base_url or os.environ.get("EVALGATE_SIMULATOR_BASE_URL")
         if not model or not base_url:
-            from ..errors import TurnFailed
-
             raise TurnFailed("the simulated user needs a model and an endpoint: give simulator: {model, base_url}, "
                              "or set EVALGATE_SIMULATOR_MODEL and EVALGATE_SIMULATOR_BASE_URL")
-        messages = [{"role": "system", "content": self._system_prompt()}]
+        messages = [{"role": "system", "content": self._system_prompt()},
+                    {"role": "user", "content": "(the conversation starts: write your first message)"}]
         for said, answer in transcript:  # the simulator is the user: the target's answers are what it reads
             messages += [{"role": "assistant", "content": said}, {"role": "user", "content": answer or ""}]
-        if not transcript:
-            messages.append({"role": "user", "content": "(the conversation starts: write your first message)"})
         client = shared_client(base_url, sim.api_key_env, 4, 60.0, True, self.models)
-        response = await client.complete(ModelRequest(model, messages, {"temperature": sim.temperature,
-                                                                        "max_tokens": sim.max_tokens}, repeat))
+        try:
+            response = await client.complete(ModelRequest(model, messages, {"temperature": sim.temperature,
+                                                                            "max_tokens": sim.max_tokens}, repeat))
+        except ModelError as exc:
+            if isinstance(exc, TurnFailed):  # offline with no cached answer: the run stops
+                raise
+            raise TurnFailed(f"the simulated user's model {model}: {exc}") from None
         text = response.text.strip().strip('"')
         return None if not text or text.upper().startswith(DONE) else text
 
