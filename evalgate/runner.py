@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from .errors import RunError
 from .results import CaseResult, RunOutcome, RunStatus, TurnResult
+from .sanitize import storable
 from .scorers import ScoreContext
 from .scorers.output import SYSTEM_ERROR, system_error
 from .store import Store
@@ -126,14 +127,23 @@ def git_info(folder: Path) -> dict[str, Any]:
 
 
 def coerce_trace(raw: Any) -> Trace:
-    """A target's answer as a Trace; a plain string is taken as the output."""
+    """A target's answer as a Trace; a plain string is taken as the output.
+
+    Values that could not be stored (invalid Unicode, nesting too deep, oversize text) are made storable first;
+    what was changed is noted in the trace's ``extra.evalgate_sanitized``.
+    """
     if isinstance(raw, Trace):
-        return raw
+        return raw  # validated already (a recorded line, or a target's own Trace)
+    raw, notes = storable(raw)
     if isinstance(raw, str):
-        return Trace(output=raw)
-    if isinstance(raw, dict):
-        return Trace.model_validate(raw)
-    raise TypeError(f"a target must return a trace object (dict) or a string, got {type(raw).__name__}")
+        trace = Trace(output=raw)
+    elif isinstance(raw, dict):
+        trace = Trace.model_validate(raw)
+    else:
+        raise TypeError(f"a target must return a trace object (dict) or a string, got {type(raw).__name__}")
+    if notes:
+        trace.extra["evalgate_sanitized"] = notes
+    return trace
 
 
 def diff_recorded(recorded: Trace, now: Trace) -> dict[str, Any]:

@@ -80,3 +80,45 @@ def test_a_live_target_that_reports_an_error_fails_the_turn_and_the_conversation
     assert r.code == 3, r
     s = r.json()["suites"][0]
     assert s["metrics"]["errors"] == 1 and "RuntimeError: the process fell over" in s["failing"][0]["reasons"][0]
+
+
+def test_no_answer_can_lose_the_run(tmp_path: Path) -> None:
+    """Half an emoji, a state nested 3,000 deep, 3 MB of output: each turn is stored (made storable), the run too."""
+    write(tmp_path / "hostile.py", '''
+        def respond(req):
+            kind = req["input"]
+            if kind == "surrogate":
+                return {"output": "half an emoji: \\ud83d", "state": {"note": "\\udc00"}}
+            if kind == "deep":
+                state = {}
+                node = state
+                for _ in range(3000):
+                    node["x"] = {}
+                    node = node["x"]
+                return {"output": "deep", "state": state}
+            if kind == "huge":
+                return {"output": "y" * 3_000_000}
+            return {"output": "fine"}
+    ''')
+    write(tmp_path / "s.yaml", """
+        name: hostile
+        target: {python: hostile:respond}
+        cases:
+          - {id: surrogate, input: surrogate}
+          - {id: deep, input: deep}
+          - {id: huge, input: huge}
+          - {id: fine, input: fine}
+    """)
+    db = tmp_path / "s.duckdb"
+    r = run_cli_in_process("run", "s.yaml", "--json", "--db", str(db), cwd=tmp_path)
+    assert r.code == 0, r
+    assert query(db, "SELECT status, cases_done FROM runs") == [("completed", 4)]
+    rows = dict(query(db, "SELECT case_id, output FROM turns"))
+    assert rows["surrogate"] == "half an emoji: \ufffd" and rows["fine"] == "fine"
+    assert len(rows["huge"].encode()) < 1_100_000 and rows["huge"].endswith("[cut: 3,000,000 bytes in all]")
+    traces = {c: json.loads(t) for c, t in query(db, "SELECT case_id, trace FROM turns")}
+    assert any("nested deeper than 64 levels" in n for n in traces["deep"]["extra"]["evalgate_sanitized"])
+    assert "invalid Unicode replaced" in traces["surrogate"]["extra"]["evalgate_sanitized"][0]
+    # and every reader of the run works on what was stored
+    assert run_cli_in_process("show", "latest", "deep", "--db", str(db), cwd=tmp_path).code == 0
+    assert run_cli_in_process("report", "latest", "--html", str(tmp_path / "r.html"), "--db", str(db), cwd=tmp_path).code == 0
