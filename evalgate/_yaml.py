@@ -59,11 +59,53 @@ class YamlDoc:
         return Location(self.path, mark.line + 1, mark.column + 1)
 
 
+MAX_EXPANDED = 1_000_000
+"""Most values a document may hold once its aliases are expanded: more is an alias bomb, not a suite."""
+
+
+def _expanded_size(root: Any, path: str) -> None:
+    """Refuse documents whose aliases expand past ``MAX_EXPANDED`` values ("billion laughs") or refer to themselves."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+                node.value if isinstance(node, yaml.SequenceNode) else [])
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            open_.discard(key)
+            if sizes[key] > MAX_EXPANDED:
+                mark = node.start_mark
+                raise SuiteError(f"YAML aliases expand to more than {MAX_EXPANDED:,} values",
+                                 location=Location(path, mark.line + 1, mark.column + 1),
+                                 hint="an anchor (&name) repeated by aliases (*name) inside each other multiplies; "
+                                      "write the values out, or use fewer nested aliases")
+            continue
+        if key in sizes:
+            continue
+        if key in open_:
+            mark = node.start_mark
+            raise SuiteError("a YAML alias refers to a value that contains it", location=Location(
+                path, mark.line + 1, mark.column + 1), hint="an alias (*name) may not appear inside its own anchor")
+        open_.add(key)
+        stack.append((node, True))
+        if isinstance(node, yaml.MappingNode):
+            stack.extend((c, False) for pair in node.value for c in pair)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((c, False) for c in node.value)
+
+
 def _no_duplicate_keys(root: Any, path: str) -> None:
     """A key written twice in one mapping is an error at the second one (YAML would keep the last silently)."""
     stack = [root]
+    seen_nodes: set[int] = set()  # an aliased node is checked once
     while stack:
         node = stack.pop()
+        if id(node) in seen_nodes:
+            continue
+        seen_nodes.add(id(node))
         if isinstance(node, yaml.MappingNode):
             seen: dict[Any, int] = {}
             for key, value in node.value:
@@ -93,6 +135,7 @@ def load_yaml(path: Path | str, text: str | None = None) -> YamlDoc:
     try:
         node = loader.get_single_node()
         if node is not None:
+            _expanded_size(node, path)
             _no_duplicate_keys(node, path)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:

@@ -155,3 +155,17 @@ def test_custom_scorers_import_from_the_project_root_in_a_subfolder(cli, project
     (project / "sub" / "deeper").mkdir(parents=True)
     r = cli("validate", cwd=project / "sub" / "deeper")
     assert r.code == 0, r
+
+
+def test_yaml_alias_bombs_and_self_references_are_refused_at_their_line(cli, project: Path) -> None:
+    levels = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{prev}'] * 9)}]")
+    _suite(project, "\n".join(levels) + "\n")  # 9^9 strings once expanded: "billion laughs" in 700 bytes
+    _assert_usage(cli("validate"), "demo.yaml:7:4: YAML aliases expand to more than 1,000,000 values", "hint:")
+    _suite(project, "name: demo\ncases: &c\n  - {id: a, input: hi, meta: {again: *c}}\n")
+    _assert_usage(cli("validate"), "demo.yaml:", "a YAML alias refers to a value that contains it")
+    # a few aliases are fine: teams reuse expectations
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\n"
+                    "cases:\n  - {id: a, input: hi, expect: &e {route: smalltalk}}\n  - {id: b, input: hello, expect: *e}\n")
+    assert cli("validate").code == 0
