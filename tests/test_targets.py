@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import query, write
+from conftest import query, run_cli, write
 
 COMMAND_BOT = r'''
 import json, os, sys, time
@@ -178,3 +179,16 @@ def test_elapsed_excludes_time_queued_behind_other_cases(cli, project: Path) -> 
     assert r.code == 0, r
     elapsed = [row[0] for row in query(project / ".evalgate" / "evalgate.duckdb", "SELECT elapsed_ms FROM turns")]
     assert len(elapsed) == 4 and all(250 < e < 600 for e in elapsed), elapsed
+
+
+def test_a_hung_sync_target_cannot_keep_the_exit_code_from_the_shell(tmp_path: Path) -> None:
+    """The call timed out, the verdict is printed: the process exits although the target's thread never returns."""
+    write(tmp_path / "hb.py", 'import time\ndef respond(req):\n    if req["input"] == "hang":\n        time.sleep(3600)\n'
+                              '    return {"output": "ok"}\n')
+    write(tmp_path / "h.yaml", "name: h\ntarget: {python: hb:respond}\ntimeout_s: 1\n"
+                               "cases: [{id: a, input: hang}, {id: b, input: fine}]\n")
+    started = time.monotonic()
+    r = run_cli("run", "h.yaml", "--json", "--db", str(tmp_path / "s.duckdb"), cwd=tmp_path, timeout=60)
+    assert r.code == 3 and time.monotonic() - started < 30, r  # the timed-out case is an error; nothing waits for it
+    s = r.json()["suites"][0]
+    assert s["metrics"]["errors"] == 1 and s["metrics"]["passed"] == 1

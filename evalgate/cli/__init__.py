@@ -18,12 +18,39 @@ from ._shared import _console, _escape, _print_json, _stdout_closed, app
 __all__ = ["app", "main"]
 
 
+def _exit_past_hung_threads(exc: SystemExit) -> None:
+    """Exit now when a thread still runs a target call that never returned (a sync python target that hangs).
+
+    Python joins such threads before it exits, so the verdict would be printed and the exit code never reach
+    the shell; everything evalgate writes is flushed and stored by now.
+    """
+    import threading
+    import time
+
+    deadline = time.monotonic() + 0.5  # idle pool threads end as soon as their pool is shut down
+    for t in threading.enumerate():
+        if t.name.startswith("evalgate-target"):
+            t.join(max(0.0, deadline - time.monotonic()))
+    if any(t.name.startswith("evalgate-target") and t.is_alive() for t in threading.enumerate()):
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run a command, turn evalgate's errors into messages and exit codes."""
     args = sys.argv[1:] if argv is None else argv
     want_json = "--json" in args
     try:
         app(args=args, prog_name="evalgate")  # exits through SystemExit with the command's code
+    except SystemExit as exc:
+        if argv is None:  # the evalgate process itself, not a caller's: it may exit hard
+            _exit_past_hung_threads(exc)
+        raise
     except EvalgateError as exc:
         if want_json:
             _print_json(exc.to_dict())
