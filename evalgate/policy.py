@@ -23,6 +23,10 @@ USAGE_STATS = ("total", "mean", "max")
 LEAK_METRIC = "permissions.leaks"
 RECOVERY_METRIC = "recovery.rate"
 """Of the variants whose original passed (same repeat), the share that passed; ``recovery.rate.<operator>`` per operator."""
+ROUTE_CLASS_STATS = ("precision", "recall", "f1")
+"""Per-route metrics: ``route.<stat>.<route>``."""
+ROUTE_MACRO_F1 = "route.macro_f1"
+"""The unweighted mean of the per-route F1 over the routes expected or taken."""
 PROPORTIONS = ("pass_rate", "pass@k", "pass^k", RECOVERY_METRIC)
 """Run metrics that are shares of cases: their thresholds are judged on an interval, not a point."""
 DEFAULT_CONFIDENCE = 0.95
@@ -33,9 +37,9 @@ class _Model(BaseModel):
 
 
 def route_class_metric(metric: str) -> tuple[str, str] | None:
-    """('precision', 'refunds') for 'route.precision.refunds'; None for other metrics."""
+    """('precision', 'refunds') for 'route.precision.refunds', ('f1', 'refunds') for 'route.f1.refunds'; else None."""
     parts = metric.split(".", 2)
-    if len(parts) == 3 and parts[0] == "route" and parts[1] in ("precision", "recall") and parts[2]:
+    if len(parts) == 3 and parts[0] == "route" and parts[1] in ROUTE_CLASS_STATS and parts[2]:
         return parts[1], parts[2]
     return None
 
@@ -211,8 +215,12 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str], aliases: dict[str, tu
         if operator in operators:
             return None
         return (f"unknown recovery operator '{operator}'", did_you_mean(operator, operators) or f"use one of {', '.join(operators)}")
-    if route_class_metric(metric) is not None:
+    if route_class_metric(metric) is not None or metric == ROUTE_MACRO_F1:
         return None
+    bare = metric.rstrip(".")
+    if bare in [f"route.{s}" for s in ROUTE_CLASS_STATS]:  # route.f1 with no route named
+        also = f", or {ROUTE_MACRO_F1} for the mean over the routes" if bare == "route.f1" else ""
+        return (f"'{metric}' needs a route: {bare}.<route>", f"write e.g. {bare}.refunds{also}")
     family, _, stat = metric.rpartition(".")
     if family in ("latency", "elapsed"):
         if stat in LATENCY_STATS:
@@ -227,7 +235,7 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str], aliases: dict[str, tu
         declared = declared_stats(aliases[family][0] if aliases and family in aliases else family)
         if stat in SCORER_STATS or _stat_matches(stat, declared):
             return None
-        names = list(SCORER_STATS) + list(declared)
+        names = list(SCORER_STATS) + list(declared) + (["macro_f1"] if family == "route" else [])
         return (f"unknown statistic '{stat}' for scorer {family}", did_you_mean(stat, names) or f"use one of {', '.join(names)}")
     names = list(CASE_METRICS) + list(REPEAT_METRICS) + [f"{s}.pass_rate" for s in sorted(known)] + [f"latency.{s}" for s in LATENCY_STATS]
     return (f"unknown metric '{metric}'", did_you_mean(metric, names) or "metrics: pass_rate, error_rate, <scorer>.pass_rate, latency.p95, ...")

@@ -186,7 +186,7 @@ def routes(
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The route confusion matrix of a run, with per-route precision and recall."""
+    """The route confusion matrix of a run, with per-route precision, recall and F1, the accuracy and the macro-F1."""
     from ..api import route_confusion
     from ..reporters.console import render_routes
 

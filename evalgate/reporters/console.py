@@ -370,7 +370,7 @@ def render_baselines(console: Console, rows: list[dict[str, Any]]) -> None:
 
 
 def render_routes(console: Console, data: dict[str, Any]) -> None:
-    """Expected route (rows) × route taken (columns), then precision and recall per route."""
+    """Expected route (rows) × route taken (columns), then precision, recall and F1 per route; accuracy and macro-F1."""
     labels = data["labels"]
     if not labels:
         console.print(f"run {data['run_id']}: no route was scored (expect route: in the suite)", markup=False)
@@ -382,13 +382,17 @@ def render_routes(console: Console, data: dict[str, Any]) -> None:
         table.add_column(label, justify="right")
     table.add_column("precision", justify="right")
     table.add_column("recall", justify="right")
+    table.add_column("F1", justify="right")
     for label in labels:
         row = data["matrix"].get(label, {})
         stats = data["per_route"][label]
         cells = [str(row.get(t, 0)) if row.get(t) else "·" for t in labels]
-        table.add_row(Text(label, style="bold"), *cells, _pct(stats["precision"]), _pct(stats["recall"]))
+        table.add_row(Text(label, style="bold"), *cells, _pct(stats["precision"]), _pct(stats["recall"]),
+                      _pct(stats["f1"]))
     console.print(table)
-    console.print(f"accuracy {_pct(data['accuracy'])} over {data['turns']} turn(s)", markup=False)
+    routes = sum(1 for label in labels if label != "(none)")
+    console.print(f"accuracy {_pct(data['accuracy'])} over {data['turns']} turn(s); "
+                  f"macro-F1 {_pct(data['macro_f1'])} over {routes} route(s)", markup=False)
 
 
 def _counts(items: dict[str, int], limit: int = 20) -> str:

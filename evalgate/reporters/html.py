@@ -285,7 +285,7 @@ def _pack_cases(cases: Iterator[_CaseAcc], regressed: set[str], fixed: set[str],
 
 
 def _confusion(con: Any, run_id: str) -> dict[str, Any] | None:
-    """Expected × taken route counts with per-route precision and recall, when the run scored routes."""
+    """Expected × taken route counts with per-route precision, recall and F1, when the run scored routes."""
     from ..store.metrics import route_confusion
 
     data = route_confusion(con, run_id)
@@ -293,7 +293,8 @@ def _confusion(con: Any, run_id: str) -> dict[str, Any] | None:
         return None
     labels = data["labels"]
     return {"labels": labels, "rows": [[data["matrix"].get(e, {}).get(a, 0) for a in labels] for e in labels],
-            "per_route": data["per_route"], "accuracy": data["accuracy"], "turns": data["turns"]}
+            "per_route": data["per_route"], "accuracy": data["accuracy"], "macro_f1": data["macro_f1"],
+            "turns": data["turns"]}
 
 
 def _reasons(story: dict[str, Any]) -> list[str]:

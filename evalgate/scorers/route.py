@@ -2,7 +2,8 @@
 
 Each score keeps the expected route(s) and the route taken, so a run has a
 confusion matrix (``evalgate.api.route_confusion``) and per-route metrics
-``route.precision.<route>`` and ``route.recall.<route>``. A turn whose
+``route.precision.<route>``, ``route.recall.<route>``, ``route.f1.<route>``
+and ``route.macro_f1``. A turn whose
 expectation lists several routes counts under the one taken when it is
 among them, else under the first listed.
 """
@@ -23,7 +24,7 @@ def route(expected: str | list[str]) -> Check:
     def check(ctx: ScoreContext) -> Score:
         got = ctx.trace.route_name
         why = f" ({ctx.trace.route.reason})" if ctx.trace.route and ctx.trace.route.reason else ""
-        detail = {"expected": allowed, "got": got}  # for the confusion matrix and per-route precision/recall
+        detail = {"expected": allowed, "got": got}  # for the confusion matrix and per-route metrics
         if got in allowed:
             return Score(True, 1.0, f"routed to {got}{why}", detail=detail)
         if got is None:

@@ -13,6 +13,8 @@ Names are ``<scorer>.<stat>`` plus a few run-level ones:
     permissions.leaks    leaked documents: the sum of the scorer's ``leaks`` values
     route.precision.<route>   of the turns routed to <route>, the share that should have been
     route.recall.<route>      of the turns that should go to <route>, the share that did
+    route.f1.<route>          the harmonic mean of the two: 2·right ÷ (routed there + should go there)
+    route.macro_f1            the unweighted mean of route.f1 over the routes expected or taken
     latency.p50|p95|p99|mean|max   per-turn latency in ms: what the system reports
                                    (latency_ms.total), else what evalgate measured
     elapsed.p50|p95|p99|mean|max   per-turn time evalgate measured around the target call
@@ -27,6 +29,7 @@ visited it).
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from typing import Any
 
 from ..policy import (
@@ -34,6 +37,7 @@ from ..policy import (
     LATENCY_STATS,
     RECOVERY_METRIC,
     REPEAT_METRICS,
+    ROUTE_MACRO_F1,
     SCORER_STATS,
     USAGE_STATS,
     Rule,
@@ -106,8 +110,12 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
     family, stat = split_metric(metric)
     cf, cp = _case_filter(where)
     per_route = route_class_metric(metric)
+    if per_route is not None and per_route[0] == "f1":
+        return _route_f1(con, run_id, per_route[1], cf, cp)
     if per_route is not None:
         return _route_class(con, run_id, per_route[0], per_route[1], where, cf, cp)
+    if metric == ROUTE_MACRO_F1:
+        return _route_f1(con, run_id, None, cf, cp)
     if metric in REPEAT_METRICS:
         return _repeat_metric(con, run_id, metric, cf, cp)
     if metric == RECOVERY_METRIC or metric.startswith(RECOVERY_METRIC + "."):
@@ -219,6 +227,83 @@ def _route_class(con: Any, run_id: str, kind: str, route: str, where: Where | No
     return RuleData(ok / n if n else None, cases, n, trials=n)
 
 
+_GOT = "json_extract_string(s.detail, '$.got')"
+_EXPECTED = f"CASE WHEN s.passed THEN {_GOT} ELSE json_extract_string(s.detail, '$.expected[0]') END"
+NO_ROUTE = "(none)"
+"""The confusion matrix's label for a turn that reported no route."""
+
+
+def _route_f1(con: Any, run_id: str, route: str | None, cf: str, cp: list[Any]) -> RuleData:
+    """``route.f1.<route>`` (``route`` given) or ``route.macro_f1`` (None) on a slice of cases.
+
+    The cases behind it are the misrouted ones: those expected on or routed to ``route``, or any for the macro.
+    """
+    matrix = _route_matrix(con, run_id, cf, cp)
+    stats = _route_stats(matrix)
+    base = (f"FROM scores s JOIN cases c USING (run_id, case_id, repeat) WHERE s.run_id = ? AND s.scorer = 'route' "
+            f"AND s.error IS NULL AND s.detail IS NOT NULL AND NOT s.passed{cf}")
+    if route is None:
+        cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {base} GROUP BY s.case_id ORDER BY q", [run_id, *cp])
+        return RuleData(macro_f1(stats), cases, sum(sum(row.values()) for row in matrix.values()))
+    mine = stats.get(route)
+    cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {base} AND (coalesce({_GOT}, ?) = ? "
+                      f"OR coalesce({_EXPECTED}, ?) = ?) GROUP BY s.case_id ORDER BY q",
+                 [run_id, *cp, NO_ROUTE, route, NO_ROUTE, route])
+    involved = 0 if mine is None else mine["predicted"] + mine["support"] - mine["correct"]
+    return RuleData(None if mine is None else mine["f1"], cases, involved)
+
+
+def _route_matrix(con: Any, run_id: str, cf: str = "", cp: list[Any] | None = None) -> dict[str, dict[str, int]]:
+    """``matrix[expected][taken]``: scored route turns (of the cases in the filter), by the route expected and taken."""
+    rows = con.execute(f"SELECT s.passed, {_GOT}, json_extract_string(s.detail, '$.expected[0]'), count(*) "
+                       "FROM scores s JOIN cases c USING (run_id, case_id, repeat) WHERE s.run_id = ? "
+                       f"AND s.scorer = 'route' AND s.error IS NULL AND s.detail IS NOT NULL{cf} GROUP BY ALL",
+                       [run_id, *(cp or [])]).fetchall()
+    matrix: dict[str, dict[str, int]] = {}
+    for passed, got, first, n in rows:
+        taken = got if got is not None else NO_ROUTE
+        expected = taken if passed else (first or NO_ROUTE)
+        matrix.setdefault(expected, {})
+        matrix[expected][taken] = matrix[expected].get(taken, 0) + int(n)
+    return matrix
+
+
+def route_f1(correct: int, predicted: int, actual: int) -> float | None:
+    """The harmonic mean of a route's precision and recall, ``2·correct ÷ (predicted + actual)``.
+
+    0.0 when nothing was routed there correctly, including a route expected but never taken (precision
+    undefined) or taken but never expected (recall undefined); None when it was neither expected nor taken.
+    """
+    return 2 * correct / (predicted + actual) if predicted + actual else None
+
+
+def macro_f1(stats: dict[str, dict[str, Any]]) -> float | None:
+    """The unweighted mean of the per-route F1 over the routes expected or taken; None when there are none.
+
+    As sklearn's ``f1_score(average="macro", zero_division=0)`` over the labels in expected ∪ taken: a route
+    expected but never taken, or taken but never expected, counts with F1 0 (it is never left out). Turns
+    that reported no route count against the route expected (its recall), but ``(none)`` is not a route
+    and is not averaged.
+    """
+    # summed exactly, so the mean of 2/3 and 1/2 is the float nearest 7/12
+    scores = [Fraction(2 * s["correct"], s["predicted"] + s["support"])
+              for route, s in stats.items() if route != NO_ROUTE and s["predicted"] + s["support"]]
+    return float(sum(scores, Fraction(0)) / len(scores)) if scores else None
+
+
+def _route_stats(matrix: dict[str, dict[str, int]]) -> dict[str, dict[str, Any]]:
+    """Per label of the matrix (expected or taken): precision, recall, F1, support, and the counts behind them."""
+    labels = sorted({e for e in matrix} | {t for row in matrix.values() for t in row})
+    out: dict[str, dict[str, Any]] = {}
+    for route in labels:
+        tp = matrix.get(route, {}).get(route, 0)
+        predicted = sum(row.get(route, 0) for row in matrix.values())
+        actual = sum(matrix.get(route, {}).values())
+        out[route] = {"precision": tp / predicted if predicted else None, "recall": tp / actual if actual else None,
+                      "f1": route_f1(tp, predicted, actual), "support": actual, "predicted": predicted, "correct": tp}
+    return out
+
+
 def _repeat_metric(con: Any, run_id: str, metric: str, cf: str, cp: list[Any]) -> RuleData:
     """Across the k repeats of each case (errored repeats left out):
 
@@ -273,6 +358,8 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
         out[m] = compute(con, run_id, m).value
     for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():
         out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value
+        if scorer == "route":
+            out[ROUTE_MACRO_F1] = compute(con, run_id, ROUTE_MACRO_F1).value
         if scorer == "permissions":
             out["permissions.leaks"] = compute(con, run_id, "permissions.leaks").value
         if scorer == "recovery":
@@ -323,29 +410,15 @@ def failing_cases(con: Any, run_id: str, limit: int = 20) -> list[dict[str, Any]
 
 
 def route_confusion(con: Any, run_id: str) -> dict[str, Any]:
-    """The route confusion matrix (expected × taken) with per-route precision, recall and support."""
-    rows = con.execute("SELECT passed, json_extract_string(detail, '$.got'), json_extract_string(detail, '$.expected[0]'), "
-                       "count(*) FROM scores WHERE run_id = ? AND scorer = 'route' AND error IS NULL "
-                       "AND detail IS NOT NULL GROUP BY ALL", [run_id]).fetchall()
-    matrix: dict[str, dict[str, int]] = {}
-    for passed, got, first, n in rows:
-        taken = got if got is not None else "(none)"
-        expected = taken if passed else (first or "(none)")
-        matrix.setdefault(expected, {})
-        matrix[expected][taken] = matrix[expected].get(taken, 0) + int(n)
-    labels = sorted({e for e in matrix} | {t for row in matrix.values() for t in row})
-    per_route: dict[str, dict[str, Any]] = {}
-    total = correct = 0
-    for route in labels:
-        tp = matrix.get(route, {}).get(route, 0)
-        predicted = sum(row.get(route, 0) for row in matrix.values())
-        actual = sum(matrix.get(route, {}).values())
-        per_route[route] = {"precision": tp / predicted if predicted else None,
-                            "recall": tp / actual if actual else None, "support": actual}
-        total += actual
-        correct += tp
-    return {"labels": labels, "matrix": matrix, "per_route": per_route, "turns": total,
-            "accuracy": correct / total if total else None}
+    """The route confusion matrix (expected × taken) with per-route precision, recall, F1 and support,
+    the accuracy and the macro-F1 (see ``macro_f1``)."""
+    matrix = _route_matrix(con, run_id)
+    stats = _route_stats(matrix)
+    per_route = {route: {k: st[k] for k in ("precision", "recall", "f1", "support")} for route, st in stats.items()}
+    total = sum(st["support"] for st in stats.values())
+    correct = sum(st["correct"] for st in stats.values())
+    return {"labels": list(stats), "matrix": matrix, "per_route": per_route, "turns": total,
+            "accuracy": correct / total if total else None, "macro_f1": macro_f1(stats)}
 
 
 def score_clusters(con: Any, run_id: str, metric: str, where: Where | None = None) -> list[tuple[int, int]]:
