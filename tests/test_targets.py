@@ -93,6 +93,29 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(b"upstream exploded")
             return
+        if body["input"] == "echo":  # a 401 that echoes the token it was sent, with a trailing newline
+            self.send_response(401)
+            self.end_headers()
+            self.wfile.write(f"bad token: {self.headers.get('Authorization')}\n".encode())
+            return
+        if body["input"] == "echo-ok":  # a service that repeats its headers in its answer (the token alone, too)
+            auth = self.headers.get("Authorization") or ""
+            data = json.dumps({"output": f"you sent {auth}; token {auth.split()[-1]}"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        if body["input"] == "trickle":  # headers at once, then the body a byte at a time
+            data = json.dumps({"output": "slow " * 40}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for i in range(len(data)):
+                self.wfile.write(data[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.05)
+            return
         trace = {"output": f"got {body['input']}", "route": {"name": "web"}, "state": {"n": body["turn"]}}
         data = json.dumps(trace).encode()
         self.send_response(200)
@@ -192,3 +215,26 @@ def test_a_hung_sync_target_cannot_keep_the_exit_code_from_the_shell(tmp_path: P
     assert r.code == 3 and time.monotonic() - started < 30, r  # the timed-out case is an error; nothing waits for it
     s = r.json()["suites"][0]
     assert s["metrics"]["errors"] == 1 and s["metrics"]["passed"] == 1
+
+
+def test_http_secrets_never_come_back_and_the_deadline_covers_the_whole_body(cli, project: Path, http_server: str) -> None:
+    write(project / "suites" / "demo.yaml", f"""
+        name: web
+        target: {{http: "{http_server}", headers: {{Authorization: "Bearer ${{WEB_TOKEN}}"}}}}
+        timeout_s: 1
+        gate: {{max_error_rate: 1}}
+        cases:
+          - {{id: echo, input: echo}}
+          - {{id: echo-ok, input: echo-ok}}
+          - {{id: trickle, input: trickle}}
+    """)
+    started = time.monotonic()
+    r = cli("run", "--json", "-j", "3", env={"WEB_TOKEN": "sk-secret-456"})
+    assert time.monotonic() - started < 8, r  # the trickled body (about 10 s) is cut at the 1 s deadline
+    db = project / ".evalgate" / "evalgate.duckdb"
+    errors = dict(query(db, "SELECT case_id, error FROM turns"))
+    assert errors["trickle"] == f"timed out after 1s ({http_server})"
+    assert errors["echo"].startswith("HTTP 401") and "[redacted]" in errors["echo"]
+    assert query(db, "SELECT output FROM turns WHERE case_id = 'echo-ok'") == [("you sent [redacted]; token [redacted]",)]
+    dump = "\n".join(str(row) for table in ("runs", "cases", "turns", "scores") for row in query(db, f"SELECT * FROM {table}"))
+    assert "sk-secret-456" not in dump and "sk-secret-456" not in r.out + r.err

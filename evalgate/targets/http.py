@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -41,33 +42,46 @@ class HttpTarget:
         self.headers = headers
         self.concurrency = concurrency
         self._client: Any = None
+        self._secrets: list[str] = []
 
     async def start(self) -> None:
         import httpx
 
         headers = {k: expand_env(v) for k, v in self.headers.items()}
+        # every header value is a secret to keep out of what evalgate stores or prints (the target may echo it)
+        values = {v.strip() for v in headers.values()} | {part for v in headers.values() for part in v.split()[1:]}
+        self._secrets = sorted((v for v in values if len(v) >= 8), key=len, reverse=True)  # "Bearer TOKEN" and TOKEN
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         self._client = httpx.AsyncClient(headers=headers, limits=limits, trust_env=False)
 
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
+
     async def call(self, request: dict[str, Any], turn: Any, timeout_s: float) -> Reply:
+        import asyncio
+
         import httpx
 
         start = time.perf_counter()
-        try:
-            resp = await self._client.post(self.url, json=request, timeout=timeout_s)
-        except httpx.TimeoutException:
+        try:  # the deadline covers the whole call: connecting, the headers and every byte of the body
+            resp = await asyncio.wait_for(self._client.post(self.url, json=request, timeout=timeout_s), timeout_s)
+        except (httpx.TimeoutException, asyncio.TimeoutError):
             raise TargetError(f"timed out after {timeout_s:g}s ({self.url})") from None
         except httpx.HTTPError as exc:
-            raise TargetError(f"{type(exc).__name__}: {exc or 'request failed'} ({self.url})") from None
+            raise TargetError(self._scrub(f"{type(exc).__name__}: {exc or 'request failed'} ({self.url})")) from None
         elapsed = (time.perf_counter() - start) * 1000
         if resp.status_code >= 400:
-            raise TargetError(f"HTTP {resp.status_code} from {self.url}: {resp.text[:200]}")
+            raise TargetError(self._scrub(f"HTTP {resp.status_code} from {self.url}: {resp.text[:200]}"))
+        text = self._scrub(resp.text) if self._secrets else resp.text  # a service that echoes its headers
         try:
-            raw = resp.json()
-        except ValueError:
-            raise TargetError(f"response is not JSON: {resp.text[:120]!r}") from None
+            raw = json.loads(text)
+        except (ValueError, RecursionError):
+            raise TargetError(f"response is not JSON: {text[:120]!r}") from None
         return Reply(raw, elapsed)
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+
