@@ -244,6 +244,7 @@ def test_every_builtin_scorer_is_listed_with_arguments_and_one_line_of_help() ->
     assert set(rows) == {"output", "json", "length", "similarity", "route", "state", "slots", "corrected", "context",
                          "context_budget", "permissions", "tool_calls", "budget", "judge", "recovery", "goal", "system_error"}
     for name, row in rows.items():
-        assert row["help"] and "\n" not in row["help"] and row["arguments"], name
+        assert row["help"] and "\n" not in row["help"], name
+        assert row["arguments"] or name == "system_error", name  # the one scorer that takes no arguments
     assert rows["context"]["stats"] == ["recall@k", "precision@k", "ndcg@k", "hit@k", "mrr"]
     assert "calls=None" in rows["tool_calls"]["arguments"] and "rubric" in rows["judge"]["arguments"]
