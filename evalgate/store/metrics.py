@@ -362,6 +362,8 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
             out[ROUTE_MACRO_F1] = compute(con, run_id, ROUTE_MACRO_F1).value
         if scorer == "permissions":
             out["permissions.leaks"] = compute(con, run_id, "permissions.leaks").value
+        if scorer == "goal":  # a simulated user's conversations: how many turns they took
+            out["goal.turns"] = compute(con, run_id, "goal.turns").value
         if scorer == "recovery":
             out[RECOVERY_METRIC] = compute(con, run_id, RECOVERY_METRIC).value
             for (tag,) in con.execute("SELECT DISTINCT t FROM (SELECT unnest(tags) AS t FROM cases WHERE run_id = ?) "
