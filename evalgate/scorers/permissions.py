@@ -14,6 +14,10 @@ user may not read is a leak. A document the
 permission source does not know is a leak too by default (fail closed), so
 a renamed or unlisted document never slips through; ``unknown: allow``
 names such documents without failing.
+
+The user is the request's; one with an id and no groups (a recorded span
+rarely carries more) gets their groups from the suite's ``users`` source,
+and a user that source does not know has none.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Literal
 
+from ..documents import resolve_user
 from ..traces import User
 from . import Check, Score, ScoreContext, scorer
 
@@ -138,7 +143,8 @@ def permissions(unknown: Literal["leak", "allow"] = "leak", context: bool = True
         if truth is None:
             message = "no permission source: name documents: or permissions: in the suite"
             return Score(False, None, message, message)
-        user = user_of(ctx)
+        resolved = resolve_user(truth, user_of(ctx))
+        user = resolved.user
         trace = ctx.trace
         reached: dict[str, list[str]] = {}  # id → where it reached the user
 
@@ -186,9 +192,13 @@ def permissions(unknown: Literal["leak", "allow"] = "leak", context: bool = True
                 if claimed.get(doc_id) is not None:
                     leak["system_groups"] = claimed[doc_id]
                 leaks.append(leak)
-        who = f"{user.id} [{', '.join(user.groups) or 'no groups'}]"
+        who = resolved.describe()
         metrics = {"leaks": float(len(leaks)), "unknown": float(len(unknown_ids))}
         detail: dict[str, Any] = {"user": user.id, "groups": list(user.groups), "checked": len(reached)}
+        if resolved.origin:
+            detail["groups_from"] = resolved.origin
+        if resolved.unknown:
+            detail["user_unknown"] = True
         if leaks:
             detail["leaks"] = leaks
         if unknown_ids:

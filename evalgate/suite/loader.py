@@ -298,7 +298,7 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
     spec: SuiteSpec = _validate(SuiteSpec, doc.data, doc, (), str(path))
     base = path.parent
     notes = LoadNotes()
-    documents, permissions = _load_documents(spec, doc, base, str(path))
+    documents, permissions = _load_documents(spec, doc, base, str(path), (config.root, base))
 
     target_value = target_override if target_override is not None else (spec.target if spec.target is not None else config.target)
     target = None

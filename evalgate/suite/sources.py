@@ -5,13 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .._yaml import YamlDoc
 from ..config import Config
-from ..documents import DocumentSet, FunctionPermissions, GroupPermissions, Permissions
+from ..documents import (
+    DocumentSet,
+    FunctionPermissions,
+    FunctionUsers,
+    GroupPermissions,
+    Permissions,
+    UserFile,
+    UserPermissions,
+    Users,
+)
 from ..errors import SuiteError, display_path
 from ..redact import Redactor
 from ..traces import BadLine
@@ -104,23 +114,43 @@ def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, s
     return str(out)
 
 
-def _load_documents(spec: SuiteSpec, doc: YamlDoc, base: Path,
-                    path: str) -> tuple[DocumentSet | None, Permissions | None]:
-    """The suite's document set and permission source (errors point at the YAML key)."""
+def _load_documents(spec: SuiteSpec, doc: YamlDoc, base: Path, path: str,
+                    search: Sequence[Path] = ()) -> tuple[DocumentSet | None, Permissions | None]:
+    """The suite's document set and permission source (errors point at the YAML key).
+
+    ``search``: the folders a ``module:function`` reference imports from (the project root, the suite's folder).
+    """
     documents: DocumentSet | None = None
     permissions: Permissions | None = None
+    search = tuple(search) or (base,)
+    key = "documents"
     try:
         if spec.documents is not None:
-            documents = DocumentSet.load(Path(os.path.normpath(base / spec.documents)))
+            ds = spec.documents
+            # a document that does not say who may read it matters only while the set is the truth
+            unlisted = ds.unlisted or ("error" if spec.permissions is None else "private")
+            documents = DocumentSet.load(Path(os.path.normpath(base / ds.file)), acl_field=ds.acl_field,
+                                         unlisted=unlisted)
             permissions = GroupPermissions.of(documents)
+        key = "permissions"
         if spec.permissions is not None:
             if spec.permissions.file is not None:
                 permissions = GroupPermissions.load(Path(os.path.normpath(base / spec.permissions.file)))
             elif spec.permissions.python is not None:
-                permissions = FunctionPermissions.load(spec.permissions.python)
+                permissions = FunctionPermissions.load(spec.permissions.python, search)
+        key = "users"
+        if spec.users is not None:
+            if permissions is None:
+                raise SuiteError("users: gives users their groups, but the suite says nothing about who may read what",
+                                 hint="name the document set (documents:) or a permission source (permissions:) too")
+            users: Users
+            if spec.users.file is not None:
+                users = UserFile.load(Path(os.path.normpath(base / spec.users.file)))
+            else:
+                users = FunctionUsers.load(str(spec.users.python), search)
+            permissions = UserPermissions(permissions, users)
     except SuiteError as exc:
         if exc.location is None:
-            key = "documents" if documents is None and spec.documents is not None else "permissions"
             exc.location = doc.locate((key,))
         raise
     return documents, permissions

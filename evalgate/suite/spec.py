@@ -90,6 +90,42 @@ class PermissionsSpec(_Model):
         return self
 
 
+class DocumentsSpec(_Model):
+    """The document set, and how its documents say who may read them."""
+
+    file: str
+    """A .jsonl file or a folder of .md files (front matter), relative to the suite."""
+    acl_field: str = Field(default="groups", min_length=1)
+    """The key (JSONL) or front-matter field (Markdown) listing the groups that may read a document."""
+    unlisted: Literal["private", "public"] | None = None
+    """What a document without that field means: private (readable by nobody) or public (by everyone).
+    Unset, such a document is an error at its line while the set decides who may read what."""
+
+    @field_validator("acl_field")
+    @classmethod
+    def _acl_field(cls, value: str) -> str:
+        if value in ("id", "title", "text", "content"):
+            raise ValueError(f"acl_field '{value}' is the document's {value}, not who may read it")
+        return value
+
+
+class UsersSpec(_Model):
+    """Where a user's groups come from when a case or recorded trace gives only their id."""
+
+    file: str | None = None
+    """A file of user ids → groups (YAML/JSON mapping, JSONL {id, groups}, or CSV id,groups with ; or |)."""
+    python: str | None = None
+    """module:function(user_id) -> list[str] (None: a user it does not know)."""
+
+    @model_validator(mode="after")
+    def _one(self) -> UsersSpec:
+        if (self.file is None) == (self.python is None):
+            raise ValueError("users take exactly one of: file (user ids → groups) or python (module:function)")
+        if self.python is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.python):
+            raise ValueError("expected package.module:function")
+        return self
+
+
 class VariantsSpec(_Model):
     """Recovery variants: conversations derived from each written one, the ways a real user strays."""
 
@@ -143,10 +179,13 @@ class SuiteSpec(_Model):
     concurrency: int | None = Field(None, ge=1, le=10_000)
     timeout_s: float | None = Field(None, gt=0)
     baseline: str | None = None
-    documents: str | None = None
-    """The document set (a .jsonl file or a folder of .md files) the system retrieves from."""
+    documents: DocumentsSpec | None = None
+    """The document set the system retrieves from: a path (a .jsonl file or a folder of .md files), or
+    {file, acl_field, unlisted}."""
     permissions: PermissionsSpec | None = None
     """Who may read each document, when not the document set's own groups."""
+    users: UsersSpec | None = None
+    """Users' groups, for a case or recorded trace whose user has only an id."""
     run_as: list[str | User] | None = None
     """Replay every case as each of these users (a group name, or {id, groups}); ids get ``@<who>``."""
     redact: bool | RedactSpec = True
@@ -154,6 +193,16 @@ class SuiteSpec(_Model):
     variants: VariantsSpec | None = None
     """Recovery variants of the written cases (``<case>~<operator>-<n>``), scored on reaching the same end."""
     gate: GateSpec | None = None
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _documents(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"file": value}
+        if value is not None and not isinstance(value, dict):
+            raise ValueError("documents is a path (docs.jsonl, or a folder of .md files) or "
+                             "{file: PATH, acl_field: groups, unlisted: private | public}")
+        return value
 
     @field_validator("run_as")
     @classmethod
