@@ -47,6 +47,8 @@ class FakeOpenAI(BaseHTTPRequestHandler):
             status = 200
         if status == -1:  # malformed JSON with a 200
             status, payload = 200, b'{"id": "c1", "choices": [tru'
+        elif status == -2:  # valid JSON, not a chat completion: the body the script gives
+            status, payload = 200, headers.pop("body").encode()
         elif status != 200:
             payload = json.dumps({"error": {"message": f"scripted {status}", "type": "x"}}).encode()
         else:
@@ -220,6 +222,44 @@ def test_cache_modes_and_offline(server: str, tmp_path: Path) -> None:
     assert calls == 1 and not answer.cached and len(FakeOpenAI.requests) == 3
     with pytest.raises(UsageError, match="unknown cache mode"):
         ModelClient(server, cache_mode="sometimes")
+
+
+@pytest.mark.parametrize("body", ['{"foo": 1}', '{"choices": null}', '{"choices": []}', '{"choices": [{"message": null}]}',
+                                  '{"choices": [{"message": {"role": "assistant", "content": null}}]}'])
+def test_an_answer_that_is_not_a_completion_is_an_error_and_never_cached(server: str, tmp_path: Path, body: str) -> None:
+    """A 200 whose body is not an answer is an infrastructure fault, not an empty answer to score (or to cache)."""
+    from evalgate.models import ResponseCache
+
+    FakeOpenAI.script = [(-2, {"body": body}), (-2, {"body": body})]
+    cache = ResponseCache(tmp_path / "c.sqlite")
+
+    async def go():
+        client = ModelClient(server, backoff_s=0.01, max_retries=1, cache=cache)
+        try:
+            return await client.complete(_ask("x"))
+        finally:
+            await client.close()
+
+    with pytest.raises(ModelError, match=r"malformed response .*\(after 2 attempts\)"):
+        asyncio.run(go())
+    assert cache.stats()["entries"] == 0
+    assert asyncio.run(go()).text == "echo: x"  # the next, proper answer is taken (and only it is cached)
+    assert cache.stats()["entries"] == 1
+
+
+def test_token_counts_that_are_not_numbers_are_left_out(server: str) -> None:
+    FakeOpenAI.script = [(-2, {"body": json.dumps({"model": "m", "usage": {"prompt_tokens": "11", "completion_tokens": -3},
+                                                    "choices": [{"message": {"content": "hi"}}]})})]
+
+    async def go():
+        client = ModelClient(server)
+        try:
+            return await client.complete(_ask("x"))
+        finally:
+            await client.close()
+
+    answer = asyncio.run(go())
+    assert (answer.text, answer.input_tokens, answer.output_tokens) == ("hi", None, None)
 
 
 def test_malformed_json_is_a_model_error_after_retries(server: str) -> None:

@@ -144,14 +144,7 @@ class ModelClient:
                     data: Any = await self._client.post("/chat/completions", cast_to=object, body={
                         "model": request.model, "messages": request.messages, **request.params})
                     elapsed = (time.perf_counter() - start) * 1000
-                    choices = data.get("choices") or [] if isinstance(data, dict) else []
-                    if not isinstance(data, dict) or not isinstance(choices, list):
-                        raise ValueError(f"not a chat completion: {str(data)[:200]}")
-                    message = (choices[0] or {}).get("message") or {} if choices else {}
-                    usage = data.get("usage") or {}
-                    return ModelResponse(str(message.get("content") or ""), str(data.get("model") or request.model),
-                                         usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                                         attempts=attempt, latency_ms=elapsed, queued_ms=queued)
+                    return _answer(data, request.model, attempt, elapsed, queued)
                 except openai.APITimeoutError:
                     last = f"timed out after {self.timeout_s:g}s"
                 except (ValueError, AttributeError, TypeError, IndexError) as exc:  # a body that is not the JSON promised
@@ -175,6 +168,33 @@ class ModelClient:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _count(value: Any) -> int | None:
+    """A token count as the usage block gives it; anything but a whole number is not one."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _answer(data: Any, requested: str, attempt: int, elapsed: float, queued: float) -> ModelResponse:
+    """A chat completion body as a response; anything else (no choices, no message) is malformed: an error, never an
+    empty answer that would be cached and scored as the system's."""
+    if not isinstance(data, dict):
+        raise ValueError(f"not a chat completion: {str(data)[:200]}")
+    choices = data.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise ValueError(f"no choices in the answer: {str(data)[:200]}")
+    message = choices[0].get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("content", ""), (str, type(None))):
+        raise ValueError(f"no message in the first choice: {str(choices[0])[:200]}")
+    content = message.get("content")
+    if content is None and not message.get("tool_calls") and not message.get("refusal"):
+        raise ValueError(f"the message has no content: {str(message)[:200]}")
+    raw_usage = data.get("usage")
+    usage: dict[str, Any] = raw_usage if isinstance(raw_usage, dict) else {}
+    model = data.get("model")
+    return ModelResponse(content or "", model if isinstance(model, str) and model else requested,
+                         _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
+                         attempts=attempt, latency_ms=elapsed, queued_ms=queued)
 
 
 def _retry_after(value: str | None) -> float | None:
