@@ -70,6 +70,21 @@ def _from_table(root: Path, table: dict[str, Any], source: str | None, *, top_le
             where = "[tool.evalgate]" if not top_level else "evalgate.toml"
             raise UsageError(f"unknown setting '{key}' in {where}", location=Location(source or str(root)),
                              hint=did_you_mean(key, _KEYS) or f"known settings: {', '.join(sorted(_KEYS))}")
+    at = Location(source or str(root))
+    for key in ("suites", "store", "cache", "target", "baseline"):
+        if key in table and not isinstance(table[key], str):
+            raise UsageError(f"setting '{key}' must be text, not {type(table[key]).__name__}", location=at,
+                             hint=f'e.g. {key} = "..." (a quoted string)')
+    concurrency = table.get("concurrency")
+    if concurrency is not None and (isinstance(concurrency, bool) or not isinstance(concurrency, int)
+                                    or not 1 <= concurrency <= 10_000):
+        raise UsageError(f"concurrency must be a whole number from 1 to 10000, not {concurrency!r}", location=at,
+                         hint="e.g. concurrency = 8")
+    timeout_s = table.get("timeout_s")
+    if timeout_s is not None and (isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float))
+                                  or not 0 < timeout_s <= 86_400):
+        raise UsageError(f"timeout_s must be a number of seconds above 0 (at most a day), not {timeout_s!r}",
+                         location=at, hint="e.g. timeout_s = 60")
     store_env = os.environ.get("EVALGATE_DB")
     store = Path(store_env) if store_env else root / table.get("store", DEFAULT_STORE)
     return Config(

@@ -7,6 +7,7 @@ compute; the gate (``gate.py``) decides verdicts from these, the metrics
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any, Literal
@@ -129,6 +130,10 @@ class Rule(_Model):
             raise ValueError("min, max, max_drop and where go with 'metric'")
         if self.confidence is not None and not 0.5 <= self.confidence < 1:
             raise ValueError("confidence must be in [0.5, 1), e.g. 0.95")
+        for name in ("min", "max", "max_drop"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):  # every comparison with NaN is false: the rule would pass
+                raise ValueError(f"{name} must be a number, not {value}")
         return self
 
     def describe(self) -> str:

@@ -169,3 +169,20 @@ def test_yaml_alias_bombs_and_self_references_are_refused_at_their_line(cli, pro
     _suite(project, "name: demo\ntarget: {python: bot:respond}\n"
                     "cases:\n  - {id: a, input: hi, expect: &e {route: smalltalk}}\n  - {id: b, input: hello, expect: *e}\n")
     assert cli("validate").code == 0
+
+
+@pytest.mark.parametrize("setting, says", [("concurrency = 100000000", "concurrency must be a whole number from 1 to 10000"),
+                                           ("concurrency = \"lots\"", "concurrency must be a whole number"),
+                                           ("timeout_s = -1", "timeout_s must be a number of seconds above 0"),
+                                           ("suites = 3", "setting 'suites' must be text")])
+def test_pyproject_settings_are_checked(cli, project: Path, setting: str, says: str) -> None:
+    write(project / "pyproject.toml", f'[tool.evalgate]\nsuites = "suites"\n{setting}\n'.replace('suites = "suites"\nsuites = 3', 'suites = 3'))
+    _assert_usage(cli("validate"), "pyproject.toml", says, "hint:")
+
+
+def test_concurrency_and_not_a_number_limits_are_refused(cli, project: Path) -> None:
+    r = cli("run", "-j", "100000000")
+    assert r.code == 2 and "less than or equal to 10000" in r.err, r
+    _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n"
+                    "gate: {rules: [{metric: pass_rate, min: .nan}]}\n")
+    _assert_usage(cli("validate"), "demo.yaml:4", "min must be a number, not nan")
