@@ -29,6 +29,11 @@ for line in sys.stdin:
     if text == "garbage":
         print("this is not json", flush=True)
         continue
+    if text == "chatty":  # a log line on stdout, then the answer
+        print(json.dumps({"level": "info", "msg": "thinking"}), flush=True)
+    if text == "late":  # answers the previous turn again, late, before this one
+        print(json.dumps({"output": "stale", "route": "echo", "session_id": req["session_id"], "turn": req["turn"] - 1}),
+              flush=True)
     out = {"output": "echo: " + text, "route": "echo", "state": {"turns": req["state"].get("turns", 0) + 1, "pid": os.getpid()}}
     print(json.dumps(out), flush=True)
 '''
@@ -54,8 +59,27 @@ def test_command_target_survives_crash_hang_and_garbage(cli, project: Path) -> N
     assert by_id["c2"][1:] == (True, None, "echo: after crash")  # restarted
     assert by_id["c3"][2] == "no answer within 1s; process killed and will be restarted"
     assert by_id["c4"][1:] == (True, None, "echo: after hang")
-    assert by_id["c5"][2] == "output is not a JSON line: 'this is not json'; process restarted"
+    assert by_id["c5"][2] == ("no answer within 1s; it wrote 1 line(s) that are not this turn's trace, first "
+                              "'this is not json'; process killed and will be restarted")
     assert by_id["c6"][1:] == (True, None, "echo: after garbage")
+
+
+def test_command_target_answers_cannot_shift_to_other_turns(cli, project: Path) -> None:
+    """A log line on stdout, or a late answer to an earlier turn, is skipped: every turn gets its own answer."""
+    _command_suite(project, [])
+    write(project / "suites" / "demo.yaml", (project / "suites" / "demo.yaml").read_text().replace("cases:\n", "") + """
+cases:
+  - id: conv
+    turns:
+      - {input: one, expect: {output: "echo: one"}}
+      - {input: chatty, expect: {output: "echo: chatty"}}
+      - {input: late, expect: {output: "echo: late"}}
+      - {input: four, expect: {output: "echo: four"}}
+""")
+    r = cli("run", "--json", "-j", "1")
+    assert r.code == 0, r
+    outputs = [o for (o,) in query(project / ".evalgate" / "evalgate.duckdb", "SELECT output FROM turns ORDER BY turn")]
+    assert outputs == ["echo: one", "echo: chatty", "echo: late", "echo: four"]
 
 
 def test_command_target_keeps_one_process_across_turns(cli, project: Path) -> None:

@@ -1,9 +1,11 @@
 """The command target: a long-lived process speaking JSON lines.
 
 evalgate writes one request per line to the process's stdin and reads one
-trace per line from its stdout, in order. A crash, a hang or a line that is
-not JSON fails that turn only: the process is killed if needed and started
-again for the next turn.
+trace per line from its stdout, in order. Lines that are not this turn's
+trace (not JSON, keys no trace has, or another turn's ``session_id`` or
+``turn``) are skipped, so a stray log line cannot shift every later answer.
+A crash or a hang fails that turn only: the process is killed if needed and
+started again for the next turn.
 """
 
 from __future__ import annotations
@@ -31,6 +33,15 @@ def command_target(config: TargetConfig, ctx: TargetContext) -> CommandTarget:
                          base_dir=ctx.root or config.base_dir)
 
 _LINE_LIMIT = 64 * 1024 * 1024
+
+
+def _trace_keys() -> frozenset[str]:
+    from ..traces import Trace
+
+    return frozenset(Trace.model_fields) | {"v"}
+
+
+_TRACE_KEYS = _trace_keys()
 
 
 class CommandTarget:
@@ -103,13 +114,23 @@ class CommandTarget:
             proc = self._proc
             assert proc is not None and proc.stdin is not None and proc.stdout is not None
             start = time.perf_counter()
+            deadline = start + timeout_s
+            strays: list[bytes] = []
             try:
                 proc.stdin.write(line)
                 await proc.stdin.drain()
-                out = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+                while True:  # lines that are not this turn's trace (a log line, a late answer) are skipped
+                    out = await asyncio.wait_for(proc.stdout.readline(), max(0.0, deadline - time.perf_counter()))
+                    if not out:
+                        break
+                    raw = _answer_to(request, out)
+                    if raw is not None:
+                        break
+                    strays.append(out)
             except asyncio.TimeoutError:
                 await self._kill()
-                raise TargetError(f"no answer within {timeout_s:g}s; process killed and will be restarted") from None
+                raise TargetError(f"no answer within {timeout_s:g}s{_strays(strays)}; process killed and will be "
+                                  "restarted") from None
             except (BrokenPipeError, ConnectionResetError):
                 await asyncio.sleep(0.05)
                 await self._kill()
@@ -120,13 +141,7 @@ class CommandTarget:
                 await asyncio.sleep(0.05)  # let the stderr drain catch the last words
                 tail = self._stderr_tail()
                 await self._kill()
-                raise TargetError(f"process exited (code {code}) without answering{tail}")
-            try:
-                raw = json.loads(out)
-            except ValueError:
-                await self._kill()  # its stdout can no longer be trusted to be in step
-                text = out.decode("utf-8", "replace").strip()
-                raise TargetError(f"output is not a JSON line: {text[:120]!r}; process restarted") from None
+                raise TargetError(f"process exited (code {code}) without answering{_strays(strays)}{tail}")
             return Reply(raw, elapsed)
 
     async def close(self) -> None:
@@ -137,6 +152,31 @@ class CommandTarget:
                 proc.stdin.close()
                 await asyncio.wait_for(proc.wait(), 2)
         await self._kill()
+
+
+def _answer_to(request: dict[str, Any], line: bytes) -> Any:
+    """The line as this turn's answer, or None when it is not one: not JSON, not a trace (keys no trace has), or a
+    trace of another turn (its ``session_id`` or ``turn`` differs from the request's)."""
+
+    try:
+        raw = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(raw, str):
+        return raw
+    if not isinstance(raw, dict) or not raw or not set(raw) <= _TRACE_KEYS:
+        return None
+    for key in ("session_id", "turn"):
+        if raw.get(key) is not None and request.get(key) is not None and raw[key] != request[key]:
+            return None
+    return raw
+
+
+def _strays(lines: list[bytes]) -> str:
+    if not lines:
+        return ""
+    first = lines[0].decode("utf-8", "replace").strip()
+    return f"; it wrote {len(lines)} line(s) that are not this turn's trace, first {first[:120]!r}"
 
 
 async def _exit_code(proc: asyncio.subprocess.Process) -> int | None:
