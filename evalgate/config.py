@@ -71,7 +71,10 @@ def _from_table(root: Path, table: dict[str, Any], source: str | None, *, top_le
             raise UsageError(f"unknown setting '{key}' in {where}", location=Location(source or str(root)),
                              hint=did_you_mean(key, _KEYS) or f"known settings: {', '.join(sorted(_KEYS))}")
     at = Location(source or str(root))
-    for key in ("suites", "store", "cache", "target", "baseline"):
+    if "target" in table and not isinstance(table["target"], (str, dict)):
+        raise UsageError(f"setting 'target' must be text or a table, not {type(table['target']).__name__}", location=at,
+                         hint='e.g. target = "python:pkg.module:respond" or target = {python = "pkg.module:respond"}')
+    for key in ("suites", "store", "cache", "baseline"):
         if key in table and not isinstance(table[key], str):
             raise UsageError(f"setting '{key}' must be text, not {type(table[key]).__name__}", location=at,
                              hint=f'e.g. {key} = "..." (a quoted string)')
