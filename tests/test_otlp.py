@@ -65,7 +65,8 @@ def test_genai_conventions_with_messages_on_events_and_base64_ids(tmp_path: Path
     assert [t["output"] for t in turns] == ["Yes, it shipped today.", "You're welcome."]
     assert turns[0]["user"]["id"] == "u-5"
     assert turns[0]["tool_calls"] == [{"name": "lookup_order", "arguments": {"order_id": "5512"}}]
-    assert turns[0]["model"] == {"name": "gpt-4o-mini-2024-07-18", "provider": "openai", "params": {"temperature": 0.0}}
+    assert turns[0]["model"] == {"name": "gpt-4o-mini-2024-07-18", "requested": "gpt-4o-mini", "provider": "openai",
+                                 "params": {"temperature": 0.0}}
     assert stats["tokens"] == {"input": 120, "output": 13} and stats["unmapped"] == {}
 
 
@@ -235,3 +236,196 @@ def test_gzip_files_import_the_same(tmp_path: Path, name: str) -> None:
     assert [json.loads(line) for line in out.read_text().splitlines()] == plain
     assert {k: v for k, v in r.json().items() if k not in ("files", "out")} == \
         {k: v for k, v in plain_stats.items() if k not in ("files", "out")}
+
+
+# Issue 13: retrieval spans, request and response model, the fallback answer of a failed model call.
+# These call import_otlp directly (a plain function), on the exports the real packages made.
+
+FALLBACK = "Sorry, I can't look that up right now. A support agent will follow up by e-mail."
+
+
+def import_instrumented(tmp_path: Path, name: str) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    """(stats, native turns, what the app sent) for one of the instrumented exports, routes mapped."""
+    from evalgate.traces.otlp import import_otlp, parse_mapping
+
+    mapping = parse_mapping({"route": {"span_name": "route_decision", "attribute": "app.route"}})
+    out = tmp_path / f"{name}.jsonl"
+    stats = import_otlp([INSTRUMENTED / f"{name}.otlp.jsonl"], out, mapping=mapping)
+    sent = json.loads((INSTRUMENTED / "expected.json").read_text())[name]["turns"]
+    return stats, [json.loads(line) for line in out.read_text().splitlines()], sent
+
+
+@pytest.mark.parametrize("name", ["openinference", "genai-events", "genai-latest"])
+def test_instrumented_exports_turn_by_turn_as_the_app_sent_them(tmp_path: Path, name: str) -> None:
+    stats, turns, sent = import_instrumented(tmp_path, name)
+    # three sessions of 2, 3 and 1 turns, numbered in order; one failed model call
+    assert (stats.spans, stats.traces, stats.turns, stats.sessions, stats.error_turns) == (24, 6, 6, 3, 1)
+    assert stats.log_records == (6 if name == "genai-events" else 0) and stats.log_records_unattached == 0
+    assert [(t["session_id"], t["turn"]) for t in turns] == [
+        ("s-101", 1), ("s-101", 2), ("s-102", 1), ("s-102", 2), ("s-102", 3), ("s-103", 1)]
+    assert [(t["input"], t["route"]["name"], t["user"]["id"]) for t in turns] == [
+        (s["input"], s["route"], s["user"]) for s in sent]
+    # documents: ids and scores in the retriever's order, ranked from 1
+    assert [[(c["id"], c.get("score"), c["rank"]) for c in t.get("context", [])] for t in turns] == [
+        [(d, sc, r) for r, (d, sc) in enumerate(zip(s["documents"], s["scores"]), 1)] for s in sent]
+    assert stats.documents == sum(len(s["documents"]) for s in sent)
+    # request and response model kept apart; the failed call has only the requested one
+    assert [t["model"].get("name") for t in turns] == [s["response_model"] for s in sent]
+    assert [t["model"]["requested"] for t in turns] == [s["request_model"] for s in sent]
+    assert dict(stats.models) == {"gpt-4o-mini-2024-07-18": 5} and dict(stats.requested_models) == {"gpt-4o-mini": 6}
+    # what the user saw, the fallback included where the export records it
+    assert [t.get("output") for t in turns] == [s["output"] for s in sent]
+    assert [bool(t.get("error")) for t in turns] == [s["error"] is not None for s in sent]
+    assert [t.get("usage") for t in turns] == [
+        {"input_tokens": s["input_tokens"], "output_tokens": s["output_tokens"]} if s["input_tokens"] is not None
+        else None for s in sent]
+    assert (stats.input_tokens, stats.output_tokens) == (98, 37)
+    retrievals = [t["extra"]["otlp"].get("retrievals") for t in turns]
+    if name == "openinference":
+        assert retrievals == [None] * 6
+    else:  # one retrieval span a turn: its data source, and the query where content is on spans
+        assert retrievals == [[{k: v for k, v in (("data_source", s["data_source"]), ("query", s["query"]), ("top_k", 3),
+                                                  ("documents", s["documents"])) if v is not None}] for s in sent]
+
+
+def test_genai_retrieval_through_telemetry_handler_becomes_context(tmp_path: Path) -> None:
+    """genai-latest: the `retrieval kb` spans that opentelemetry-util-genai's TelemetryHandler made."""
+    stats, turns, _ = import_instrumented(tmp_path, "genai-latest")
+    assert stats.documents == 9 and stats.unmapped.get("gen_ai.retrieval.documents") is None
+    first = turns[0]
+    assert first["context"] == [{"id": "kb/refund-policy", "rank": 1, "score": 0.82},
+                                {"id": "kb/shipping", "rank": 2, "score": 0.41}]
+    assert first["extra"]["otlp"] == {
+        "span": "invoke_workflow support_request", "service": "support-app",
+        "retrievals": [{"data_source": "kb", "query": "I want a refund for order 5512", "top_k": 3,
+                        "documents": ["kb/refund-policy", "kb/shipping"]}]}
+    assert "context" in first["latency_ms"]  # time in retrieval spans, as for RETRIEVER spans
+    assert [len(t["context"]) for t in turns] == [2, 2, 1, 1, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["openinference", "genai-latest"])
+def test_a_failed_model_call_keeps_the_fallback_answer_and_no_response_model(tmp_path: Path, name: str) -> None:
+    _, turns, _ = import_instrumented(tmp_path, name)
+    failed = turns[3]
+    assert failed["input"] == "crash please" and failed["output"] == FALLBACK
+    assert "the model server fell over" in failed["error"] and "usage" not in failed
+    assert "name" not in failed["model"] and failed["model"]["requested"] == "gpt-4o-mini"
+    # the next turn of the session follows the fallback
+    assert (turns[4]["session_id"], turns[4]["turn"], turns[4]["output"]) == (
+        "s-102", 3, "Answer to: ok, and when will it arrive?")
+    assert turns[4]["model"]["name"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_genai_event_mode_records_no_documents_nor_workflow_output(tmp_path: Path) -> None:
+    """event_only: the packages put no retrieval documents, query or workflow messages anywhere; the import says
+    which retrievals ran and that they had no documents, rather than inventing any."""
+    stats, turns, _ = import_instrumented(tmp_path, "genai-events")
+    assert stats.documents == 0 and all("context" not in t for t in turns)
+    assert turns[3]["extra"]["otlp"]["retrievals"] == [{"data_source": "kb", "top_k": 3, "documents": []}]
+    assert "output" not in turns[3] and turns[3]["model"] == {"requested": "gpt-4o-mini", "provider": "openai",
+                                                                "params": {"temperature": 0}}
+    assert turns[4]["output"] == "Answer to: ok, and when will it arrive?"  # the model's answer, from its log event
+
+
+def test_openinference_instrumented_import_is_unchanged_but_for_the_requested_model(tmp_path: Path) -> None:
+    """Every field as before this change; the model gains `requested`, and a failed call no longer names the
+    requested model as the one that answered."""
+    _, turns, _ = import_instrumented(tmp_path, "openinference")
+    ok, failed = turns[0], turns[3]
+    for t in (ok, failed):
+        assert len(t["trace_id"]) == 32 and t["timestamp"].endswith("Z") and set(t["latency_ms"]) == {
+            "total", "model", "context"}
+    assert {k: v for k, v in ok.items() if k not in ("trace_id", "timestamp", "latency_ms")} == {
+        "v": 1, "session_id": "s-101", "turn": 1, "user": {"id": "u-17", "groups": []},
+        "input": "I want a refund for order 5512", "route": {"name": "refunds"},
+        "context": [{"id": "kb/refund-policy", "rank": 1, "score": 0.82}, {"id": "kb/shipping", "rank": 2, "score": 0.41}],
+        "model": {"name": "gpt-4o-mini-2024-07-18", "requested": "gpt-4o-mini", "provider": "openai",
+                  "params": {"model": "gpt-4o-mini", "temperature": 0}},
+        "usage": {"input_tokens": 12, "output_tokens": 9}, "output": "Answer to: I want a refund for order 5512",
+        "extra": {"otlp": {"span": "support_request", "service": "support-app"}}}
+    assert {k: v for k, v in failed.items() if k not in ("trace_id", "timestamp", "latency_ms")} == {
+        "v": 1, "session_id": "s-102", "turn": 2, "user": {"id": "u-40", "groups": []}, "input": "crash please",
+        "route": {"name": "order_status"}, "context": [{"id": "kb/order-tracking", "rank": 1, "score": 0.77}],
+        "model": {"requested": "gpt-4o-mini", "provider": "openai", "params": {"model": "gpt-4o-mini", "temperature": 0}},
+        "output": FALLBACK,
+        "error": "ChatCompletion: openai.InternalServerError: Error code: 500 - {'error': {'message': "
+                 "'the model server fell over', 'type': 'server_error'}}",
+        "extra": {"otlp": {"span": "support_request", "service": "support-app"}}}
+
+
+def _v(x: Any) -> dict[str, Any]:
+    if isinstance(x, bool):
+        return {"boolValue": x}
+    if isinstance(x, int):
+        return {"intValue": str(x)}
+    if isinstance(x, float):
+        return {"doubleValue": x}
+    if isinstance(x, list):
+        return {"arrayValue": {"values": [_v(i) for i in x]}}
+    if isinstance(x, dict):
+        return {"kvlistValue": {"values": [{"key": k, "value": _v(v)} for k, v in x.items()]}}
+    return {"stringValue": x}
+
+
+def _export(*spans: tuple[str, str, str, dict[str, Any], bool]) -> str:
+    """One export request of spans (span id, parent id, name, attributes, failed), one trace."""
+    return json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [
+        {"traceId": "ab" * 16, "spanId": sid * 16, "parentSpanId": parent * 16 if parent else "", "name": name,
+         "startTimeUnixNano": str(1_763_200_000_000_000_000 + i), "endTimeUnixNano": str(1_763_200_001_000_000_000),
+         "attributes": [{"key": k, "value": _v(v)} for k, v in attrs.items()],
+         "status": {"code": 2, "message": "boom"} if failed else {}}
+        for i, (sid, parent, name, attrs, failed) in enumerate(spans)]}]}]}) + "\n"
+
+
+def test_retrieval_spans_by_the_semantic_convention_text(tmp_path: Path) -> None:
+    """Shapes the packages above do not make: an embedding model on the retrieval span, documents as an
+    OTLP array of maps, a score sent as text, a document without an id, the newer `gen_ai.retrieval.top_k`,
+    two retrievals in one turn (ranks run on), a call that answered without a response model."""
+    from evalgate.traces.otlp import import_otlp
+
+    src = write(tmp_path / "semconv.jsonl", _export(
+        ("1", "", "invoke_agent support", {"gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": "c-1",
+                                           "gen_ai.input.messages": '[{"role":"user","parts":[{"type":"text","content":"hi"}]}]'},
+         False),
+        ("2", "1", "retrieval vectors", {"gen_ai.operation.name": "retrieval", "gen_ai.data_source.id": "vectors",
+                                         "gen_ai.request.model": "text-embedding-3-small", "gen_ai.retrieval.top_k": 2,
+                                         "gen_ai.retrieval.query.text": "hi",
+                                         "gen_ai.retrieval.documents": [{"id": "d1", "score": "0.5"}, {"score": 0.25}]},
+         False),
+        ("3", "1", "retrieval faq", {"gen_ai.operation.name": "retrieval", "gen_ai.data_source.id": "faq",
+                                     "gen_ai.retrieval.documents": '[{"id": 7, "score": 0.9}]'}, False),
+        ("4", "1", "chat gpt-4.1", {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4.1",
+                                    "gen_ai.output.messages": '[{"role":"assistant","parts":[{"type":"text","content":"hello"}]}]'},
+         False)))
+    stats = import_otlp([src], tmp_path / "out.jsonl")
+    (turn,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert turn["context"] == [{"id": "d1", "rank": 1, "score": 0.5}, {"id": "retrieval vectors#1", "rank": 2, "score": 0.25},
+                               {"id": "7", "rank": 3, "score": 0.9}]
+    assert turn["extra"]["otlp"]["retrievals"] == [
+        {"data_source": "vectors", "query": "hi", "top_k": 2, "documents": ["d1", "retrieval vectors#1"]},
+        {"data_source": "faq", "documents": ["7"]}]
+    assert turn["model"] == {"name": "gpt-4.1", "requested": "gpt-4.1"}  # the embedding model is not the turn's model
+    assert (turn["input"], turn["output"]) == ("hi", "hello")
+    assert (stats.documents, dict(stats.models), stats.unmapped) == (3, {"gpt-4.1": 1}, {})
+
+
+def test_a_failed_call_that_names_only_its_model_reports_it_as_requested(tmp_path: Path) -> None:
+    from evalgate.traces.otlp import import_otlp
+
+    src = write(tmp_path / "oi.jsonl", _export(
+        ("1", "", "agent", {"openinference.span.kind": "CHAIN", "input.value": "q", "output.value": "sorry"}, False),
+        ("2", "1", "llm", {"openinference.span.kind": "LLM", "llm.model_name": "claude-x"}, True)))
+    stats = import_otlp([src], tmp_path / "out.jsonl")
+    (turn,) = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert turn["model"] == {"requested": "claude-x"} and turn["output"] == "sorry" and turn["error"] == "llm: boom"
+    assert (dict(stats.models), dict(stats.requested_models)) == ({}, {"claude-x": 1})
+
+
+def test_native_traces_read_with_and_without_the_requested_model() -> None:
+    from evalgate.traces import Trace
+
+    old = Trace.model_validate_json('{"v": 1, "model": {"name": "gpt-4o-mini", "params": {"temperature": 0}}}')
+    assert old.model is not None and (old.model.name, old.model.requested) == ("gpt-4o-mini", None)
+    new = Trace.model_validate_json('{"v": 1, "model": {"requested": "gpt-4o-mini", "provider": "openai"}}')
+    assert new.model is not None and (new.model.name, new.model.requested) == (None, "gpt-4o-mini")
+    assert new.to_json() == '{"model":{"requested":"gpt-4o-mini","provider":"openai"}}'

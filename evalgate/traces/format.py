@@ -70,9 +70,12 @@ class ToolCall(_Model):
 
 
 class ModelInfo(_Model):
-    """Which model answered, and with which parameters."""
+    """Which model answered, which one was asked for, and with which parameters."""
 
     name: str | None = None
+    """The model that answered (e.g. ``gpt-4o-mini-2024-07-18``); absent when the call failed."""
+    requested: str | None = None
+    """The model the system asked for (e.g. ``gpt-4o-mini``), when it says."""
     provider: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 

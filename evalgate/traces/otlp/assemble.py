@@ -31,10 +31,18 @@ class _Sessions:
         self.starts = array("q")
         self.offsets = array("q")
 
-    def add(self, session: str, start_ns: int, turn: dict[str, Any]) -> None:
-        """One turn; stored as its head (up to ``"turn":``) and the rest, to number it without re-parsing."""
+    def add(self, start_ns: int, turn: dict[str, Any], redactor: Redactor | None = None) -> None:
+        """One turn, redacted; stored as its head (up to ``"turn":``) and the rest, to number it without re-parsing.
+
+        The text written is the text scanned for redaction: a turn with nothing to redact is encoded once.
+        """
         head = {"v": turn.pop("v"), "trace_id": turn.pop("trace_id"), "session_id": turn.pop("session_id")}
         rest = json.dumps(turn, ensure_ascii=False, separators=(",", ":"))[1:]
+        # OTLP trace ids are hex: nothing to redact, and costly to scan
+        if redactor is not None and redactor.enabled and redactor.finds(f"{head['session_id']}\n{rest}"):
+            head["session_id"] = redactor.value(head["session_id"])
+            rest = json.dumps(redactor.value(turn), ensure_ascii=False, separators=(",", ":"))[1:]
+        session = str(head["session_id"])
         line = (json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1] + ',"turn":\0'
                 + ("," + rest if rest != "}" else "}")).encode() + b"\n"
         no = self.number.get(session)
@@ -125,14 +133,8 @@ def import_otlp(paths: list[Path], out: Path, *, mapping: Mapping | None = None,
                 tree.append(s)
                 stack.extend(sorted(children.get(s.span_id, []), key=lambda c: c.start_ns, reverse=True))
             turn_id = tid if len(roots) == 1 else f"{tid}-{root.span_id}"
-            turn = builder.build(root, tree, turn_id)
-            if redactor is not None and redactor.enabled:
-                trace_hex = turn.pop("trace_id")  # OTLP ids are hex: nothing to redact, and costly to scan
-                if redactor.finds(json.dumps(turn, ensure_ascii=False)):
-                    turn = redactor.value(turn)
-                turn["trace_id"] = trace_hex
             stats.turns += 1
-            sessions.add(str(turn["session_id"]), root.start_ns, turn)
+            sessions.add(root.start_ns, builder.build(root, tree, turn_id), redactor)
         done.add(tid)
         done_order.append(tid)
         if len(done_order) > 2 * window:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .spans import Span
 
@@ -38,6 +38,8 @@ KNOWN = {
     "gen_ai.usage.completion_tokens", "gen_ai.conversation.id",
     "gen_ai.tool.name", "gen_ai.tool.call.id", "gen_ai.tool.call.arguments", "gen_ai.tool.call.result",
     "gen_ai.tool.description", "gen_ai.tool.type",
+    "gen_ai.data_source.id", "gen_ai.retrieval.documents", "gen_ai.retrieval.query.text", "gen_ai.retrieval.top_k",
+    "gen_ai.workflow.name",  # the workflow span's name already says it ("invoke_workflow NAME"), kept in extra.otlp.span
     "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
     "gen_ai.prompt.N.role", "gen_ai.prompt.N.content", "gen_ai.completion.N.role", "gen_ai.completion.N.content",
     "gen_ai.completion.N.finish_reason", "gen_ai.response.finish_reasons", "gen_ai.response.id",
@@ -75,6 +77,8 @@ def _kind(span: Span) -> str:
         return "TOOL"
     if op in ("invoke_agent", "create_agent"):
         return "AGENT"
+    if op == "retrieval" or "gen_ai.retrieval.documents" in span.attrs:  # before LLM: it may name an embedding model
+        return "RETRIEVER"
     if op in LLM_OPERATIONS or "gen_ai.request.model" in span.attrs or "gen_ai.prompt.0.content" in span.attrs:
         return "LLM"
     if any(k.startswith("retrieval.documents.") for k in span.attrs):
@@ -95,6 +99,20 @@ def _indexed(attrs: dict[str, Any], prefix: str) -> dict[int, dict[str, Any]]:
     return dict(sorted(out.items())) if len(out) > 1 else out
 
 
+def _indexed_groups(attrs: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, dict[int, dict[str, Any]]]:
+    """``_indexed`` for several dotted prefixes in one pass over the attributes: {prefix: {N: {rest: value}}}."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for key, value in attrs.items():
+        if key.startswith(prefixes):
+            for prefix in prefixes:
+                if key.startswith(prefix):
+                    idx, _, rest = key[len(prefix):].partition(".")
+                    if idx.isdigit():
+                        out.setdefault(prefix, {}).setdefault(int(idx), {})[rest] = value
+                    break
+    return {p: dict(sorted(g.items())) if len(g) > 1 else g for p, g in out.items()}
+
+
 def _text_of(content: Any) -> str | None:
     """Message content as text: a string, OI content items, or GenAI parts."""
     if content is None:
@@ -113,7 +131,7 @@ def _text_of(content: Any) -> str | None:
     return None
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     role: str
     content: str | None
@@ -121,23 +139,36 @@ class Message:
 
 
 def _genai_message(m: Any) -> Message | None:
-    m = _json(m)
+    if type(m) is str:
+        m = _json(m)
     if not isinstance(m, dict):
         return None
     calls: list[dict[str, Any]] = []
-    parts = _list(m.get("parts"))
     texts = []
-    for p in parts:
-        if isinstance(p, dict) and p.get("type") == "tool_call":
-            calls.append({"name": p.get("name"), "arguments": _json(p.get("arguments"))})
-        elif isinstance(p, dict) and p.get("type") == "text":
-            texts.append(str(p.get("content", "")))
-    for tc in _list(m.get("tool_calls")):
-        fn = tc.get("function") if isinstance(tc, dict) else None
-        if isinstance(fn, dict):
-            calls.append({"name": fn.get("name"), "arguments": _json(fn.get("arguments"))})
-    content = "\n".join(texts) if texts else _text_of(m.get("content"))
+    parts = m.get("parts")
+    if parts is not None:
+        for p in parts if type(parts) is list else _list(parts):
+            if isinstance(p, dict):
+                kind = p.get("type")
+                if kind == "text":
+                    texts.append(str(p.get("content", "")))
+                elif kind == "tool_call":
+                    calls.append({"name": p.get("name"), "arguments": _json(p.get("arguments"))})
+    tool_calls = m.get("tool_calls")
+    if tool_calls is not None:
+        for tc in _list(tool_calls):
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if isinstance(fn, dict):
+                calls.append({"name": fn.get("name"), "arguments": _json(fn.get("arguments"))})
+    if texts:
+        content: str | None = "\n".join(texts)
+    else:
+        raw = m.get("content")
+        content = _text_of(raw) if raw is not None else None
     return Message(str(m.get("role") or "assistant"), content, calls)
+
+
+_MESSAGE_PREFIXES = ("llm.input_messages.", "llm.output_messages.", "gen_ai.prompt.", "gen_ai.completion.")
 
 
 def _messages(span: Span) -> tuple[list[Message], list[Message]]:
@@ -145,8 +176,9 @@ def _messages(span: Span) -> tuple[list[Message], list[Message]]:
     a = span.attrs
     ins: list[Message] = []
     outs: list[Message] = []
-    for key, target in (("llm.input_messages", ins), ("llm.output_messages", outs)):
-        for _, m in _indexed(a, key).items():
+    groups = _indexed_groups(a, _MESSAGE_PREFIXES)
+    for key, target in (("llm.input_messages.", ins), ("llm.output_messages.", outs)):
+        for m in groups.get(key, {}).values():
             content = m.get("message.content")
             if content is None:
                 parts = [v for k, v in sorted(m.items()) if k.endswith("message_content.text")]
@@ -157,8 +189,8 @@ def _messages(span: Span) -> tuple[list[Message], list[Message]]:
         value = _json(a.get(key))
         if isinstance(value, list):
             target.extend(m for m in map(_genai_message, value) if m is not None)
-    for key, target in (("gen_ai.prompt", ins), ("gen_ai.completion", outs)):
-        for _, m in _indexed(a, key).items():
+    for key, target in (("gen_ai.prompt.", ins), ("gen_ai.completion.", outs)):
+        for m in groups.get(key, {}).values():
             target.append(Message(str(m.get("role") or ""), None if m.get("content") is None else str(m.get("content"))))
     for ev in span.events:
         n = ev.name
@@ -223,6 +255,27 @@ def _int(v: Any) -> int | None:
         return None
 
 
+def _root_message(root: Span, attr: str, roles: tuple[str, ...]) -> str | None:
+    """The last text message of one of ``roles`` in the root's ``gen_ai.input.messages``/``gen_ai.output.messages``.
+
+    A GenAI workflow or agent span records what the user said and what they were shown there, also when the
+    model call under it failed and the app answered with a fallback.
+    """
+    value = root.attrs.get(attr)
+    if value is None:
+        return None
+    for m in reversed(_list(value)):
+        if type(m) is str:
+            m = _json(m)
+        if isinstance(m, dict) and (m.get("role") or "assistant") in roles:
+            texts = [str(p.get("content", "")) for p in _list(m.get("parts"))
+                     if isinstance(p, dict) and p.get("type") == "text"]
+            text = "\n".join(texts) if texts else _text_of(m.get("content"))
+            if text:
+                return text
+    return None
+
+
 _TEXT_KEYS = ("input", "query", "question", "message", "content", "text", "prompt", "output", "answer", "response", "result")
 
 
@@ -244,22 +297,66 @@ def _value_text(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _context(retrievers: list[Span]) -> list[dict[str, Any]]:
-    """Retrieved documents, in order across the retriever spans, ranked from 1."""
+class Retrieved(NamedTuple):
+    """What a turn's retriever spans found: context items, and per GenAI retrieval its source and query."""
+
+    context: list[dict[str, Any]]
+    retrievals: list[dict[str, Any]]
+    """Per ``retrieval`` span: ``data_source``, ``query``, ``top_k`` (those recorded) and its ``documents`` ids."""
+
+
+def _context(retrievers: list[Span]) -> Retrieved:
+    """Retrieved documents, in order across the retriever spans, ranked from 1 (OpenInference and GenAI)."""
     context: list[dict[str, Any]] = []
+    retrievals: list[dict[str, Any]] = []
     for s in retrievers:
-        for n, d in _indexed(s.attrs, "retrieval.documents").items():
-            meta = _json(d.get("document.metadata"))
-            item: dict[str, Any] = {"id": str(d.get("document.id", f"{s.name}#{n}")), "rank": len(context) + 1}
-            score = d.get("document.score")
-            if isinstance(score, (int, float)) and not isinstance(score, bool):
-                item["score"] = float(score)
-            if isinstance(d.get("document.content"), str):
-                item["content"] = d["document.content"]
-            if isinstance(meta, dict) and isinstance(meta.get("groups"), list):
-                item["groups"] = [str(g) for g in meta["groups"]]
-            context.append(item)
-    return context
+        a = s.attrs
+        if "gen_ai.retrieval.documents" not in a and a.get("gen_ai.operation.name") != "retrieval":
+            for n, d in _indexed(a, "retrieval.documents").items():
+                _add_document(context, s, n, d.get("document.id"), d.get("document.score"), d.get("document.content"),
+                              d.get("document.metadata"))
+            continue
+        first = len(context)
+        for n, doc in enumerate(_list(a.get("gen_ai.retrieval.documents"))):
+            if type(doc) is str:
+                doc = _json(doc)
+            if isinstance(doc, dict):
+                _add_document(context, s, n, doc.get("id"), doc.get("score"), doc.get("content"), doc.get("metadata"))
+        retrieval: dict[str, Any] = {}
+        source, query = a.get("gen_ai.data_source.id"), a.get("gen_ai.retrieval.query.text")
+        if source is not None:
+            retrieval["data_source"] = str(source)
+        if query is not None:
+            retrieval["query"] = str(query)
+        top_k = _int(_first(a, "gen_ai.request.top_k", "gen_ai.retrieval.top_k"))
+        if top_k is not None:
+            retrieval["top_k"] = top_k
+        retrieval["documents"] = [c["id"] for c in context[first:]]
+        retrievals.append(retrieval)
+    return Retrieved(context, retrievals)
+
+
+def _add_document(context: list[dict[str, Any]], span: Span, n: int, doc_id: Any, score: Any, content: Any,
+                  metadata: Any) -> None:
+    """One retrieved document as a native context item, ranked after those before it."""
+    item: dict[str, Any] = {"id": str(doc_id) if doc_id is not None else f"{span.name}#{n}", "rank": len(context) + 1}
+    if type(score) is not float:
+        if isinstance(score, str):
+            try:
+                score = float(score)
+            except ValueError:
+                score = None
+        elif isinstance(score, bool) or not isinstance(score, int):
+            score = None
+    if score is not None:
+        item["score"] = float(score)
+    if isinstance(content, str):
+        item["content"] = content
+    if metadata is not None:
+        meta = _json(metadata)
+        if isinstance(meta, dict) and isinstance(meta.get("groups"), list):
+            item["groups"] = [str(g) for g in meta["groups"]]
+    context.append(item)
 
 
 def _requested_calls(messages: list[tuple[list[Message], list[Message]]]) -> list[dict[str, Any]]:
@@ -273,20 +370,38 @@ def _requested_calls(messages: list[tuple[list[Message], list[Message]]]) -> lis
     return calls
 
 
-def _model(last: dict[str, Any]) -> dict[str, Any]:
-    """Model name, provider and parameters from the last model call's attributes."""
-    name = _first(last, "gen_ai.response.model", "llm.model_name", "gen_ai.request.model")
-    provider = _first(last, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-    params = _json(last.get("llm.invocation_parameters"))
+def _failed(span: Span) -> bool:
+    return span.error is not None or any(ev.name == "exception" for ev in span.events)
+
+
+def _model(span: Span) -> dict[str, Any]:
+    """Model (the one that answered), requested model, provider and parameters of one model call.
+
+    A call that failed has no response model: only the requested one. A call that answered but recorded no
+    response model is taken to have been answered by the model it asked for.
+    """
+    a = span.attrs
+    provider = _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    params = _json(a.get("llm.invocation_parameters"))
     params = dict(params) if isinstance(params, dict) else {}
     for attr, pname in PARAM_ATTRS.items():
-        if attr in last:
-            params[pname] = last[attr]
-    if name is None and isinstance(params.get("model"), str):
-        name = params["model"]  # a failed call has no response model: the requested one
+        if attr in a:
+            params[pname] = a[attr]
+    requested = _first(a, "gen_ai.request.model")
+    if requested is None and isinstance(params.get("model"), str):
+        requested = params["model"]  # OpenInference: the invocation parameters say what was asked for
+    answered = _first(a, "gen_ai.response.model", "llm.model_name")
+    if _failed(span):
+        if requested is None:
+            requested = answered  # a failed call's model name can only be the one it asked for
+        answered = None
+    elif answered is None:
+        answered = requested
     model: dict[str, Any] = {}
-    if name is not None:
-        model["name"] = str(name)
+    if answered is not None:
+        model["name"] = str(answered)
+    if requested is not None:
+        model["requested"] = str(requested)
     if provider is not None:
         model["provider"] = str(provider)
     if params:

@@ -21,6 +21,7 @@ from .conventions import (
     _model,
     _normal,
     _requested_calls,
+    _root_message,
     _usage,
     _value_text,
 )
@@ -48,6 +49,9 @@ class ImportStats:
     input_tokens: int = 0
     output_tokens: int = 0
     models: Counter[str] = field(default_factory=Counter)
+    """Turns by the model that answered their last model call (a failed call counts under requested_models only)."""
+    requested_models: Counter[str] = field(default_factory=Counter)
+    """Turns by the model their last model call asked for."""
     unmapped: Counter[str] = field(default_factory=Counter)
     """Attribute (and event) names the import did not map, with how many spans carried them."""
     redacted: dict[str, int] = field(default_factory=dict)
@@ -59,7 +63,8 @@ class ImportStats:
                 "log_records_unattached": self.log_records_unattached, "traces": self.traces, "turns": self.turns,
                 "error_turns": self.error_turns, "sessions": self.sessions, "documents": self.documents,
                 "tool_calls": self.tool_calls, "tokens": {"input": self.input_tokens, "output": self.output_tokens},
-                "models": dict(self.models.most_common()), "unmapped": dict(self.unmapped.most_common()),
+                "models": dict(self.models.most_common()),
+                "requested_models": dict(self.requested_models.most_common()), "unmapped": dict(self.unmapped.most_common()),
                 "redacted": self.redacted}
 
 
@@ -120,20 +125,22 @@ class TurnBuilder:
         route = self._lookup(self.mapping.route, tree)
         if route is not None:
             turn["route"] = {"name": str(route)}
-        context = _context([s for s, k in zip(tree, kinds) if k == "RETRIEVER"])
-        if context:
-            turn["context"] = context
-            st.documents += len(context)
+        retrieved = _context([s for s, k in zip(tree, kinds) if k == "RETRIEVER"])
+        if retrieved.context:
+            turn["context"] = retrieved.context
+            st.documents += len(retrieved.context)
         calls = [self._tool_call(s) for s, k in zip(tree, kinds) if k == "TOOL"] or _requested_calls(messages)
         if calls:
             turn["tool_calls"] = calls
             st.tool_calls += len(calls)
         if llms:
-            model = _model(llms[-1].attrs)
+            model = _model(llms[-1])
             if model:
                 turn["model"] = model
                 if "name" in model:
                     st.models[model["name"]] += 1
+                if "requested" in model:
+                    st.requested_models[model["requested"]] += 1
             usage = _usage(llms)
             if usage is not None:
                 turn["usage"] = usage
@@ -154,6 +161,8 @@ class TurnBuilder:
         service = root.resource.get("service.name")
         if service is not None:
             extra["service"] = service
+        if retrieved.retrievals:
+            extra["retrievals"] = retrieved.retrievals
         turn["extra"] = {"otlp": extra}
         return turn
 
@@ -168,10 +177,12 @@ class TurnBuilder:
                 "groups": [str(g) for g in groups] if isinstance(groups, list) else []}
 
     def _input(self, root: Span, tree: list[Span], messages: list[tuple[list[Message], list[Message]]]) -> str:
-        """The mapping's, else the root's ``input.value``, else the first model call's last user message."""
+        """The mapping's, else the root's ``input.value`` or input messages, else the first model call's last user message."""
         text = self._lookup(self.mapping.input, tree) if self.mapping.input else None
         if text is None:
             text = _value_text(root.attrs.get("input.value"))
+        if text is None:
+            text = _root_message(root, "gen_ai.input.messages", ("user", "human"))
         if text is None:
             for ins, _ in messages:
                 users = [m for m in ins if m.role in ("user", "human") and m.content]
@@ -181,10 +192,13 @@ class TurnBuilder:
         return str(text) if text is not None else ""
 
     def _output(self, root: Span, tree: list[Span], messages: list[tuple[list[Message], list[Message]]]) -> str | None:
-        """The mapping's, else the root's ``output.value``, else the last model call's answer."""
+        """The mapping's, else the root's ``output.value`` or output messages (what the user was shown, also a
+        fallback after a failed model call), else the last model call's answer."""
         output = self._lookup(self.mapping.output, tree) if self.mapping.output else None
         if output is None:
             output = _value_text(root.attrs.get("output.value"))
+        if output is None:
+            output = _root_message(root, "gen_ai.output.messages", ("assistant", "model"))
         if output is None:
             for _, outs in reversed(messages):
                 texts = [m.content for m in outs if m.content]
