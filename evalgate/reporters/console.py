@@ -187,7 +187,15 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
             for call in t["tool_calls"]:
                 node.add(Text(f"tool {call['name']}({json.dumps(call.get('arguments', {}), ensure_ascii=False)})"))
             if t.get("model"):
-                node.add(Text(f"model {t['model'].get('name')} {json.dumps(t['model'].get('params') or {})}", style="dim"))
+                m = t["model"]
+                name, asked = m.get("name"), m.get("requested")
+                if not name:  # the call failed: nothing answered
+                    who = f"(none answered; {asked} was asked)" if asked else "(not named)"
+                elif asked and asked != name:
+                    who = f"{name} (asked for {asked})"
+                else:
+                    who = name
+                node.add(Text(f"model {who} {json.dumps(m.get('params') or {})}", style="dim"))
             if t["error"]:
                 node.add(Text(f"error: {t['error']}", style="yellow"))
             if t["output"] is not None:
