@@ -122,3 +122,24 @@ def test_no_answer_can_lose_the_run(tmp_path: Path) -> None:
     # and every reader of the run works on what was stored
     assert run_cli_in_process("show", "latest", "deep", "--db", str(db), cwd=tmp_path).code == 0
     assert run_cli_in_process("report", "latest", "--html", str(tmp_path / "r.html"), "--db", str(db), cwd=tmp_path).code == 0
+
+
+def test_what_a_target_says_cannot_drive_the_terminal_or_the_ci_log(tmp_path: Path) -> None:
+    """Escape sequences (an OSC 52 clipboard write, colours) are shown escaped; no line starts a workflow command."""
+    write(tmp_path / "loud.py", '''
+        def respond(req):
+            return {"output": "hi \\x1b]52;c;ZXZpbA==\\x07 \\x1b[2J\\n::add-mask::x\\n::set-output name=a::b",
+                    "route": {"name": "\\x1b[31mred"}}
+    ''')
+    write(tmp_path / "s.yaml", """
+        name: loud
+        target: {python: loud:respond}
+        cases: [{id: "c\\x1b[1m", input: hi, expect: {output: {contains: "never"}}}]
+    """)
+    db = ["--db", str(tmp_path / "s.duckdb")]
+    for args in (("run", "s.yaml"), ("show", "latest", "c\x1b[1m")):
+        r = run_cli_in_process(*args, *db, cwd=tmp_path)
+        text = r.out + r.err
+        assert "\x1b" not in text and "\x07" not in text, text
+        assert "\\x1b]52;c;ZXZpbA==" in text or args[0] == "run"
+        assert not any(line.startswith("::") for line in text.splitlines()), text

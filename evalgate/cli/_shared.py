@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Annotated, Any, Optional
 
@@ -25,19 +26,41 @@ DbOption = Annotated[Optional[str], typer.Option("--db", help="Store path (defau
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of the terminal view.")]
 
 
-def _console(stderr: bool = False) -> Any:
-    from rich.console import Console
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_WORKFLOW_COMMAND = re.compile(r"(^|\n)((?:\x1b\[[0-9;]*m)*)::")
 
+
+def _controls_escaped(text: str) -> str:
+    """Control characters shown escaped: from a target they could recolour, retitle or write to the clipboard."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _safe_console_class() -> Any:
+    from rich.console import Console
+    from rich.segment import Segment
+
+    class SafeConsole(Console):
+        """A console whose text cannot drive the terminal: only its own styles reach it as escape codes."""
+
+        def _render_buffer(self, buffer: Any) -> str:
+            clean = (seg if seg.control else Segment(_controls_escaped(seg.text), seg.style) for seg in buffer)
+            # no printed line may start a GitHub workflow command (::set-output, ::add-mask, ...)
+            return _WORKFLOW_COMMAND.sub("\\1\\2:\u200b:", super()._render_buffer(clean))
+
+    return SafeConsole
+
+
+def _console(stderr: bool = False) -> Any:
     stream = sys.stderr if stderr else sys.stdout
     # piped output is read in files and CI logs, not an 80-column terminal
     width = None if stream.isatty() or os.environ.get("COLUMNS") else 160
-    console = Console(stderr=stderr, highlight=False, soft_wrap=False, width=width)
+    console = _safe_console_class()(stderr=stderr, highlight=False, soft_wrap=False, width=width)
 
     def reader_left() -> None:  # rich would exit 1 here; a closed pipe is not a failed gate
         console.quiet = True
         _stdout_closed()
 
-    console.on_broken_pipe = reader_left  # type: ignore[method-assign]
+    console.on_broken_pipe = reader_left
     return console
 
 
