@@ -100,3 +100,13 @@ def test_compare_shows_changes_in_each_metrics_unit() -> None:
 
     # fixed decimals and a unit, never $0.0000 or $4.665e-05
     assert (money(0), money(4.665e-05), money(0.035), money(1234.5)) == ("$0.00", "$0.000047", "$0.035", "$1,234.50")
+
+
+def test_case_ids_with_pipes_and_backslashes_keep_the_markdown_table_whole(cli, project: Path) -> None:
+    write(project / "suites" / "demo.yaml", "name: demo\ntarget: {python: bot:respond}\n"
+                                            "cases: [{id: 'a|b\\c`d', input: hi, expect: {route: refunds}}]\n")
+    r = cli("run", "--markdown", "m.md")
+    assert r.code == 1, r
+    row = next(line for line in (project / "m.md").read_text().splitlines() if line.startswith("| `a"))
+    assert row.startswith("| `a\\|b\\c'd` |")  # the pipe escaped, the backtick made harmless: still two cells
+    assert row.replace("\\|", "").count("|") == 3

@@ -25,8 +25,10 @@ def _cell(text: Any, limit: int = 300) -> str:
 
 
 def _code(text: Any) -> str:
-    """A code span: nothing inside renders, so only backticks and line breaks need care."""
-    return "`" + _LINE_BREAKS.sub(" ", str(text)).replace("`", "'")[:200] + "`"
+    """A code span: nothing inside renders, so only backticks, line breaks, control characters and table pipes need
+    care (a ``|`` ends a table cell even inside a code span: GitHub reads ``\\|`` as the character)."""
+    inner = _CONTROL.sub("\ufffd", _LINE_BREAKS.sub(" ", str(text))).replace("`", "'")[:200]
+    return "`" + inner.replace("|", "\\|") + "`"
 
 
 def render_markdown(report: Any, *, max_cases: int = 20) -> str:
