@@ -58,6 +58,8 @@ def find_config(start: Path | None = None) -> Config:
 def _read(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UsageError("not UTF-8 text", location=Location(str(path)), hint="save the file as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"invalid TOML: {exc}", location=Location(str(path))) from None
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import scorers as scorer_registry
+from ._files import read_text
 from ._validation import _validate
 from ._yaml import YamlDoc, load_yaml
 from .cases import Case, CaseSpec, Turn, _merge_checks, derive_case_id
-from .recovery.simulate import Simulation
 from .errors import Location, SuiteError, did_you_mean, display_path
 from .policy import _split_tags
+from .recovery.simulate import Simulation
 from .scorers import BoundScorer, ScorerArgError
 
 
@@ -41,7 +43,8 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
     for t, tspec in enumerate(specs):
         tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
         checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
-        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect, resume=tspec.resume))
+        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect, resume=tspec.resume,
+                          tags=tuple(tspec.tags)))
     simulation = None
     if spec.simulate is not None:
         expect = spec.expect or {}
@@ -75,7 +78,7 @@ def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str,
             yield _build_case(cspec, seq0 + i, str(doc.locate(prefix0 + (i,))), aliases, suite_checks, doc,
                               prefix0 + (i,), tags, str(path))
     elif suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
+        with io.StringIO(read_text(path)) as fh:
             n = 0
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
@@ -106,7 +109,7 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
     """
     import yaml
 
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         for col in columns:

@@ -15,6 +15,7 @@ A user may read a document when they share a group with it; the group ``*``
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from ._files import read_text
 from .errors import Location, SuiteError, display_path
 from .traces import User
 
@@ -157,7 +159,7 @@ def _document(raw: Any, where: Location, default_id: str | None = None, text: st
 
 def _read_jsonl(path: Path, acl: _Acl = _Acl()) -> Iterator[Document]:
     shown = display_path(path)
-    with path.open(encoding="utf-8") as fh:
+    with io.StringIO(read_text(path)) as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -174,7 +176,7 @@ def _read_markdown_folder(folder: Path, acl: _Acl = _Acl()) -> Iterator[Document
 
     for file in sorted(folder.rglob("*.md")):
         shown = display_path(file)
-        text = file.read_text(encoding="utf-8")
+        text = read_text(file)
         front: Any = {}
         match = _FRONT_MATTER.match(text)
         if match:
@@ -283,7 +285,7 @@ def _read_id_groups(path: Path, kind: _IdGroupsFile) -> dict[str, tuple[str, ...
         lines[key] = where.line or 0
 
     if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
+        with io.StringIO(read_text(path)) as fh:
             for n, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
@@ -298,7 +300,7 @@ def _read_id_groups(path: Path, kind: _IdGroupsFile) -> dict[str, tuple[str, ...
                                      hint=f'e.g. {{"id": "{kind.example.split(":")[0]}", "groups": ["customer"]}}')
                 add(raw.get("id"), _groups(raw["groups"], where), where)
     elif suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as fh:
+        with io.StringIO(read_text(path), newline="") as fh:
             reader = csv.DictReader(fh)
             columns = [c.strip() for c in reader.fieldnames or []]
             if "id" not in columns or "groups" not in columns:
@@ -313,7 +315,7 @@ def _read_id_groups(path: Path, kind: _IdGroupsFile) -> dict[str, tuple[str, ...
     else:
         from ._yaml import load_yaml
 
-        parsed = load_yaml(path, path.read_text(encoding="utf-8"))
+        parsed = load_yaml(path, read_text(path))
         if not isinstance(parsed.data, dict):
             raise SuiteError(f"a {kind.what} maps {kind.ids} ids to lists of groups", location=Location(shown, 1),
                              hint=kind.example)

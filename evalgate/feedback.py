@@ -13,13 +13,21 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from ._files import read_text
 from .errors import Location, SuiteError, UsageError
 from .store import feedback as store
 from .traces import Correction, describe_validation_error
@@ -81,7 +89,7 @@ def read_file(path: Path) -> list[tuple[int, FeedbackRecord]]:
     if suffix not in (".jsonl", ".json", ".ndjson"):
         raise SuiteError(f"unsupported feedback format '{suffix}': {path}", hint="use .jsonl (one record a line) or .csv")
     out = []
-    with open(path, encoding="utf-8") as fh:
+    with io.StringIO(read_text(path)) as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -106,7 +114,7 @@ def _validate(obj: Any, path: Path, lineno: int) -> FeedbackRecord:
 def _read_csv(path: Path) -> Any:
     import yaml
 
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         for col in reader.fieldnames or []:
             if col not in _CSV_COLUMNS | _CSV_CORRECTION:

@@ -38,7 +38,9 @@ def import_traces(files: list[str], out: str | Path | None = None, *, mapping: s
             redactor = build_redactor(None, redact_patterns, redact_python)
         except ValueError as exc:
             raise UsageError(str(exc), hint="--redact-pattern NAME=REGEX, --redact-python module:function") from None
-    return otlp.import_otlp(paths, target, mapping=rules, redactor=redactor).to_dict()
+    from .traces.otlp.guard import checked_import
+
+    return checked_import(paths, target, mapping=rules, redactor=redactor).to_dict()
 
 
 def default_import_path(first: Path) -> Path:

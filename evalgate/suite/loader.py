@@ -23,6 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .. import scorers as scorer_registry
+from .._files import read_text
 from .._validation import _hint, _message, _parse_loc, _validate
 from .._yaml import load_yaml
 from ..cases import (
@@ -43,9 +44,9 @@ from ..documents import DocumentSet, Permissions
 from ..errors import Location, SuiteError, UsageError, did_you_mean, display_path
 from ..pipeline.config import PipelineSpec
 from ..policy import GateSpec, check_rule_metrics
-from ..redact import Redactor
 from ..recovery.derive import derive as derive_variants
 from ..recovery.operators import OPERATORS, Options
+from ..redact import Redactor
 from ..references import search_paths
 from ..scorers import BoundScorer, ScorerArgError
 from ..targets.base import known_kinds, spec_model
@@ -291,7 +292,7 @@ def load_suite(path: Path | str, config: Config | None = None, *, strict: bool =
 def _load_suite(path: Path, config: Config, strict: bool, target_override: str | None) -> Suite:
     if not path.is_file():
         raise SuiteError(f"suite file not found: {path}", hint="evalgate run [PATHS] takes suite files or folders")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     doc = load_yaml(path, text)
     if not isinstance(doc.data, dict):
         raise SuiteError("a suite file is a YAML mapping (name, target, cases, gate, ...)", location=Location(str(path), 1))

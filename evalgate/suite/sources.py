@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._files import read_text
 from .._yaml import YamlDoc
 from ..config import Config
 from ..documents import (
@@ -78,7 +79,7 @@ def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, s
     if isinstance(src.mapping, str):
         mapping_path = Path(os.path.normpath(base / src.mapping))
         mapping = otlp.load_mapping(mapping_path)
-        mapping_key: Any = mapping_path.read_text(encoding="utf-8")
+        mapping_key: Any = read_text(mapping_path)
     else:
         try:
             mapping = otlp.parse_mapping(src.mapping)
@@ -100,7 +101,9 @@ def _converted_otlp(src: TracesSource, path: Path, base: Path, config: Config, s
                 redactor = build_redactor(redact.detectors, redact.patterns, redact.python)
             except ValueError as exc:
                 raise SuiteError(str(exc), location=doc.locate(("redact",))) from None
-        stats = otlp.import_otlp([path], out, mapping=mapping, redactor=redactor)
+        from ..traces.otlp.guard import checked_import
+
+        stats = checked_import([path], out, mapping=mapping, redactor=redactor)
         summary_path.write_text(json.dumps({"unmapped": dict(stats.unmapped.most_common()),
                                             "redacted": stats.redacted}), encoding="utf-8")
     # said on every run that uses the converted copy, not only the one that converted it
