@@ -19,7 +19,7 @@ from . import baseline as baseline_mod
 from . import gate as gate_mod
 from .config import Config, find_config
 from .errors import EXIT_PASS, EXIT_RUN_ERROR, UsageError
-from .results import RunOutcome
+from .results import Execution
 from .runner import Progress, Runner, RunOptions, config_hash
 from .store import Store
 from .store import baselines as stored
@@ -174,8 +174,8 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
     return choice
 
 
-async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outcome: RunOutcome,
-                   base: BaselineChoice, progress_factory: Any) -> list[RunOutcome]:
+async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outcome: Execution,
+                   base: BaselineChoice, progress_factory: Any) -> list[Execution]:
     """Re-run the cases that did worse than their history, in rounds, as confirmation runs of this run.
 
     Each round re-runs once every case still failing; a case leaves as soon as
@@ -195,7 +195,7 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
     suspects = assess_mod.to_confirm(suite.gate, base.snapshot, cand)
     probing = set(assess_mod.probes(base.snapshot, cand, suspects))
     plan = {**suspects, **dict.fromkeys(probing, suite.gate.confirm)}
-    rounds: list[RunOutcome] = []
+    rounds: list[Execution] = []
     failed = dict.fromkeys(plan, 0)
     offset = runner.repeat
     while True:
@@ -246,8 +246,8 @@ def _share_rules(con: Any, run_id: str, suite: Suite, rules: list[Any], data: li
     return out
 
 
-def finish(store: Store, suite: Suite, outcome: RunOutcome, base: BaselineChoice | None = None,
-           confirmation: list[RunOutcome] | None = None) -> SuiteReport:
+def finish(store: Store, suite: Suite, outcome: Execution, base: BaselineChoice | None = None,
+           confirmation: list[Execution] | None = None) -> SuiteReport:
     """Compute metrics, compare with the baseline, decide the verdict, and store them."""
     base = base or BaselineChoice(None)
     with store.connect() as con:

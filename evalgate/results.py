@@ -34,6 +34,8 @@ class TurnResult:
     scores: list[Score]
     recorded: Trace | None = None
     changes: dict[str, Any] | None = None
+    tags: tuple[str, ...] = ()
+    """The turn's own tags (written, or from a gold file)."""
 
     @property
     def passed(self) -> bool:
@@ -101,8 +103,9 @@ class CaseResult:
 
 
 @dataclass
-class RunOutcome:
-    """How a run ended, before the gate looks at it."""
+class Execution:
+    """What executing a suite's cases came to: status, counts, time. The gate judges it into a ``SuiteReport``; the
+    ``RunReport`` holds every suite of one command."""
 
     run_id: str
     suite: str

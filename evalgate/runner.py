@@ -27,7 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import RunError
-from .results import CaseResult, RunOutcome, RunStatus, TurnResult
+from .results import CaseResult, Execution, RunStatus, TurnResult
 from .sanitize import storable
 from .scorers import ScoreContext
 from .scorers.output import SYSTEM_ERROR, system_error
@@ -224,6 +224,7 @@ class Runner:
                                   input=turn.input, history=list(history), state=state, user=case.user,
                                   run_id=self.run_id, resumed_from=resumed_from if turn.resume else None)
             tr = await self._run_turn(target, case, turn, index, request, state, tuple(earlier))
+            tr.tags = turn.tags
             result.turns.append(tr)
             if tr.error is not None:
                 result.error = f"turn {index}: {tr.error}"
@@ -328,13 +329,13 @@ class Runner:
         return make_target(self.target_config, root=self.options.root, concurrency=self.concurrency,
                            documents=self.suite.documents, permissions=self.suite.permissions, models=self.models)
 
-    async def run(self, target: Target) -> RunOutcome:
+    async def run(self, target: Target) -> Execution:
         """Run every selected case through a started target; stores the run even when interrupted."""
         run_id = self.run_id = new_run_id()
         with self.store.run_lock(wait_s=self.options.wait_s, run_id=run_id):
             return await self._run_locked(run_id, target)
 
-    async def _run_locked(self, run_id: str, target: Target) -> RunOutcome:
+    async def _run_locked(self, run_id: str, target: Target) -> Execution:
         suite = self.suite
         total = self.total()
         started = time.perf_counter()
@@ -400,7 +401,7 @@ class Runner:
                                         "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)})
         finally:
             writer.close()
-        return RunOutcome(run_id, suite.name, status, writer.cases_done, writer.turns_done, writer.errors,
+        return Execution(run_id, suite.name, status, writer.cases_done, writer.turns_done, writer.errors,
                           writer.passed, bad, time.perf_counter() - started, failure)
 
     async def _execute(self, target: Target, writer: ResultWriter, interrupted: asyncio.Event) -> None:
@@ -451,14 +452,14 @@ def config_hash(suite: Suite, options: RunOptions) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_suite(suite: Suite, store: Store, options: RunOptions | None = None, progress: Progress | None = None) -> RunOutcome:
+def run_suite(suite: Suite, store: Store, options: RunOptions | None = None, progress: Progress | None = None) -> Execution:
     """Run a loaded suite and store its results (a blocking call)."""
     options = options or RunOptions()
     if options.config_hash is None:
         options.config_hash = config_hash(suite, options)
     runner = Runner(suite, store, options, progress)
 
-    async def go() -> RunOutcome:
+    async def go() -> Execution:
         target = runner.make_target()
         await target.start()
         try:
