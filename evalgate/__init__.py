@@ -29,6 +29,7 @@ __all__ = [
     "__version__",
     "case_story",
     "compare_runs",
+    "export",
     "export_baseline",
     "history",
     "html_report",
@@ -37,6 +38,7 @@ __all__ = [
     "list_feedback",
     "load_suite",
     "promote_feedback",
+    "tables",
     "route_confusion",
     "run",
     "scorer",
@@ -73,6 +75,8 @@ _LAZY = {
     "list_feedback": "evalgate.intake",
     "promote_feedback": "evalgate.intake",
     "compare_runs": "evalgate.api",
+    "tables": "evalgate.frames",
+    "export": "evalgate.frames",
     "route_confusion": "evalgate.api",
     "set_baseline": "evalgate.api",
     "show_baselines": "evalgate.api",
@@ -100,6 +104,7 @@ if TYPE_CHECKING:
     )
     from .cases import Case, Turn
     from .errors import EvalgateError, RunError, SuiteError, UsageError
+    from .frames import export, tables
     from .gate import Verdict
     from .intake import import_feedback, import_traces, list_feedback, promote_feedback
     from .runner import RunOptions

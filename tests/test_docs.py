@@ -56,3 +56,34 @@ def test_readme_python_api_example(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("0 ")
+
+
+def test_readme_dataframe_example_and_export(tmp_path: Path) -> None:
+    """The README's pandas pivot runs on a real stored run; export writes every table in each format."""
+    import pandas as pd
+
+    from conftest import run_cli_in_process
+
+    db = tmp_path / "s.duckdb"
+    assert run_cli_in_process("run", "suites/support.yaml", "--db", str(db), cwd=REPO).code == 0
+    block = re.search(r'```python\nimport evalgate\n\nr = evalgate.tables\("latest"\)\n(.*?)```', README, re.S)
+    assert block is not None
+    code = 'import evalgate\n\nr = evalgate.tables("latest")\n' + block.group(1)
+    proc = subprocess.run([os.sys.executable, "-c", code], cwd=REPO, env={**os.environ, "EVALGATE_DB": str(db)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "refunds" in proc.stdout and "critical" in proc.stdout  # routes down, tags across
+    import evalgate
+
+    r = evalgate.tables("latest", store=db)
+    assert len(r.cases) == 169 and set(r.turns["case_id"]) == set(r.cases["case_id"]) and r.runs["run_id"][0] == r.run_id
+    for fmt in ("csv", "parquet", "jsonl"):
+        out = tmp_path / fmt
+        result = run_cli_in_process("export", "latest", "--format", fmt, "--out", str(out), "--json", "--db", str(db),
+                                    cwd=REPO)
+        assert result.code == 0, result
+        assert result.json()["rows"]["scores"] == len(r.scores)
+        read = {"csv": pd.read_csv, "parquet": pd.read_parquet, "jsonl": lambda p: pd.read_json(p, lines=True)}[fmt]
+        assert len(read(out / f"cases.{fmt}")) == 169
+    bad = run_cli_in_process("export", "latest", "--format", "xlsx", "--db", str(db), cwd=REPO)
+    assert bad.code == 2 and "csv, parquet, jsonl" in bad.err

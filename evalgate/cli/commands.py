@@ -198,6 +198,25 @@ def routes(
 
 
 @app.command()
+def export(
+    run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")] = "latest",
+    out: Annotated[str, typer.Option("--out", "-o", help="Folder for runs, cases, turns and scores files.")] = "export",
+    fmt: Annotated[str, typer.Option("--format", help="csv, parquet or jsonl.")] = "parquet",
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Write a stored run's tables (runs, cases, turns, scores) as CSV, Parquet or JSON lines, for other tools."""
+    from ..frames import export as export_run
+
+    done = export_run(run_id, out, fmt=fmt, store=_store(db))
+    if as_json:
+        _print_json(done)
+        return
+    for table, path in done["files"].items():
+        _console().print(f"wrote {path}: {done['rows'][table]} row(s)", markup=False)
+
+
+@app.command()
 def history(
     suite: Annotated[Optional[str], typer.Argument(help="Only runs of this suite.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
