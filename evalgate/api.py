@@ -103,6 +103,10 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     if options.timeout_s is None and config.timeout_s:
         options.timeout_s = config.timeout_s
     suites = load_suites(paths, config, strict=options.strict, target=target)
+    if options.strict:  # as validate --strict: every recorded line is read before anything runs; a bad one is fatal
+        for s in suites:
+            if s.trace_sources:
+                _stream_recorded(s, True)
     if options.max_cost is not None and options.spend is None:
         from .pipeline.model import SpendMeter
 

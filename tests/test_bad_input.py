@@ -186,3 +186,12 @@ def test_concurrency_and_not_a_number_limits_are_refused(cli, project: Path) -> 
     _suite(project, "name: demo\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n"
                     "gate: {rules: [{metric: pass_rate, min: .nan}]}\n")
     _assert_usage(cli("validate"), "demo.yaml:4", "min must be a number, not nan")
+
+
+def test_strict_means_the_same_for_run_and_validate(cli, project: Path) -> None:
+    write(project / "suites" / "t.jsonl", '{"session_id": "s1", "turn": 1, "input": "hi", "output": "hello"}\n'
+                                          '{"session_id": "s2", "turn": 1, "input": "hi", "output": "x", " route": {}}\n')
+    _suite(project, "name: demo\ntarget: replay\ntraces: [t.jsonl]\n")
+    for command in ("run", "validate"):
+        _assert_usage(cli(command, "--strict"), "t.jsonl:2: bad trace line:", "did you mean 'route'?")
+    assert cli("run").code == 0  # without --strict the bad line is skipped, and said so
