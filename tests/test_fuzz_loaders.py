@@ -168,3 +168,23 @@ def test_baseline_files_of_any_shape(tmp_path_factory: pytest.TempPathFactory, d
     suite = b"name: demo\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n"
     root = _project(tmp_path_factory.mktemp("bl"), **{"base.json": data, "suites/demo.yaml": suite})
     _clear(run_cli_in_process("run", "--baseline", "base.json", "--db", str(root / "s.duckdb"), cwd=root), 0, 1, 2)
+
+
+def _span(sid: str, parent: str, t: int) -> dict[str, object]:
+    return {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": sid, "parentSpanId": parent, "name": f"s{t}",
+            "startTimeUnixNano": str(t), "endTimeUnixNano": str(t + 1),
+            "attributes": [{"key": "session.id", "value": {"stringValue": "s1"}},
+                           {"key": "input.value", "value": {"stringValue": "hi"}}]}
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("spans", [
+    [("a1", "a1", 1)],                                          # its own parent
+    [("a1", "", 1), ("b1", "c1", 2), ("c1", "b1", 3)],          # parents in a ring
+    [("a1", "", 1), ("b1", "a1", 2), ("b1", "b1", 3)],          # a span id used twice
+])
+def test_span_graphs_with_cycles_and_duplicate_ids_import_and_end(tmp_path: Path, spans: list[tuple[str, str, int]]) -> None:
+    doc = {"resourceSpans": [{"scopeSpans": [{"spans": [_span(s.ljust(16, "0"), p.ljust(16, "0") if p else "", t)
+                                                         for s, p, t in spans]}]}]}
+    root = _project(tmp_path, **{"export.otlp.json": json.dumps(doc).encode()})
+    _clear(run_cli_in_process("traces", "import", "export.otlp.json", "--out", "out.jsonl", cwd=root), 0, 2)
