@@ -32,6 +32,13 @@ class TurnSpec(_Model):
     """Scorer name → arguments, e.g. {route: refunds, output: {contains: ["5521"]}}."""
     resume: bool = False
     """The user left and comes back with this message: a new session, no history (the request says ``resumed``)."""
+    tags: list[str] = Field(default_factory=list)
+    """The turn's own tags: gate rules slice on them with where: {turn_tags: [...]}."""
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        return _split_tags(value)
 
 
 class CaseSpec(_Model):
@@ -104,6 +111,8 @@ class Turn:
     """The turn opens a new session: no history; the state is the one the system last returned, unless ``fresh``."""
     fresh: bool = False
     """With ``resume``: the new session starts from the case's starting state, not the system's last one."""
+    tags: tuple[str, ...] = ()
+    """The turn's own tags (written, or from a gold file), stored with the turn for slicing."""
 
 
 @dataclass(slots=True)

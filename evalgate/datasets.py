@@ -43,7 +43,8 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
     for t, tspec in enumerate(specs):
         tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
         checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
-        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect, resume=tspec.resume))
+        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect, resume=tspec.resume,
+                          tags=tuple(tspec.tags)))
     simulation = None
     if spec.simulate is not None:
         expect = spec.expect or {}

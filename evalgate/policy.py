@@ -59,9 +59,11 @@ def _split_tags(value: Any) -> Any:
 
 
 class Where(_Model):
-    """A slice of the run: cases with a tag, turns on a route, a user or group."""
+    """A slice of the run: cases with a tag, turns with a tag or on a route, a user or group."""
 
     tags: list[str] | None = None
+    turn_tags: list[str] | None = None
+    """Turns with any of these tags (written on a turn, or from a gold file); for case metrics, cases with such a turn."""
     route: str | None = None
     user: str | None = None
     group: str | None = None
@@ -74,7 +76,7 @@ class Where(_Model):
     meta: dict[str, str | int | float | bool | list[str | int | float | bool]] | None = None
     """Cases whose own fields match: {locale: de} or {tier: [gold, platinum]} (any of)."""
 
-    @field_validator("tags", mode="before")
+    @field_validator("tags", "turn_tags", mode="before")
     @classmethod
     def _tags(cls, value: Any) -> Any:
         return _split_tags(value)
@@ -83,6 +85,8 @@ class Where(_Model):
         parts = []
         if self.tags:
             parts.append("tags=" + "|".join(self.tags))
+        if self.turn_tags:
+            parts.append("turn_tags=" + "|".join(self.turn_tags))
         for name in ("route", "user", "group", "case"):
             if getattr(self, name):
                 parts.append(f"{name}={getattr(self, name)}")

@@ -23,7 +23,8 @@ Names are ``<scorer>.<stat>`` plus a few run-level ones:
 
 A slice (``where``) keeps cases with any of the tags, of a user or group;
 ``route`` keeps turns on that route (and, for case metrics, cases that
-visited it).
+visited it), ``turn_tags`` turns with any of those tags (and, for case
+metrics, cases with such a turn).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def _case_filter(where: Where | None, alias: str = "c") -> tuple[str, list[Any]]
         if where.tags:
             clauses.append(f"list_has_any({alias}.tags, ?::VARCHAR[])")
             params.append(where.tags)
+        if where.turn_tags:
+            clauses.append(f"list_has_any({alias}.turn_tags, ?::VARCHAR[])")
+            params.append(where.turn_tags)
         if where.user:
             clauses.append(f"{alias}.user_id = ?")
             params.append(where.user)
@@ -91,10 +95,26 @@ def slice_case_ids(con: Any, run_id: str, where: Where) -> set[str]:
     return {r[0] for r in con.execute(f"SELECT DISTINCT case_id FROM cases c WHERE run_id = ?{cf}", [run_id, *cp]).fetchall()}
 
 
-def _turn_route(where: Where | None, alias: str = "t") -> tuple[str, list[Any]]:
-    if where is not None and where.route:
-        return f" AND {alias}.route = ?", [where.route]
-    return "", []
+def _turn_filter(where: Where | None, alias: str = "t", route: bool = True) -> tuple[str, list[Any]]:
+    """The slice's conditions on the turn itself: its route (unless ``route`` is false) and its tags."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where is not None:
+        if route and where.route:
+            clauses.append(f"{alias}.route = ?")
+            params.append(where.route)
+        if where.turn_tags:
+            clauses.append(f"list_has_any({alias}.tags, ?::VARCHAR[])")
+            params.append(where.turn_tags)
+    return (" AND " + " AND ".join(clauses) if clauses else ""), params
+
+
+_SCORE_TURN = " JOIN turns t ON t.run_id = s.run_id AND t.case_id = s.case_id AND t.repeat = s.repeat AND t.turn = s.turn"
+"""A score's turn, for a slice that names the turn's route or tags."""
+
+
+def _score_turn(turn_filter: str) -> str:
+    return _SCORE_TURN if turn_filter else ""
 
 
 def split_metric(metric: str) -> tuple[str, str]:
@@ -110,12 +130,14 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
     family, stat = split_metric(metric)
     cf, cp = _case_filter(where)
     per_route = route_class_metric(metric)
+    # per-route metrics keep their meaning on a route slice (cases that visited it), and take the turn tags
+    rf, rp = _turn_filter(where, route=False)
     if per_route is not None and per_route[0] == "f1":
-        return _route_f1(con, run_id, per_route[1], cf, cp)
+        return _route_f1(con, run_id, per_route[1], cf + rf, cp + rp, bool(rf))
     if per_route is not None:
-        return _route_class(con, run_id, per_route[0], per_route[1], where, cf, cp)
+        return _route_class(con, run_id, per_route[0], per_route[1], cf + rf, cp + rp, bool(rf))
     if metric == ROUTE_MACRO_F1:
-        return _route_f1(con, run_id, None, cf, cp)
+        return _route_f1(con, run_id, None, cf + rf, cp + rp, bool(rf))
     if metric in REPEAT_METRICS:
         return _repeat_metric(con, run_id, metric, cf, cp)
     if metric == RECOVERY_METRIC or metric.startswith(RECOVERY_METRIC + "."):
@@ -141,7 +163,7 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
         cases = _ids(con, f"SELECT DISTINCT case_id, min(seq) AS s FROM cases c WHERE run_id = ? AND {bad_sql}{cf} "
                           "GROUP BY case_id ORDER BY s", [run_id, *cp])
         return RuleData(value, cases, n, trials=scored if stat == "pass_rate" else None)
-    tf, tp = _turn_route(where)
+    tf, tp = _turn_filter(where)
     if family in _USAGE_EXPR:
         expr = _USAGE_EXPR[family]
         present = "t.cost_usd IS NOT NULL" if family == "cost" else "(t.input_tokens IS NOT NULL OR t.output_tokens IS NOT NULL)"
@@ -171,9 +193,7 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
                         [run_id, *cp, *tp, over])
         return RuleData(value, slow, int(row[1]))
     join = "FROM scores s JOIN cases c USING (run_id, case_id, repeat)"
-    route_join = ""
-    if where is not None and where.route:
-        route_join = " JOIN turns t ON t.run_id = s.run_id AND t.case_id = s.case_id AND t.repeat = s.repeat AND t.turn = s.turn"
+    route_join = _score_turn(tf)
     if stat not in SCORER_STATS:
         return _named_value(con, run_id, family, stat, join + route_join, cf + tf, [*cp, *tp])
     row = con.execute(
@@ -210,16 +230,18 @@ def _named_value(con: Any, run_id: str, family: str, stat: str, joins: str, filt
     return RuleData(value, cases, int(row[1] or 0))
 
 
-def _route_class(con: Any, run_id: str, kind: str, route: str, where: Where | None, cf: str,
-                 cp: list[Any]) -> RuleData:
-    """Per-route precision (turns routed there that should have been) or recall (turns that should go there that did)."""
+def _route_class(con: Any, run_id: str, kind: str, route: str, cf: str, cp: list[Any], on_turns: bool = False) -> RuleData:
+    """Per-route precision (turns routed there that should have been) or recall (turns that should go there that did).
+
+    ``on_turns``: the filter names the turn (``t``) too.
+    """
     if kind == "precision":
         cond = "json_extract_string(s.detail, '$.got') = ?"
     else:
         cond = ("CASE WHEN s.passed THEN json_extract_string(s.detail, '$.got') "
                 "ELSE json_extract_string(s.detail, '$.expected[0]') END = ?")
-    base = (f"FROM scores s JOIN cases c USING (run_id, case_id, repeat) WHERE s.run_id = ? AND s.scorer = 'route' "
-            f"AND s.error IS NULL AND {cond}{cf}")
+    base = (f"FROM scores s JOIN cases c USING (run_id, case_id, repeat){_SCORE_TURN if on_turns else ''} "
+            f"WHERE s.run_id = ? AND s.scorer = 'route' AND s.error IS NULL AND {cond}{cf}")
     row = con.execute(f"SELECT count(*), count(*) FILTER (s.passed) {base}", [run_id, route, *cp]).fetchone()
     n, ok = int(row[0] or 0), int(row[1] or 0)
     cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {base} AND NOT s.passed GROUP BY s.case_id ORDER BY q",
@@ -233,15 +255,15 @@ NO_ROUTE = "(none)"
 """The confusion matrix's label for a turn that reported no route."""
 
 
-def _route_f1(con: Any, run_id: str, route: str | None, cf: str, cp: list[Any]) -> RuleData:
+def _route_f1(con: Any, run_id: str, route: str | None, cf: str, cp: list[Any], on_turns: bool = False) -> RuleData:
     """``route.f1.<route>`` (``route`` given) or ``route.macro_f1`` (None) on a slice of cases.
 
     The cases behind it are the misrouted ones: those expected on or routed to ``route``, or any for the macro.
     """
-    matrix = _route_matrix(con, run_id, cf, cp)
+    matrix = _route_matrix(con, run_id, cf, cp, on_turns)
     stats = _route_stats(matrix)
-    base = (f"FROM scores s JOIN cases c USING (run_id, case_id, repeat) WHERE s.run_id = ? AND s.scorer = 'route' "
-            f"AND s.error IS NULL AND s.detail IS NOT NULL AND NOT s.passed{cf}")
+    base = (f"FROM scores s JOIN cases c USING (run_id, case_id, repeat){_SCORE_TURN if on_turns else ''} WHERE s.run_id = ? "
+            f"AND s.scorer = 'route' AND s.error IS NULL AND s.detail IS NOT NULL AND NOT s.passed{cf}")
     if route is None:
         cases = _ids(con, f"SELECT s.case_id, min(c.seq) AS q {base} GROUP BY s.case_id ORDER BY q", [run_id, *cp])
         return RuleData(macro_f1(stats), cases, sum(sum(row.values()) for row in matrix.values()))
@@ -253,10 +275,11 @@ def _route_f1(con: Any, run_id: str, route: str | None, cf: str, cp: list[Any]) 
     return RuleData(None if mine is None else mine["f1"], cases, involved)
 
 
-def _route_matrix(con: Any, run_id: str, cf: str = "", cp: list[Any] | None = None) -> dict[str, dict[str, int]]:
+def _route_matrix(con: Any, run_id: str, cf: str = "", cp: list[Any] | None = None,
+                  on_turns: bool = False) -> dict[str, dict[str, int]]:
     """``matrix[expected][taken]``: scored route turns (of the cases in the filter), by the route expected and taken."""
     rows = con.execute(f"SELECT s.passed, {_GOT}, json_extract_string(s.detail, '$.expected[0]'), count(*) "
-                       "FROM scores s JOIN cases c USING (run_id, case_id, repeat) WHERE s.run_id = ? "
+                       f"FROM scores s JOIN cases c USING (run_id, case_id, repeat){_SCORE_TURN if on_turns else ''} WHERE s.run_id = ? "
                        f"AND s.scorer = 'route' AND s.error IS NULL AND s.detail IS NOT NULL{cf} GROUP BY ALL",
                        [run_id, *(cp or [])]).fetchall()
     matrix: dict[str, dict[str, int]] = {}
@@ -430,11 +453,8 @@ def score_clusters(con: Any, run_id: str, metric: str, where: Where | None = Non
     """
     family, _, _ = metric.rpartition(".")
     cf, cp = _case_filter(where)
-    tf, tp = _turn_route(where)
-    route_join = ""
-    if where is not None and where.route:
-        route_join = (" JOIN turns t ON t.run_id = s.run_id AND t.case_id = s.case_id AND t.repeat = s.repeat "
-                      "AND t.turn = s.turn")
+    tf, tp = _turn_filter(where)
+    route_join = _score_turn(tf)
     rows = con.execute(
         f"SELECT count(*) FILTER (s.passed), count(*) FROM scores s JOIN cases c USING (run_id, case_id, repeat)"
         f"{route_join} WHERE s.run_id = ? AND s.scorer = ? AND s.error IS NULL{cf}{tf} GROUP BY s.case_id, s.repeat",

@@ -132,6 +132,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE runs ADD COLUMN parent_run VARCHAR;   -- set on a confirmation run: the run it confirms
         ALTER TABLE runs ADD COLUMN git_diff VARCHAR;     -- a hash of the uncommitted changes (dirty trees only)
     """),
+    ("0008_turn_tags", """
+        ALTER TABLE turns ADD COLUMN tags VARCHAR[];       -- the turn's own tags (written, or from a gold file)
+        ALTER TABLE cases ADD COLUMN turn_tags VARCHAR[];  -- every tag of its turns, as routes lists their routes
+    """),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,9 +11,11 @@ from ..results import CaseResult
 from . import Store
 
 _CASE_COLS = ["run_id", "seq", "case_id", "repeat", "tags", "user_id", "user_groups", "session_id", "source",
-              "critical", "passed", "errored", "error", "n_turns", "elapsed_ms", "routes", "meta", "digest", "variant_of"]
+              "critical", "passed", "errored", "error", "n_turns", "elapsed_ms", "routes", "meta", "digest", "variant_of",
+              "turn_tags"]
 _TURN_COLS = ["run_id", "case_id", "repeat", "turn", "input", "route", "output", "state_in", "state", "elapsed_ms",
-              "latency_ms", "passed", "error", "trace", "recorded", "changes", "input_tokens", "output_tokens", "cost_usd"]
+              "latency_ms", "passed", "error", "trace", "recorded", "changes", "input_tokens", "output_tokens", "cost_usd",
+              "tags"]
 _SCORE_COLS = ["run_id", "case_id", "repeat", "turn", "scorer", "passed", "value", "explanation", "error", "metrics",
                "detail"]
 
@@ -60,6 +62,7 @@ class ResultWriter:
         rid = self.run_id
         c = self._cases
         routes: list[str] = []
+        turn_tags: list[str] = []
         for t in result.turns:
             tr = t.trace
             route = tr.route.name if tr is not None and tr.route is not None else None
@@ -88,6 +91,8 @@ class ResultWriter:
             tc["input_tokens"].append(usage.input_tokens if usage else None)
             tc["output_tokens"].append(usage.output_tokens if usage else None)
             tc["cost_usd"].append(usage.cost_usd if usage else None)
+            tc["tags"].append(list(t.tags))
+            turn_tags.extend(tag for tag in t.tags if tag not in turn_tags)
             sc = self._scores
             for s in t.scores:
                 sc["run_id"].append(rid)
@@ -108,7 +113,8 @@ class ResultWriter:
                             ("errored", result.errored), ("error", result.error), ("n_turns", len(result.turns)),
                             ("elapsed_ms", result.elapsed_ms), ("routes", routes),
                             ("meta", _dumps(result.meta) if result.meta else None),
-                            ("digest", result.digest()), ("variant_of", result.variant_of)):
+                            ("digest", result.digest()), ("variant_of", result.variant_of),
+                            ("turn_tags", turn_tags)):
             c[name].append(value)
         self.cases_done += 1
         self.turns_done += len(result.turns)
@@ -130,10 +136,12 @@ class ResultWriter:
             "tags": pa.array(cases_cols["tags"], string_list),
             "user_groups": pa.array(cases_cols["user_groups"], string_list),
             "routes": pa.array(cases_cols["routes"], string_list),
+            "turn_tags": pa.array(cases_cols["turn_tags"], string_list),
             "elapsed_ms": pa.array(cases_cols["elapsed_ms"], pa.float64()),
         })
         types = {"elapsed_ms": pa.float64(), "latency_ms": pa.float64(), "cost_usd": pa.float64(),
                  "input_tokens": pa.int64(), "output_tokens": pa.int64()}
+        types["tags"] = string_list
         turns = pa.table({k: pa.array(v, types[k]) if k in types else v for k, v in turn_cols.items()})
         scores = pa.table({**score_cols, "value": pa.array(score_cols["value"], pa.float64()),
                            "metrics": pa.array(score_cols["metrics"], pa.string()),

@@ -60,6 +60,7 @@ from ..traces import (
     iter_sessions,
     scan,
 )
+from .gold import Gold, load_gold
 from .sources import (
     LoadNotes,
     _converted_otlp,
@@ -153,6 +154,19 @@ def _parse_pipeline(value: dict[str, Any], base_dir: Path, loc: Callable[..., Lo
 
 
 
+@dataclass
+class RecordedSource:
+    """A traces source, scanned: its file's shape, its bound expectations and its gold rows."""
+
+    spec: TracesSource
+    info: TraceFileInfo
+    checks: list[BoundScorer]
+    """The source's ``expect``, bound."""
+    gold: Gold | None = None
+    reported: list[str] = field(default_factory=list)
+    """The gold warnings the last full pass added to the suite's notes."""
+
+
 @dataclass(kw_only=True)
 class Suite:
     """A loaded suite: its settings, target, gate and case sources."""
@@ -166,7 +180,7 @@ class Suite:
     """True when the suite wrote a gate (else every case must pass)."""
     text_hash: str
     static_cases: list[Case]
-    trace_sources: list[tuple[TracesSource, TraceFileInfo, list[BoundScorer]]]
+    trace_sources: list[RecordedSource]
     suite_checks: list[BoundScorer]
     aliases: dict[str, tuple[str, Any]]
     scorer_names: set[str]
@@ -187,16 +201,16 @@ class Suite:
     def count_cases(self, tags: Sequence[str] | None = None) -> int:
         """Cases (not repeats) the run will execute, without reading traces again."""
         n = sum(1 for c in self.static_cases if _selected(c.tags, tags))
-        for src, info, _ in self.trace_sources:
-            if _selected(tuple(src.tags) + ("recorded",), tags):
-                n += info.sessions * len(self.run_as or [None])
+        for rec in self.trace_sources:
+            if _selected(tuple(rec.spec.tags) + ("recorded",), tags):
+                n += rec.info.sessions * len(self.run_as or [None])
         return n
 
     def count_turns(self, tags: Sequence[str] | None = None) -> int:
         n = sum(len(c.turns) for c in self.static_cases if _selected(c.tags, tags))
-        for src, info, _ in self.trace_sources:
-            if _selected(tuple(src.tags) + ("recorded",), tags):
-                n += info.turns * len(self.run_as or [None])
+        for rec in self.trace_sources:
+            if _selected(tuple(rec.spec.tags) + ("recorded",), tags):
+                n += rec.info.turns * len(self.run_as or [None])
         return n
 
     def iter_cases(self, tags: Sequence[str] | None = None, on_bad: Callable[[BadLine], None] | None = None) -> Iterator[Case]:
@@ -206,27 +220,31 @@ class Suite:
         for case in self.static_cases:
             if _selected(case.tags, tags):
                 yield case
-        for src, info, src_checks in self.trace_sources:
-            for session in iter_sessions(info, on_bad=on_bad):
-                case = self._case_from_session(session, src, seq, src_checks)
+        for rec in self.trace_sources:
+            if rec.gold is not None:
+                rec.gold.start()
+            for session in iter_sessions(rec.info, on_bad=on_bad):
+                case = self._case_from_session(session, rec, seq)
                 if case.id in ids:  # a session id that collides with another case
-                    case.id = f"{case.id}@{Path(info.path).stem}"
+                    case.id = f"{case.id}@{Path(rec.info.path).stem}"
                 ids.add(case.id)
                 for one in (expand_run_as(case, self.run_as, seq) if self.run_as else [case]):
                     seq += 1
                     if _selected(one.tags, tags):
                         yield one
+            if rec.gold is not None:  # only a full pass knows which rows matched nothing
+                self._note_gold(rec)
 
-    def _case_from_session(self, session: RecordedSession, src: TracesSource, seq: int,
-                           src_checks: list[BoundScorer]) -> Case:
-        base = _merge_checks(self.suite_checks, src_checks)
-        tags = list(src.tags) + ["recorded"]
+    def _case_from_session(self, session: RecordedSession, rec: RecordedSource, seq: int) -> Case:
+        base = _merge_checks(self.suite_checks, rec.checks)
+        tags = list(rec.spec.tags) + ["recorded"]
         turns: list[Turn] = []
+        meta: dict[str, Any] = {}
         session_id = session.session_id
         if self.redactor is not None:
             session_id = self.redactor.text(session_id)
-        for trace in session.turns:
-            trace = self._redact(trace)
+        for position, recorded in enumerate(session.turns, 1):
+            trace = self._redact(recorded)
             checks, expect = base, {}
             fb = trace.feedback
             if fb is not None:
@@ -236,11 +254,29 @@ class Suite:
                     expect = correction_to_expect(fb.correction)
                     _add_tag(tags, "corrected")
                     checks = _merge_checks(base, self._bind_lenient(expect))
-            turns.append(Turn(trace.input or "", checks, expect, trace))
+            # joined on the values as recorded: the gold file is written against the recording, not its placeholders
+            gold = rec.gold.match(recorded, session.session_id, position) if rec.gold is not None else None
+            turn_tags: tuple[str, ...] = ()
+            if gold is not None:  # the gold file is the suite's word: it replaces a correction's same scorer
+                expect = {**expect, **gold.expect}
+                checks = _merge_checks(checks, gold.checks)
+                turn_tags = gold.tags
+                for name, value in gold.meta.items():
+                    meta.setdefault(name, value)
+                _add_tag(tags, "gold")
+            turns.append(Turn(trace.input or "", checks, expect, trace, tags=turn_tags))
         first = turns[0].recorded
         return Case(id=session_id, seq=seq, turns=turns, user=(first.user if first else None) or User(), state={},
                     tags=tuple(tags), source=f"{_shown(session.path)}:{session.first_line}",
-                    session_id=session_id)
+                    session_id=session_id, meta=meta)
+
+    def _note_gold(self, rec: RecordedSource) -> None:
+        """The gold join's warnings for this pass, replacing the last pass's (a run may read the traces again)."""
+        assert rec.gold is not None
+        shown = self.redactor.text if self.redactor is not None else str
+        warnings = rec.gold.warnings(display_path(os.path.normpath(self.path.parent / rec.spec.file)), shown)
+        self.notes.warnings = [w for w in self.notes.warnings if w not in rec.reported] + warnings
+        rec.reported = warnings
 
     def _redact(self, trace: Trace) -> Trace:
         """The trace with personal data and secrets replaced; the same object when there was none."""
@@ -353,7 +389,16 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
         info = scan(trace_path, strict=strict)
         notes.bad_lines.extend(info.bad)
         notes.bad_line_count += info.bad_count
-        trace_sources.append((src, info, src_checks))
+        gold = None
+        if src.gold is not None:
+            try:
+                gold = load_gold(Path(os.path.normpath(base / src.gold.file)), src.gold.key, aliases)
+            except SuiteError as exc:
+                if exc.location is None:  # the file itself: point at the suite's gold:
+                    exc.location = doc.locate(("traces", i, "gold"))
+                raise
+            scorer_names.update(c.name for entry in gold.rows.values() for c in entry.checks)
+        trace_sources.append(RecordedSource(src, info, src_checks, gold))
 
     if target is not None and target.kind == "replay" and static:
         first = static[0]

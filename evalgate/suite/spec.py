@@ -12,6 +12,7 @@ from ..errors import did_you_mean
 from ..policy import GateSpec, _split_tags
 from ..recovery.operators import OPERATORS
 from ..traces import User
+from .gold import DEFAULT_KEY, key_path_problem
 
 SUITE_VERSION = 1
 
@@ -29,6 +30,36 @@ class CasesFile(_Model):
         return _split_tags(value)
 
 
+class GoldSpec(_Model):
+    """Per-turn expectations, tags and meta from a file, joined to the recorded turns on a key."""
+
+    file: str
+    """A YAML list, JSONL or CSV file of rows {key, expect, tags, meta}, relative to the suite."""
+    key: list[str] = Field(default_factory=lambda: list(DEFAULT_KEY))
+    """The trace fields a turn's key is made of (dotted paths: extra.app_turn_id, user.id; several joined with
+    +); a row's key gives their values, separated by ':' (s-9:2) or as a list."""
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [p.strip() for p in value.split("+")]
+        return value
+
+    @field_validator("key")
+    @classmethod
+    def _paths(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("key names at least one trace field, e.g. extra.app_turn_id or session_id+turn")
+        for path in value:
+            problem = key_path_problem(path)
+            if problem is not None:
+                raise ValueError(problem)
+        if len(set(value)) < len(value):
+            raise ValueError("key names a field twice")
+        return value
+
+
 class TracesSource(_Model):
     """Recorded sessions (native JSONL, or OTLP JSON converted on load) replayed as cases."""
 
@@ -40,11 +71,19 @@ class TracesSource(_Model):
     tags: list[str] = Field(default_factory=list)
     expect: dict[str, Any] = Field(default_factory=dict)
     """Expectations applied to every turn of these sessions."""
+    gold: GoldSpec | None = None
+    """Each turn's own expectations, tags and meta from a file joined on a key: a path (joined on session_id+turn)
+    or {file, key}."""
 
     @field_validator("tags", mode="before")
     @classmethod
     def _tags(cls, value: Any) -> Any:
         return _split_tags(value)
+
+    @field_validator("gold", mode="before")
+    @classmethod
+    def _gold(cls, value: Any) -> Any:
+        return {"file": value} if isinstance(value, str) else value
 
 
 class RedactSpec(_Model):

@@ -1,4 +1,5 @@
-"""The OTLP mapping: where route, state, user groups, session, input and output live in a team's attributes."""
+"""The OTLP mapping: where route, state, user groups, session, input and output live in a team's attributes,
+and which other attributes to keep in the trace's ``extra``."""
 
 from __future__ import annotations
 
@@ -28,16 +29,21 @@ class Mapping:
     session: FieldRule | None = FieldRule(("session.id", "gen_ai.conversation.id"))
     input: FieldRule | None = None
     output: FieldRule | None = None
+    extra: tuple[tuple[str, FieldRule], ...] = ()
+    """Any other attribute, kept as ``trace.extra.NAME`` (a gold key, a custom scorer's input)."""
 
     def attribute_names(self) -> set[str]:
         names: set[str] = set()
-        for rule in (self.route, self.state, self.groups, self.user, self.session, self.input, self.output):
+        for rule in (self.route, self.state, self.groups, self.user, self.session, self.input, self.output,
+                     *(r for _, r in self.extra)):
             if rule is not None:
                 names.update(rule.attributes)
         return names
 
 
-MAPPING_FIELDS = ("route", "state", "groups", "user", "session", "input", "output")
+MAPPING_FIELDS = ("route", "state", "groups", "user", "session", "input", "output", "extra")
+RESERVED_EXTRA = ("otlp",)
+"""``extra.otlp`` is the import's own (root span name, service, retrievals)."""
 
 
 def parse_mapping(data: Any, where: str = "mapping") -> Mapping:
@@ -50,25 +56,49 @@ def parse_mapping(data: Any, where: str = "mapping") -> Mapping:
         return Mapping()
     if not isinstance(data, dict):
         raise ValueError(f"{where} is a mapping of field → {{attribute: NAME, span_name: NAME}}")
-    rules: dict[str, FieldRule | None] = {}
+    rules: dict[str, Any] = {}
     for key, value in data.items():
         if key not in MAPPING_FIELDS:
             from ...errors import did_you_mean
 
             hint = did_you_mean(str(key), MAPPING_FIELDS)
             raise ValueError(f"unknown {where} field '{key}'" + (f" ({hint})" if hint else f"; known: {', '.join(MAPPING_FIELDS)}"))
-        if value is None:
+        if key == "extra":
+            rules[key] = _extra_rules(value, f"{where}.extra")
+        elif value is None:
             rules[key] = None
-            continue
-        if isinstance(value, str):
-            value = {"attribute": value}
-        if not isinstance(value, dict) or "attribute" not in value or set(value) - {"attribute", "span_name"}:
-            raise ValueError(f"{where}.{key} takes {{attribute: NAME (or a list), span_name: NAME (optional)}}")
-        attrs = value["attribute"]
-        attrs = (attrs,) if isinstance(attrs, str) else tuple(str(a) for a in attrs)
-        span = value.get("span_name")
-        rules[key] = FieldRule(attrs, str(span) if span is not None else None)
+        else:
+            rules[key] = _rule(value, f"{where}.{key}")
     return Mapping(**rules)
+
+
+def _rule(value: Any, where: str) -> FieldRule:
+    if isinstance(value, str):
+        value = {"attribute": value}
+    if not isinstance(value, dict) or "attribute" not in value or set(value) - {"attribute", "span_name"}:
+        raise ValueError(f"{where} takes {{attribute: NAME (or a list), span_name: NAME (optional)}}")
+    attrs = value["attribute"]
+    attrs = (attrs,) if isinstance(attrs, str) else tuple(str(a) for a in attrs)
+    if not attrs:
+        raise ValueError(f"{where}.attribute is empty: name at least one attribute")
+    span = value.get("span_name")
+    return FieldRule(attrs, str(span) if span is not None else None)
+
+
+def _extra_rules(value: Any, where: str) -> tuple[tuple[str, FieldRule], ...]:
+    """``extra: {NAME: {attribute, span_name}}``: attributes kept as ``trace.extra.NAME``."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is a mapping of name → {{attribute: NAME, span_name: NAME}}, "
+                         "e.g. extra: {app_turn_id: {attribute: app.turn_id}}")
+    out = []
+    for name, rule in value.items():
+        if name in RESERVED_EXTRA:
+            raise ValueError(f"{where}.{name}: extra.{name} is the import's own (span, service, retrievals); "
+                             "choose another name")
+        out.append((str(name), _rule(rule, f"{where}.{name}")))
+    return tuple(out)
 
 
 def load_mapping(path: Path) -> Mapping:

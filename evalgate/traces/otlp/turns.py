@@ -164,6 +164,10 @@ class TurnBuilder:
         if retrieved.retrievals:
             extra["retrievals"] = retrieved.retrievals
         turn["extra"] = {"otlp": extra}
+        for name, rule in self.mapping.extra:
+            value = self._lookup(rule, tree)
+            if value is not None:
+                turn["extra"][name] = value
         return turn
 
     def _user(self, tree: list[Span]) -> dict[str, Any] | None:
