@@ -239,16 +239,19 @@ def test_turn_tags_slice_gate_rules(cli, project: Path) -> None:
             - {metric: route.accuracy, min: 1, where: {turn_tags: [refunds]}}
             - {metric: pass_rate, min: 1, where: {turn_tags: [followup]}}
             - {metric: latency.max, max: 150, where: {turn_tags: [billing]}}
+            - {metric: route.precision.smalltalk, min: 0.5, where: {turn_tags: [billing]}}
         """
     _suite(project, "../datasets/gold.yaml", gate)
     r = cli("run", "--json")
     assert r.code == 1, r
     rules = r.json()["suites"][0]["verdict"]["rules"]
     got = [(x["rule"], x["status"], x["value"], x["cases"]) for x in rules]
-    assert got[:3] == [
+    assert got[:4] == [
         ("route.accuracy ≥ 1 where turn_tags=refunds", "pass", 1.0, []),  # s3's misroute is not a refunds turn
         ("pass_rate ≥ 1 where turn_tags=followup", "fail", 0.0, ["s1"]),  # the case with a followup turn failed
         ("latency.max ≤ 150 where turn_tags=billing", "pass", 100.0, []),  # only s3's turn 1, not its 200 ms turn 2
+        # of the billing turns routed to smalltalk, none should have been (on every turn: 2 of 3)
+        ("route.precision.smalltalk ≥ 0.5 where turn_tags=billing", "fail", 0.0, ["s3"]),
     ]
 
     # the same rule on every turn fails: the slice, not the rule, decided it
@@ -298,6 +301,24 @@ def test_a_bad_gold_row_is_an_error_at_its_line(cli, project: Path, name: str, t
     assert r.code == 2, r
     assert f"datasets/{name}:{line}" in r.err and message in r.err, r.err
     assert cli("run").code == 2
+
+
+def test_a_gold_file_with_a_version_and_a_key_as_a_list(cli, project: Path) -> None:
+    _traces(project)
+    write(project / "datasets" / "gold.yaml", """
+        version: 1
+        rows:
+          - {key: [s3, 1], expect: {route: billing}}
+          - {key: "s2:1", tags: [hello]}
+        """)
+    _suite(project, "{file: ../datasets/gold.yaml, key: [session_id, turn]}")
+    r = cli("run", "--json")
+    assert r.code == 1, r
+    failing = {f["case_id"]: f["reasons"] for f in r.json()["suites"][0]["failing"]}
+    assert failing["s3"] == ["turn 1 route: routed to smalltalk, expected billing"]
+    write(project / "datasets" / "gold.yaml", "version: 2\nrows: []\n")
+    r = cli("validate")
+    assert r.code == 2 and "gold.yaml:1" in r.err and "gold file version 2" in r.err, r
 
 
 def test_a_bad_key_or_gold_spec_is_an_error_in_the_suite(cli, project: Path) -> None:
