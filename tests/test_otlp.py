@@ -328,8 +328,8 @@ def test_genai_event_mode_records_no_documents_nor_workflow_output(tmp_path: Pat
 
 
 def test_openinference_instrumented_import_is_unchanged_but_for_the_requested_model(tmp_path: Path) -> None:
-    """Every field as before this change; the model gains `requested`, and a failed call no longer names the
-    requested model as the one that answered."""
+    """Every field as before this change; the model gains `requested`, a failed call no longer names the
+    requested model as the one that answered, and the turn keeps the prompt its model call received."""
     _, turns, _ = import_instrumented(tmp_path, "openinference")
     ok, failed = turns[0], turns[3]
     for t in (ok, failed):
@@ -341,12 +341,18 @@ def test_openinference_instrumented_import_is_unchanged_but_for_the_requested_mo
         "context": [{"id": "kb/refund-policy", "rank": 1, "score": 0.82}, {"id": "kb/shipping", "rank": 2, "score": 0.41}],
         "model": {"name": "gpt-4o-mini-2024-07-18", "requested": "gpt-4o-mini", "provider": "openai",
                   "params": {"model": "gpt-4o-mini", "temperature": 0}},
+        "prompt": [{"role": "system", "content": "You are a support assistant."},
+                   {"role": "user", "content": "I want a refund for order 5512"}],
         "usage": {"input_tokens": 12, "output_tokens": 9}, "output": "Answer to: I want a refund for order 5512",
         "extra": {"otlp": {"span": "support_request", "service": "support-app"}}}
     assert {k: v for k, v in failed.items() if k not in ("trace_id", "timestamp", "latency_ms")} == {
         "v": 1, "session_id": "s-102", "turn": 2, "user": {"id": "u-40", "groups": []}, "input": "crash please",
         "route": {"name": "order_status"}, "context": [{"id": "kb/order-tracking", "rank": 1, "score": 0.77}],
         "model": {"requested": "gpt-4o-mini", "provider": "openai", "params": {"model": "gpt-4o-mini", "temperature": 0}},
+        "prompt": [{"role": "system", "content": "You are a support assistant."},
+                   {"role": "user", "content": "where is my order 7001?"},
+                   {"role": "assistant", "content": "Answer to: where is my order 7001?"},
+                   {"role": "user", "content": "crash please"}],
         "output": FALLBACK,
         "error": "ChatCompletion: openai.InternalServerError: Error code: 500 - {'error': {'message': "
                  "'the model server fell over', 'type': 'server_error'}}",

@@ -49,6 +49,7 @@ def respond(req):
                         {"id": "kb/x" + p, "title": p, "used": False, "excluded": p}],
             "tool_calls": [{"name": p, "arguments": {"q": p}, "result": {"text": p}, "error": p}],
             "model": {"name": p, "provider": p, "params": {p: p}},
+            "prompt": [{"role": "system", "content": p}, {"role": p, "content": p, "tool_calls": [{"name": p}]}],
             "output": p, "state": {p: p},
             "trace_id": "javascript:window.__pwned='trace'",
             "latency_ms": {"total": 5, p: 1}}
@@ -334,6 +335,7 @@ def test_hostile_content_runs_nothing_and_adds_nothing(browser: Any, cli, projec
     for i in range(items.count()):  # open every story, so every payload is on the page
         items.nth(i).locator("summary").click()
         items.nth(i).locator(".turn, .notice").first.wait_for()
+    page.eval_on_selector_all(".story details", "els => els.forEach(e => { e.open = true; })")  # the prompts too
     body = page.locator("main").inner_text()
     assert "</script><script>window.__pwned = 'breakout'</script>" in body  # shown as text
     assert "changed:" in body and "Behaviour changed" in body  # the comparison tables carry the payloads too

@@ -242,7 +242,8 @@ def test_every_builtin_scorer_is_listed_with_arguments_and_one_line_of_help() ->
 
     rows = {r["name"]: r for r in scorer_rows() if r["source"] == "built-in"}
     assert set(rows) == {"output", "json", "length", "similarity", "route", "state", "slots", "corrected", "context",
-                         "context_budget", "permissions", "tool_calls", "budget", "judge", "recovery", "goal", "system_error"}
+                         "context_budget", "prompt", "permissions", "tool_calls", "budget", "judge", "recovery", "goal",
+                         "system_error"}
     for name, row in rows.items():
         assert row["help"] and "\n" not in row["help"], name
         assert row["arguments"] or name == "system_error", name  # the one scorer that takes no arguments

@@ -34,6 +34,8 @@ class ModelCall:
     cached: bool = False
     attempts: int = 0
     queued_ms: float = 0.0
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    """The messages the model received, as sent (for the built-in model: as they would have been)."""
 
 
 @dataclass
@@ -145,6 +147,7 @@ class Pipeline:
             trace["model"] = {"name": call.model,
                               "provider": PROVIDER_BUILTIN if route.model.name == BUILTIN_MODEL else PROVIDER_ENDPOINT,
                               "params": _public_params(route.model.params)}
+            trace["prompt"] = call.messages  # the answering call's; a classifier's prompt only routed
         if calls:
             costs = [c.cost for c in calls]
             trace["usage"] = {"input_tokens": sum(c.input_tokens or 0 for c in calls),
@@ -188,7 +191,8 @@ class Pipeline:
                 raise TurnFailed(f"builtin model's lead template failed: {exc}") from None
             tokens_in = sum(self.counter.count(m["content"]) for m in messages)
             tokens_out = self.counter.count(answer)
-            return ModelCall(answer, BUILTIN_MODEL, tokens_in, tokens_out, self.prices.cost(BUILTIN_MODEL, tokens_in, tokens_out))
+            return ModelCall(answer, BUILTIN_MODEL, tokens_in, tokens_out, self.prices.cost(BUILTIN_MODEL, tokens_in, tokens_out),
+                             messages=messages)
         return await self._call(route.model.name, messages, route.model.params, repeat)
 
     async def _call(self, model: str, messages: list[dict[str, Any]], params: dict[str, Any], repeat: int) -> ModelCall:
@@ -210,7 +214,7 @@ class Pipeline:
         if not response.cached:
             self.meter.add(cost)
         return ModelCall(response.text, model, tokens_in, tokens_out, cost, response.cached, response.attempts,
-                         response.queued_ms)
+                         response.queued_ms, messages)
 
     async def _classify(self, text: str, history: list[dict[str, Any]], state: dict[str, Any],
                         repeat: int) -> tuple[Decision, ModelCall | None]:

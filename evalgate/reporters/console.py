@@ -196,6 +196,8 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
                 else:
                     who = name
                 node.add(Text(f"model {who} {json.dumps(m.get('params') or {})}", style="dim"))
+            if t.get("prompt"):
+                _add_prompt(node, t["prompt"])
             if t["error"]:
                 node.add(Text(f"error: {t['error']}", style="yellow"))
             if t["output"] is not None:
@@ -221,6 +223,38 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
                 node.add(Text(f"{'✓' if ok else '✗'} {sc['scorer']}: ", style="green" if ok else "red")
                          + Text(sc["error"] or sc["explanation"] or ""))
         console.print(tree)
+
+
+_PROMPT_SHOWN = 8
+"""Messages of a prompt shown in full-line form; a longer prompt shows its first 2 and its last 5."""
+
+
+def _first_line(text: str, width: int = 100) -> str:
+    """A message's first non-empty line, cut to ``width``; ``…`` when there is more."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else ""
+    more = len(lines) > 1 or len(first) > width
+    return (first[:width].rstrip() + " …") if more else first
+
+
+def _add_prompt(node: Tree, prompt: list[dict[str, Any]]) -> None:
+    """The messages the model received: how many, then role and first line of each."""
+    roles: dict[str, int] = {}
+    for m in prompt:
+        roles[str(m.get("role"))] = roles.get(str(m.get("role")), 0) + 1
+    head = node.add(Text(f"prompt: {len(prompt)} message(s) (" + ", ".join(f"{n} {r}" for r, n in roles.items()) + ")"))
+    numbered = list(enumerate(prompt, 1))
+    if len(prompt) > _PROMPT_SHOWN:
+        numbered = numbered[:2] + [(0, {})] + numbered[-5:]
+    for i, m in numbered:
+        if not i:
+            head.add(Text(f"… {len(prompt) - 7} more", style="dim"))
+            continue
+        line = Text(f"{i}. {m.get('role')}: ", style="dim") + Text(_first_line(str(m.get("content") or "")))
+        calls = [str(c.get("name")) for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+        if calls:
+            line.append(f" [asks for {', '.join(calls)}]", style="dim")
+        head.add(line)
 
 
 _BLOCKS = "▁▂▃▄▅▆▇█"
@@ -416,7 +450,7 @@ def render_import(console: Console, s: dict[str, Any]) -> None:
     console.print(f"read {len(s['files'])} file(s): {s['spans']:,} spans{logs}", markup=False)
     errors = f" ({s['error_turns']:,} with errors)" if s["error_turns"] else ""
     console.print(f"made {s['traces']:,} traces → {s['turns']:,} turns{errors} in {s['sessions']:,} sessions; "
-                  f"{s['documents']:,} documents, {s['tool_calls']:,} tool calls, "
+                  f"{s['documents']:,} documents, {s['tool_calls']:,} tool calls, {s.get('prompts', 0):,} prompts, "
                   f"{tok['input']:,} input + {tok['output']:,} output tokens", markup=False)
     if s["models"]:
         console.print(f"models: {_counts(s['models'])}", markup=False)

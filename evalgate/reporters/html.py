@@ -36,6 +36,8 @@ TREND_RUNS = 30
 _CONTEXT_KEYS = ("id", "title", "score", "rank", "tokens", "used", "excluded")
 _TEXT_LIMIT = 4000
 """Longest input or output kept per turn; the store keeps the whole text."""
+_PROMPT_TEXT_LIMIT = 1000
+"""Longest text kept per prompt message (history repeats turn after turn); the store keeps the whole text."""
 
 
 @dataclass
@@ -75,6 +77,9 @@ def _turn_record(row: tuple[Any, ...], scores: list[dict[str, Any]]) -> dict[str
                            "out": _cap(output), "ok": bool(passed), "err": error, "ms": elapsed, "lat": trace.get("latency_ms"),
                            "ctx": context, "tools": trace.get("tool_calls") or [], "model": trace.get("model"),
                            "state": state, "sc": sorted(scores, key=lambda sc: sc["s"])}
+    prompt = trace.get("prompt")
+    if isinstance(prompt, list) and prompt:
+        out["prompt"] = [_prompt_message(m) for m in prompt if isinstance(m, dict)]
     usage = {k: v for k, v in (("input_tokens", in_tok), ("output_tokens", out_tok), ("cost_usd", cost)) if v is not None}
     if usage:
         out["usage"] = usage
@@ -86,6 +91,18 @@ def _turn_record(row: tuple[Any, ...], scores: list[dict[str, Any]]) -> dict[str
     if feedback:
         out["fb"] = feedback
     return {k: v for k, v in out.items() if v not in (None, [], {})}
+
+
+def _prompt_message(m: dict[str, Any]) -> dict[str, Any]:
+    """A prompt message for the page: role, text (cut), and the names of the tools it asked for."""
+    text = m.get("content") or ""
+    if isinstance(text, str) and len(text) > _PROMPT_TEXT_LIMIT:
+        text = text[:_PROMPT_TEXT_LIMIT] + f"… [{len(text) - _PROMPT_TEXT_LIMIT} more characters in the store]"
+    out = {"role": m.get("role"), "content": text}
+    calls = [str(c.get("name")) for c in m.get("tool_calls") or [] if isinstance(c, dict)]
+    if calls:
+        out["calls"] = ", ".join(calls)
+    return out
 
 
 class _OutOfOrder(Exception):

@@ -11,9 +11,7 @@ import json
 import zlib
 from typing import Any
 
-
-
-_LIST_FIELDS = frozenset({"ctx", "sc"})
+_LIST_FIELDS = frozenset({"ctx", "sc", "prompt"})
 """Turn fields holding lists of records: flattened into columns with a count per turn."""
 
 

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
     from ..traces import Trace, User
 
 ENTRY_POINT_GROUP = "evalgate.scorers"
-_BUILTIN_MODULES = ("output", "route", "state", "context", "tools", "permissions", "budget", "judge", "recovery")
+_BUILTIN_MODULES = ("output", "route", "state", "context", "prompt", "tools", "permissions", "budget", "judge",
+                    "recovery")
 
 
 @dataclass(slots=True)

@@ -109,7 +109,7 @@ def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -
             rep["turns"].append({
                 "turn": t[0], "input": t[1], "route": trace.get("route"), "output": t[3],
                 "context": trace.get("context", []), "tool_calls": trace.get("tool_calls", []),
-                "model": trace.get("model"), "state_in": json.loads(t[4]) if t[4] else {},
+                "model": trace.get("model"), "prompt": trace.get("prompt"), "state_in": json.loads(t[4]) if t[4] else {},
                 "state": json.loads(t[5]) if t[5] else None, "elapsed_ms": t[6], "latency_ms": trace.get("latency_ms"),
                 "usage": trace.get("usage"), "passed": bool(t[8]), "error": t[9],
                 "feedback": (json.loads(t[11]) if t[11] else trace).get("feedback"),

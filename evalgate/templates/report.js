@@ -184,6 +184,19 @@
     dl.appendChild(el("dd", null, value));
   }
 
+  // The messages the model received, collapsed: a count by role, then each message's role and text.
+  function prompt(messages) {
+    var roles = new Map();  // role names are data: never object keys
+    messages.forEach(function (m) { var r = String(m.role); roles.set(r, (roles.get(r) || 0) + 1); });
+    var list = el("ol", "prompt");
+    messages.forEach(function (m) {
+      list.appendChild(el("li", null, el("span", "muted", String(m.role) + (m.calls ? " (asks for " + m.calls + ")" : "")),
+        el("pre", null, m.content === undefined ? "" : m.content)));
+    });
+    var words = Array.from(roles, function (kv) { return kv[1] + " " + kv[0]; }).join(", ");
+    return el("details", null, el("summary", null, messages.length + " message(s): " + words), list);
+  }
+
   function turn(t) {
     var div = el("div", "turn " + (t.ok ? "ok" : "bad"));
     div.appendChild(el("h4", null, "Turn " + t.n + (t.ok ? " ✓" : " ✗")));
@@ -214,6 +227,7 @@
       row(dl, "tool call", el("code", null, text));
     });
     if (t.model) row(dl, "model", [t.model.provider, t.model.name].filter(Boolean).join(" / ") + (t.model.params ? " " + js(t.model.params) : ""));
+    if (t.prompt && t.prompt.length) row(dl, "prompt", prompt(t.prompt));
     if (t.err) row(dl, "error", el("span", "notice", t.err));
     if (t.out !== undefined) row(dl, "output", el("pre", null, t.out));
     if (t.state !== undefined) row(dl, "state after", el("code", null, js(t.state)));

@@ -2,12 +2,15 @@
 (``reader``), and importing OpenTelemetry exports (``otlp``)."""
 
 from .format import (
+    MAX_PROMPT_CHARS,
+    MAX_PROMPT_MESSAGES,
     REQUEST_VERSION,
     TRACE_VERSION,
     ContextItem,
     Correction,
     Feedback,
     ModelInfo,
+    PromptMessage,
     Route,
     ToolCall,
     Trace,
@@ -26,7 +29,7 @@ from .reader import (
 )
 
 __all__ = [
-    "MAX_BAD_LINES_KEPT", "REQUEST_VERSION", "TRACE_VERSION", "BadLine", "ContextItem", "Correction", "Feedback",
-    "ModelInfo", "RecordedSession", "Route", "ToolCall", "Trace", "TraceFileInfo", "Usage", "User",
+    "MAX_BAD_LINES_KEPT", "MAX_PROMPT_CHARS", "MAX_PROMPT_MESSAGES", "REQUEST_VERSION", "TRACE_VERSION", "BadLine", "ContextItem", "Correction", "Feedback",
+    "ModelInfo", "PromptMessage", "RecordedSession", "Route", "ToolCall", "Trace", "TraceFileInfo", "Usage", "User",
     "describe_validation_error", "iter_sessions", "request_for", "scan",
 ]

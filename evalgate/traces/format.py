@@ -80,6 +80,35 @@ class ModelInfo(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+MAX_PROMPT_CHARS = 65_536
+"""Longest message text an import keeps in ``prompt`` (what a live target answers is cut by the store's 1 MiB rule)."""
+MAX_PROMPT_MESSAGES = 2_000
+"""Most messages an import keeps in ``prompt``: the first (the system prompt) and the latest."""
+
+
+class PromptMessage(_Model):
+    """One message the model received: its role and its text, as in a chat completion request."""
+
+    role: str
+    content: str = ""
+    """Its text; a list of content parts (``[{"type": "text", "text": ...}]``) is read as their text, joined."""
+    name: str | None = None
+    tool_call_id: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    """The tool calls an earlier assistant message asked for."""
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_text(cls, value: Any) -> Any:
+        if value is None:
+            return ""
+        if isinstance(value, list):  # content parts: the text ones, as the model read them
+            texts = [str(p.get("text", p.get("content", ""))) for p in value
+                     if isinstance(p, dict) and p.get("type", "text") == "text"]
+            return "\n".join(t for t in texts if t)
+        return value
+
+
 class Usage(_Model):
     """Tokens and cost the turn consumed, as the system reports them."""
 
@@ -125,6 +154,9 @@ class Trace(_Model):
     context: list[ContextItem] = Field(default_factory=list)
     tool_calls: list[ToolCall] = Field(default_factory=list)
     model: ModelInfo | None = None
+    prompt: list[PromptMessage] | None = None
+    """The messages the model received for this turn's answer, as sent (system prompt, context as placed, earlier
+    turns, the user's message); the last model call's when there were several. Absent: not reported."""
     output: str | None = None
     state: dict[str, Any] | None = None
     """Conversation state after the turn; absent means unchanged."""

@@ -152,6 +152,9 @@ def _genai_message(m: Any) -> Message | None:
                 kind = p.get("type")
                 if kind == "text":
                     texts.append(str(p.get("content", "")))
+                elif kind == "tool_call_response":  # a tool's result placed in the prompt
+                    response = p.get("response")
+                    texts.append(response if isinstance(response, str) else json.dumps(response, ensure_ascii=False))
                 elif kind == "tool_call":
                     calls.append({"name": p.get("name"), "arguments": _json(p.get("arguments"))})
     tool_calls = m.get("tool_calls")
@@ -185,6 +188,7 @@ def _messages(span: Span) -> tuple[list[Message], list[Message]]:
                 content = "\n".join(str(p) for p in parts) if parts else None
             calls = _oi_tool_calls(m)
             target.append(Message(str(m.get("message.role") or ""), None if content is None else str(content), calls))
+    _system_instructions(a.get("gen_ai.system_instructions"), ins)
     for key, target in (("gen_ai.input.messages", ins), ("gen_ai.output.messages", outs)):
         value = _json(a.get(key))
         if isinstance(value, list):
@@ -205,6 +209,7 @@ def _messages(span: Span) -> tuple[list[Message], list[Message]]:
             if msg is not None:
                 outs.append(msg)
         elif n == "gen_ai.client.inference.operation.details":  # the latest conventions: messages on one event
+            _system_instructions(ev.attrs.get("gen_ai.system_instructions"), ins)
             for key, target in (("gen_ai.input.messages", ins), ("gen_ai.output.messages", outs)):
                 target.extend(m for m in map(_genai_message, _list(ev.attrs.get(key))) if m is not None)
         elif n == "gen_ai.content.prompt":
@@ -218,6 +223,48 @@ def _messages(span: Span) -> tuple[list[Message], list[Message]]:
                 if msg is not None:
                     outs.append(msg)
     return ins, outs
+
+
+def _system_instructions(value: Any, ins: list[Message]) -> None:
+    """``gen_ai.system_instructions`` (text parts, kept apart from the input messages when the provider takes them
+    apart) as the system message first in ``ins``."""
+    if value is None:
+        return
+    text = _text_of(_json(value))
+    if text and not (ins and ins[0].role == "system" and ins[0].content == text):
+        ins.insert(0, Message("system", text))
+
+
+class Prompt(NamedTuple):
+    """The messages one model call received, as native prompt messages, and what was cut to keep them bounded."""
+
+    messages: list[dict[str, Any]]
+    recorded: int
+    """How many messages the call recorded (more than MAX_PROMPT_MESSAGES: the first and the latest are kept)."""
+    texts_cut: int
+    """Messages whose text was cut to MAX_PROMPT_CHARS."""
+
+
+def _prompt(calls: list[tuple[list[Message], list[Message]]]) -> Prompt | None:
+    """The input messages of the last model call that recorded any (an embeddings call records none)."""
+    from ..format import MAX_PROMPT_CHARS, MAX_PROMPT_MESSAGES
+
+    ins = next((ins for ins, _ in reversed(calls) if ins), None)
+    if ins is None:
+        return None
+    kept = ins if len(ins) <= MAX_PROMPT_MESSAGES else [ins[0], *ins[len(ins) - MAX_PROMPT_MESSAGES + 1:]]
+    messages = []
+    cut = 0
+    for m in kept:
+        text = m.content or ""
+        if len(text) > MAX_PROMPT_CHARS:
+            text = text[:MAX_PROMPT_CHARS] + f" … [cut: {len(text):,} characters in all]"
+            cut += 1
+        msg: dict[str, Any] = {"role": m.role or "unknown", "content": text}
+        if m.tool_calls:
+            msg["tool_calls"] = m.tool_calls
+        messages.append(msg)
+    return Prompt(messages, len(ins), cut)
 
 
 def _list(value: Any) -> list[Any]:

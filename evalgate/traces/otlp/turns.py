@@ -20,6 +20,7 @@ from .conventions import (
     _messages,
     _model,
     _normal,
+    _prompt,
     _requested_calls,
     _root_message,
     _usage,
@@ -46,6 +47,8 @@ class ImportStats:
     sessions: int = 0
     documents: int = 0
     tool_calls: int = 0
+    prompts: int = 0
+    """Turns whose model call recorded the messages it received."""
     input_tokens: int = 0
     output_tokens: int = 0
     models: Counter[str] = field(default_factory=Counter)
@@ -62,7 +65,7 @@ class ImportStats:
                 "log_records": self.log_records,
                 "log_records_unattached": self.log_records_unattached, "traces": self.traces, "turns": self.turns,
                 "error_turns": self.error_turns, "sessions": self.sessions, "documents": self.documents,
-                "tool_calls": self.tool_calls, "tokens": {"input": self.input_tokens, "output": self.output_tokens},
+                "tool_calls": self.tool_calls, "prompts": self.prompts, "tokens": {"input": self.input_tokens, "output": self.output_tokens},
                 "models": dict(self.models.most_common()),
                 "requested_models": dict(self.requested_models.most_common()), "unmapped": dict(self.unmapped.most_common()),
                 "redacted": self.redacted}
@@ -133,6 +136,7 @@ class TurnBuilder:
         if calls:
             turn["tool_calls"] = calls
             st.tool_calls += len(calls)
+        prompt_cut: dict[str, int] | None = None
         if llms:
             model = _model(llms[-1])
             if model:
@@ -141,6 +145,13 @@ class TurnBuilder:
                     st.models[model["name"]] += 1
                 if "requested" in model:
                     st.requested_models[model["requested"]] += 1
+            prompt = _prompt(messages)
+            if prompt is not None:
+                turn["prompt"] = prompt.messages
+                st.prompts += 1
+                if prompt.recorded > len(prompt.messages) or prompt.texts_cut:
+                    prompt_cut = {"messages": prompt.recorded, "kept": len(prompt.messages),
+                                  "texts_cut": prompt.texts_cut}
             usage = _usage(llms)
             if usage is not None:
                 turn["usage"] = usage
@@ -163,6 +174,8 @@ class TurnBuilder:
             extra["service"] = service
         if retrieved.retrievals:
             extra["retrievals"] = retrieved.retrievals
+        if prompt_cut is not None:
+            extra["prompt_cut"] = prompt_cut
         turn["extra"] = {"otlp": extra}
         for name, rule in self.mapping.extra:
             value = self._lookup(rule, tree)
