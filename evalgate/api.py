@@ -102,7 +102,11 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
         options.concurrency = config.concurrency
     if options.timeout_s is None and config.timeout_s:
         options.timeout_s = config.timeout_s
+    if options.resume is not None:
+        paths = _prepare_resume(Store(store_path or config.store), options, paths)
     suites = load_suites(paths, config, strict=options.strict, target=target)
+    if options.resume is not None:
+        _check_resumed_suite(Store(store_path or config.store), options, suites)
     if options.strict:  # as validate --strict: every recorded line is read before anything runs; a bad one is fatal
         for s in suites:
             if s.trace_sources:
@@ -142,6 +146,38 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
 
     asyncio.run(go())
     return report
+
+
+def _prepare_resume(store: Store, options: RunOptions, paths: list[str] | None) -> list[str]:
+    """``--resume RUN``: the run's own suite, and the case runs it stored already."""
+    assert options.resume is not None
+    run_id = store.resolve_run(options.resume)
+    with store.connect(read_only=True) as con:
+        run = queries.stored_run(con, run_id)
+        done = queries.stored_case_runs(con, run_id)
+    status = run.status
+    if status == "running" and not store.writer_alive():
+        status = "interrupted"  # its process died
+    if status not in ("interrupted", "stopped"):
+        raise UsageError(f"run {run_id} is {status}: only an interrupted or stopped run can be resumed",
+                         hint="evalgate history lists runs and their status")
+    if paths and len(paths) > 1:
+        raise UsageError("--resume finishes one run: name no suite, or its own", hint=f"the run's suite is {run.suite_path}")
+    options.resume, options.done = run_id, frozenset(done)
+    options.repeat, options.tags = run.repeat, list(run.selected_tags) or None  # the case runs it set out to make
+    return [run.suite_path]
+
+
+def _check_resumed_suite(store: Store, options: RunOptions, suites: list[Suite]) -> None:
+    with store.connect(read_only=True) as con:
+        run = queries.stored_run(con, options.resume or "")
+    suite = suites[0]
+    if suite.text_hash != run.suite_hash:
+        raise UsageError(f"suite {suite.path} changed since run {options.resume} started: its cases may not be the same",
+                         hint="start a new run instead of resuming this one")
+    if suite.target is not None and suite.target.describe() != run.target:
+        raise UsageError(f"run {options.resume} ran {run.target}, not {suite.target.describe()}",
+                         hint="resume with the run's own target (the same --target, or none)")
 
 
 def _options_for(suite: Suite, options: RunOptions) -> RunOptions:

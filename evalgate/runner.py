@@ -78,6 +78,10 @@ class RunOptions:
     """The first repeat index (a confirmation run numbers its repeats after the run it confirms)."""
     parent_run: str | None = None
     """The run a confirmation run confirms."""
+    resume: str | None = None
+    """An interrupted run to finish: only its case runs not stored yet are run, into the same run (set by api.run)."""
+    done: frozenset[tuple[str, int]] = frozenset()
+    """With ``resume``: the (case, repeat) pairs the run stored already."""
 
 
 @dataclass
@@ -302,17 +306,19 @@ class Runner:
 
         only = self.options.confirm
         first = self.options.repeat_offset
+        done = self.options.done
         for case in self.suite.iter_cases(self.options.tags, on_bad=on_bad):
             if only is not None and case.id not in only:
                 continue
             for r in range(first, first + (only[case.id] if only is not None else self.repeat)):
-                yield case, r
+                if (case.id, r) not in done:
+                    yield case, r
 
     def total(self) -> int:
         """Case runs this run will make."""
         if self.options.confirm is not None:
             return sum(self.options.confirm.values())
-        return self.suite.count_cases(self.options.tags) * self.repeat
+        return max(0, self.suite.count_cases(self.options.tags) * self.repeat - len(self.options.done))
 
     @property
     def models(self) -> Any:
@@ -331,7 +337,7 @@ class Runner:
 
     async def run(self, target: Target) -> Execution:
         """Run every selected case through a started target; stores the run even when interrupted."""
-        run_id = self.run_id = new_run_id()
+        run_id = self.run_id = self.options.resume or new_run_id()
         with self.store.run_lock(wait_s=self.options.wait_s, run_id=run_id):
             return await self._run_locked(run_id, target)
 
@@ -343,14 +349,20 @@ class Runner:
         from .store import runs
 
         with self.store.connect() as con:
-            runs.begin(con, runs.NewRun(
-                run_id=run_id, suite=suite.name, suite_path=str(suite.path), suite_hash=suite.text_hash,
-                config_hash=self.options.config_hash, target=self.target_config.describe(), git=info,
-                evalgate_version=_version(), repeat=self.repeat, selected_tags=self.options.tags or [],
-                cases_total=total, bad_lines=suite.notes.bad_line_count,
-                options={"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict},
-                parent_run=self.options.parent_run))
+            if self.options.resume:  # the same run goes on: what it stored stays, the rest is added to it
+                prior = runs.reopen(con, run_id)
+            else:
+                prior = None
+                runs.begin(con, runs.NewRun(
+                    run_id=run_id, suite=suite.name, suite_path=str(suite.path), suite_hash=suite.text_hash,
+                    config_hash=self.options.config_hash, target=self.target_config.describe(), git=info,
+                    evalgate_version=_version(), repeat=self.repeat, selected_tags=self.options.tags or [],
+                    cases_total=total, bad_lines=suite.notes.bad_line_count,
+                    options={"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict},
+                    parent_run=self.options.parent_run))
         writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
+        if prior is not None:  # the counters go on from what the run stored
+            writer.cases_done, writer.turns_done, writer.errors, writer.passed = prior
         self.progress.start(total)
         status: RunStatus = "completed"
         failure: str | None = None

@@ -179,3 +179,27 @@ def test_a_killed_run_is_seen_as_interrupted_and_the_next_run_marks_it(project: 
     write(project / "suites" / "demo.yaml", "name: slow\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n")
     assert run_cli("run", cwd=project).code == 0
     assert dict(query(db, "SELECT run_id, status FROM runs"))[killed] == "interrupted"  # stored so, once and for all
+
+
+def test_a_killed_run_resumes_into_the_same_run_with_exactly_the_cases_it_lacked(project: Path) -> None:
+    release = project / "release"
+    _held_suite(project, release, n=12)
+    db = project / ".evalgate" / "evalgate.duckdb"
+    proc = _start_run(project, "--json")
+    _wait_for_rows(db)
+    proc.kill()
+    proc.communicate(timeout=60)
+    (killed, done_before), = query(db, "SELECT run_id, count(*) FROM cases GROUP BY run_id")
+    assert 0 < done_before < 12
+    release.touch()  # the held cases answer now
+    r = run_cli("run", "--resume", killed, "--json", cwd=project)
+    assert r.code == 0, r
+    s = r.json()["suites"][0]
+    assert s["run_id"] == killed and s["status"] == "completed" and s["cases"] == 12
+    assert query(db, "SELECT count(*), count(DISTINCT run_id) FROM runs") == [(1, 1)]
+    assert query(db, "SELECT status, cases_done FROM runs") == [("completed", 12)]
+    ids = [c for (c,) in query(db, "SELECT case_id FROM cases ORDER BY case_id")]
+    assert ids == [f"c{i:02d}" for i in range(12)]  # each case once: none lost, none run twice
+    # a completed run cannot be resumed; an edited suite cannot resume an older run
+    again = run_cli("run", "--resume", killed, cwd=project)
+    assert again.code == 2 and "only an interrupted or stopped run can be resumed" in again.err

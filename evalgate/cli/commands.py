@@ -30,6 +30,7 @@ def run(
     offline: Annotated[bool, typer.Option("--offline", help="Answer model calls from the cache only; a miss stops the run (exit 3), naming the case.")] = False,
     cache_mode: Annotated[str, typer.Option("--cache-mode", help="The model response cache: use (default), refresh (call and overwrite) or off.")] = "use",
     cache: Annotated[Optional[str], typer.Option("--cache", help="Cache path (default: .evalgate/cache.sqlite, or EVALGATE_CACHE).")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted run: run only the case runs it did not store, into the same run, for one verdict.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -53,7 +54,8 @@ def run(
                          strict=strict, wait_s=wait, baseline=baseline,
                          baseline_file=Path(baseline_file) if baseline_file else None,
                          require_baseline=require_baseline, max_cost=max_cost, offline=offline,
-                         cache_mode=_cache_mode(cache_mode), cache_path=Path(cache) if cache else None)
+                         cache_mode=_cache_mode(cache_mode), cache_path=Path(cache) if cache else None,
+                         resume=resume)
     console = _console()
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None

@@ -70,6 +70,14 @@ class StoredRun:
     turns: int
     duration_s: float
     summary: dict[str, Any]
+    suite_hash: str = ""
+    repeat: int = 1
+    selected_tags: tuple[str, ...] = ()
+
+
+def stored_case_runs(con: Any, run_id: str) -> set[tuple[str, int]]:
+    """The (case, repeat) pairs a run stored: what ``--resume`` does not run again."""
+    return {(str(c), int(r)) for c, r in con.execute("SELECT case_id, repeat FROM cases WHERE run_id = ?", [run_id]).fetchall()}
 
 
 def latest_run_with_case(con: Any, case_id: str) -> str | None:
@@ -159,13 +167,16 @@ def baselines(con: Any, name: str | None = None) -> list[BaselineRow]:
 def stored_run(con: Any, run_id: str) -> StoredRun:
     row = con.execute(
         "SELECT suite, suite_path, status, target, cases_done, turns_done, summary, "
-        "(epoch_ms(coalesce(finished_at, started_at)) - epoch_ms(started_at)) / 1000.0 FROM runs WHERE run_id = ?",
+        "(epoch_ms(coalesce(finished_at, started_at)) - epoch_ms(started_at)) / 1000.0, suite_hash, repeat, selected_tags "
+        "FROM runs "
+        "WHERE run_id = ?",
         [run_id]).fetchone()
     if row is None:
         raise UsageError(f"no run '{run_id}' in the store", hint="'evalgate history' lists runs")
     return StoredRun(run_id=run_id, suite=row[0], suite_path=row[1] or "", status=row[2], target=row[3] or "",
                      cases=row[4] or 0, turns=row[5] or 0, duration_s=float(row[7] or 0),
-                     summary=json.loads(row[6]) if row[6] else {})
+                     summary=json.loads(row[6]) if row[6] else {}, suite_hash=row[8] or "",
+                     repeat=int(row[9] or 1), selected_tags=tuple(row[10] or ()))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,6 +39,16 @@ def mark_abandoned(con: Any) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
+def reopen(con: Any, run_id: str) -> tuple[int, int, int, int]:
+    """An interrupted run running again (``--resume``): its status back to running; returns what it stored (case
+    runs, turns, errored case runs, passed case runs). The caller holds the run lock."""
+    mark_abandoned(con)
+    con.execute("UPDATE runs SET status = 'running', finished_at = NULL WHERE run_id = ?", [run_id])
+    row = con.execute("SELECT count(*), coalesce(sum(n_turns), 0), count(*) FILTER (errored), count(*) FILTER (passed) "
+                      "FROM cases WHERE run_id = ?", [run_id]).fetchone()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
+
+
 def begin(con: Any, run: NewRun) -> None:
     """Insert the run as ``running``; the writer's batches update its counters and, at the end, its status.
 
