@@ -96,6 +96,7 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     config = config or find_config()
     options = options or RunOptions()
     options.root = options.root or config.root
+    options.target_override = target is not None
     if options.cache_path is None:
         options.cache_path = config.cache
     if options.concurrency is None and config.concurrency:
@@ -455,14 +456,14 @@ def history(store: Store, suite: str | None = None, limit: int = 20) -> list[dic
 
 
 def set_baseline(store: Store, name: str, run_ref: str | None = None) -> list[dict[str, str]]:
-    """Name a baseline: the given run, or the latest completed run of every suite."""
+    """Name a baseline: the given run, or the latest run of every suite, all or nothing."""
     if run_ref is not None:
         run_ids = [store.resolve_run(run_ref)]
     else:
         with store.connect(read_only=True) as con:
-            run_ids = queries.latest_completed_per_suite(con)
+            run_ids = queries.latest_run_per_suite(con)
         if not run_ids:
-            raise UsageError("the store has no completed run to name", hint="run 'evalgate run' first")
+            raise UsageError("the store has no run to name", hint="run 'evalgate run' first")
     with store.connect() as con:
         return stored.set_baseline(con, name, run_ids)
 

@@ -78,6 +78,8 @@ class RunOptions:
     """The first repeat index (a confirmation run numbers its repeats after the run it confirms)."""
     parent_run: str | None = None
     """The run a confirmation run confirms."""
+    target_override: bool = False
+    """The run's target came from --target, not the suite: it is stored so and never becomes a baseline."""
     resume: str | None = None
     """An interrupted run to finish: only its case runs not stored yet are run, into the same run (set by api.run)."""
     done: frozenset[tuple[str, int]] = frozenset()
@@ -358,7 +360,8 @@ class Runner:
                     config_hash=self.options.config_hash, target=self.target_config.describe(), git=info,
                     evalgate_version=_version(), repeat=self.repeat, selected_tags=self.options.tags or [],
                     cases_total=total, bad_lines=suite.notes.bad_line_count,
-                    options={"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict},
+                    options={"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict,
+                             "target_override": self.options.target_override},
                     parent_run=self.options.parent_run))
         writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
         if prior is not None:  # the counters go on from what the run stored

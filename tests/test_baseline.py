@@ -165,8 +165,30 @@ def test_untrusted_runs_cannot_be_baselines(cli, project: Path) -> None:
     assert r.code == 3
     run_id = r.json()["suites"][0]["run_id"]
     r = cli("baseline", "set", "main", run_id)
-    assert r.code == 2 and "cannot be a baseline" in r.err
+    assert r.code == 2 and "have no run that can be a baseline" in r.err and "its verdict could not be trusted" in r.err
     r = cli("run", "--baseline", run_id)
     assert r.code == 2 and "cannot be a baseline" in r.err
     partial = cli("run", "--tags", "smalltalk", "--json").json()["suites"][0]["run_id"]
     assert cli("baseline", "set", "main", partial).code == 2  # ran only some cases
+
+
+def test_baseline_set_is_all_or_nothing_and_names_every_suite_it_cannot_use(cli, project: Path) -> None:
+    from conftest import write
+
+    write(project / "suites" / "other.yaml", "name: other\ntarget: {python: bot:respond}\n"
+                                             "cases: [{id: boom, input: please crash}]\n")
+    write(project / "suites" / "third.yaml", "name: third\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n")
+    assert cli("run", "suites/demo.yaml").code == 0
+    assert cli("run", "suites/other.yaml").code == 3  # every case errored: no verdict to trust
+    assert cli("run", "suites/third.yaml", "--target", "python:bot:respond").code == 0  # another target than the suite's
+    r = cli("baseline", "set", "main")
+    assert r.code == 2, r
+    assert "2 of 3 suite(s)" in r.err and "other (run" in r.err and "third (run" in r.err
+    assert "it ran with --target" in r.err and "nothing was changed" in r.err
+    assert cli("baseline", "show", "--json").json() == []  # not even demo's
+    assert cli("run", "suites/other.yaml", "--target", "python:bot:respond").code == 3
+    assert cli("run", "suites/third.yaml").code == 0
+    write(project / "suites" / "other.yaml", "name: other\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n")
+    assert cli("run", "suites/other.yaml").code == 0
+    r = cli("baseline", "set", "main", "--json")
+    assert r.code == 0 and sorted(b["suite"] for b in r.json()) == ["demo", "other", "third"], r

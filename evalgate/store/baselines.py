@@ -74,7 +74,8 @@ def version_runs(con: Any, run_id: str, limit: int) -> list[str]:
 # a run fit to be a baseline: it finished, its verdict can be trusted (exit 0 or 1), and it ran
 # every case (no --tags selection)
 TRUSTED = ("status = 'completed' AND exit_code IN (0, 1) AND coalesce(len(selected_tags), 0) = 0 "
-           "AND parent_run IS NULL")
+           "AND parent_run IS NULL AND NOT coalesce(json_extract(options, '$.target_override')::BOOLEAN, false)")
+"""(and it ran the suite's own target: a run with --target is another system, never a branch's baseline)"""
 
 
 def find_run(con: Any, ref: str, suite: str) -> str | None:
@@ -96,19 +97,38 @@ def find_run(con: Any, ref: str, suite: str) -> str | None:
 
 
 def set_baseline(con: Any, name: str, run_ids: list[str]) -> list[dict[str, str]]:
-    """Point ``name`` at each run (one per suite); returns what was set."""
-    out = []
+    """Point ``name`` at each run (one per suite), all or nothing: every run that cannot be a baseline is named, with
+    why, and then nothing is set."""
+    rows = []
+    refused = []
     for run_id in run_ids:
-        row = con.execute("SELECT suite, status FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        row = con.execute("SELECT suite, status, exit_code, coalesce(len(selected_tags), 0), "
+                          f"coalesce(json_extract(options, '$.target_override')::BOOLEAN, false), {TRUSTED} "
+                          "FROM runs WHERE run_id = ?", [run_id]).fetchone()
         if row is None:
             raise UsageError(f"no run '{run_id}' in the store")
-        if not con.execute(f"SELECT 1 FROM runs WHERE run_id = ? AND {TRUSTED}", [run_id]).fetchone():
-            raise UsageError(f"run {run_id} cannot be a baseline ({row[1]})",
-                             hint="a baseline must be a completed run of every case whose verdict was pass or fail")
-        con.execute("INSERT OR REPLACE INTO baselines (name, suite, run_id, created_at) VALUES (?, ?, ?, ?)",
-                    [name, row[0], run_id, datetime.now(timezone.utc).replace(tzinfo=None)])
-        out.append({"name": name, "suite": str(row[0]), "run_id": run_id})
-    return out
+        if not row[5]:
+            why = ("it ran with --target, not the suite's own target" if row[4] else
+                   "it ran only some cases (--tags)" if row[3] else
+                   f"it is {row[1]}" if row[1] != "completed" else
+                   f"its verdict could not be trusted (exit {row[2]}: errors above max_error_rate, or none ran)")
+            refused.append(f"{row[0]} (run {run_id}: {why})")
+        rows.append((str(row[0]), run_id))
+    if refused:
+        raise UsageError(f"baseline '{name}' not set: {len(refused)} of {len(run_ids)} suite(s) have no run that can be "
+                         f"a baseline: " + "; ".join(refused),
+                         hint="re-run those suites (or name a run with 'baseline set NAME RUN'); nothing was changed")
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for suite, run_id in rows:
+            con.execute("INSERT OR REPLACE INTO baselines (name, suite, run_id, created_at) VALUES (?, ?, ?, ?)",
+                        [name, suite, run_id, now])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return [{"name": name, "suite": suite, "run_id": run_id} for suite, run_id in rows]
 
 
 def export(con: Any, name: str, path: Path, history: int = 20) -> dict[str, Any]:

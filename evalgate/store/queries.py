@@ -147,11 +147,10 @@ def history(con: Any, suite: str | None = None, limit: int = 20) -> list[History
     return out
 
 
-def latest_completed_per_suite(con: Any) -> list[str]:
-    """The newest completed run of every suite (confirmation runs left out)."""
+def latest_run_per_suite(con: Any) -> list[str]:
+    """The newest run of every suite (confirmation runs left out), whatever its status."""
     return [str(r[0]) for r in con.execute(
-        "SELECT arg_max(run_id, started_at) FROM runs WHERE status = 'completed' AND parent_run IS NULL "
-        "GROUP BY suite ORDER BY suite").fetchall()]
+        "SELECT arg_max(run_id, started_at) FROM runs WHERE parent_run IS NULL GROUP BY suite ORDER BY suite").fetchall()]
 
 
 def baselines(con: Any, name: str | None = None) -> list[BaselineRow]:
