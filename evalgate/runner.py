@@ -29,7 +29,7 @@ from pydantic import ValidationError
 from .errors import RunError
 from .results import CaseResult, Execution, RunStatus, TurnResult
 from .sanitize import storable
-from .scorers import ScoreContext
+from .scorers import BoundScorer, Score, ScoreContext
 from .scorers.output import SYSTEM_ERROR, system_error
 from .store import Store
 from .store.writer import ResultWriter
@@ -254,6 +254,14 @@ class Runner:
             last.scores.append(closing.run_sync(ctx))
         return result
 
+    async def _bounded(self, check: BoundScorer, ctx: ScoreContext) -> Score:
+        """An async scorer (a judge calling a model) within the turn's --timeout: past it, an error score."""
+        try:
+            return await asyncio.wait_for(check.run(ctx), self.timeout_s)
+        except asyncio.TimeoutError:
+            message = f"timed out after {self.timeout_s:g}s (--timeout bounds each scorer too)"
+            return Score(False, None, f"scorer {message}", message, check.name)
+
     def _stop(self, reason: str) -> None:
         if self.state.stop_reason is None:
             self.state.stop_reason = reason
@@ -291,7 +299,7 @@ class Runner:
         ctx = self._context(case, index, request, trace, turn.recorded, reply.elapsed_ms, earlier)
         scores = []
         for check in turn.checks:
-            scores.append(await check.run(ctx) if check.is_async else check.run_sync(ctx))
+            scores.append(await self._bounded(check, ctx) if check.is_async else check.run_sync(ctx))
         if trace.error and not any(c.name == SYSTEM_ERROR for c in turn.checks):
             scores.append(system_error(trace.error))  # the system failed its user: a failed turn, scored like any other
         changes = diff_recorded(turn.recorded, trace) if turn.recorded is not None and not self.is_replay else None

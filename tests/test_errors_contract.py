@@ -143,3 +143,32 @@ def test_what_a_target_says_cannot_drive_the_terminal_or_the_ci_log(tmp_path: Pa
         assert "\x1b" not in text and "\x07" not in text, text
         assert "\\x1b]52;c;ZXZpbA==" in text or args[0] == "run"
         assert not any(line.startswith("::") for line in text.splitlines()), text
+
+
+def test_timeout_bounds_a_slow_scorer_too(tmp_path: Path) -> None:
+    import time
+
+    write(tmp_path / "slowcheck.py", '''
+        import asyncio
+        from evalgate import Score
+
+        def slow(seconds: float = 30):
+            async def check(ctx):
+                await asyncio.sleep(seconds)
+                return Score(True, 1.0, "finally")
+            return check
+    ''')
+    write(tmp_path / "s.yaml", """
+        name: slow
+        target: {python: hostile:respond}
+        timeout_s: 1
+        gate: {max_error_rate: 1}
+        cases: [{id: a, input: fine, expect: {"slowcheck:slow": {seconds: 30}}}]
+    """)
+    write(tmp_path / "hostile.py", "def respond(req):\n    return {'output': 'fine'}\n")
+    db = tmp_path / "s.duckdb"
+    started = time.monotonic()
+    r = run_cli_in_process("run", "s.yaml", "--json", "--db", str(db), cwd=tmp_path)
+    assert time.monotonic() - started < 10, r
+    assert query(db, "SELECT error FROM scores") == [("timed out after 1s (--timeout bounds each scorer too)",)]
+    assert r.json()["suites"][0]["metrics"]["errors"] == 1  # a scorer that could not finish: the case errored
