@@ -29,6 +29,10 @@ for line in sys.stdin:
     if text == "garbage":
         print("this is not json", flush=True)
         continue
+    if text == "flood":  # one line longer than the reader holds (64 MiB), then nothing
+        sys.stdout.write("x" * (65 * 1024 * 1024))
+        sys.stdout.flush()
+        time.sleep(60)
     if text == "chatty":  # a log line on stdout, then the answer
         print(json.dumps({"level": "info", "msg": "thinking"}), flush=True)
     if text == "late":  # answers the previous turn again, late, before this one
@@ -48,7 +52,8 @@ def _command_suite(project: Path, inputs: list[str], timeout: float = 1.0) -> No
 
 
 def test_command_target_survives_crash_hang_and_garbage(cli, project: Path) -> None:
-    _command_suite(project, ["hello", "crash", "after crash", "hang", "after hang", "garbage", "after garbage"])
+    _command_suite(project, ["hello", "crash", "after crash", "hang", "after hang", "garbage", "after garbage", "flood",
+                             "after flood"], timeout=2.0)
     r = cli("run", "--json", "-j", "1")
     assert r.code == 0, r
     rows = query(project / ".evalgate" / "evalgate.duckdb",
@@ -57,11 +62,13 @@ def test_command_target_survives_crash_hang_and_garbage(cli, project: Path) -> N
     assert by_id["c0"][1:] == (True, None, "echo: hello")
     assert by_id["c1"][2].startswith("process exited (code 7) without answering; stderr: about to die")
     assert by_id["c2"][1:] == (True, None, "echo: after crash")  # restarted
-    assert by_id["c3"][2] == "no answer within 1s; process killed and will be restarted"
+    assert by_id["c3"][2] == "no answer within 2s; process killed and will be restarted"
     assert by_id["c4"][1:] == (True, None, "echo: after hang")
-    assert by_id["c5"][2] == ("no answer within 1s; it wrote 1 line(s) that are not this turn's trace, first "
+    assert by_id["c5"][2] == ("no answer within 2s; it wrote 1 line(s) that are not this turn's trace, first "
                               "'this is not json'; process killed and will be restarted")
     assert by_id["c6"][1:] == (True, None, "echo: after garbage")
+    assert by_id["c7"][2] == "the process wrote a line over 64 MiB; process killed and will be restarted"
+    assert by_id["c8"][1:] == (True, None, "echo: after flood")
 
 
 def test_command_target_answers_cannot_shift_to_other_turns(cli, project: Path) -> None:

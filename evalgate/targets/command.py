@@ -135,6 +135,10 @@ class CommandTarget:
                 await asyncio.sleep(0.05)
                 await self._kill()
                 raise TargetError(f"process died before reading the request{self._stderr_tail()}") from None
+            except (ValueError, asyncio.LimitOverrunError):  # a line longer than the reader holds
+                await self._kill()
+                raise TargetError(f"the process wrote a line over {_LINE_LIMIT // (1024 * 1024)} MiB; process killed "
+                                  "and will be restarted") from None
             elapsed = (time.perf_counter() - start) * 1000
             if not out:
                 code = await _exit_code(proc)
