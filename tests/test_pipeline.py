@@ -63,7 +63,7 @@ def _spec(**over: Any) -> PipelineSpec:
 
 def _decide(spec: PipelineSpec, text: str, state: dict[str, Any] | None = None, best: float = 0.0) -> tuple[str, str] | None:
     slots = SlotFiller(spec.slots).extract(text)
-    d = Router(spec.router, spec.workflows()).decide(Message.of(text, state or {}, slots), lambda: best)
+    d = Router(spec.router, spec.workflows()).decide(Message.of(text, state or {}, slots), lambda _route: best)
     return (d.route, d.reason) if d else None
 
 
@@ -162,7 +162,7 @@ def test_a_turn_records_route_context_model_state_and_the_token_counter(docs: Do
         ("kb/refund-times", True, None), ("kb/refunds", True, None), ("kb/refund-fraud", False, "permission")]
     assert first["output"] == ("Order 5512. Refund timing: A refund reaches the card in 5 to 7 business days after it is "
                                "issued, sometimes sooner, depending on the bank and the card network involved.")
-    assert first["model"] == {"name": "builtin", "provider": "evalgate-builtin", "params": {}}
+    assert first["model"] == {"name": "builtin", "requested": "builtin", "provider": "evalgate-builtin", "params": {}}
     assert first["usage"]["cost_usd"] == 0.0 and first["usage"]["input_tokens"] > 0
     assert first["extra"]["pipeline"]["token_counter"] == ESTIMATE
     assert set(first["latency_ms"]) == {"total", "route", "context", "model"}

@@ -72,13 +72,15 @@ class ModelClient:
     """One client per run, shared by the pipeline and the judge.
 
     ``api_key_env`` names the environment variable holding the key: the key
-    itself never appears in configuration, results or reports.
+    itself never appears in configuration, results or reports. ``headers``
+    (already expanded) go with every call; like the key, they are not part of
+    the cache key and are scrubbed from error messages.
     """
 
     def __init__(self, base_url: str, *, api_key_env: str | None = None, concurrency: int = 8, timeout_s: float = 60.0,
                  max_retries: int = 4, backoff_s: float = 0.5, max_backoff_s: float = 30.0,
                  cache: ResponseCache | None = None, seed: int | None = None, cache_mode: str = "use",
-                 offline: bool = False):
+                 offline: bool = False, headers: dict[str, str] | None = None):
         if cache_mode not in CACHE_MODES:
             raise UsageError(f"unknown cache mode '{cache_mode}'", hint="use, refresh or off")
         self.base_url = base_url
@@ -100,7 +102,11 @@ class ModelClient:
             http_client = None
         # retries are ours (Retry-After, jitter, one budget for the run), so the SDK's are off
         self._client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s,
-                                   http_client=http_client)
+                                   http_client=http_client, default_headers=dict(headers or {}))
+        values = [key if api_key_env else "", *(headers or {}).values()]
+        # "Bearer TOKEN" and TOKEN: an endpoint that echoes what it was sent must not put them in a stored error
+        parts = {v.strip() for v in values} | {p for v in values for p in v.split()[1:]}
+        self._secrets = sorted((p for p in parts if len(p) >= 8), key=len, reverse=True)
         self._slots = asyncio.Semaphore(concurrency)
         self.timeout_s = timeout_s
         self.max_retries = max_retries
@@ -155,7 +161,7 @@ class ModelClient:
                     status = exc.status_code
                     last = f"HTTP {status}: {str(exc.message)[:200]}"
                     if status < 500 and status not in _RETRY_STATUS:
-                        raise ModelError(last) from None  # a bad request will not get better by asking again
+                        raise ModelError(self._scrub(last)) from None  # a bad request will not get better by asking again
                     retry_after = _retry_after(exc.response.headers.get("retry-after"))
             if attempt > self.max_retries:
                 break
@@ -164,7 +170,12 @@ class ModelClient:
             if retry_after is not None:
                 delay = max(delay, min(retry_after, self.max_backoff_s))
             await asyncio.sleep(delay)
-        raise ModelError(f"{last} (after {self.max_retries + 1} attempts)")
+        raise ModelError(self._scrub(f"{last} (after {self.max_retries + 1} attempts)"))
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
 
     async def close(self) -> None:
         await self._client.close()

@@ -60,7 +60,10 @@ class RuleSpec(_Model):
     """One router rule: every condition given must hold; the first rule that fires decides."""
 
     route: str | None = None
-    """The route this rule chooses (omit with ``stay: true``)."""
+    """The route this rule chooses (omit with ``stay: true`` or ``scored``)."""
+    scored: dict[str, list[str]] | None = None
+    """Route → keywords: each route scores one hit per keyword or phrase that starts a word in the message; the
+    route with the most hits wins, a tie goes to the route listed first, no hit at all: the rule does not fire."""
     name: str | None = None
     """Shown as the decision's reason instead of the conditions."""
     keywords: list[str] = Field(default_factory=list)
@@ -88,8 +91,15 @@ class RuleSpec(_Model):
 
     @model_validator(mode="after")
     def _target(self) -> RuleSpec:
-        if (self.route is None) == (not self.stay):
-            raise ValueError("a rule names a route, or says stay: true (keep the current workflow), not both")
+        chooses = sum((self.route is not None, self.stay, self.scored is not None))
+        if chooses != 1:
+            raise ValueError("a rule names a route, says stay: true (keep the current workflow) or scores keywords "
+                             "(scored: {route: [keywords]}): exactly one of them")
+        if self.scored is not None:
+            if self.keywords:
+                raise ValueError("a scored rule's keywords go under scored: {route: [...]}, not keywords:")
+            if not any(self.scored.values()):
+                raise ValueError("scored: gives no keyword: add route: [keywords, ...]")
         return self
 
 
@@ -118,6 +128,31 @@ class RouterSpec(_Model):
     """The route when no rule fired (and the classifier, if any, gave no valid answer)."""
     workflows: list[str] | None = None
     """Routes that set ``state.workflow``, the workflow a ``stay`` rule keeps (default: none)."""
+
+
+class DocumentSubset(_Model):
+    """The documents of the pipeline's set whose fields match (a route's collection as a subset)."""
+
+    where: dict[str, Any]
+    """Document field (a JSONL key or front-matter key beside id, title, groups, text) → a value, or a list of
+    values (any of them); a field that holds a list (tags) matches when it contains one of them."""
+
+    @field_validator("where")
+    @classmethod
+    def _some(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("where: names at least one document field, e.g. {collection: refunds}")
+        return value
+
+    def matches(self, metadata: Any) -> bool:
+        """Every field given matches the document's metadata."""
+        for key, wanted in self.where.items():
+            have = metadata.get(key)
+            options = wanted if isinstance(wanted, list) else [wanted]
+            values = have if isinstance(have, list) else [have]
+            if have is None or not any(v in options for v in values):
+                return False
+        return True
 
 
 class ContextSpec(_Model):
@@ -194,6 +229,10 @@ class StateUpdateSpec(_Model):
 class RouteSpec(_Model):
     """One route: retrieval, then a model step or a canned answer."""
 
+    documents: str | DocumentSubset | None = None
+    """This route's own collection, searched instead of the pipeline's set: a .jsonl file or a folder of .md
+    (relative to the file that names it), or {where: {field: value}}, a subset of the pipeline's set. Who may
+    read a document is still the pipeline's truth: a collection never widens it."""
     context: ContextSpec | None = None
     """Retrieve for this route (omit for no retrieval)."""
     model: ModelStepSpec | None = None
@@ -238,6 +277,9 @@ class EndpointSpec(_Model):
     base_url: str
     api_key_env: str | None = None
     """The NAME of the environment variable holding the key (the key is never written anywhere)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Sent with every model call; ``${NAME}`` is read from the environment when the run starts. Values are never
+    stored, cached or printed (and are not part of the response cache's key)."""
     timeout_s: float = Field(60.0, gt=0)
     max_retries: int = Field(4, ge=0, le=20)
 
@@ -302,6 +344,8 @@ class PipelineSpec(_Model):
         for i, rule in enumerate(self.router.rules):
             if rule.route is not None:
                 check(rule.route, f"router.rules[{i}]")
+            for r in rule.scored or {}:
+                check(r, f"router.rules[{i}].scored")
             if rule.slot is not None and rule.slot not in {s.name for s in self.slots}:
                 raise ValueError(f"router.rules[{i}] names slot '{rule.slot}', which is not under slots")
         if self.router.classifier is not None:
@@ -309,6 +353,9 @@ class PipelineSpec(_Model):
                 check(r, "router.classifier.routes")
         for r in self.router.workflows or []:
             check(r, "router.workflows")
+        for name, route in self.routes.items():
+            if route.documents is not None and route.context is None:
+                raise ValueError(f"routes.{name} names documents but does not retrieve: add context: {{...}}")
         needs_endpoint = [n for n, r in self.routes.items() if r.model is not None and r.model.name != BUILTIN_MODEL]
         if self.router.classifier is not None and self.router.classifier.model != BUILTIN_MODEL:
             needs_endpoint.append("router.classifier")

@@ -28,6 +28,7 @@ class ModelCall:
 
     text: str
     model: str
+    """The model asked for."""
     input_tokens: int | None
     output_tokens: int | None
     cost: float | None
@@ -36,6 +37,8 @@ class ModelCall:
     queued_ms: float = 0.0
     messages: list[dict[str, Any]] = field(default_factory=list)
     """The messages the model received, as sent (for the built-in model: as they would have been)."""
+    answered: str | None = None
+    """The model that answered, as the endpoint's answer names it (e.g. a dated snapshot of ``model``)."""
 
 
 @dataclass
@@ -60,11 +63,16 @@ class Pipeline:
         self.counter = counter or token_counter(spec.token_counter)
         self.router = Router(spec.router, spec.workflows())
         self.slots = SlotFiller(spec.slots)
+        from ..documents import GroupPermissions
+
+        self.permissions = permissions or (GroupPermissions.of(documents) if documents is not None else None)
+        """The truth about who may read what; every collection is filtered by it."""
         self.retriever: Retriever | None = None
         if documents is not None:
-            from ..documents import GroupPermissions
-
-            self.retriever = Retriever(documents, permissions or GroupPermissions.of(documents), self.counter)
+            assert self.permissions is not None
+            self.retriever = Retriever(documents, self.permissions, self.counter)
+        self.collections = self._collections(documents)
+        """Route → the retriever over that route's own collection (routes without one search the pipeline's set)."""
         self.client = client
         self.prices = Prices({**DEFAULT_PRICES, **{k: (p.input, p.output) for k, p in spec.prices.items()}})
         self.meter = meter if meter is not None else SpendMeter(max_cost)
@@ -85,8 +93,11 @@ class Pipeline:
         found = self.slots.extract(text)
 
         t = time.perf_counter()
-        retriever = self.retriever
-        best = (lambda: retriever.best_readable(text, user)) if retriever is not None else (lambda: 0.0)
+
+        def best(route: str) -> float:
+            retriever = self.retriever_for(route)
+            return retriever.best_readable(text, user) if retriever is not None else 0.0
+
         decision = self.router.decide(Message.of(text, state_in, found), best)
         classifier_call: ModelCall | None = None
         if decision is None:
@@ -107,11 +118,12 @@ class Pipeline:
                                      "user": user.model_dump(), "route": decision.route, "context": []}
         candidates: list[Candidate] = []
         if route.context is not None:
-            if self.retriever is None:
+            retriever = self.retriever_for(decision.route)
+            if retriever is None:
                 raise TurnFailed(f"route {decision.route} retrieves, but the pipeline has no document set "
-                                 "(documents: in the suite or the pipeline)")
+                                 "(documents: in the suite, the pipeline or the route)")
             query = self._render(route.context.query, variables, f"routes.{decision.route}.context.query")
-            candidates = self.retriever.assemble(query, user, top_k=route.context.top_k,
+            candidates = retriever.assemble(query, user, top_k=route.context.top_k,
                                                  min_score=route.context.min_score, max_tokens=route.context.max_tokens)
             variables["context"] = [{"id": c.doc.id, "title": c.doc.title, "text": c.doc.text, "score": c.score}
                                     for c in candidates if c.excluded is None]
@@ -144,7 +156,7 @@ class Pipeline:
         }
         calls = [c for c in (classifier_call, call) if c is not None]
         if call is not None and route.model is not None:
-            trace["model"] = {"name": call.model,
+            trace["model"] = {"name": call.answered or call.model, "requested": call.model,
                               "provider": PROVIDER_BUILTIN if route.model.name == BUILTIN_MODEL else PROVIDER_ENDPOINT,
                               "params": _public_params(route.model.params)}
             trace["prompt"] = call.messages  # the answering call's; a classifier's prompt only routed
@@ -159,6 +171,47 @@ class Pipeline:
                                        "attempts": [c.attempts for c in calls],
                                        "queued_ms": round(sum(c.queued_ms for c in calls), 3)}}
         return trace
+
+    # --- collections ---------------------------------------------------------------
+
+    def retriever_for(self, route: str) -> Retriever | None:
+        """The retriever a route searches: its own collection's, else the pipeline's set's."""
+        return self.collections.get(route, self.retriever)
+
+    def _collections(self, documents: DocumentSet | None) -> dict[str, Retriever]:
+        """One BM25 index per route collection (routes naming the same file share one)."""
+        from ..documents import DocumentSet, GroupPermissions
+        from ..errors import SuiteError
+
+        by_key: dict[str, Retriever] = {}
+        out: dict[str, Retriever] = {}
+        for name, route in self.spec.routes.items():
+            chosen = route.documents
+            if chosen is None:
+                continue
+            if isinstance(chosen, str):
+                key = f"file:{chosen}"
+                if key not in by_key:
+                    collection = DocumentSet.load(chosen)
+                    # the pipeline's truth decides; only a pipeline with no other set lets the file's groups decide
+                    by_key[key] = Retriever(collection, self.permissions or GroupPermissions.of(collection),
+                                            self.counter)
+            else:
+                key = f"where:{sorted(chosen.where.items())!r}"
+                if key not in by_key:
+                    if documents is None:
+                        raise SuiteError(f"routes.{name}.documents picks documents where {chosen.where}, but the "
+                                         "pipeline has no document set to pick from",
+                                         hint="give documents: in the suite or the pipeline, or name a file")
+                    subset = [d for d in documents if chosen.matches(d.metadata)]
+                    if not subset:
+                        raise SuiteError(f"routes.{name}.documents: no document of "
+                                         f"{documents.path or 'the document set'} has {chosen.where}",
+                                         hint="check the field name and values against the documents")
+                    assert self.permissions is not None
+                    by_key[key] = Retriever(DocumentSet(subset, documents.path), self.permissions, self.counter)
+            out[name] = by_key[key]
+        return out
 
     # --- steps -------------------------------------------------------------------
 
@@ -211,10 +264,12 @@ class Pipeline:
             self.counter.count(str(m["content"])) for m in messages)
         tokens_out = response.output_tokens if response.output_tokens is not None else self.counter.count(response.text)
         cost = self.prices.cost(model, tokens_in, tokens_out)
+        if cost is None and response.model:  # priced by the snapshot that answered, when only it is in the table
+            cost = self.prices.cost(response.model, tokens_in, tokens_out)
         if not response.cached:
             self.meter.add(cost)
         return ModelCall(response.text, model, tokens_in, tokens_out, cost, response.cached, response.attempts,
-                         response.queued_ms, messages)
+                         response.queued_ms, messages, answered=response.model or None)
 
     async def _classify(self, text: str, history: list[dict[str, Any]], state: dict[str, Any],
                         repeat: int) -> tuple[Decision, ModelCall | None]:

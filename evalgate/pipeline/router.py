@@ -1,7 +1,10 @@
 """The router: ordered rules, an optional LLM classifier, a fallback.
 
 The first rule whose every condition holds decides; its reason names what
-fired ("keyword 'refund'", "stayed in refunds: gives order_id"). Rules see
+fired ("keyword 'refund'", "stayed in refunds: gives order_id"). A scored
+rule counts keyword hits per route instead: the most hits wins, a tie goes
+to the route listed first, and a message with no hit falls through to the
+next rule ("2 keyword hits for refunds: refund, money back"). Rules see
 the message, the state before the turn, the slots the message gives, and
 the best retrieval score, so "stay in the current workflow unless the user
 clearly changes topic" is a rule placed after the topic rules.
@@ -57,10 +60,15 @@ class Router:
         self.spec = spec
         self.workflows = workflows
         self._regex = [re.compile(r.regex) if r.regex else None for r in spec.rules]
-        self._keywords = [[(k, re.compile(r"\b" + re.escape(k.lower()))) for k in r.keywords] for r in spec.rules]
+        self._keywords = [[(k, _keyword(k)) for k in r.keywords] for r in spec.rules]
+        self._scored = [{route: [(k, _keyword(k)) for k in words] for route, words in (r.scored or {}).items()}
+                        for r in spec.rules]
 
-    def decide(self, msg: Message, best_score: Callable[[], float]) -> Decision | None:
-        """The first rule that fires, or None (then the classifier or the fallback decides)."""
+    def decide(self, msg: Message, best_score: Callable[[str], float]) -> Decision | None:
+        """The first rule that fires, or None (then the classifier or the fallback decides).
+
+        ``best_score(route)`` is the best retrieval score among documents the user may read, in that route's
+        collection (asked only by a rule with ``min_score``)."""
         for i, rule in enumerate(self.spec.rules):
             fired = self._fires(i, rule, msg, best_score)
             if fired is not None:
@@ -69,7 +77,7 @@ class Router:
         return None
 
     def _fires(self, i: int, rule: RuleSpec, msg: Message,
-               best_score: Callable[[], float]) -> tuple[str, str] | None:
+               best_score: Callable[[str], float]) -> tuple[str, str] | None:
         why: list[str] = []
         route = rule.route
         if rule.stay:
@@ -77,6 +85,13 @@ class Router:
             if current not in self.workflows:
                 return None
             route = str(current)
+        if rule.scored is not None:
+            scored = _score(self._scored[i], msg.lowered)
+            if scored is None:
+                return None
+            route, hits = scored
+            why.append(hits)
+        assert route is not None
         for key, wanted in rule.state.items():
             have = msg.state.get(key)
             if wanted == "*":
@@ -109,15 +124,35 @@ class Router:
                 return None
             why.append(f"≤ {rule.max_words} words")
         if rule.min_score is not None:
-            best = best_score()
+            best = best_score(route)
             if best < rule.min_score:
                 return None
             why.append(f"retrieval score {best:.2f} ≥ {rule.min_score:g}")
-        assert route is not None
         text = ", ".join(why) or "always"
         if rule.stay:
             text = f"stayed in {route}: {text}"
         return route, f"rule {i + 1}: {text}"
+
+
+def _keyword(word: str) -> re.Pattern[str]:
+    """A keyword or phrase that starts a word of the lower-cased message."""
+    return re.compile(r"\b" + re.escape(word.lower()))
+
+
+def _score(routes: dict[str, list[tuple[str, re.Pattern[str]]]], lowered: str) -> tuple[str, str] | None:
+    """The route with the most keyword hits (ties: the one listed first) and why, or None when nothing hit."""
+    hits = {route: [k for k, pat in words if pat.search(lowered)] for route, words in routes.items()}
+    ranked = sorted((r for r in hits if hits[r]), key=lambda r: -len(hits[r]))  # stable: ties keep their order
+    if not ranked:
+        return None
+    best, n = ranked[0], len(hits[ranked[0]])
+    text = f"{n} keyword hit{'s' if n != 1 else ''} for {best}: {', '.join(hits[best])}"
+    tied = [r for r in ranked[1:] if len(hits[r]) == n]
+    if tied:
+        text += f" (tied with {', '.join(tied)}: {best} is listed first)"
+    elif len(ranked) > 1:
+        text += f" (next: {ranked[1]} {len(hits[ranked[1]])})"
+    return best, text
 
 
 def parse_classifier_answer(answer: str, routes: list[str]) -> str | None:

@@ -149,6 +149,14 @@ def _parse_pipeline(value: dict[str, Any], base_dir: Path, loc: Callable[..., Lo
             raise SuiteError(f"pipeline document set not found: {display_path(data['documents'])}",
                              location=loc(("pipeline", "documents")) if file is None else Location(file),
                              hint="a .jsonl file or a folder of .md files, relative to the file that names it")
+    for name, route in pspec.routes.items():
+        if isinstance(route.documents, str):
+            data["routes"][name]["documents"] = found = os.path.normpath(folder / route.documents)
+            if not Path(found).exists():
+                raise SuiteError(f"routes.{name}: document collection not found: {display_path(found)}",
+                                 location=loc(("pipeline", "routes", name, "documents")) if file is None
+                                 else Location(file),
+                                 hint="a .jsonl file or a folder of .md files, relative to the file that names it")
     return TargetConfig("pipeline", {"pipeline": data, "file": file}, base_dir)
 
 

@@ -21,13 +21,13 @@ def http_target(config: TargetConfig, ctx: TargetContext) -> HttpTarget:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def expand_env(value: str) -> str:
+def expand_env(value: str, used_in: str = "an http target header") -> str:
     """Replace ${VAR} from the environment; a missing variable is a usage error."""
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name not in os.environ:
-            raise UsageError(f"environment variable {name} is not set (used in an http target header)",
+            raise UsageError(f"environment variable {name} is not set (used in {used_in})",
                              hint=f"export {name}=... before running")
         return os.environ[name]
 

@@ -52,10 +52,16 @@ class PipelineTarget:
 
             if options.cache_mode != "off" and options.cache_path is not None:
                 self._cache = ResponseCache(options.cache_path)
+            from .http import expand_env
+
+            # offline makes no call, so a header's variable need not be set
+            headers = {} if options.offline else {
+                k: expand_env(v, f"the pipeline endpoint's header {k}") for k, v in spec.endpoint.headers.items()}
             self._client = ModelClient(spec.endpoint.base_url, api_key_env=spec.endpoint.api_key_env,
                                        concurrency=options.concurrency or self.concurrency,
                                        timeout_s=spec.endpoint.timeout_s, max_retries=spec.endpoint.max_retries,
-                                       cache=self._cache, cache_mode=options.cache_mode, offline=options.offline)
+                                       cache=self._cache, cache_mode=options.cache_mode, offline=options.offline,
+                                       headers=headers)
         self.pipeline = Pipeline(spec, documents, permissions, client=self._client, max_cost=options.max_cost,
                                  meter=options.meter)
 
