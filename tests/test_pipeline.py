@@ -402,6 +402,9 @@ def test_the_readme_pipeline_example_is_valid() -> None:
     assert block is not None
     spec = PipelineSpec.model_validate(yaml.safe_load(block.group(1)))
     assert spec.router.rules[2].stay and spec.routes["clarify"].answers()[0].when == r"^(hi|hello)\b"
+    assert spec.router.rules[4].scored is not None and list(spec.router.rules[4].scored) == ["order_status", "refunds"]
+    assert spec.endpoint is not None and spec.endpoint.headers["X-Tenant"] == "acme"
+    assert spec.routes["refunds"].documents is not None
 
 
 def test_structured_model_output_updates_state_and_template_errors_fail_the_turn(docs: DocumentSet) -> None:

@@ -207,6 +207,10 @@ def test_a_real_app_per_route_collections_scored_router_headers_and_the_answerin
     assert r.code == 0 and len(Gateway.requests) == 3, r
     assert _turn(project, "refund")["model"]["name"] == "tiny-model" + SNAPSHOT
 
+    # offline makes no call, so the header's variable need not be set
+    r = run_cli_in_process("run", "--offline", cwd=project, env={"REAL_APP_KEY": KEY})
+    assert r.code == 0 and len(Gateway.requests) == 3, r
+
 
 def test_a_header_variable_that_is_not_set_is_exit_2_naming_the_header(gateway: str, tmp_path: Path) -> None:
     project = _app(tmp_path, gateway)
@@ -308,6 +312,12 @@ def test_a_route_collection_as_a_subset_of_the_pipelines_set(tmp_path: Path) -> 
     assert account["route"]["name"] == "refunds"  # 1 hit each: refunds listed first
     assert [c["id"] for c in _turn_in_process(pipe, "password and my account credit refund, log in")["context"]] == [
         "kb/refund-credit"]
+    # min_score looks in the rule's route's collection: "credit" scores in account's (tagged billing), not in refunds'
+    scoring = _spec(router={"fallback": "clarify", "rules": [{"route": "refunds", "min_score": 0.01},
+                                                             {"route": "account", "min_score": 0.01}]},
+                    routes=spec.model_dump()["routes"])
+    decided = _turn_in_process(Pipeline(scoring, docs, None, counter=ESTIMATOR), "credit")["route"]
+    assert decided["name"] == "account" and decided["reason"].startswith("rule 2: retrieval score")
     # a subset that picks nothing is a mistake, named
     bad = _spec(routes={"refunds": {"documents": {"where": {"collection": "refundz"}}, "context": {}, "model": {}},
                         "account": {"context": {}, "model": {}}, "clarify": {"answer": "Sorry?"}})
