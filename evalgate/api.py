@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,10 @@ from . import baseline as baseline_mod
 from . import gate as gate_mod
 from .config import Config, find_config
 from .errors import EXIT_PASS, EXIT_RUN_ERROR, UsageError
-from .results import Execution
+from .results import Execution, RunStatus
 from .runner import Progress, Runner, RunOptions, config_hash
-from .store import Store
+from .store import Store, metrics, queries, runs
 from .store import baselines as stored
-from .store import metrics, queries, runs
 from .suite import Suite, discover, is_default, load_suite
 
 
@@ -179,6 +179,35 @@ def _check_resumed_suite(store: Store, options: RunOptions, suites: list[Suite])
     if suite.target is not None and suite.target.describe() != run.target:
         raise UsageError(f"run {options.resume} ran {run.target}, not {suite.target.describe()}",
                          hint="resume with the run's own target (the same --target, or none)")
+
+
+def merge_shards(stores: Sequence[str | Path], *, suite: str | None = None, config: Config | None = None,
+                 store_path: str | Path | None = None, options: RunOptions | None = None) -> RunReport:
+    """The runs of a suite's shards (``run --shard I/N``, one store each) as one run of this store, with one verdict:
+    the same metrics, comparison and gate as an unsharded run of the same cases."""
+    from .runner import new_run_id
+    from .store.merge import merge
+
+    config = config or find_config()
+    options = options or RunOptions()
+    store = Store(store_path or config.store)
+    run_id = new_run_id()
+    with store.run_lock(wait_s=options.wait_s, run_id=run_id), store.connect() as con:
+        shards, children = merge(con, [Path(p) for p in stores], suite, run_id)
+        counts = queries.run_counts(con, run_id)
+        child_counts = [(c, queries.run_counts(con, c)) for c in children]
+    first = shards[0]
+    loaded = load_suite(first.suite_path, config)
+    if loaded.text_hash != first.suite_hash:
+        raise UsageError(f"suite {first.suite_path} here is not the one the shards ran (its text changed)",
+                         hint="merge in a checkout of the commit the shards ran")
+    base = resolve_baseline(loaded, store, options, config)
+    status: RunStatus = "completed" if all(r.status == "completed" for r in shards) else "interrupted"
+    outcome = Execution(run_id, loaded.name, status, *counts, 0, 0.0)
+    confirmation = [Execution(c, loaded.name, "completed", *n, 0, 0.0) for c, n in child_counts]
+    report = RunReport(str(store.path))
+    report.suites.append(finish(store, loaded, outcome, base, confirmation))
+    return report
 
 
 def _options_for(suite: Suite, options: RunOptions) -> RunOptions:

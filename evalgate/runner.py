@@ -33,7 +33,7 @@ from .scorers import BoundScorer, Score, ScoreContext
 from .scorers.output import SYSTEM_ERROR, system_error
 from .store import Store
 from .store.writer import ResultWriter
-from .cases import Case, Turn
+from .cases import Case, Turn, _selected
 from .suite import Suite
 from .errors import RunStopped, TurnFailed
 from .recovery.conversation import SimulatedTurns, WrittenTurns
@@ -78,6 +78,8 @@ class RunOptions:
     """The first repeat index (a confirmation run numbers its repeats after the run it confirms)."""
     parent_run: str | None = None
     """The run a confirmation run confirms."""
+    shard: tuple[int, int] | None = None
+    """(I, N): run only the I-th of N stable shares of the conversations (a case, its variants and repeats together)."""
     target_override: bool = False
     """The run's target came from --target, not the suite: it is stored so and never becomes a baseline."""
     resume: str | None = None
@@ -130,6 +132,11 @@ def git_info(folder: Path) -> dict[str, Any]:
         text = git("diff", "HEAD", "--no-ext-diff", "--no-color")
         diff = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest() if text else None
     return {"git_commit": commit, "git_branch": branch, "git_dirty": dirty, "git_diff": diff}
+
+
+def shard_of(conversation: str, shards: int) -> int:
+    """Which of ``shards`` shares (1-based) a conversation belongs to: stable across runs, machines and Pythons."""
+    return int(hashlib.sha256(conversation.encode()).hexdigest()[:12], 16) % shards + 1
 
 
 def coerce_trace(raw: Any) -> Trace:
@@ -317,8 +324,11 @@ class Runner:
         only = self.options.confirm
         first = self.options.repeat_offset
         done = self.options.done
+        shard = self.options.shard
         for case in self.suite.iter_cases(self.options.tags, on_bad=on_bad):
             if only is not None and case.id not in only:
+                continue
+            if shard is not None and only is None and shard_of(case.variant_of or case.id, shard[1]) != shard[0]:
                 continue
             for r in range(first, first + (only[case.id] if only is not None else self.repeat)):
                 if (case.id, r) not in done:
@@ -328,7 +338,13 @@ class Runner:
         """Case runs this run will make."""
         if self.options.confirm is not None:
             return sum(self.options.confirm.values())
-        return max(0, self.suite.count_cases(self.options.tags) * self.repeat - len(self.options.done))
+        n = self.suite.count_cases(self.options.tags)
+        if self.options.shard is not None:  # written cases exactly; recorded sessions are streamed, so estimated
+            i, of = self.options.shard
+            static = [c for c in self.suite.static_cases if _selected(c.tags, self.options.tags)]
+            mine = sum(1 for c in static if shard_of(c.variant_of or c.id, of) == i)
+            n = mine + (n - len(static)) // of
+        return max(0, n * self.repeat - len(self.options.done))
 
     @property
     def models(self) -> Any:
@@ -369,7 +385,8 @@ class Runner:
                     evalgate_version=_version(), repeat=self.repeat, selected_tags=self.options.tags or [],
                     cases_total=total, bad_lines=suite.notes.bad_line_count,
                     options={"concurrency": self.concurrency, "timeout_s": self.timeout_s, "strict": self.options.strict,
-                             "target_override": self.options.target_override},
+                             "target_override": self.options.target_override,
+                             "shard": f"{self.options.shard[0]}/{self.options.shard[1]}" if self.options.shard else None},
                     parent_run=self.options.parent_run))
         writer = ResultWriter(self.store, run_id, batch_rows=self.options.batch_rows)
         if prior is not None:  # the counters go on from what the run stored

@@ -30,6 +30,7 @@ def run(
     offline: Annotated[bool, typer.Option("--offline", help="Answer model calls from the cache only; a miss stops the run (exit 3), naming the case.")] = False,
     cache_mode: Annotated[str, typer.Option("--cache-mode", help="The model response cache: use (default), refresh (call and overwrite) or off.")] = "use",
     cache: Annotated[Optional[str], typer.Option("--cache", help="Cache path (default: .evalgate/cache.sqlite, or EVALGATE_CACHE).")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run the I-th of N stable shares of the cases (a case, its variants and repeats together); 'evalgate merge' joins the shards' runs.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted run: run only the case runs it did not store, into the same run, for one verdict.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
@@ -55,7 +56,7 @@ def run(
                          baseline_file=Path(baseline_file) if baseline_file else None,
                          require_baseline=require_baseline, max_cost=max_cost, offline=offline,
                          cache_mode=_cache_mode(cache_mode), cache_path=Path(cache) if cache else None,
-                         resume=resume)
+                         resume=resume, shard=_shard(shard))
     console = _console()
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
@@ -197,6 +198,49 @@ def routes(
         _print_json(data)
     else:
         render_routes(_console(), data)
+
+
+def _shard(text: str | None) -> tuple[int, int] | None:
+    from ..errors import UsageError
+
+    if text is None:
+        return None
+    i, _, n = text.partition("/")
+    if not (i.isdigit() and n.isdigit() and 1 <= int(i) <= int(n) <= 1000):
+        raise UsageError(f"--shard {text}: expected I/N with 1 ≤ I ≤ N ≤ 1000", hint="e.g. --shard 1/4")
+    return int(i), int(n)
+
+
+@app.command()
+def merge(
+    stores: Annotated[list[str], typer.Argument(help="The store file of each shard (the --db each shard's job wrote).")],
+    suite: Annotated[Optional[str], typer.Option("--suite", help="The suite to merge, when the stores hold several.")] = None,
+    baseline: Annotated[Optional[str], typer.Option("--baseline", help="Compare with this baseline: a name, branch:NAME or a run id.")] = None,
+    baseline_file: Annotated[Optional[str], typer.Option("--baseline-file", help="Compare with a baseline file written by 'baseline export'.")] = None,
+    junit: Annotated[Optional[str], typer.Option("--junit", help="Also write JUnit XML here.")] = None,
+    markdown: Annotated[Optional[str], typer.Option("--markdown", help="Also write a Markdown summary here.")] = None,
+    html: Annotated[Optional[str], typer.Option("--html", help="Also write the HTML report here.")] = None,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Join the runs of a suite's shards (run --shard I/N, one store each) into one run here, with one verdict.
+
+    Exit codes as for run: 0 pass, 1 fail, 2 usage (a shard missing or twice), 3 not trusted.
+    """
+    from pathlib import Path
+
+    from ..api import merge_shards
+    from ..reporters.console import render_run
+    from ..runner import RunOptions
+
+    options = RunOptions(baseline=baseline, baseline_file=Path(baseline_file) if baseline_file else None)
+    report = merge_shards(stores, suite=suite, store_path=db, options=options)
+    _write_reports(report, junit, markdown, html)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        render_run(_console(), report)
+    raise typer.Exit(report.exit_code)
 
 
 @app.command()

@@ -456,3 +456,10 @@ def recovery_rows(con: Any, run_id: str) -> list[RecoveryRow]:
     out = [RecoveryRow(operator=str(r[0]), variants=int(r[1]), judged=int(r[2]), recovered=int(r[3]), passed=int(r[4]))
            for r in rows]
     return sorted(out, key=lambda r: (r.rate is None, r.rate if r.rate is not None else 0.0, r.operator))
+
+
+def run_counts(con: Any, run_id: str) -> tuple[int, int, int, int]:
+    """(case runs, turns, errored case runs, passed case runs) as the run's cases table holds them."""
+    row = con.execute("SELECT count(*), coalesce(sum(n_turns), 0), count(*) FILTER (errored), count(*) FILTER (passed) "
+                      "FROM cases WHERE run_id = ?", [run_id]).fetchone()
+    return int(row[0]), int(row[1]), int(row[2]), int(row[3])
