@@ -222,22 +222,26 @@ class BaselineChoice:
 
     wanted: str | None
     snapshot: baseline_mod.Snapshot | None = None
+    exists: bool = False
+    """The baseline was found (for other suites, at least): a suite it lacks is new, not a missing baseline."""
 
 
 def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Config) -> BaselineChoice:
     """Find the suite's baseline before anything runs (so --require-baseline can exit 2)."""
     if options.baseline_file is not None:
-        choice = BaselineChoice(str(options.baseline_file), baseline_mod.read_file(Path(options.baseline_file), suite.name))
+        choice = BaselineChoice(str(options.baseline_file), baseline_mod.read_file(Path(options.baseline_file), suite.name),
+                                exists=True)  # read_file refuses a missing or bad file
     else:
         ref = options.baseline or suite.spec.baseline or config.baseline
         choice = BaselineChoice(ref)
         if ref and store.path.exists():
             with store.connect() as con:
                 run_id = stored.find_run(con, ref, suite.name)
+                choice.exists = run_id is not None or bool(queries.baselines(con, ref))
                 if run_id is not None:
                     pooled = stored.version_runs(con, run_id, suite.gate.history)
                     choice.snapshot = stored.snapshot(con, run_id, pooled)
-    if choice.snapshot is None and options.require_baseline:
+    if choice.snapshot is None and options.require_baseline and not choice.exists:
         what = f"'{choice.wanted}'" if choice.wanted else "none was named"
         raise UsageError(f"suite {suite.name}: no baseline to compare with ({what})",
                          hint="pass --baseline NAME, --baseline-file PATH, or drop --require-baseline")

@@ -192,3 +192,17 @@ def test_baseline_set_is_all_or_nothing_and_names_every_suite_it_cannot_use(cli,
     assert cli("run", "suites/other.yaml").code == 0
     r = cli("baseline", "set", "main", "--json")
     assert r.code == 0 and sorted(b["suite"] for b in r.json()) == ["demo", "other", "third"], r
+
+
+def test_require_baseline_lets_a_new_suite_through_with_a_notice(cli, project: Path) -> None:
+    from conftest import write
+
+    assert cli("run").code == 0
+    assert cli("baseline", "set", "main").code == 0
+    write(project / "suites" / "added.yaml", "name: added\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n")
+    r = cli("run", "--baseline", "main", "--require-baseline", "--json")
+    assert r.code == 0, r  # the pull request that adds a suite is not failed for it
+    added = next(s for s in r.json()["suites"] if s["suite"] == "added")
+    assert "baseline 'main' has no run of suite added; regression rules skipped" in added["verdict"]["notices"]
+    r = cli("run", "--baseline", "nosuchname", "--require-baseline")
+    assert r.code == 2 and "no baseline to compare with ('nosuchname')" in r.err  # a baseline that is not there at all
