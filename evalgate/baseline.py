@@ -182,8 +182,20 @@ def _changes(before: list[dict[str, Any]], now: list[dict[str, Any]], words: boo
     for i, (b, n) in enumerate(zip(before, now), 1):
         for key in ("route", "context", "tools", "output") if words else ("route", "context", "tools"):
             if b.get(key) != n.get(key):
-                label = f"turn {i} {key}"
-                if key == "route":
-                    label += f" {b.get(key)} → {n.get(key)}"
-                what.append(label)
+                what.append(f"turn {i} {key}{_difference(key, b, n)}")
     return what
+
+
+def _difference(key: str, before: dict[str, Any], now: dict[str, Any]) -> str:
+    """The change itself: ``refunds → smalltalk``, ``+kb/internal-fraud-rules −kb/refund-policy``, the answers."""
+    b, n = before.get(key), now.get(key)
+    if key == "route":
+        return f" {b} → {n}"
+    if key in ("context", "tools"):
+        b, n = list(b or []), list(n or [])
+        added = [f"+{x}" for x in n if x not in b]
+        removed = [f"−{x}" for x in b if x not in n]
+        return (": " + " ".join(added + removed)) if added or removed else f": {b} → {n} (order)"
+    if "text" in before or "text" in now:  # baseline files written by earlier evalgate kept only a hash
+        return f": {json.dumps(before.get('text'), ensure_ascii=False)} → {json.dumps(now.get('text'), ensure_ascii=False)}"
+    return ""

@@ -206,3 +206,34 @@ def test_require_baseline_lets_a_new_suite_through_with_a_notice(cli, project: P
     assert "baseline 'main' has no run of suite added; regression rules skipped" in added["verdict"]["notices"]
     r = cli("run", "--baseline", "nosuchname", "--require-baseline")
     assert r.code == 2 and "no baseline to compare with ('nosuchname')" in r.err  # a baseline that is not there at all
+
+
+def test_baselines_carry_the_before_and_compare_prints_the_differences(tmp_path: Path) -> None:
+    import json
+
+    from conftest import REPO, run_cli_in_process, write
+
+    write(tmp_path / "mail.py", '''
+        def respond(req):
+            return {"output": "write to jane.doe@example.com about order 5512", "route": {"name": "refunds"},
+                    "context": [{"id": "kb/refund-policy"}]}
+
+        def respond_v2(req):
+            return {"output": "Done: refunded order 5512.", "route": {"name": "refunds"},
+                    "context": [{"id": "kb/refund-policy"}, {"id": "kb/internal-fraud-rules"}],
+                    "tool_calls": [{"name": "issue_refund", "arguments": {"order_id": "5512"}}]}
+    ''')
+    write(tmp_path / "s.yaml", "name: mail\ntarget: {python: mail:respond}\ncases: [{id: a, input: refund 5512}]\n")
+    db = ["--db", str(tmp_path / "s.duckdb")]
+    assert run_cli_in_process("run", "s.yaml", *db, cwd=tmp_path).code == 0
+    assert run_cli_in_process("baseline", "set", "main", *db, cwd=tmp_path).code == 0
+    assert run_cli_in_process("baseline", "export", "main", str(tmp_path / "base.json"), *db, cwd=tmp_path).code == 0
+    turn = json.loads((tmp_path / "base.json").read_text())["suites"]["mail"]["cases"]["a"]["turns"][0]
+    assert turn["text"].startswith("write to ") and "jane.doe@example.com" not in turn["text"]  # redacted
+    assert "order 5512" in turn["text"]
+    r = run_cli_in_process("run", "s.yaml", "--target", "python:mail:respond_v2", "--baseline-file",
+                           str(tmp_path / "base.json"), "--json", *db, cwd=tmp_path)
+    changed = r.json()["suites"][0]["baseline"]["changed"]["a"]
+    assert "turn 1 context: +kb/internal-fraud-rules" in changed and "turn 1 tools: +issue_refund" in changed
+    out = next(c for c in changed if c.startswith("turn 1 output: "))
+    assert '→ "Done: refunded order 5512."' in out and "jane.doe" not in out

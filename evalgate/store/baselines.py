@@ -16,12 +16,28 @@ from ..baseline import BASELINE_FILE_VERSION, MAX_DIGESTS, CaseOutcome, Snapshot
 from ..errors import UsageError
 
 
+EXCERPT_CHARS = 240
+"""How much of an answer a baseline keeps for before/after (redacted with every built-in detector)."""
+
+
+def _excerpt(output: str | None) -> str | None:
+    if output is None:
+        return None
+    from ..redact import build_redactor
+
+    text = " ".join(output.split())
+    text = text if len(text) <= EXCERPT_CHARS else text[: EXCERPT_CHARS - 1] + "…"
+    return build_redactor().text(text)
+
+
 def _fingerprint(trace_json: str | None, route: str | None, output: str | None) -> dict[str, Any]:
+    """What a turn did, for before/after: route, context ids used, tool names, a hash and a redacted excerpt of the
+    answer."""
     trace = json.loads(trace_json) if trace_json else {}
     context = [c["id"] for c in trace.get("context", []) if c.get("used", True)]
     tools = [t["name"] for t in trace.get("tool_calls", [])]
     digest = hashlib.sha1((output or "").strip().encode()).hexdigest()[:12] if output is not None else None
-    return {"route": route, "context": context, "tools": tools, "output": digest}
+    return {"route": route, "context": context, "tools": tools, "output": digest, "text": _excerpt(output)}
 
 
 def snapshot(con: Any, run_id: str, pooled: list[str] | None = None) -> Snapshot:
