@@ -244,6 +244,34 @@ def merge(
 
 
 @app.command()
+def comment(
+    markdown: Annotated[str, typer.Option("--markdown", help="The summary 'evalgate run --markdown PATH' wrote.")] = "evalgate-summary.md",
+    as_json: JsonOption = False,
+) -> None:
+    """Post the run's summary as the pull request's evalgate comment, or update it (one per pull request).
+
+    Reads GITHUB_TOKEN (pull-requests: write), GITHUB_REPOSITORY and GITHUB_EVENT_PATH, as a workflow sets them;
+    a token that may not comment (a fork's) writes to the step summary with a notice instead.
+    """
+    from pathlib import Path
+
+    from ..errors import UsageError
+    from ..github import post_comment
+
+    path = Path(markdown)
+    if not path.is_file():
+        raise UsageError(f"no summary at {path}", hint="run 'evalgate run --markdown PATH' first")
+    done = post_comment(path.read_text(encoding="utf-8"))
+    if as_json:
+        _print_json(done)
+    elif done["action"] == "summary":
+        sys.stderr.write(f"::notice title=evalgate::{done['why']}; the summary went to the step summary\n")
+    else:
+        _console().print(f"pull-request comment {done['action']}" + (f": {done['url']}" if done.get("url") else
+                                                                      f" ({done.get('why', '')})"), markup=False)
+
+
+@app.command()
 def export(
     run_id: Annotated[str, typer.Argument(help="Run id (a unique prefix, or 'latest').")] = "latest",
     out: Annotated[str, typer.Option("--out", "-o", help="Folder for runs, cases, turns and scores files.")] = "export",

@@ -71,6 +71,8 @@ def render_markdown(report: Any, *, max_cases: int = 20) -> str:
                     text = f": {_cell(v['why'])}" if v and v.get("why") else ""
                     text += f"; decided by {_cell(v['decide'])}" if v and v.get("decide") else ""
                     lines.append(f"- {label}: {_code(case_id)}{text}")
+                    for change in (b.get("changed") or {}).get(case_id, [])[:4]:  # before → after, as compare says it
+                        lines.append(f"  - {_cell(change, 400)}")
             rates = st.get("flaky", {})
             if b["flaky"]:
                 lines.append("- Flaky: " + ", ".join(_code(c) + (f" ({_cell(rates[c])})" if c in rates else "")
