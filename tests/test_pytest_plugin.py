@@ -61,3 +61,27 @@ def test_a_failure_within_a_passing_gate_is_an_expected_failure(tmp_path: Path) 
     broken.write_text("name: broken\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi, expect: {rout: x}}]\n")
     r = _pytest(tmp_path, "suites/broken.yaml")
     assert r.returncode != 0 and "evalgate: " in r.stdout + r.stderr and "did you mean 'route'" in r.stdout + r.stderr, r
+
+
+def test_cases_written_in_python_run_through_evalgate() -> None:
+    import os
+
+    from evalgate.testing import case, check
+
+    cwd = os.getcwd()
+    os.chdir(REPO)  # the assistant imports from the project root, as in a team's own tests
+    try:
+        good = check("python:assistant.bot:respond", [
+            case("refund-corrected", [("I want a refund for order 5512", {"route": "refunds"}),
+                                      ("sorry, it's 5521 not 5512", {"state": {"order_id": "5521"}})],
+                 user={"id": "u-1", "groups": ["customer"]}),
+        ], documents="datasets/docs.jsonl")
+        assert good.passed, good.explain()
+        bad = check("python:assistant.bot_regressed:respond", [
+            case("refund-corrected", [("I want a refund for order 5512", {"tool_calls": {"must_exclude": "issue_refund"}})],
+                 user={"id": "u-1", "groups": ["customer"]}),
+        ], documents="datasets/docs.jsonl")
+    finally:
+        os.chdir(cwd)
+    assert not bad.passed
+    assert "refund-corrected: turn 1 " in bad.explain() and "issue_refund called but must not be" in bad.explain()
