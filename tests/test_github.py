@@ -65,3 +65,34 @@ def test_action_step_runs_the_gate_and_writes_every_report(tmp_path: Path) -> No
                        "evalgate-report-support-sampled.html", "evalgate-report-support.html"]
     assert "✓ PASS" in (work / "evalgate-report-support.html").read_text()
     assert (work / "evalgate-junit.xml").is_file() and (work / "evalgate-summary.md").is_file()
+
+
+def test_action_runs_as_a_matrix_of_shards_and_merges(tmp_path: Path) -> None:
+    """The action's step with shard: 1/2 and 2/2 in two checkouts, then merge-stores in a third: one verdict."""
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    step = next(s for s in action["runs"]["steps"] if s.get("id") == "run")
+    venv_bin = tmp_path / "runner" / "evalgate-venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    (venv_bin / "evalgate").symlink_to(Path(sys.executable).with_name("evalgate"))
+
+    def job(name: str, **inputs: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        work = tmp_path / name
+        work.mkdir()
+        for item in ("pyproject.toml", "suites", "datasets", "assistant", "pipelines"):
+            src = REPO / item
+            (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+        env = {"PATH": "/usr/bin:/bin", "RUNNER_TEMP": str(tmp_path / "runner"), "GITHUB_OUTPUT": str(work / "out"),
+               "SUITES": "suites/support-regressed.yaml", "BASELINE_FILE": "", "REQUIRE_BASELINE": "false",
+               "EXTRA_ARGS": "", "NO_COLOR": "1", "HOME": str(tmp_path), **inputs}
+        return subprocess.run(["bash", "-e", "-c", step["run"]], cwd=work, env=env, capture_output=True, text=True), work
+
+    shards = []
+    for i in (1, 2):
+        proc, work = job(f"shard{i}", SHARD=f"{i}/2")
+        assert proc.returncode == 0, proc.stdout + proc.stderr  # a shard's failed gate is partial: the job goes on
+        assert (work / "out").read_text().strip() == "exit-code=1"
+        shards.append(str(work / ".evalgate" / "evalgate.duckdb"))
+    proc, work = job("merge", MERGE_STORES=" ".join(shards))
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the merged run's verdict fails the job
+    assert "FAIL support-regressed" in proc.stdout and "169 case run(s)" in proc.stdout
+    assert (work / "evalgate-summary.md").read_text().startswith("### ❌ support-regressed: FAIL")
