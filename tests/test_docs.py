@@ -11,6 +11,7 @@ from pathlib import Path
 from conftest import REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
+DOCS = "\n".join(p.read_text(encoding="utf-8") for p in sorted((REPO / "docs").glob("*.md")))
 
 
 def _first_screen_commands() -> list[str]:
@@ -49,7 +50,7 @@ def test_readme_main_command_runs_the_bundled_example_on_a_fresh_copy(tmp_path: 
 
 
 def test_readme_python_api_example(tmp_path: Path) -> None:
-    block = re.search(r"```python\nimport evalgate\n(.*?)```", README, re.S)
+    block = re.search(r"```python\nimport evalgate\n(.*?)```", DOCS, re.S)
     assert block is not None
     env = {**os.environ, "EVALGATE_DB": str(tmp_path / "api.duckdb")}
     proc = subprocess.run([os.sys.executable, "-c", "import evalgate\n" + block.group(1)], cwd=REPO, env=env,
@@ -66,7 +67,7 @@ def test_readme_dataframe_example_and_export(tmp_path: Path) -> None:
 
     db = tmp_path / "s.duckdb"
     assert run_cli_in_process("run", "suites/support.yaml", "--db", str(db), cwd=REPO).code == 0
-    block = re.search(r'```python\nimport evalgate\n\nr = evalgate.tables\("latest"\)\n(.*?)```', README, re.S)
+    block = re.search(r'```python\nimport evalgate\n\nr = evalgate.tables\("latest"\)\n(.*?)```', DOCS, re.S)
     assert block is not None
     code = 'import evalgate\n\nr = evalgate.tables("latest")\n' + block.group(1)
     proc = subprocess.run([os.sys.executable, "-c", code], cwd=REPO, env={**os.environ, "EVALGATE_DB": str(db)},
@@ -87,3 +88,14 @@ def test_readme_dataframe_example_and_export(tmp_path: Path) -> None:
         assert len(read(out / f"cases.{fmt}")) == 169
     bad = run_cli_in_process("export", "latest", "--format", "xlsx", "--db", str(db), cwd=REPO)
     assert bad.code == 2 and "csv, parquet, jsonl" in bad.err
+
+
+def test_the_documentation_site_builds_strictly(tmp_path: Path) -> None:
+    """docs/ is a MkDocs site: every page in the nav, every link and anchor resolving (warnings fail the build)."""
+    proc = subprocess.run([os.sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pages = {p.parent.name for p in (tmp_path / "site").glob("*/index.html")}
+    assert {"suites", "targets", "traces", "scorers", "gate", "store", "ci", "commands"} <= pages
+    for link in re.findall(r"\]\((docs/[^)#]+)", README):  # the README's links into the documentation
+        assert (REPO / link).is_file(), link

@@ -366,8 +366,8 @@ def test_the_readme_suite_example_names_these_keys() -> None:
 
     from evalgate.suite.spec import SuiteSpec
 
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    block = readme.split("### Suites", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    page = (REPO / "docs" / "suites.md").read_text(encoding="utf-8")
+    block = page.split("## Suites", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     spec = SuiteSpec.model_validate(yaml.safe_load(block))
     assert spec.users is not None and spec.users.file == "../datasets/users.yaml"
     assert spec.documents is not None and spec.documents.acl_field == "groups" and spec.documents.unlisted is None
