@@ -20,12 +20,30 @@ from .recovery.simulate import Simulation
 from .scorers import BoundScorer, ScorerArgError
 
 
+_BOUND: dict[tuple[str, str, str], BoundScorer] = {}
+"""Checks already bound, by scorer, arguments and aliases: a dataset of 100k cases expecting the same route binds it
+once (a bound check is a frozen value; checks hold no state between turns)."""
+
+
+def _bind(name: str, args: Any, aliases: dict[str, tuple[str, Any]]) -> BoundScorer:
+    try:
+        key = (name, json.dumps(args, sort_keys=True), json.dumps(aliases, sort_keys=True, default=repr))
+    except (TypeError, ValueError):
+        return scorer_registry.bind(name, args, aliases=aliases)
+    found = _BOUND.get(key)
+    if found is None:
+        if len(_BOUND) > 50_000:
+            _BOUND.clear()
+        found = _BOUND[key] = scorer_registry.bind(name, args, aliases=aliases)
+    return found
+
+
 def _bind_all(expect: dict[str, Any], aliases: dict[str, tuple[str, Any]], doc: YamlDoc | None,
               prefix: tuple[Any, ...], path: str, line: int | None = None) -> list[BoundScorer]:
     bound = []
     for name, args in expect.items():
         try:
-            bound.append(scorer_registry.bind(str(name), args, aliases=aliases))
+            bound.append(_bind(str(name), args, aliases))
         except ScorerArgError as exc:
             if doc is not None:
                 location = doc.locate(prefix + (name,) + exc.path, key=not exc.path or exc.at_key)
