@@ -203,3 +203,13 @@ def test_a_killed_run_resumes_into_the_same_run_with_exactly_the_cases_it_lacked
     # a completed run cannot be resumed; an edited suite cannot resume an older run
     again = run_cli("run", "--resume", killed, cwd=project)
     assert again.code == 2 and "only an interrupted or stopped run can be resumed" in again.err
+
+
+def test_ctrl_c_while_loading_is_said_and_exits_3(project: Path) -> None:
+    write(project / "slowimport.py", "import time\ntime.sleep(30)\ndef respond(req):\n    return {'output': 'hi'}\n")
+    write(project / "suites" / "demo.yaml", "name: slow\ntarget: {python: slowimport:respond}\ncases: [{id: a, input: hi}]\n")
+    proc = _start_run(project)
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3 and "interrupted (Ctrl-C)" in err, (out, err)

@@ -41,12 +41,28 @@ def _exit_past_hung_threads(exc: SystemExit) -> None:
         os._exit(code)
 
 
+class _Interrupted(BaseException):
+    """Ctrl-C outside a run's own handling (loading suites, importing targets): the command line framework would
+    swallow a KeyboardInterrupt and exit 130 without a word."""
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise _Interrupted
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run a command, turn evalgate's errors into messages and exit codes."""
     args = sys.argv[1:] if argv is None else argv
     want_json = "--json" in args
+    if argv is None:  # the evalgate process itself: Ctrl-C is said, not swallowed (a run installs its own handler)
+        import signal
+
+        signal.signal(signal.SIGINT, _interrupted)
     try:
         app(args=args, prog_name="evalgate")  # exits through SystemExit with the command's code
+    except _Interrupted:
+        sys.stderr.write("interrupted (Ctrl-C); what finished is stored\n")
+        raise SystemExit(EXIT_RUN_ERROR) from None
     except SystemExit as exc:
         if argv is None:  # the evalgate process itself, not a caller's: it may exit hard
             _exit_past_hung_threads(exc)
