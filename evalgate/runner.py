@@ -38,7 +38,7 @@ from .suite import Suite
 from .errors import RunStopped, TurnFailed
 from .recovery.conversation import SimulatedTurns, WrittenTurns
 from .targets import Reply, StopRun, Target, TargetError, make_target
-from .traces import BadLine, Trace, describe_validation_error, request_for
+from .traces import BadLine, Trace, describe_validation_error, request_for, traceparent
 
 DEFAULT_CONCURRENCY = 8
 DEFAULT_TIMEOUT_S = 60.0
@@ -210,7 +210,10 @@ class Runner:
                   else SimulatedTurns(case.simulation, self.models, repeat))
         state: dict[str, Any] = dict(case.state)
         history: list[dict[str, str]] = []
-        session_id = case.session_id or f"{case.id}#{repeat}"
+        base_session = case.session_id or f"{case.id}#{repeat}"
+        # a target that keeps sessions must not find the last run's state under this run's: ids are the run's own
+        run_tag = f"@{self.run_id}" if self.run_id and not self.is_replay else ""
+        session_id = base_session + run_tag
         resumed_from: str | None = None
         earlier: list[Trace] = []
         transcript: list[tuple[str, str]] = []
@@ -229,7 +232,7 @@ class Runner:
             if turn is None:
                 break
             if turn.resume:  # the user left and came back: a new session, no history
-                resumed_from, session_id = session_id, f"{case.session_id or f'{case.id}#{repeat}'}~{index}"
+                resumed_from, session_id = session_id, f"{base_session}~{index}{run_tag}"
                 history = []
                 if turn.fresh:
                     state = dict(case.state)
@@ -300,6 +303,8 @@ class Runner:
                               f"target returned an invalid trace: {describe_validation_error(exc)}", [], turn.recorded)
         except TypeError as exc:
             return TurnResult(index, turn.input, state, None, reply.elapsed_ms, str(exc), [], turn.recorded)
+        if not self.is_replay:  # the trace context the call carried (http targets send it as traceparent)
+            trace.extra["evalgate_trace_id"] = traceparent(request).split("-")[1]
         if trace.output is None and not trace.error and not self.is_replay:
             return TurnResult(index, turn.input, state, trace, reply.elapsed_ms,
                               "target returned a trace without output", [], turn.recorded)

@@ -259,22 +259,23 @@ def test_a_resumed_turn_opens_a_new_session_with_the_state_carried(cli, project:
     write(project / "suites" / "resume.yaml", RESUME_SUITE % "")
     r = cli("run", "suites/resume.yaml", "--json")
     assert r.code == 0, r
+    at_run = "@" + r.json()["suites"][0]["run_id"]  # session ids are the run's own
     seen = recorded(project)
     assert len(seen) == 3 + 3 + 3 + 2 and not any(case.startswith("back~") for case, _ in seen)  # tags: [chat]
     resumed = {case: turn for (case, turn), req in seen.items() if req.get("resumed") and "~" in case}
     assert sorted(resumed.values()) == [2, 3]  # two variants: the user leaves before turn 2, or before turn 3
     for vid, at in resumed.items():
         req, before = seen[(vid, at)], seen[(vid, at - 1)]
-        assert before["session_id"] == f"{vid}#0" and "resumed_from" not in before
+        assert before["session_id"] == f"{vid}#0{at_run}" and "resumed_from" not in before
         assert req["resumed"] is True and req["resumed_from"] == before["session_id"]
-        assert req["session_id"] == f"{vid}#0~{at}" and req["history"] == []
+        assert req["session_id"] == f"{vid}#0~{at}{at_run}" and req["history"] == []
         assert req["state"] == {"plan": "basic", "heard": WRITTEN_CHAT[:at - 1]}  # what the system last returned
         if at == 2:  # the conversation goes on in the new session
             after = seen[(vid, 3)]
-            assert after["session_id"] == f"{vid}#0~2" and "resumed" not in after and len(after["history"]) == 2
+            assert after["session_id"] == f"{vid}#0~2{at_run}" and "resumed" not in after and len(after["history"]) == 2
     assert not any(seen[("chat", t)].get("resumed") for t in (1, 2, 3))
     back = seen[("back", 2)]  # written by hand
-    assert back["resumed"] is True and back["resumed_from"] == "back#0" and back["session_id"] == "back#0~2"
+    assert back["resumed"] is True and back["resumed_from"] == f"back#0{at_run}" and back["session_id"] == f"back#0~2{at_run}"
     assert back["history"] == [] and back["state"] == {"plan": "basic", "heard": ["I want a refund please"]}
 
 

@@ -118,7 +118,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        _Handler.seen.append({"body": body, "auth": self.headers.get("Authorization")})
+        _Handler.seen.append({"body": body, "auth": self.headers.get("Authorization"),
+                              "marks": {k: v for k, v in self.headers.items() if k.lower().startswith(("x-evalgate", "traceparent"))}})
         if body["input"] == "fail":
             self.send_response(500)
             self.end_headers()
@@ -187,10 +188,19 @@ def test_http_target_posts_the_request_and_keeps_secrets_out_of_the_store(cli, p
     first, second = _Handler.seen[0], _Handler.seen[1]
     assert first["auth"] == "Bearer sk-secret-123"
     run_id = r.json()["suites"][0]["run_id"]
-    assert first["body"] == {"v": 1, "run_id": run_id, "case_id": "conv", "session_id": "conv#0", "turn": 1, "repeat": 0,
+    assert first["body"] == {"v": 1, "run_id": run_id, "case_id": "conv", "session_id": f"conv#0@{run_id}", "turn": 1, "repeat": 0,
                              "input": "hi", "history": [], "state": {}, "user": {"id": "u-9", "groups": ["customer"]}}
     assert second["body"]["history"] == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "got hi"}]
     assert second["body"]["state"] == {"n": 1}
+    # every request is marked as eval traffic, with a W3C trace context stored with its turn
+    marks = {k.lower(): v for k, v in second["marks"].items()}
+    assert (marks["x-evalgate-run"], marks["x-evalgate-case"], marks["x-evalgate-turn"], marks["x-evalgate-repeat"]) == \
+        (run_id, "conv", "2", "0")
+    version, trace_id, span_id, flags = marks["traceparent"].split("-")
+    assert (version, len(trace_id), len(span_id), flags) == ("00", 32, 16, "01")
+    stored = json.loads(query(project / ".evalgate" / "evalgate.duckdb",
+                              "SELECT trace FROM turns WHERE case_id = 'conv' AND turn = 2")[0][0])
+    assert stored["extra"]["evalgate_trace_id"] == trace_id
     db = project / ".evalgate" / "evalgate.duckdb"
     assert query(db, "SELECT error FROM turns WHERE case_id = 'broken'")[0][0].startswith("HTTP 500 from")
     dump = "\n".join(str(row) for table in ("runs", "cases", "turns", "scores") for row in query(db, f"SELECT * FROM {table}"))
@@ -269,3 +279,27 @@ def test_http_secrets_never_come_back_and_the_deadline_covers_the_whole_body(cli
     assert query(db, "SELECT output FROM turns WHERE case_id = 'echo-ok'") == [("you sent [redacted]; token [redacted]",)]
     dump = "\n".join(str(row) for table in ("runs", "cases", "turns", "scores") for row in query(db, f"SELECT * FROM {table}"))
     assert "sk-secret-456" not in dump and "sk-secret-456" not in r.out + r.err
+
+
+def test_two_runs_against_a_service_with_its_own_sessions_do_not_share_state(tmp_path: Path) -> None:
+    """A service that keeps each session's state itself (here in a file) starts every run's conversations afresh."""
+    from conftest import run_cli_in_process
+
+    write(tmp_path / "svc.py", '''
+        import json, pathlib
+        STORE = pathlib.Path(__file__).with_name("sessions.json")
+
+        def respond(req):
+            sessions = json.loads(STORE.read_text()) if STORE.exists() else {}
+            seen = sessions.get(req["session_id"], 0) + 1
+            sessions[req["session_id"]] = seen
+            STORE.write_text(json.dumps(sessions))
+            return {"output": f"message {seen} of this session"}
+    ''')
+    write(tmp_path / "s.yaml", "name: svc\ntarget: {python: svc:respond}\n"
+                               "cases: [{id: a, turns: [{input: hi, expect: {output: {equals: 'message 1 of this session'}}},"
+                               " {input: again, expect: {output: {equals: 'message 2 of this session'}}}]}]\n")
+    for _ in range(2):
+        r = run_cli_in_process("run", "s.yaml", "--db", str(tmp_path / "s.duckdb"), cwd=tmp_path)
+        assert r.code == 0, r  # the second run does not continue the first run's session
+    assert len(json.loads((tmp_path / "sessions.json").read_text())) == 2

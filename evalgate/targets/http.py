@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from ..errors import UsageError
+from ..traces import marker_headers
 from .base import Reply, TargetContext, TargetError, target
 from .spec import HttpTargetSpec, TargetConfig
 
@@ -66,7 +67,8 @@ class HttpTarget:
 
         start = time.perf_counter()
         try:  # the deadline covers the whole call: connecting, the headers and every byte of the body
-            resp = await asyncio.wait_for(self._client.post(self.url, json=request, timeout=timeout_s), timeout_s)
+            resp = await asyncio.wait_for(self._client.post(self.url, json=request, timeout=timeout_s,
+                                                            headers=marker_headers(request)), timeout_s)
         except (httpx.TimeoutException, asyncio.TimeoutError):
             raise TargetError(f"timed out after {timeout_s:g}s ({self.url})") from None
         except httpx.HTTPError as exc:

@@ -17,7 +17,9 @@ from .format import (
     Usage,
     User,
     describe_validation_error,
+    marker_headers,
     request_for,
+    traceparent,
 )
 from .reader import (
     MAX_BAD_LINES_KEPT,
@@ -31,5 +33,5 @@ from .reader import (
 __all__ = [
     "MAX_BAD_LINES_KEPT", "MAX_PROMPT_CHARS", "MAX_PROMPT_MESSAGES", "REQUEST_VERSION", "TRACE_VERSION", "BadLine", "ContextItem", "Correction", "Feedback",
     "ModelInfo", "PromptMessage", "RecordedSession", "Route", "ToolCall", "Trace", "TraceFileInfo", "Usage", "User",
-    "describe_validation_error", "iter_sessions", "request_for", "scan",
+    "describe_validation_error", "iter_sessions", "marker_headers", "request_for", "scan", "traceparent",
 ]

@@ -225,6 +225,23 @@ def request_for(*, case_id: str, session_id: str, turn: int, repeat: int, input:
     return request
 
 
+def traceparent(request: dict[str, Any]) -> str:
+    """The W3C trace context of one turn's call: the same run, case, repeat and turn always give the same trace id,
+    so a service's own spans for an eval call can be found and joined to the turn."""
+    import hashlib
+
+    seed = f"{request.get('run_id')}:{request.get('case_id')}:{request.get('repeat')}:{request.get('turn')}"
+    digest = hashlib.sha256(seed.encode()).hexdigest()
+    return f"00-{digest[:32]}-{digest[32:48]}-01"
+
+
+def marker_headers(request: dict[str, Any]) -> dict[str, str]:
+    """Headers that mark every request evalgate sends as eval traffic: run, case, turn, repeat, trace context."""
+    return {"X-Evalgate-Run": str(request.get("run_id") or ""), "X-Evalgate-Case": str(request.get("case_id") or ""),
+            "X-Evalgate-Turn": str(request.get("turn") or ""), "X-Evalgate-Repeat": str(request.get("repeat") or 0),
+            "traceparent": traceparent(request)}
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """One line naming the first bad field, e.g. ``route.name: field required``."""
     err = exc.errors()[0]
