@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import Location, SuiteError
 
@@ -22,3 +25,15 @@ def read_text(path: Path | str) -> str:
         line = data.count(b"\n", 0, exc.start) + 1
         raise SuiteError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} cannot be read", location=Location(str(path), line),
                          hint="save the file as UTF-8") from None
+
+
+def jsonl_records(path: Path | str) -> Iterator[tuple[int, Any]]:
+    """(line number, value) for every non-blank line of a JSON-lines file; a line that is not JSON is a SuiteError at
+    its line."""
+    for lineno, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except ValueError as exc:
+            raise SuiteError(f"not valid JSON: {exc}", location=Location(str(path), lineno)) from None

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import scorers as scorer_registry
-from ._files import read_text
+from ._files import jsonl_records, read_text
 from ._validation import _validate
 from ._yaml import YamlDoc, load_yaml
 from .cases import Case, CaseSpec, Turn, _merge_checks, derive_case_id
@@ -18,7 +18,6 @@ from .errors import Location, SuiteError, did_you_mean, display_path
 from .policy import _split_tags
 from .recovery.simulate import Simulation
 from .scorers import BoundScorer, ScorerArgError
-
 
 _BOUND: dict[tuple[str, str, str], BoundScorer] = {}
 """Checks already bound, by scorer, arguments and aliases: a dataset of 100k cases expecting the same route binds it
@@ -96,19 +95,10 @@ def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str,
             yield _build_case(cspec, seq0 + i, str(doc.locate(prefix0 + (i,))), aliases, suite_checks, doc,
                               prefix0 + (i,), tags, str(path))
     elif suffix == ".jsonl":
-        with io.StringIO(read_text(path)) as fh:
-            n = 0
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except ValueError as exc:
-                    raise SuiteError(f"not valid JSON: {exc}", location=Location(str(path), lineno)) from None
-                cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
-                yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (),
-                                  tags, str(path), lineno)
-                n += 1
+        for n, (lineno, item) in enumerate(jsonl_records(path)):
+            cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
+            yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (),
+                              tags, str(path), lineno)
     elif suffix == ".csv":
         yield from _load_csv(path, tags, aliases, suite_checks, seq0)
     else:

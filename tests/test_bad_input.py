@@ -195,3 +195,13 @@ def test_strict_means_the_same_for_run_and_validate(cli, project: Path) -> None:
     for command in ("run", "validate"):
         _assert_usage(cli(command, "--strict"), "t.jsonl:2: bad trace line:", "did you mean 'route'?")
     assert cli("run").code == 0  # without --strict the bad line is skipped, and said so
+
+
+@pytest.mark.parametrize("name", ["gold.jsonl", "gold.csv"])
+def test_a_gold_file_that_is_not_utf8_is_an_error_at_its_line(cli, project: Path, name: str) -> None:
+    write(project / "suites" / "t.jsonl", '{"session_id": "s1", "turn": 1, "input": "hi", "output": "hello"}\n')
+    (project / "suites" / name).write_bytes(b'{"key": "s1:1", "tags": ["a"]}\n\xff\xfe\n' if name.endswith("jsonl")
+                                            else b"key,tags\ns1:1,a\n\xff,b\n")
+    _suite(project, f"name: demo\ntarget: replay\ntraces: [{{file: t.jsonl, gold: {name}}}]\n")
+    _assert_usage(cli("validate"), f"{name}:{2 if name.endswith('jsonl') else 3}:", "not UTF-8 text",
+                  "hint: save the file as UTF-8")

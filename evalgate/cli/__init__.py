@@ -8,6 +8,7 @@ typer ``app`` in ``_shared`` when this package is imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -34,10 +35,8 @@ def _exit_past_hung_threads(exc: SystemExit) -> None:
     if any(t.name.startswith("evalgate-target") and t.is_alive() for t in threading.enumerate()):
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(OSError, ValueError):  # a closed or detached stream has nothing left to flush
                 stream.flush()
-            except (OSError, ValueError):
-                pass
         os._exit(code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -9,7 +10,6 @@ import sys
 from typing import Annotated, Any, Optional
 
 import typer
-
 
 app = typer.Typer(
     name="evalgate",
@@ -35,6 +35,7 @@ def _controls_escaped(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+@functools.cache
 def _safe_console_class() -> Any:
     from rich.console import Console
     from rich.segment import Segment

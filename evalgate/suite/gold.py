@@ -13,6 +13,7 @@ no row.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import typing
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from .._files import jsonl_records, read_text
 from .._validation import _validate
 from .._yaml import YamlDoc, load_yaml
 from ..cases import _Model
@@ -211,15 +213,8 @@ def _read_rows(path: Path) -> Iterator[_Row]:
     if suffix in (".yaml", ".yml"):
         yield from _yaml_rows(path)
     elif suffix == ".jsonl":
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    item = json.loads(line)
-                except ValueError as exc:
-                    raise SuiteError(f"not valid JSON: {exc}", location=Location(str(path), lineno)) from None
-                yield _Row(item, Location(str(path), lineno), line=lineno)
+        for lineno, item in jsonl_records(path):
+            yield _Row(item, Location(str(path), lineno), line=lineno)
     elif suffix == ".csv":
         yield from _csv_rows(path)
     else:
@@ -247,7 +242,7 @@ def _csv_rows(path: Path) -> Iterator[_Row]:
     """CSV: one row per turn; columns key, tags, ``expect.<scorer>[.<argument>]`` and ``meta.<field>``."""
     import yaml
 
-    with open(path, encoding="utf-8", newline="") as fh:
+    with io.StringIO(read_text(path), newline="") as fh:
         reader = csv.DictReader(fh)
         columns = reader.fieldnames or []
         for col in columns:
