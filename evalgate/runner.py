@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -200,6 +200,7 @@ class Runner:
         self.is_replay = suite.target.kind == "replay"
         self.run_id = ""
         self._models: Any = None
+        self._scorer_pool: Any = None
 
     # --- one case -------------------------------------------------------------
 
@@ -264,10 +265,25 @@ class Runner:
             last.scores.append(closing.run_sync(ctx))
         return result
 
-    async def _bounded(self, check: BoundScorer, ctx: ScoreContext) -> Score:
-        """An async scorer (a judge calling a model) within the turn's --timeout: past it, an error score."""
+    async def _score(self, check: BoundScorer, ctx: ScoreContext) -> Score:
+        """One scorer on one turn. Built-in sync scorers run inline (they are fast and cannot hang); an async one (a
+        judge calling a model) and a plugin's or the project's sync one (it may loop or sleep) run within the turn's
+        --timeout: past it, an error score, and a sync one's thread is left behind (it cannot hold the exit code)."""
+        if check.is_async:
+            return await self._bounded(check.run(ctx), check)
+        if not check.user_code:
+            return check.run_sync(ctx)
+        if self._scorer_pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._scorer_pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency),
+                                                   thread_name_prefix="evalgate-scorer")
+        call = asyncio.get_running_loop().run_in_executor(self._scorer_pool, check.run_sync, ctx)
+        return await self._bounded(call, check)
+
+    async def _bounded(self, call: Awaitable[Score], check: BoundScorer) -> Score:
         try:
-            return await asyncio.wait_for(check.run(ctx), self.timeout_s)
+            return await asyncio.wait_for(call, self.timeout_s)
         except asyncio.TimeoutError:
             message = f"timed out after {self.timeout_s:g}s (--timeout bounds each scorer too)"
             return Score(False, None, f"scorer {message}", message, check.name)
@@ -311,7 +327,7 @@ class Runner:
         ctx = self._context(case, index, request, trace, turn.recorded, reply.elapsed_ms, earlier)
         scores = []
         for check in turn.checks:
-            scores.append(await self._bounded(check, ctx) if check.is_async else check.run_sync(ctx))
+            scores.append(await self._score(check, ctx))
         if trace.error and not any(c.name == SYSTEM_ERROR for c in turn.checks):
             scores.append(system_error(trace.error))  # the system failed its user: a failed turn, scored like any other
         changes = diff_recorded(turn.recorded, trace) if turn.recorded is not None and not self.is_replay else None
@@ -370,7 +386,12 @@ class Runner:
         """Run every selected case through a started target; stores the run even when interrupted."""
         run_id = self.run_id = self.options.resume or new_run_id()
         with self.store.run_lock(wait_s=self.options.wait_s, run_id=run_id):
-            return await self._run_locked(run_id, target)
+            try:
+                return await self._run_locked(run_id, target)
+            finally:
+                if self._scorer_pool is not None:  # a scorer still hung in its thread is left to the exit
+                    self._scorer_pool.shutdown(wait=False, cancel_futures=True)
+                    self._scorer_pool = None
 
     async def _run_locked(self, run_id: str, target: Target) -> Execution:
         suite = self.suite

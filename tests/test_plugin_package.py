@@ -75,3 +75,38 @@ def test_an_installed_target_kind_runs_and_its_yaml_is_checked(cli, project: Pat
     r = cli("validate")  # not installed: an unknown kind, at its line
     assert r.code == 2 and "target needs exactly one of" in r.err, r
 
+
+
+def test_a_sync_plugin_or_project_scorer_that_hangs_is_an_error_after_the_timeout(project: Path, plugin_site: Path) -> None:
+    """A plugin's sync check sleeping 30 s and the project's own check that never returns, under --timeout 1: each is
+    that turn's error score, the other cases are scored, and the process exits with the verdict's code."""
+    from conftest import run_cli
+
+    write(project / "stuck.py", '''
+        import threading
+        from evalgate import Score
+
+        def forever():
+            def check(ctx):
+                threading.Event().wait()  # never set
+                return Score(True, 1.0, "never")
+            return check
+    ''')
+    write(project / "suites" / "demo.yaml", """
+        name: hung-scorers
+        target: {python: bot:respond}
+        cases:
+          - {id: plugin-hangs, input: hello, expect: {dwell: {seconds: 30}}}
+          - {id: project-hangs, input: hello, expect: {"stuck:forever": {}}}
+          - {id: quick, input: hello, expect: {dwell: {seconds: 0}, route: smalltalk}}
+    """)
+    r = run_cli("run", "--timeout", "1", "--json", cwd=project, env={"PYTHONPATH": str(plugin_site)}, timeout=25)
+    assert r.code == 3, r  # two of three case runs errored: over the default max_error_rate
+    db = project / ".evalgate" / "evalgate.duckdb"
+    assert query(db, "SELECT case_id, scorer, passed, error FROM scores WHERE scorer <> 'route' ORDER BY case_id") == [
+        ("plugin-hangs", "dwell", False, "timed out after 1s (--timeout bounds each scorer too)"),
+        ("project-hangs", "stuck:forever", False, "timed out after 1s (--timeout bounds each scorer too)"),
+        ("quick", "dwell", True, None)]
+    assert query(db, "SELECT status, cases_done, errors FROM runs") == [("completed", 3, 2)]
+    s = r.json()["suites"][0]
+    assert s["metrics"]["errors"] == 2 and s["metrics"]["passed"] == 1

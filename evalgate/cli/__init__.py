@@ -19,8 +19,13 @@ from ._shared import _console, _escape, _print_json, _stdout_closed, app
 __all__ = ["app", "main"]
 
 
+_USER_CODE_THREADS = ("evalgate-target", "evalgate-scorer")
+"""Threads that run the user's sync code (python targets, plugin and project scorers): one may never return."""
+
+
 def _exit_past_hung_threads(exc: SystemExit) -> None:
-    """Exit now when a thread still runs a target call that never returned (a sync python target that hangs).
+    """Exit now when a thread still runs a call into the user's code that never returned (a sync python target or
+    scorer that hangs).
 
     Python joins such threads before it exits, so the verdict would be printed and the exit code never reach
     the shell; everything evalgate writes is flushed and stored by now.
@@ -30,9 +35,9 @@ def _exit_past_hung_threads(exc: SystemExit) -> None:
 
     deadline = time.monotonic() + 0.5  # idle pool threads end as soon as their pool is shut down
     for t in threading.enumerate():
-        if t.name.startswith("evalgate-target"):
+        if t.name.startswith(_USER_CODE_THREADS):
             t.join(max(0.0, deadline - time.monotonic()))
-    if any(t.name.startswith("evalgate-target") and t.is_alive() for t in threading.enumerate()):
+    if any(t.name.startswith(_USER_CODE_THREADS) and t.is_alive() for t in threading.enumerate()):
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # a closed or detached stream has nothing left to flush

@@ -124,6 +124,8 @@ class BoundScorer:
     check: Check
     is_async: bool
     args: Any = field(default=None, compare=False)
+    user_code: bool = field(default=False, compare=False)
+    """A plugin's or the project's own scorer (not a built-in): a sync one runs on a thread, bounded by --timeout."""
 
     async def run(self, ctx: ScoreContext) -> Score:
         """Check one turn; an exception becomes an error score, never a crash."""
@@ -283,7 +285,7 @@ def bind(name: str, args: Any, *, aliases: Mapping[str, tuple[str, Any]] | None 
         raise ScorerArgError(f"scorer '{name}' factory returned {type(check).__name__}, not a check function",
                              hint="a scorer factory takes the YAML arguments and returns check(ctx) -> Score")
     is_async = inspect.iscoroutinefunction(check) or inspect.iscoroutinefunction(getattr(check, "__call__", None))
-    return BoundScorer(name, check, is_async, args)
+    return BoundScorer(name, check, is_async, args, user_code=info.source != "built-in")
 
 
 def _value_path(loc: tuple[Any, ...], value: Any, kind: str = "") -> list[str | int]:

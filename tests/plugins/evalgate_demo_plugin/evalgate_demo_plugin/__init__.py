@@ -15,6 +15,18 @@ def courtesy(min_words: int = 1):
     return check
 
 
+@scorer("dwell", help="passes after waiting a while (a sync check that may take longer than the turn may)")
+def dwell(seconds: float = 0.0):
+    """Sleeps, then passes: a plugin whose sync check can hang."""
+    import time
+
+    def check(ctx):
+        time.sleep(seconds)
+        return Score(True, seconds, f"waited {seconds:g}s")
+
+    return check
+
+
 # --- a target kind: a suite names it as target: {echo: PREFIX} -----------------------------
 
 from pydantic import BaseModel, ConfigDict  # noqa: E402
