@@ -208,3 +208,80 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+SUPPORT_SERVICE = REPO / "tests" / "services" / "support_service.py"
+
+
+@contextlib.contextmanager
+def service_process(env: dict[str, str], script: Path = SUPPORT_SERVICE) -> Iterator[str]:
+    """A service in its own process on 127.0.0.1 (it prints ``listening on PORT``); yields its base URL."""
+    proc = subprocess.Popen([sys.executable, str(script)], env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the service did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        yield f"http://127.0.0.1:{int(line.split()[-1])}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class ModelServer(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat-completions endpoint that answers from the prompt (its system message's first
+    word and the user's last words), counts every request and keeps the headers it received."""
+
+    protocol_version = "HTTP/1.1"
+    requests: list[dict[str, Any]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        type(self).requests.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
+        messages = body.get("messages") or []
+        system = next((m["content"] for m in messages if m["role"] == "system"), "")
+        last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+        text = f"[{system.split()[3] if len(system.split()) > 3 else system}] about: {last}"
+        if body.get("stream"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for word in text.split(" "):
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "local-model",
+                         "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
+                self._chunk(f"data: {json.dumps(chunk)}\n\n")
+            self._chunk("data: [DONE]\n\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        answer = {"id": "c1", "object": "chat.completion", "created": 0, "model": "local-model",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                  "usage": {"prompt_tokens": 10 * len(messages), "completion_tokens": len(text.split()),
+                            "total_tokens": 10 * len(messages) + len(text.split())}}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _chunk(self, text: str) -> None:
+        data = text.encode()
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
+
+
+@pytest.fixture
+def model_server() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A real OpenAI-compatible model server on 127.0.0.1: (its base URL …/v1, the requests it received)."""
+    handler = type("Model", (ModelServer,), {"requests": []})
+    with serving(handler) as url:
+        yield url, handler.requests

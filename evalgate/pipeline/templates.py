@@ -41,3 +41,17 @@ def render(source: str, variables: dict[str, Any]) -> str:
         return str(compile_template(source).render(**variables))
     except JinjaError as exc:
         raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+
+
+def evaluate(expression: str, variables: dict[str, Any]) -> Any:
+    """One jinja2 expression's value, its type kept (``history`` gives the list itself); undefined is an error."""
+    from jinja2 import TemplateError as JinjaError
+    from jinja2 import Undefined
+
+    try:
+        value = _environment().compile_expression(expression, undefined_to_none=False)(**variables)
+    except JinjaError as exc:
+        raise TemplateError(f"{type(exc).__name__}: {exc}") from None
+    if isinstance(value, Undefined):
+        raise TemplateError(f"UndefinedError: {expression!r} is undefined")
+    return value

@@ -1,4 +1,4 @@
-"""The http target: the request as a JSON POST, the trace as JSON back."""
+"""The http target: evalgate's own JSON protocol by default, or a service's own API (see ``http_api``)."""
 
 from __future__ import annotations
 
@@ -9,51 +9,71 @@ import time
 from typing import Any
 
 from ..errors import UsageError
+from ..pipeline.templates import TemplateError
 from ..traces import marker_headers
 from .base import Reply, TargetContext, TargetError, target
-from .spec import HttpTargetSpec, TargetConfig
+from .http_api import Exchange, RequestShape, ResponseMap, sse_event_value
+from .spec import HttpResponseSpec, HttpTargetSpec, TargetConfig
 
 
 @target("http", spec=HttpTargetSpec)
 def http_target(config: TargetConfig, ctx: TargetContext) -> HttpTarget:
-    """A URL that takes the request as a JSON POST and answers with a trace."""
-    return HttpTarget(config.spec["http"], config.spec.get("headers") or {}, concurrency=ctx.concurrency)
+    """A URL: evalgate's own JSON protocol, or the service's own API through templates and a response mapping."""
+    spec = HttpTargetSpec.model_validate(config.spec)
+    return HttpTarget(spec.http, spec.headers, concurrency=ctx.concurrency, method=spec.method, body=spec.body,
+                      response=spec.response)
+
+
+MAX_ANSWER_BYTES = 64 * 1024 * 1024
+"""Most bytes read from one answer; a larger one fails its turn (what is stored is cut far below this)."""
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-def expand_env(value: str, used_in: str = "an http target header") -> str:
-    """Replace ${VAR} from the environment; a missing variable is a usage error."""
+def expand_env(value: str, used_in: str = "an http target header", used: list[str] | None = None) -> str:
+    """Replace ${VAR} from the environment; a missing variable is a usage error. ``used`` collects the values."""
 
     def sub(m: re.Match[str]) -> str:
         name = m.group(1)
         if name not in os.environ:
             raise UsageError(f"environment variable {name} is not set (used in {used_in})",
                              hint=f"export {name}=... before running")
+        if used is not None:
+            used.append(os.environ[name])
         return os.environ[name]
 
     return _VAR.sub(sub, value)
 
 
 class HttpTarget:
-    """POSTs each turn's request to a URL. Headers are expanded, never stored."""
+    """Sends each turn to a URL. Headers are expanded, never stored; every request is marked as eval traffic."""
 
-    def __init__(self, url: str, headers: dict[str, str], *, concurrency: int = 8):
+    def __init__(self, url: str, headers: dict[str, str], *, concurrency: int = 8, method: str = "POST",
+                 body: Any = None, response: HttpResponseSpec | None = None):
         self.url = url
         self.headers = headers
         self.concurrency = concurrency
+        self.method = method
+        self.body = body
+        self.response = ResponseMap(response) if response is not None else None
+        self._shape: RequestShape | None = None
         self._client: Any = None
         self._secrets: list[str] = []
 
     async def start(self) -> None:
         import httpx
 
-        headers = {k: expand_env(v) for k, v in self.headers.items()}
-        # every header value is a secret to keep out of what evalgate stores or prints (the target may echo it)
-        values = {v.strip() for v in headers.values()} | {part for v in headers.values() for part in v.split()[1:]}
-        self._secrets = sorted((v for v in values if len(v) >= 8), key=len, reverse=True)  # "Bearer TOKEN" and TOKEN
+        used: list[str] = []
+        url = expand_env(self.url, "the http target's URL", used)
+        headers = {k: expand_env(v, "an http target header", used) for k, v in self.headers.items()}
+        # a header without a template is a secret as a whole (an API key); a templated one (X-User-Id: {{ user.id }})
+        # is not, but any environment variable in it is. A service may echo them: keep them out of what is stored
+        values = {v.strip() for v in headers.values() if not _templated(v)} | {u.strip() for u in used}
+        values |= {part for v in values for part in v.split()[1:]}  # "Bearer TOKEN" and TOKEN
+        self._secrets = sorted((v for v in values if len(v) >= 8), key=len, reverse=True)
+        self._shape = RequestShape(url, self.method, headers, self.body)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        self._client = httpx.AsyncClient(headers=headers, limits=limits, trust_env=False)
+        self._client = httpx.AsyncClient(limits=limits, trust_env=False)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -65,25 +85,132 @@ class HttpTarget:
 
         import httpx
 
+        assert self._shape is not None, "start() first"
+        try:
+            exchange = self._shape.build(request)
+        except TemplateError as exc:
+            raise TargetError(self._scrub(f"the http target's request template failed: {exc}")) from None
         start = time.perf_counter()
         try:  # the deadline covers the whole call: connecting, the headers and every byte of the body
-            resp = await asyncio.wait_for(self._client.post(self.url, json=request, timeout=timeout_s,
-                                                            headers=marker_headers(request)), timeout_s)
+            return await asyncio.wait_for(self._exchange(exchange, request, start, timeout_s), timeout_s)
         except (httpx.TimeoutException, asyncio.TimeoutError):
-            raise TargetError(f"timed out after {timeout_s:g}s ({self.url})") from None
+            raise TargetError(f"timed out after {timeout_s:g}s ({self._where(exchange)})") from None
         except httpx.HTTPError as exc:
-            raise TargetError(self._scrub(f"{type(exc).__name__}: {exc or 'request failed'} ({self.url})")) from None
+            raise TargetError(self._scrub(f"{type(exc).__name__}: {exc or 'request failed'} ({self._where(exchange)})")) from None
+
+    def _where(self, exchange: Exchange) -> str:
+        return self._scrub(exchange.url)
+
+    async def _exchange(self, exchange: Exchange, request: dict[str, Any], start: float, timeout_s: float) -> Reply:
+        headers = {**exchange.headers, **marker_headers(request)}
+        kwargs: dict[str, Any] = {"json": exchange.json_body} if exchange.text_body is None else {
+            "content": exchange.text_body.encode("utf-8")}
+        if self.method == "GET":
+            kwargs = {}
+        async with self._client.stream(self.method, exchange.url, headers=headers, timeout=timeout_s, **kwargs) as resp:
+            if resp.status_code >= 400:
+                body = (await _read(resp, 4096)).decode("utf-8", "replace")
+                raise TargetError(self._scrub(f"HTTP {resp.status_code} from {self._where(exchange)}: {body[:200]}"))
+            kind = resp.headers.get("content-type", "").partition(";")[0].strip().lower()
+            if kind == "text/event-stream":
+                return await self._events(resp, start)
+            streamed = resp.headers.get("transfer-encoding", "").lower() == "chunked" and kind.startswith("text/plain")
+            first: float | None = None
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in resp.aiter_bytes():
+                if first is None and chunk:
+                    first = time.perf_counter()
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise TargetError(f"the answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB ({self._where(exchange)})")
+                chunks.append(chunk)
         elapsed = (time.perf_counter() - start) * 1000
-        if resp.status_code >= 400:
-            raise TargetError(self._scrub(f"HTTP {resp.status_code} from {self.url}: {resp.text[:200]}"))
-        text = self._scrub(resp.text) if self._secrets else resp.text  # a service that echoes its headers
-        try:
-            raw = json.loads(text)
-        except (ValueError, RecursionError):
-            raise TargetError(f"response is not JSON: {text[:120]!r}") from None
+        text = b"".join(chunks).decode("utf-8", "replace")
+        if self._secrets:
+            text = self._scrub(text)  # a service that echoes its headers
+        if kind.startswith("text/") and kind != "text/json":
+            raw: Any = {"output": text}
+        else:
+            try:
+                document = json.loads(text)
+            except (ValueError, RecursionError):
+                raise TargetError(f"response is not JSON: {text[:120]!r}") from None
+            raw = self._mapped(document, text) if self.response is not None else document
+        if streamed and first is not None:
+            raw = _with_first_token(raw, (first - start) * 1000)
         return Reply(raw, elapsed)
+
+    def _mapped(self, document: Any, text: str) -> dict[str, Any]:
+        assert self.response is not None
+        trace = self.response.from_document(document)
+        if "output" not in trace and "error" not in trace:
+            raise TargetError(self.response.missing_output(repr(text[:200])))
+        return trace
+
+    async def _events(self, resp: Any, start: float) -> Reply:
+        from httpx_sse import EventSource
+
+        events: list[Any] = []
+        first: float | None = None
+        size = 0
+        async for event in EventSource(resp).aiter_sse():
+            data = self._scrub(event.data) if self._secrets else event.data
+            if data.strip() == "[DONE]":
+                break
+            size += len(data)
+            if size > MAX_ANSWER_BYTES:
+                raise TargetError(f"the streamed answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
+            value = sse_event_value(data)
+            if first is None and self._text_of(value):
+                first = time.perf_counter()
+            events.append(value)
+        elapsed = (time.perf_counter() - start) * 1000
+        if self.response is not None:
+            raw: Any = self.response.from_events(events)
+        else:  # evalgate's own protocol, streamed: text events are the output, a final JSON event the trace
+            documents = [e for e in events if isinstance(e, dict)]
+            raw = dict(documents[-1]) if documents else {}
+            texts = "".join(e for e in events if isinstance(e, str))
+            if texts and "output" not in raw:
+                raw["output"] = texts
+        if first is not None:
+            raw = _with_first_token(raw, (first - start) * 1000)
+        return Reply(raw, elapsed)
+
+    def _text_of(self, value: Any) -> bool:
+        """Whether a streamed event carries answer text (the first one is the time to first token)."""
+        if isinstance(value, str):
+            return bool(value)
+        if self.response is not None and self.response.delta is not None:
+            return bool(self.response.delta.search(value))
+        return isinstance(value, dict) and bool(value.get("output"))
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
 
+
+def _templated(value: str) -> bool:
+    return "{{" in value or "{%" in value
+
+
+async def _read(resp: Any, limit: int) -> bytes:
+    """At most ``limit`` bytes of a body (an error page is quoted, never read whole)."""
+    out = b""
+    async for chunk in resp.aiter_bytes():
+        out += chunk
+        if len(out) >= limit:
+            break
+    return out[:limit]
+
+
+def _with_first_token(raw: Any, ms: float) -> Any:
+    """The time to the first streamed text, as ``latency_ms.first_token`` (unless the system reports its own)."""
+    if isinstance(raw, dict):
+        latency = raw.get("latency_ms")
+        latency = {"total": latency} if isinstance(latency, (int, float)) and not isinstance(latency, bool) else latency
+        latency = dict(latency) if isinstance(latency, dict) else {}
+        latency.setdefault("first_token", round(ms, 3))
+        return {**raw, "latency_ms": latency}
+    return raw

@@ -1,0 +1,150 @@
+"""The http target meets a service's own API: request templates, a response mapping, streamed answers.
+
+The service is a real process (tests/services/support_service.py) with its own API shape, the user in a header,
+server-side sessions and its own openai calls to a real model server on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import query, service_process, write
+
+TOKEN = "sk-support-0123456789abcdef"
+
+TARGET = """
+target:
+  http: "{url}/v1/chat{stream}"
+  headers:
+    Authorization: "Bearer ${{SUPPORT_TOKEN}}"
+    X-User-Id: "{{{{ user.id }}}}"
+  body:
+    conversation: "{{{{ session_id }}}}"
+    text: "{{{{ input }}}}"
+  response:
+    output: {output}
+    route: meta.workflow
+    context: meta.sources
+    state: session
+    usage: "usage.{{input_tokens: prompt_tokens, output_tokens: completion_tokens}}"
+    extra: {{turns: meta.turns}}
+{delta}"""
+
+CASES = """
+cases:
+  - id: refund
+    user: {id: u-17, groups: [customer]}
+    turns:
+      - input: I want a refund for order 5512
+        expect:
+          route: billing
+          state: {order_id: "5512"}
+          context: {must_include: [refund-policy]}
+          output: {contains: ["billing", "5512"]}
+      - input: and how long does it take?
+        expect:
+          route: billing
+          output: {contains: ["billing"]}
+  - id: password
+    input: I forgot my password
+    expect: {route: account, output: {contains: [account]}}
+"""
+
+
+def suite(url: str, *, stream: bool = False) -> str:
+    if stream:
+        return TARGET.format(url=url, stream="/stream", output="reply.text", delta="    delta: text\n") + CASES
+    return TARGET.format(url=url, stream="", output="reply.text", delta="") + CASES
+
+
+@pytest.fixture
+def service(model_server):
+    url, requests = model_server
+    with service_process({"OPENAI_BASE_URL": url, "SUPPORT_TOKEN": TOKEN}) as base:
+        yield base, requests
+
+
+def test_a_service_with_its_own_api_is_run_through_templates_and_a_mapping(cli, project: Path, service) -> None:
+    base, requests = service
+    write(project / "suites" / "demo.yaml", "name: support\n" + suite(base))
+    r = cli("run", "--json", env={"SUPPORT_TOKEN": TOKEN})
+    assert r.code == 0, r
+    assert r.json()["suites"][0]["metrics"]["pass_rate"] == 1.0
+    db = project / ".evalgate" / "evalgate.duckdb"
+    rows = query(db, "SELECT case_id, turn, route, state, trace FROM turns ORDER BY case_id, turn")
+    first = json.loads(rows[1][4])
+    assert rows[1][2] == "billing" and json.loads(rows[1][3]) == {"order_id": "5512", "route": "billing"}
+    assert first["usage"] == {"input_tokens": 20, "output_tokens": first["usage"]["output_tokens"]}
+    assert first["context"] == [{"id": "refund-policy"}] and first["extra"]["turns"] == 1
+    # the service kept the session itself: the second turn's prompt held the first turn
+    second = json.loads(rows[2][4])
+    assert second["extra"]["turns"] == 2
+    assert sorted(len(q["body"]["messages"]) for q in requests) == [2, 2, 4]
+    # the user reached the service in its header, the eval markers through to its model calls
+    assert {q["headers"].get("x-evalgate-case") for q in requests} == {"refund", "password"}
+    assert all(q["headers"]["traceparent"].split("-")[1] for q in requests)
+    trace_ids = {json.loads(t[0])["evalgate_trace_id"] for t in query(db, "SELECT trace->'extra' FROM turns")}
+    assert trace_ids == {q["headers"]["traceparent"].split("-")[1] for q in requests}
+    dump = "\n".join(str(row) for table in ("runs", "cases", "turns", "scores")
+                     for row in query(db, f"SELECT * FROM {table}"))
+    assert TOKEN not in dump and TOKEN not in r.out + r.err
+
+
+def test_a_streamed_answer_is_read_event_by_event_with_its_time_to_first_token(cli, project: Path, service) -> None:
+    base, _ = service
+    write(project / "suites" / "demo.yaml", "name: support\n" + suite(base, stream=True))
+    r = cli("run", "--json", env={"SUPPORT_TOKEN": TOKEN})
+    assert r.code == 0, r
+    db = project / ".evalgate" / "evalgate.duckdb"
+    rows = query(db, "SELECT output, trace, elapsed_ms FROM turns WHERE case_id = 'refund' ORDER BY turn")
+    output, trace, elapsed = rows[0][0], json.loads(rows[0][1]), rows[0][2]
+    assert output.startswith("[billing] about: I want a refund for order 5512")
+    assert trace["route"] == {"name": "billing"} and trace["state"]["order_id"] == "5512"
+    assert 0 < trace["latency_ms"]["first_token"] <= elapsed
+
+
+def test_a_wrong_token_echoed_by_the_service_is_redacted_everywhere(cli, project: Path, service) -> None:
+    base, _ = service
+    write(project / "suites" / "demo.yaml", "name: support\n" + suite(base))
+    wrong = "sk-wrong-token-zyxwvutsrq"
+    r = cli("run", env={"SUPPORT_TOKEN": wrong})
+    assert r.code == 3, r
+    db = project / ".evalgate" / "evalgate.duckdb"
+    errors = [e for (e,) in query(db, "SELECT error FROM turns")]
+    assert errors and all(e.startswith("HTTP 401 from ") and "[redacted]" in e for e in errors), errors
+    dump = "\n".join(str(row) for table in ("runs", "cases", "turns") for row in query(db, f"SELECT * FROM {table}"))
+    assert wrong not in dump and wrong not in r.out + r.err
+
+
+def test_a_mapping_that_finds_no_output_names_its_expression(cli, project: Path, service) -> None:
+    base, _ = service
+    text = suite(base).replace("output: reply.text", "output: reply.txt")
+    write(project / "suites" / "demo.yaml", "name: support\n" + text)
+    r = cli("run", env={"SUPPORT_TOKEN": TOKEN})
+    assert r.code == 3, r
+    errors = {e for (e,) in query(project / ".evalgate" / "evalgate.duckdb", "SELECT error FROM turns")}
+    assert len(errors) == 2 and all(e.startswith("response mapping output ('reply.txt') found no text") for e in errors)
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("output: reply.text", "output: reply.[", "not a JMESPath expression"),
+    ('X-User-Id: "{{ user.id }}"', 'X-User-Id: "{{ user.id "', "template syntax error"),
+    ("    extra: {turns: meta.turns}", "    colour: meta.colour", "colour"),
+])
+def test_a_bad_template_or_expression_is_exit_2_at_its_line(cli, project: Path, old: str, new: str, expected: str) -> None:
+    text = suite("http://127.0.0.1:9").replace(old, new)
+    write(project / "suites" / "demo.yaml", "name: support\n" + text)
+    r = cli("validate")
+    assert r.code == 2, r
+    assert expected in r.err and "demo.yaml:" in r.err, r.err
+
+
+def test_an_undefined_template_variable_fails_the_turn_and_says_which(cli, project: Path, service) -> None:
+    base, _ = service
+    write(project / "suites" / "demo.yaml", "name: support\n" + suite(base).replace("{{ input }}", "{{ inptu }}"))
+    r = cli("run", env={"SUPPORT_TOKEN": TOKEN})
+    assert r.code == 3, r
+    errors = {e for (e,) in query(project / ".evalgate" / "evalgate.duckdb", "SELECT error FROM turns")}
+    assert errors == {"the http target's request template failed: UndefinedError: 'inptu' is undefined"}
