@@ -90,7 +90,7 @@ def _fmt(value: float | None, metric: str) -> str:
         return "not measured"
     if metric.startswith("cost."):
         return money(value)
-    if metric.startswith(("latency.", "elapsed.")):
+    if metric.startswith(("latency.", "elapsed.", "first_token.")):
         return f"{value:.1f} ms" if value < 10 else f"{value:.0f} ms"
     if metric in ("pass@k", "pass^k") or is_proportion(metric):
         return f"{value:.1%}"

@@ -231,7 +231,7 @@ def check_rule_metrics(rule: Rule, scorer_names: set[str], aliases: dict[str, tu
         also = f", or {ROUTE_MACRO_F1} for the mean over the routes" if bare == "route.f1" else ""
         return (f"'{metric}' needs a route: {bare}.<route>", f"write e.g. {bare}.refunds{also}")
     family, _, stat = metric.rpartition(".")
-    if family in ("latency", "elapsed"):
+    if family in ("latency", "elapsed", "first_token"):
         if stat in LATENCY_STATS:
             return None
         return (f"unknown statistic '{stat}' for {family}", did_you_mean(stat, LATENCY_STATS) or f"use one of {', '.join(LATENCY_STATS)}")

@@ -94,9 +94,14 @@ def test_a_service_with_its_own_api_is_run_through_templates_and_a_mapping(cli, 
 
 def test_a_streamed_answer_is_read_event_by_event_with_its_time_to_first_token(cli, project: Path, service) -> None:
     base, _ = service
-    write(project / "suites" / "demo.yaml", "name: support\n" + suite(base, stream=True))
+    gate = "gate:\n  rules:\n    - {metric: first_token.p95, max: 60000}\n    - {metric: first_token.max, max: 0.001}\n"
+    text = suite(base, stream=True).replace("    expect: {route: account,", "    expect: {budget: {first_token_ms: 60000}, route: account,")
+    write(project / "suites" / "demo.yaml", "name: support\n" + gate + text)
     r = cli("run", "--json", env={"SUPPORT_TOKEN": TOKEN})
-    assert r.code == 0, r
+    assert r.code == 1, r  # the answers streamed, but none began within a microsecond
+    s = r.json()["suites"][0]
+    assert 0 < s["metrics"]["first_token.p50"] <= s["metrics"]["first_token.p95"] < 60000
+    assert [rule["status"] for rule in s["verdict"]["rules"]] == ["pass", "fail"], s["verdict"]["rules"]
     db = project / ".evalgate" / "evalgate.duckdb"
     rows = query(db, "SELECT output, trace, elapsed_ms FROM turns WHERE case_id = 'refund' ORDER BY turn")
     output, trace, elapsed = rows[0][0], json.loads(rows[0][1]), rows[0][2]
@@ -148,3 +153,28 @@ def test_an_undefined_template_variable_fails_the_turn_and_says_which(cli, proje
     assert r.code == 3, r
     errors = {e for (e,) in query(project / ".evalgate" / "evalgate.duckdb", "SELECT error FROM turns")}
     assert errors == {"the http target's request template failed: UndefinedError: 'inptu' is undefined"}
+
+
+def test_two_runs_in_a_row_do_not_share_the_service_s_sessions(cli, project: Path, service) -> None:
+    base, requests = service
+    write(project / "suites" / "demo.yaml", "name: support\n" + suite(base))
+    for _ in range(2):
+        r = cli("run", env={"SUPPORT_TOKEN": TOKEN})
+        assert r.code == 0, r
+    db = project / ".evalgate" / "evalgate.duckdb"
+    turns = query(db, "SELECT trace->>'$.extra.turns' FROM turns WHERE case_id = 'refund' ORDER BY run_id, turn")
+    assert [t[0] for t in turns] == ["1", "2", "1", "2"]  # the service counted each run's conversation from 1
+    assert sorted(len(q["body"]["messages"]) for q in requests) == [2, 2, 2, 2, 4, 4]
+
+
+def test_a_plain_text_answer_is_the_output(cli, project: Path, service) -> None:
+    base, _ = service
+    text = suite(base).replace("/v1/chat\"", "/v1/chat/text\"")
+    text = text[:text.index("  response:")] + CASES.replace("route: billing\n", "").replace(
+        "          state: {order_id: \"5512\"}\n          context: {must_include: [refund-policy]}\n", "").replace(
+        "{route: account, ", "{")
+    write(project / "suites" / "demo.yaml", "name: support\n" + text)
+    r = cli("run", env={"SUPPORT_TOKEN": TOKEN})
+    assert r.code == 0, r
+    outputs = [o for (o,) in query(project / ".evalgate" / "evalgate.duckdb", "SELECT output FROM turns ORDER BY case_id")]
+    assert outputs[0] == "[account] about: I forgot my password"

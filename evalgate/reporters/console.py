@@ -375,7 +375,7 @@ def _delta(metric: str, a: float, b: float) -> str:
     d = b - a
     if metric.endswith(("rate", "accuracy")) or metric in ("pass@k", "pass^k"):
         return f"{d * 100:+.1f} pts"
-    if metric.startswith(("latency.", "elapsed.")):
+    if metric.startswith(("latency.", "elapsed.", "first_token.")):
         return f"{d:+.1f} ms" if abs(d) < 10 else f"{d:+.0f} ms"
     if metric.startswith("cost."):
         from ..gate import money

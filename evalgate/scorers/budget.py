@@ -14,17 +14,19 @@ from . import Check, Score, ScoreContext, scorer
 
 
 @scorer("budget", help="the turn stays within latency, token and cost limits",
-        stats=("latency_ms", "tokens", "cost_usd"))
+        stats=("latency_ms", "tokens", "cost_usd", "first_token_ms"))
 def budget(latency_ms: float | None = None, tokens: int | None = None, cost_usd: float | None = None,
-           latency: Literal["reported", "measured"] = "reported", missing: Literal["fail", "pass"] = "fail") -> Check:
-    """Per-turn limits: latency_ms, tokens (input + output), cost_usd.
+           latency: Literal["reported", "measured"] = "reported", missing: Literal["fail", "pass"] = "fail",
+           first_token_ms: float | None = None) -> Check:
+    """Per-turn limits: latency_ms, tokens (input + output), cost_usd, first_token_ms (a streamed answer's
+    time to its first text: ``latency_ms.first_token``, measured by the http target or reported by the system).
 
     latency: ``reported`` uses the system's own ``latency_ms.total`` (else
     what evalgate measured); ``measured`` uses only evalgate's measurement.
     A limit the turn reports nothing for fails (``missing: pass`` lets it by).
     """
-    if latency_ms is None and tokens is None and cost_usd is None:
-        raise ValueError("give at least one of: latency_ms, tokens, cost_usd")
+    if latency_ms is None and tokens is None and cost_usd is None and first_token_ms is None:
+        raise ValueError("give at least one of: latency_ms, tokens, cost_usd, first_token_ms")
 
     def check(ctx: ScoreContext) -> Score:
         trace = ctx.trace
@@ -39,7 +41,8 @@ def budget(latency_ms: float | None = None, tokens: int | None = None, cost_usd:
             used_tokens = float((usage.input_tokens or 0) + (usage.output_tokens or 0))
         seen["tokens"] = used_tokens
         seen["cost_usd"] = usage.cost_usd if usage is not None else None
-        limits = {"latency_ms": latency_ms, "tokens": tokens, "cost_usd": cost_usd}
+        seen["first_token_ms"] = (trace.latency_ms or {}).get("first_token")
+        limits = {"latency_ms": latency_ms, "tokens": tokens, "cost_usd": cost_usd, "first_token_ms": first_token_ms}
         problems: list[str] = []
         notes: list[str] = []
         for name, limit in limits.items():

@@ -18,6 +18,8 @@ Names are ``<scorer>.<stat>`` plus a few run-level ones:
     latency.p50|p95|p99|mean|max   per-turn latency in ms: what the system reports
                                    (latency_ms.total), else what evalgate measured
     elapsed.p50|p95|p99|mean|max   per-turn time evalgate measured around the target call
+    first_token.p50|p95|p99|mean|max   time to the first streamed text (latency_ms.first_token),
+                                   for turns whose answer streamed
     cost.total|mean|max            USD per turn, as the system reports it (usage.cost_usd)
     tokens.total|mean|max          input + output tokens per turn (usage)
 
@@ -177,8 +179,9 @@ def compute(con: Any, run_id: str, metric: str, where: Where | None = None, limi
                            f"WHERE t.run_id = ? AND {present}{cf}{tf} GROUP BY t.case_id ORDER BY m DESC LIMIT 10",
                       [run_id, *cp, *tp]) if value is not None else []
         return RuleData(value, costly, int(row[1]), int(row[2]))
-    if family in ("latency", "elapsed"):
-        expr = "coalesce(t.latency_ms, t.elapsed_ms)" if family == "latency" else "t.elapsed_ms"
+    if family in ("latency", "elapsed", "first_token"):
+        expr = {"latency": "coalesce(t.latency_ms, t.elapsed_ms)", "elapsed": "t.elapsed_ms",
+                "first_token": FIRST_TOKEN_SQL}[family]
         agg = {"p50": f"quantile_cont({expr}, 0.5)", "p95": f"quantile_cont({expr}, 0.95)",
                "p99": f"quantile_cont({expr}, 0.99)", "mean": f"avg({expr})", "max": f"max({expr})"}[stat]
         row = con.execute(
@@ -369,6 +372,10 @@ def _ids(con: Any, sql: str, params: list[Any]) -> list[str]:
     return [str(r[0]) for r in con.execute(sql, params).fetchall()]
 
 
+FIRST_TOKEN_SQL = "TRY_CAST(json_extract_string(t.trace, '$.latency_ms.first_token') AS DOUBLE)"
+"""A turn's time to first token, from its stored trace (streamed answers only)."""
+
+
 def headline(con: Any, run_id: str) -> dict[str, float | None]:
     """The metrics every summary shows: case counts, rates, latency, each scorer's pass rate."""
     out: dict[str, float | None] = {}
@@ -379,6 +386,10 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
             out[m] = compute(con, run_id, m).value
     for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95", "cost.total", "tokens.total"):
         out[m] = compute(con, run_id, m).value
+    for m in ("first_token.p50", "first_token.p95"):
+        value = compute(con, run_id, m).value
+        if value is not None:  # only runs whose answers streamed
+            out[m] = value
     for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():
         out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value
         if scorer == "route":

@@ -4,7 +4,8 @@ It knows nothing of evalgate's protocol:
 
 - its own API: ``POST /v1/chat`` with ``{"conversation": ID, "text": "..."}``, answering
   ``{"reply": {"text": ...}, "meta": {"workflow": ..., "sources": [...]}, "session": {...}, "usage": {...}}``;
-  ``POST /v1/chat/stream`` answers the same as server-sent events (text deltas, then a ``done`` event);
+  ``POST /v1/chat/stream`` answers the same as server-sent events (text deltas, then a ``done`` event), and
+  ``POST /v1/chat/text`` with the answer alone, as plain text;
 - the user in a header (``X-User-Id``) and a bearer token (``SUPPORT_TOKEN``); a wrong token is a 401 that echoes it;
 - sessions kept on the server, by conversation id;
 - its own ``openai`` client calls to ``OPENAI_BASE_URL`` for every answer, forwarding the ``traceparent`` and
@@ -81,7 +82,7 @@ class Handler(BaseHTTPRequestHandler):
         if not user:
             self._send(400, {"detail": "X-User-Id is required"})
             return
-        if self.path not in ("/v1/chat", "/v1/chat/stream"):
+        if self.path not in ("/v1/chat", "/v1/chat/stream", "/v1/chat/text"):
             self._send(404, {"detail": "no such route"})
             return
         conversation, text = str(body.get("conversation") or ""), str(body.get("text") or "")
@@ -112,6 +113,14 @@ class Handler(BaseHTTPRequestHandler):
                             "completion_tokens": usage.completion_tokens if usage else None}}
         if self.path == "/v1/chat":
             self._send(200, result)
+            return
+        if self.path == "/v1/chat/text":  # the answer alone, as plain text
+            data = answer.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
             return
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
