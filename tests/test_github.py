@@ -34,6 +34,18 @@ def test_actionlint_checks_the_action_inputs(tmp_path: Path) -> None:
     assert proc.returncode != 0 and "argz" in proc.stdout
 
 
+def test_the_workflow_init_writes_passes_actionlint_against_the_action(tmp_path: Path) -> None:
+    from conftest import run_cli_in_process
+
+    assert run_cli_in_process("init", "--http", "http://127.0.0.1:8000/chat", cwd=tmp_path).code == 0
+    workflow = tmp_path / ".github" / "workflows" / "evalgate.yml"
+    workflow.write_text(workflow.read_text().replace("your-org/evalgate@main", "./"))  # the action's inputs, checked
+    shutil.copy(REPO / "action.yml", tmp_path / "action.yml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    proc = subprocess.run([_actionlint()], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_action_installs_from_its_own_checkout_never_by_name() -> None:
     action = yaml.safe_load((REPO / "action.yml").read_text())
     scripts = "\n".join(step.get("run", "") for step in action["runs"]["steps"])

@@ -255,13 +255,25 @@ def compare(
 @app.command()
 def init(
     folder: Annotated[str, typer.Argument(help="Project folder (default: here).")] = ".",
+    http: Annotated[Optional[str], typer.Option("--http", help="Write a suite for the HTTP service at this URL.")] = None,
+    python: Annotated[Optional[str], typer.Option("--python", help="Write a suite for this module:function.")] = None,
+    command: Annotated[Optional[str], typer.Option("--command", help="Write a suite for this long-lived command.")] = None,
+    name: Annotated[str, typer.Option("--name", help="The suite's name (with --http, --python or --command).")] = "service",
     force: Annotated[bool, typer.Option("--force", help="Overwrite starter files that already exist.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Start a project: configuration, a suite, a small offline pipeline, documents, cases, an adapter template."""
-    from ..scaffold import init_project
+    """Start a project: a starter suite that runs offline, or (--http, --python, --command) a suite for your own system."""
+    from ..errors import UsageError
+    from ..scaffold import System, init_project, init_system
 
-    info = init_project(folder, force=force)
+    given = [(kind, value) for kind, value in (("http", http), ("python", python), ("command", command)) if value]
+    if len(given) > 1:
+        raise UsageError("give one of --http, --python and --command", hint="one suite describes one system")
+    if given:
+        kind, value = given[0]
+        info = init_system(folder, System(kind, value), name=name, force=force)  # type: ignore[arg-type]
+    else:
+        info = init_project(folder, force=force)
     if as_json:
         _print_json(info)
         return
@@ -271,7 +283,10 @@ def init(
     for rel in info["skipped"]:
         console.print(f"kept     {rel} (exists; --force overwrites)", markup=False)
     where = "" if folder == "." else f"cd {folder} && "
-    console.print(f"\nnext: {where}evalgate run   (then: evalgate run --html report.html)", markup=False)
+    if given:
+        console.print(f"\nnext: {info['next'][0]}, then {where}evalgate validate && evalgate run", markup=False)
+    else:
+        console.print(f"\nnext: {where}evalgate run   (then: evalgate run --html report.html)", markup=False)
 
 
 @app.callback(invoke_without_command=True)
