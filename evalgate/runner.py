@@ -86,6 +86,10 @@ class RunOptions:
     """An interrupted run to finish: only its case runs not stored yet are run, into the same run (set by api.run)."""
     done: frozenset[tuple[str, int]] = frozenset()
     """With ``resume``: the (case, repeat) pairs the run stored already."""
+    upstreams_mode: str | None = None
+    """--upstreams: record, replay or live for every suite's upstream proxy (else each suite's recording.mode)."""
+    upstreams: Any = None
+    """The run's upstream proxy (upstreams.Upstreams), set by api.run when a suite names upstreams."""
 
 
 @dataclass
@@ -240,7 +244,12 @@ class Runner:
             request = request_for(case_id=case.id, session_id=session_id, turn=index, repeat=repeat,
                                   input=turn.input, history=list(history), state=state, user=case.user,
                                   run_id=self.run_id, resumed_from=resumed_from if turn.resume else None)
-            tr = await self._run_turn(target, case, turn, index, request, state, tuple(earlier))
+            proxy = self.options.upstreams if not self.is_replay else None
+            visit = proxy.visit(self.suite.name, case.id, repeat, index, request, turn.recorded) if proxy else None
+            with visit or contextlib.nullcontext():  # the turn's upstream calls are attributed to it while it runs
+                tr = await self._run_turn(target, case, turn, index, request, state, tuple(earlier))
+            if visit is not None:
+                visit.attach(tr)
             tr.tags = turn.tags
             result.turns.append(tr)
             if tr.error is not None:
@@ -467,6 +476,8 @@ class Runner:
                                         "finished_at": datetime.now(timezone.utc).replace(tzinfo=None)})
         finally:
             writer.close()
+        if writer.failure is not None:  # a write failed: the run says exactly what it kept
+            status, failure = ("stopped" if writer.broken is not None else "failed"), writer.failure
         return Execution(run_id, suite.name, status, writer.cases_done, writer.turns_done, writer.errors,
                           writer.passed, bad, time.perf_counter() - started, failure)
 

@@ -213,3 +213,109 @@ def test_ctrl_c_while_loading_is_said_and_exits_3(project: Path) -> None:
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3 and "interrupted (Ctrl-C)" in err, (out, err)
+
+
+def _case_result(i: int, explanation: object = "ok") -> object:
+    from evalgate.results import CaseResult, TurnResult
+    from evalgate.scorers import Score
+    from evalgate.traces import Trace
+
+    score = Score(True, 1.0, explanation, None, "check")  # type: ignore[arg-type]
+    turn = TurnResult(1, f"input {i}", {}, Trace(output=f"answer {i}"), 1.0, None, [score])
+    return CaseResult(f"c{i:04d}", i, 0, (), "u", [], None, "test", False, [turn])
+
+
+def test_a_batch_the_store_rejects_keeps_every_other_case_and_says_exactly_what_was_left_out(tmp_path: Path) -> None:
+    """Two case runs hold a value DuckDB cannot take: the batch is written again in parts, every other case run of it
+    and of the batches before and after is stored, the run is failed and the message names the two."""
+    from evalgate.store import runs
+    from evalgate.store.writer import ResultWriter
+
+    store = Store(tmp_path / "s.duckdb")
+    with store.connect() as con:
+        runs.begin(con, runs.NewRun(run_id="r1", suite="s", suite_path="s.yaml", suite_hash="h", config_hash=None,
+                                    target="t", git={}, evalgate_version="0", repeat=1, selected_tags=[],
+                                    cases_total=1500, bad_lines=0, options={}))
+    writer = ResultWriter(store, "r1", batch_rows=500)
+    for i in range(1500):
+        writer.add(_case_result(i, object() if i in (700, 1234) else "ok"))  # type: ignore[arg-type]
+    writer.flush(status_update={"status": "completed"})
+    writer.close()
+    assert writer.cases_done == writer.turns_done == 1498 and writer.passed == 1498
+    assert writer.failure is not None
+    assert writer.failure.startswith("stored 1,498 of 1,500 case runs; case c0700#0 failed: Arrow"), writer.failure
+    assert "; case c1234#0 failed: Arrow" in writer.failure and "no more were tried" not in writer.failure
+    assert query(store.path, "SELECT status, cases_done, turns_done FROM runs") == [("failed", 1498, 1498)]
+    stored = {c for (c,) in query(store.path, "SELECT case_id FROM cases")}
+    assert stored == {f"c{i:04d}" for i in range(1500)} - {"c0700", "c1234"}
+    assert query(store.path, "SELECT count(*), count(DISTINCT case_id) FROM turns") == [(1498, 1498)]
+    assert query(store.path, "SELECT count(*) FROM scores") == [(1498,)]
+
+
+def _fill(folder: Path) -> Path:
+    """Write zeros into ``folder`` until its file system has no space left."""
+    filler = folder / "filler"
+    with open(filler, "wb") as fh:
+        try:
+            while True:
+                fh.write(b"\0" * (1 << 20))
+                fh.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_store_that_runs_out_of_space_keeps_what_it_stored_and_the_run_resumes(project: Path) -> None:
+    """The store's disk fills after the first batch (a real tmpfs, really full): evalgate says how many case runs it
+    kept and which it could not write, exits 3, and once there is space --resume runs exactly the rest."""
+    disk = project / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        go = project / "go"
+        write(project / "filling.py", f'''
+            import os, time
+
+            def respond(req):
+                n = int(req["input"])
+                if n == 600:
+                    time.sleep(2.5)  # the first 601 case runs are written as one batch meanwhile
+                elif n > 600:
+                    while not os.path.exists({str(go)!r}):
+                        time.sleep(0.02)
+                return {{"output": "x" * 2000}}
+        ''')
+        cases = "".join(f'  - {{id: c{i:04d}, input: "{i}"}}\n' for i in range(1500))
+        write(project / "suites" / "demo.yaml", f"name: full\ntarget: {{python: filling:respond}}\ncases:\n{cases}")
+        db = disk / "s.duckdb"
+        proc = _start_run(project, "-j", "1", "--json", "--db", str(db))
+        deadline = time.monotonic() + 60
+        while not _stored_cases(db) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stored_cases(db) == 601
+        filler = _fill(disk)
+        go.touch()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3, (out, err)
+        s = json.loads(out)["suites"][0]
+        assert s["status"] == "stopped" and s["cases"] == 601
+        reason = s["verdict"]["reasons"][0]
+        assert reason.startswith("the run was stopped: stored 601 of 1,500 case runs; the batch of cases c0601#0..c"), reason
+        assert "No space left on device" in reason and "--resume finishes it" in reason
+        assert query(db, "SELECT count(*) FROM cases") == [(601,)]
+        filler.unlink()
+        r = run_cli("run", "--resume", s["run_id"], "--json", "--db", str(db), cwd=project)
+        assert r.code == 0, r
+        assert query(db, "SELECT status, cases_done FROM runs") == [("completed", 1500)]
+        assert query(db, "SELECT count(*), count(DISTINCT case_id) FROM cases") == [(1500, 1500)]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _stored_cases(db: Path) -> int:
+    try:
+        return int(query(db, "SELECT coalesce(sum(cases_done), 0) FROM runs")[0][0])
+    except (duckdb.Error, OSError):  # not created yet, or a batch is being written
+        return 0

@@ -151,6 +151,9 @@ class BoundScorer:
 
 def _coerce(result: Any) -> Score:
     if isinstance(result, Score):
+        if not isinstance(result.explanation, str) or not isinstance(result.value, (int, float, type(None))):
+            raise TypeError(f"a Score's explanation must be text and its value a number or None, got "
+                            f"{type(result.explanation).__name__} and {type(result.value).__name__}")
         return result
     if isinstance(result, bool):
         return Score(result, float(result), "passed" if result else "failed")

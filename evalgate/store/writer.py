@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import RunError
 from ..results import CaseResult
 from . import Store
 
@@ -28,12 +30,62 @@ def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
 
 
+_INT64 = 1 << 63
+
+
+def _int64(value: Any) -> Any:
+    """A count a BIGINT column holds (a token count of 10**30 is no count: not stored)."""
+    return value if value is None or -_INT64 <= value < _INT64 else None
+
+
+def _double(value: Any) -> Any:
+    """A number a DOUBLE column holds (an integer past 1e308 cannot be one: not stored)."""
+    return None if isinstance(value, int) and not -1e308 < value < 1e308 else value
+
+
+class StoreBroken(RunError):
+    """The store stopped taking writes (disk full, read-only, the file gone): the run cannot go on storing."""
+
+
+@dataclass(frozen=True)
+class Unstored:
+    """Case runs of one batch (or part of it) that could not be written, and why."""
+
+    first: str
+    last: str
+    cases: int
+    error: str | None
+    """Why the store rejected them; None when they were not tried (the store had stopped taking writes)."""
+
+    def describe(self) -> str:
+        which = f"case {self.first}" if self.cases == 1 else f"the batch of cases {self.first}..{self.last}"
+        return f"{which} failed: {self.error}" if self.error is not None else f"{which} could not be tried"
+
+
+def _store_broken(exc: BaseException) -> bool:
+    """A failure of the store itself, not of what was written: later batches would fail the same way."""
+    import duckdb
+
+    if isinstance(exc, (OSError, RunError, duckdb.IOException, duckdb.PermissionException, duckdb.FatalException,
+                        duckdb.ConnectionException, duckdb.TransactionException)):  # a commit that could not be written
+        return True
+    text = str(exc).lower()
+    return any(sign in text for sign in ("no space left", "read-only file system", "permission denied", "invalidated"))
+
+
 class ResultWriter:
     """Collects case results and appends them to the store in batches.
 
     Only whole cases are written, so an interrupted run never stores half a
     conversation. A batch is flushed when it reaches ``batch_rows`` turns or
     ``interval_s`` has passed since the last flush.
+
+    A batch the store rejects for what it holds is written again in halves
+    until only the case runs that cannot be stored are left out (the run is
+    then failed); a store that stops taking writes at all (disk full,
+    read-only) stops the run (stopped: ``--resume`` finishes it later). Either
+    way every earlier batch stays, the counters are what was stored and
+    ``failure`` says exactly what was kept.
     """
 
     def __init__(self, store: Store, run_id: str, *, batch_rows: int = 10_000, interval_s: float = 2.0,
@@ -50,12 +102,19 @@ class ResultWriter:
         self.turns_done = 0
         self.errors = 0
         self.passed = 0
+        self.unstored: list[Unstored] = []
+        self.broken: str | None = None
+        """Why the store stopped taking writes, once it has."""
+        self.unmarked: str | None = None
+        """Why the run's own row could not be updated at the end (it then reads as interrupted)."""
         self._reset()
 
     def _reset(self) -> None:
         self._cases: dict[str, list[Any]] = {c: [] for c in _CASE_COLS}
         self._turns: dict[str, list[Any]] = {c: [] for c in _TURN_COLS}
         self._scores: dict[str, list[Any]] = {c: [] for c in _SCORE_COLS}
+        self._ends: list[tuple[int, int]] = []
+        """Per case: where its turn and score rows end (to write part of a batch)."""
         self._pending = 0
 
     def add(self, result: CaseResult) -> None:
@@ -80,7 +139,7 @@ class ResultWriter:
             tc["state"].append(_dumps(tr.state) if tr is not None else None)
             tc["elapsed_ms"].append(t.elapsed_ms)
             lat = tr.latency_ms.get("total") if tr is not None and tr.latency_ms else None
-            tc["latency_ms"].append(lat)
+            tc["latency_ms"].append(_double(lat))
             tc["passed"].append(t.passed)
             tc["error"].append(t.error)
             tc["trace"].append(tr.to_json() if tr is not None else None)
@@ -88,9 +147,9 @@ class ResultWriter:
             tc["recorded"].append(rec.to_json() if rec is not None and rec is not tr else None)
             tc["changes"].append(_dumps(t.changes) if t.changes else None)
             usage = tr.usage if tr is not None else None
-            tc["input_tokens"].append(usage.input_tokens if usage else None)
-            tc["output_tokens"].append(usage.output_tokens if usage else None)
-            tc["cost_usd"].append(usage.cost_usd if usage else None)
+            tc["input_tokens"].append(_int64(usage.input_tokens) if usage else None)
+            tc["output_tokens"].append(_int64(usage.output_tokens) if usage else None)
+            tc["cost_usd"].append(_double(usage.cost_usd) if usage else None)
             tc["tags"].append(list(t.tags))
             turn_tags.extend(tag for tag in t.tags if tag not in turn_tags)
             sc = self._scores
@@ -101,7 +160,7 @@ class ResultWriter:
                 sc["turn"].append(t.turn)
                 sc["scorer"].append(s.scorer)
                 sc["passed"].append(s.passed)
-                sc["value"].append(s.value)
+                sc["value"].append(_double(s.value))
                 sc["explanation"].append(s.explanation)
                 sc["error"].append(s.error)
                 sc["metrics"].append(_dumps(s.metrics) if s.metrics else None)
@@ -116,6 +175,7 @@ class ResultWriter:
                             ("digest", result.digest()), ("variant_of", result.variant_of),
                             ("turn_tags", turn_tags)):
             c[name].append(value)
+        self._ends.append((len(self._turns["run_id"]), len(self._scores["run_id"])))
         self.cases_done += 1
         self.turns_done += len(result.turns)
         self.errors += result.errored
@@ -123,6 +183,27 @@ class ResultWriter:
         self._pending += max(1, len(result.turns))
         if self._pending >= self.batch_rows or time.monotonic() - self._last_flush >= self.interval_s:
             self.flush(background=True)
+            if self.broken is not None:
+                raise StoreBroken(self.failure or self.broken)
+
+    @property
+    def failure(self) -> str | None:
+        """What was kept when something could not be stored (None when everything was)."""
+        if not self.unstored and self.broken is None and self.unmarked is None:
+            return None
+        lost = sum(u.cases for u in self.unstored)
+        parts = [f"stored {self.cases_done:,} of {self.cases_done + lost:,} case runs"]
+        parts += [u.describe() for u in self.unstored[:3]]
+        if len(self.unstored) > 3:
+            parts.append(f"and {len(self.unstored) - 3} more batches")
+        if self.broken is not None:
+            parts.append("the store stopped taking writes, so no more were tried")
+        text = "; ".join(parts)
+        if self.unmarked is not None:
+            same = self.unmarked in (self.broken, *(u.error for u in self.unstored))
+            text += (" (the run's status could not be stored " + ("either" if same else f"({self.unmarked})")
+                     + ": the next command that opens the store takes it as interrupted, and --resume finishes it)")
+        return text
 
     @staticmethod
     def _tables(cases_cols: dict[str, list[Any]], turn_cols: dict[str, list[Any]],
@@ -159,12 +240,21 @@ class ResultWriter:
         has_rows = bool(self._cases["case_id"])
         if not has_rows and status_update is None:
             return
-        batch = (self._cases, self._turns, self._scores) if has_rows else None
-        sets: dict[str, Any] = {"cases_done": self.cases_done, "turns_done": self.turns_done, "errors": self.errors}
-        sets.update(status_update or {})
+        batch = _Batch(self._cases, self._turns, self._scores, self._ends) if has_rows else None
         self._reset()
         self._last_flush = time.monotonic()
-        self.wait()
+        self.wait()  # the batch before this one: what it could not store comes off the counters first
+        if self.broken is not None:  # nothing more can be stored: this batch is lost too, said so
+            if batch is not None:
+                self._apply(batch.lose(0, len(batch), None, broken=True))
+            if status_update is not None:
+                self.unmarked = self._mark_status({"cases_done": self.cases_done, "turns_done": self.turns_done,
+                                                   "errors": self.errors, **status_update})
+            return
+        sets: dict[str, Any] = {"cases_done": self.cases_done, "turns_done": self.turns_done, "errors": self.errors}
+        sets.update(status_update or {})
+        if "status" in sets and self.unstored:  # an earlier batch was left out: the run failed
+            sets["status"] = "failed"
         if background:
             if self._executor is None:
                 from concurrent.futures import ThreadPoolExecutor
@@ -172,13 +262,13 @@ class ResultWriter:
                 self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalgate-store")
             self._future = self._executor.submit(self._write, batch, sets)
         else:
-            self._write(batch, sets)
+            self._apply(self._write(batch, sets))
 
     def wait(self) -> None:
-        """Wait for the batch in flight; its failure is raised here."""
+        """Wait for the batch in flight and take what it could not store off the counters."""
         future, self._future = self._future, None
         if future is not None:
-            future.result()
+            self._apply(future.result())
 
     def close(self) -> None:
         self.wait()
@@ -186,24 +276,180 @@ class ResultWriter:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def _write(self, batch: tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[Any]]] | None,
-               sets: dict[str, Any]) -> None:
-        tables = self._tables(*batch) if batch is not None else None
-        with self.store.connect(memory_limit=WRITER_MEMORY_LIMIT, threads=1) as con:  # the other core scores
-            con.execute("BEGIN TRANSACTION")
+    def _apply(self, loss: _Loss) -> None:
+        self.cases_done -= loss.cases
+        self.turns_done -= loss.turns
+        self.errors -= loss.errors
+        self.passed -= loss.passed
+        self.unstored.extend(loss.unstored)
+        if loss.broken is not None and self.broken is None:
+            self.broken = loss.broken
+        if loss.unmarked is not None:
+            self.unmarked = loss.unmarked
+
+    def _write(self, batch: _Batch | None, sets: dict[str, Any]) -> _Loss:
+        """Write a batch and the counters in one transaction; a batch the store rejects is written again in parts."""
+        loss = _Loss()
+        final = "status" in sets
+        try:
+            with self.store.connect(memory_limit=WRITER_MEMORY_LIMIT, threads=1) as con:  # the other core scores
+                try:
+                    self._commit(con, batch, 0, len(batch) if batch else 0, sets)
+                    return loss
+                except Exception as exc:
+                    if batch is None or _store_broken(exc):
+                        raise
+                    self._salvage(con, batch, exc, loss)
+                if loss.broken is None:  # the counters as stored, the status failed: something was left out
+                    self._commit(con, None, 0, 0, loss.stored(sets, failed=final and bool(loss.unstored)))
+        except Exception as exc:
+            if not _store_broken(exc):
+                raise  # an evalgate bug, not the store's
+            why = _why(exc)
+            if batch is not None and loss.cases + loss.written < len(batch):  # nothing of it was written
+                loss.add(batch.lose(0, len(batch), why, broken=True))
+            loss.broken = loss.broken or why
+        finally:
+            _release_freed_memory()
+        if final and loss.broken is not None:
+            loss.unmarked = self._mark_status(loss.stored(sets, failed=False))
+        return loss
+
+    def _mark_status(self, sets: dict[str, Any]) -> str | None:
+        """The run's last update on a store that stopped taking writes, tried once more: stopped (``--resume``
+        finishes it once the store takes writes again); why it failed, if it did. ``sets`` holds the counters as
+        stored."""
+        try:
+            with self.store.connect(memory_limit=WRITER_MEMORY_LIMIT, threads=1, wait_s=2.0) as con:
+                self._commit(con, None, 0, 0, {**sets, "status": "stopped"})
+        except Exception as exc:
+            if not _store_broken(exc):
+                raise
+            return _why(exc)
+        return None
+
+    def _salvage(self, con: Any, batch: _Batch, first: BaseException, loss: _Loss) -> None:
+        """Write the parts of a rejected batch that the store takes: halves, then their halves, down to single case
+        runs (at most ``_SALVAGE_TRIES`` writes: a batch whose every case is rejected is not written case by case)."""
+        n = len(batch)
+        todo: list[tuple[int, int, BaseException | None]] = [(0, n, first)]
+        tries = 0
+        while todo:
+            lo, hi, failed = todo.pop()
+            if loss.broken is not None:
+                loss.add(batch.lose(lo, hi, None, broken=True))
+                continue
+            if failed is None:
+                tries += 1
+                try:
+                    self._commit(con, batch, lo, hi, None)
+                    loss.written += hi - lo
+                    continue
+                except Exception as exc:
+                    if _store_broken(exc):
+                        loss.broken = _why(exc)
+                        loss.add(batch.lose(lo, hi, loss.broken, broken=True))
+                        continue
+                    failed = exc
+            if hi - lo == 1 or tries >= _SALVAGE_TRIES:
+                loss.add(batch.lose(lo, hi, _why(failed)))
+                continue
+            mid = (lo + hi) // 2
+            todo += [(mid, hi, None), (lo, mid, None)]  # the first half is written first: losses come in order
+
+    def _commit(self, con: Any, batch: _Batch | None, lo: int, hi: int, sets: dict[str, Any] | None) -> None:
+        tables = self._tables(*batch.part(lo, hi)) if batch is not None and hi > lo else None
+        con.execute("BEGIN TRANSACTION")
+        try:
             if tables is not None:
-                cases_tbl, turns_tbl, scores_tbl = tables
-                con.register("batch_cases", cases_tbl)
-                con.register("batch_turns", turns_tbl)
-                con.register("batch_scores", scores_tbl)
-                con.execute(f"INSERT INTO cases ({', '.join(_CASE_COLS)}) SELECT {', '.join(_CASE_COLS)} FROM batch_cases")
-                con.execute(f"INSERT INTO turns ({', '.join(_TURN_COLS)}) SELECT {', '.join(_TURN_COLS)} FROM batch_turns")
-                con.execute(f"INSERT INTO scores ({', '.join(_SCORE_COLS)}) SELECT {', '.join(_SCORE_COLS)} FROM batch_scores")
-            assignments = ", ".join(f"{k} = ?" for k in sets)
-            con.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*sets.values(), self.run_id])
+                for name, table, cols in zip(("batch_cases", "batch_turns", "batch_scores"), tables,
+                                             (_CASE_COLS, _TURN_COLS, _SCORE_COLS)):
+                    con.register(name, table)
+                    con.execute(f"INSERT INTO {name[6:]} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {name}")
+            if sets:
+                assignments = ", ".join(f"{k} = ?" for k in sets)
+                con.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*sets.values(), self.run_id])
             con.execute("COMMIT")
-        del tables
-        _release_freed_memory()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the failed statement may have ended the transaction already
+                con.execute("ROLLBACK")
+            raise
+        finally:
+            if tables is not None:
+                for name in ("batch_cases", "batch_turns", "batch_scores"):
+                    with contextlib.suppress(Exception):
+                        con.unregister(name)
+            del tables
+
+
+_SALVAGE_TRIES = 64
+
+
+def _why(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+@dataclass
+class _Batch:
+    """A batch's columns, and where each case run's turn and score rows end."""
+
+    cases: dict[str, list[Any]]
+    turns: dict[str, list[Any]]
+    scores: dict[str, list[Any]]
+    ends: list[tuple[int, int]]
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def part(self, lo: int, hi: int) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[Any]]]:
+        """Case runs lo..hi-1 with their turns and scores."""
+        if lo == 0 and hi == len(self):
+            return self.cases, self.turns, self.scores
+        t0, s0 = self.ends[lo - 1] if lo else (0, 0)
+        t1, s1 = self.ends[hi - 1]
+        return ({k: v[lo:hi] for k, v in self.cases.items()}, {k: v[t0:t1] for k, v in self.turns.items()},
+                {k: v[s0:s1] for k, v in self.scores.items()})
+
+    def lose(self, lo: int, hi: int, why: str | None, *, broken: bool = False) -> _Loss:
+        """Case runs lo..hi-1 left out, and why (None: not tried, the store had stopped taking writes)."""
+        c = self.cases
+        label = [f"{c['case_id'][i]}#{c['repeat'][i]}" for i in (lo, hi - 1)]
+        loss = _Loss(hi - lo, sum(c["n_turns"][lo:hi]), sum(map(bool, c["errored"][lo:hi])),
+                     sum(map(bool, c["passed"][lo:hi])), [Unstored(label[0], label[1], hi - lo, why)])
+        loss.broken = (why or "the store had stopped taking writes") if broken else None
+        return loss
+
+
+@dataclass
+class _Loss:
+    """What one write could not store, to come off the counters."""
+
+    cases: int = 0
+    turns: int = 0
+    errors: int = 0
+    passed: int = 0
+    unstored: list[Unstored] = field(default_factory=list)
+    written: int = 0
+    """Case runs of a rejected batch written in parts."""
+    broken: str | None = None
+    unmarked: str | None = None
+
+    def stored(self, sets: dict[str, Any], *, failed: bool) -> dict[str, Any]:
+        """The run's update with the counters of what was stored."""
+        out = {**sets, "cases_done": sets["cases_done"] - self.cases, "turns_done": sets["turns_done"] - self.turns,
+               "errors": sets["errors"] - self.errors}
+        if failed:
+            out["status"] = "failed"
+        return out
+
+    def add(self, other: _Loss) -> None:
+        self.cases += other.cases
+        self.turns += other.turns
+        self.errors += other.errors
+        self.passed += other.passed
+        self.unstored.extend(other.unstored)
+        self.broken = self.broken or other.broken
 
 
 _allocator_set = False
