@@ -48,6 +48,8 @@ class SuiteReport:
     """The comparison with the baseline: new failures, fixed, changed, ..."""
     statistics: dict[str, Any] | None = None
     """The gate's statistical decisions: flipped, confirmed, flaky and inconclusive cases, drops, shares."""
+    upstreams: dict[str, Any] | None = None
+    """The upstream proxy's calls: served from recordings, live, changed, missing, failed; the recordings file."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -86,7 +88,7 @@ def load_suites(paths: list[str] | None, config: Config, *, strict: bool = False
 
 def run(paths: list[str] | None = None, *, config: Config | None = None, store_path: str | Path | None = None,
         options: RunOptions | None = None, target: str | None = None,
-        progress_factory: Any = None) -> RunReport:
+        progress_factory: Any = None, announce: Any = None) -> RunReport:
     """Load, run, score, store and gate every suite; returns the report.
 
     Everything that can be checked before the first turn is checked first
@@ -106,6 +108,10 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     if options.resume is not None:
         paths = _prepare_resume(Store(store_path or config.store), options, paths)
     suites = load_suites(paths, config, strict=options.strict, target=target)
+    from . import upstreams
+
+    # one proxy for the run's upstreams; every suite's recordings are read now (a bad file is exit 2 here)
+    options.upstreams = upstreams.prepare(suites, mode=options.upstreams_mode, offline=options.offline, root=config.root)
     if options.resume is not None:
         _check_resumed_suite(Store(store_path or config.store), options, suites)
     if options.strict:  # as validate --strict: every recorded line is read before anything runs; a bad one is fatal
@@ -134,10 +140,13 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
                 if options.tags and not suite.count_cases(options.tags):
                     continue
                 runner.progress = progress_factory(suite) if progress_factory else Progress()
+                if options.upstreams is not None:
+                    options.upstreams.activate(suite.name)
                 outcome = await runner.run(tgt)
                 confirmation = await _confirm(store, suite, runner, tgt, outcome, baselines[suite.name],
                                               progress_factory)
-                report.suites.append(finish(store, suite, outcome, baselines[suite.name], confirmation))
+                calls = options.upstreams.finish(suite.name) if options.upstreams is not None else None
+                report.suites.append(finish(store, suite, outcome, baselines[suite.name], confirmation, calls))
                 if outcome.status in ("interrupted", "stopped") or any(
                         c.status in ("interrupted", "stopped") for c in confirmation):
                     break
@@ -145,7 +154,8 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
             for t in started:
                 await t.close()
 
-    asyncio.run(go())
+    with upstreams.serving(options.upstreams, announce):  # listening before any target starts or imports
+        asyncio.run(go())
     return report
 
 
@@ -321,7 +331,7 @@ def _share_rules(con: Any, run_id: str, suite: Suite, rules: list[Any], data: li
 
 
 def finish(store: Store, suite: Suite, outcome: Execution, base: BaselineChoice | None = None,
-           confirmation: list[Execution] | None = None) -> SuiteReport:
+           confirmation: list[Execution] | None = None, upstream_calls: dict[str, Any] | None = None) -> SuiteReport:
     """Compute metrics, compare with the baseline, decide the verdict, and store them."""
     base = base or BaselineChoice(None)
     with store.connect() as con:
@@ -377,12 +387,14 @@ def finish(store: Store, suite: Suite, outcome: Execution, base: BaselineChoice 
         routes = metrics.route_confusion(con, outcome.run_id)
         if routes["turns"]:
             summary["routes"] = routes
+        if upstream_calls is not None:
+            summary["upstreams"] = upstream_calls
         runs.record_verdict(con, outcome.run_id, verdict.status, verdict.exit_code, summary, rounds)
     bad = [{"file": b.path, "line": b.line, "message": b.message} for b in suite.notes.bad_lines]
     return SuiteReport(suite.name, str(suite.path), outcome.run_id, outcome.status, verdict, head, failing,
                        list(suite.notes.warnings), bad, outcome.duration_s, outcome.cases, outcome.turns,
                        suite.target.describe() if suite.target else "",
-                       comparison.to_dict() if comparison else None, statistics)
+                       comparison.to_dict() if comparison else None, statistics, upstream_calls)
 
 
 @dataclass
@@ -537,7 +549,7 @@ def stored_report(store: Store, run_refs: list[str]) -> RunReport:
         report.suites.append(SuiteReport(run.suite, run.suite_path, run_id, status, verdict,
                                          summary.get("metrics", {}), failing, summary.get("warnings", []), [],
                                          run.duration_s, run.cases, run.turns, run.target, summary.get("baseline"),
-                                         summary.get("statistics")))
+                                         summary.get("statistics"), summary.get("upstreams")))
     return report
 
 

@@ -27,11 +27,12 @@ def run(
     markdown: Annotated[Optional[str], typer.Option("--markdown", help="Also write a Markdown summary here (and to $GITHUB_STEP_SUMMARY when set).")] = None,
     html: Annotated[Optional[str], typer.Option("--html", help="Also write the HTML report here (one file per suite: NAME-SUITE.html when several ran).")] = None,
     max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="USD: start no new model call once the run's spend reaches this; the run stops (exit 3).")] = None,
-    offline: Annotated[bool, typer.Option("--offline", help="Answer model calls from the cache only; a miss stops the run (exit 3), naming the case.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="Answer model calls from the cache only; a miss stops the run (exit 3), naming the case. Upstream calls come from recordings only: a missing or changed one fails its turn.")] = False,
     cache_mode: Annotated[str, typer.Option("--cache-mode", help="The model response cache: use (default), refresh (call and overwrite) or off.")] = "use",
     cache: Annotated[Optional[str], typer.Option("--cache", help="Cache path (default: .evalgate/cache.sqlite, or EVALGATE_CACHE).")] = None,
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run the I-th of N stable shares of the cases (a case, its variants and repeats together); 'evalgate merge' joins the shards' runs.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted run: run only the case runs it did not store, into the same run, for one verdict.")] = None,
+    upstreams: Annotated[Optional[str], typer.Option("--upstreams", help="The upstream proxy's mode for every suite: record, replay or live (default: the suite's recording.mode, else replay when its recordings file exists, else record).")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -56,11 +57,12 @@ def run(
                          baseline_file=Path(baseline_file) if baseline_file else None,
                          require_baseline=require_baseline, max_cost=max_cost, offline=offline,
                          cache_mode=_cache_mode(cache_mode), cache_path=Path(cache) if cache else None,
-                         resume=resume, shard=_shard(shard))
+                         resume=resume, shard=_shard(shard), upstreams_mode=upstreams)
     console = _console()
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
-    report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory)
+    report = run_api(paths, store_path=db, options=options, target=target, progress_factory=factory,
+                     announce=lambda line: sys.stderr.write(line + "\n"))  # stdout stays the report (or its JSON)
     written = _write_reports(report, junit, markdown, html)
     try:
         if as_json:

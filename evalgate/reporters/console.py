@@ -99,6 +99,8 @@ def _render_suite(console: Console, s: Any) -> None:
     recovery = recovery_words(m)
     if recovery:
         console.print(Text("  " + recovery))
+    if getattr(s, "upstreams", None):
+        _render_upstreams(console, s.upstreams)
 
     rules = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
     rules.add_column("")
@@ -153,6 +155,30 @@ def render_validation(console: Console, report: Any) -> None:
             console.print(Text("  warning: " + w, style="yellow"))
         for b in s["bad_lines"][:5]:
             console.print(Text(f"  bad line {b['file']}:{b['line']}: {b['message']}", style="yellow"))
+
+
+_UPSTREAM_SHOWN = 5
+"""Changed, missing and failed upstream calls named under a suite's summary, of each kind."""
+
+
+def _render_upstreams(console: Console, u: dict[str, Any]) -> None:
+    """The upstream proxy's calls in a line, then the ones that changed, had no recording or failed."""
+    line = (f"  upstreams ({u['mode']}, {u['file']}): {u['calls']} call(s): {u['recorded']} from recordings, "
+            f"{u['live']} live, {u['changed']} changed, {u['missing']} missing, {u['failed']} failed")
+    if u.get("unattributed"):
+        line += f"; {u['unattributed']} not attributed to a turn"
+    if u.get("saved") is not None:
+        line += f"; {u['saved']} recording(s) written"
+    console.print(Text(line))
+    for label, key in (("changed", "changes"), ("missing", "missing_calls"), ("failed", "failed_calls")):
+        listed = u.get(key) or []
+        for c in listed[:_UPSTREAM_SHOWN]:
+            where = f"case {c['case']} turn {c['turn']} " if c.get("case") is not None else ""
+            console.print(Text(f"    {label}: {where}{c['upstream']} {c['call']}: {c.get('note') or ''}",
+                               style="magenta" if label == "changed" else "yellow"))
+        total = u.get(label) or 0
+        if total > _UPSTREAM_SHOWN and listed:
+            console.print(Text(f"    … {total - min(len(listed), _UPSTREAM_SHOWN)} more {label}", style="dim"))
 
 
 def render_story(console: Console, story: dict[str, Any]) -> None:
@@ -216,6 +242,12 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
                 if fb.get("note"):
                     parts.append(f"note {fb['note']!r}")
                 node.add(Text("recorded feedback: " + "; ".join(parts), style="cyan"))
+            for call in t.get("upstream_calls") or []:
+                served = call.get("served")
+                style = {"recorded": "dim", "live": "", "changed": "magenta"}.get(str(served), "yellow")
+                note = f": {call['note']}" if call.get("note") else ""
+                node.add(Text(f"upstream {call.get('upstream')} {call.get('method')} {call.get('path')} "
+                              f"{served}{note}", style=style))
             for what, change in (t.get("changes") or {}).items():
                 node.add(Text(f"changed vs recording, {what}: " + json.dumps(change, ensure_ascii=False), style="magenta"))
             for sc in t["scores"]:

@@ -122,6 +122,7 @@ def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -
                 "usage": trace.get("usage"), "passed": bool(t[8]), "error": t[9],
                 "feedback": (json.loads(t[11]) if t[11] else trace).get("feedback"),
                 "changes": json.loads(t[12]) if t[12] else None,
+                "upstream_calls": (trace.get("extra") or {}).get("upstream_calls"),
                 "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4],
                             "metrics": json.loads(s[5]) if s[5] else None,
                             "detail": json.loads(s[6]) if s[6] else None}

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from .. import scorers as scorer_registry
 from .._files import read_text
 from .._validation import _hint, _message, _parse_loc, _validate
-from .._yaml import load_yaml
+from .._yaml import YamlDoc, load_yaml
 from ..cases import (
     Case,
     CaseSpec,
@@ -68,7 +68,7 @@ from .sources import (
     _redactor,
     _source_format,
 )
-from .spec import CasesFile, SuiteSpec, TracesSource, VariantsSpec
+from .spec import UPSTREAM_NAME, CasesFile, SuiteSpec, TracesSource, VariantsSpec
 
 
 def parse_target(value: Any, base_dir: Path, where: Callable[..., Location] | None = None) -> TargetConfig:
@@ -341,6 +341,7 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
     if not isinstance(doc.data, dict):
         raise SuiteError("a suite file is a YAML mapping (name, target, cases, gate, ...)", location=Location(str(path), 1))
     spec: SuiteSpec = _validate(SuiteSpec, doc.data, doc, (), str(path))
+    _check_upstreams(spec, doc)
     base = path.parent
     notes = LoadNotes()
     documents, permissions = _load_documents(spec, doc, base, str(path), (config.root, base))
@@ -445,6 +446,22 @@ def _load_suite(path: Path, config: Config, strict: bool, target_override: str |
                  text_hash=hashlib.sha256(text.encode()).hexdigest()[:16], static_cases=static,
                  trace_sources=trace_sources, suite_checks=suite_checks, aliases=aliases, scorer_names=scorer_names,
                  notes=notes, documents=documents, permissions=permissions, run_as=run_as, redactor=redactor)
+
+
+def _check_upstreams(spec: SuiteSpec, doc: YamlDoc) -> None:
+    """Upstream names that can become environment variables, one OpenAI-compatible upstream, recording beside them."""
+    for name in spec.upstreams:
+        if not UPSTREAM_NAME.fullmatch(name):
+            raise SuiteError(f"upstream name '{name}' is not a lower-case name", location=doc.locate(("upstreams", name), key=True),
+                             hint="names are [a-z][a-z0-9_]* (it becomes EVALGATE_UPSTREAM_<NAME>), e.g. model, search")
+    marked = [name for name, up in spec.upstreams.items() if up.openai]
+    if len(marked) > 1:
+        raise SuiteError(f"upstreams {marked[0]} and {marked[1]} are both openai: true; one gets OPENAI_BASE_URL",
+                         location=doc.locate(("upstreams", marked[1], "openai")),
+                         hint="mark the model endpoint the system's openai client uses; point others at EVALGATE_UPSTREAM_<NAME>")
+    if spec.recording is not None and not spec.upstreams:
+        raise SuiteError("recording: applies to upstreams, and this suite names none", location=doc.locate(("recording",), key=True),
+                         hint="add upstreams: {model: {url: ..., openai: true}}, or remove recording:")
 
 
 def _variants(written: list[Case], spec: VariantsSpec, aliases: dict[str, tuple[str, Any]],

@@ -200,6 +200,46 @@ class VariantsSpec(_Model):
         return _split_tags(value)
 
 
+UPSTREAM_NAME = re.compile(r"[a-z][a-z0-9_]*")
+"""An upstream's name: it becomes EVALGATE_UPSTREAM_<NAME> in the target's environment."""
+
+
+class UpstreamSpec(_Model):
+    """An HTTP API the system under test calls (its model endpoint, a search service), served by evalgate's
+    record/replay proxy on 127.0.0.1 during a run."""
+
+    url: str = Field(min_length=1)
+    """The real upstream's base URL; ``${VAR}`` is read from the environment when the run starts."""
+    openai: bool = False
+    """An OpenAI-compatible endpoint: python and command targets also get OPENAI_BASE_URL, and requests are
+    matched on their JSON body without volatile fields (stream, stream_options, user, metadata)."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """Added to every call that reaches the upstream (``${VAR}`` from the environment); never recorded, stored or
+    printed, and scrubbed from errors and answers."""
+    port: int = Field(0, ge=0, le=65535)
+    """The proxy's port for this upstream on 127.0.0.1 (0: any free one). A service started before the run needs a
+    fixed one to point its base URL at."""
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"(https?://|\$\{)", value):
+            raise ValueError("url is an http:// or https:// URL (or ${VAR} naming one)")
+        return value
+
+
+class RecordingSpec(_Model):
+    """How the upstream proxy records and replays calls."""
+
+    mode: Literal["record", "replay", "live"] | None = None
+    """record (pass through, keep every call), replay (serve recorded calls) or live (pass through, keep nothing).
+    Default: replay when the recordings file exists, else record; ``run --upstreams`` overrides it."""
+    on_change: Literal["live", "fail"] = "live"
+    """In replay, a call whose request changed since it was recorded: goes live (reported), or fails its turn."""
+    file: str | None = None
+    """The recordings file, relative to the project root (default .evalgate/recordings/<suite name>.jsonl)."""
+
+
 class SuiteSpec(_Model):
     """A suite file, as written."""
 
@@ -232,6 +272,10 @@ class SuiteSpec(_Model):
     variants: VariantsSpec | None = None
     """Recovery variants of the written cases (``<case>~<operator>-<n>``), scored on reaching the same end."""
     gate: GateSpec | None = None
+    upstreams: dict[str, UpstreamSpec] = Field(default_factory=dict)
+    """HTTP APIs the system under test calls, each served by evalgate's record/replay proxy during a run."""
+    recording: RecordingSpec | None = None
+    """How the upstream proxy records and replays: mode, on_change, file."""
 
     @field_validator("documents", mode="before")
     @classmethod
