@@ -1,6 +1,7 @@
 """What comes into evalgate besides suites: OTLP traces converted to native, and feedback on turns.
 
     import_traces(files, out)      OTLP JSON → native recorded traces (JSONL), redacted
+    join_spans(store, files)       a system's own OTLP spans, stored beside the eval turns they belong to
     import_feedback(store, file)   ratings and corrections, stored with their provenance
     list_feedback(store)           stored feedback, newest first
     promote_feedback(store, out)   one permanent case per correction, once
@@ -51,6 +52,64 @@ def default_import_path(first: Path) -> Path:
             name = name[: -len(suffix)]
             break
     return first.with_name(name + ".jsonl")
+
+
+def join_spans(store: Store, files: list[str], *, run: str | None = None, redact: bool = True) -> dict[str, Any]:
+    """A system's own OTLP spans for eval runs, joined to the turns whose traceparent they continue.
+
+    Spans whose trace id no stored turn sent are counted and left out (a service that starts its own traces
+    instead of continuing the caller's has none to join).
+    """
+    from .redact import build_redactor
+    from .store import spans as stored
+    from .traces.otlp.conventions import span_kind
+    from .traces.otlp.guard import _STRUCTURE
+    from .traces.otlp.read import _SHAPE_HINT, read_items
+    from .traces.otlp.spans import Span
+
+    if not files:
+        raise UsageError("name at least one OTLP JSON file", hint="evalgate traces join service-spans.otlp.jsonl")
+    for f in files:
+        if not Path(f).is_file():
+            raise UsageError(f"no such file: {f}", hint="traces join takes OTLP JSON files (one document or JSON lines)")
+    redactor = build_redactor() if redact else None
+
+    def spans() -> Any:
+        for f in files:
+            try:
+                for item in read_items(f):
+                    if isinstance(item, Span):
+                        yield item
+            except _STRUCTURE as exc:
+                from .errors import SuiteError
+
+                raise SuiteError(f"{f}: not a valid OTLP export ({type(exc).__name__}: {str(exc)[:160]})",
+                                 hint=_SHAPE_HINT) from None
+
+    ids = {span.trace_id for span in spans()}  # the files are read twice: a large export never sits in memory
+    run_id = store.resolve_run(run) if run else None
+    with store.connect() as con:
+        turns = stored.turns_for(con, ids, run_id)
+        rows: list[stored.SpanRow] = []
+        joined = 0
+        total = 0
+        for span in spans():
+            total += 1
+            key = turns.get(span.trace_id)
+            if key is None:
+                continue
+            attrs = redactor.value(span.attrs) if redactor is not None else span.attrs
+            rows.append(stored.SpanRow(key, span.trace_id, span.span_id, span.parent_id or None, span.name,
+                                       span_kind(span), span.resource.get("service.name"), span.start_ns,
+                                       max(0.0, (span.end_ns - span.start_ns) / 1e6), span.error, attrs))
+            if len(rows) >= 5_000:
+                joined += stored.store(con, rows)
+                rows = []
+        joined += stored.store(con, rows)
+    runs = sorted({k.run_id for k in turns.values()})
+    return {"files": files, "spans": total, "joined": joined, "turns": len(turns), "runs": runs,
+            "unmatched_traces": len(ids) - len(turns),
+            "redacted": redactor.summary() if redactor is not None else {}}
 
 
 def import_feedback(store: Store, file: str | Path, *, redact: bool = True) -> dict[str, Any]:

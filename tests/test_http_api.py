@@ -178,3 +178,55 @@ def test_a_plain_text_answer_is_the_output(cli, project: Path, service) -> None:
     assert r.code == 0, r
     outputs = [o for (o,) in query(project / ".evalgate" / "evalgate.duckdb", "SELECT output FROM turns ORDER BY case_id")]
     assert outputs[0] == "[account] about: I forgot my password"
+
+
+def test_the_service_s_own_spans_join_the_turns_whose_traceparent_they_continue(cli, project: Path, model_server,
+                                                                                tmp_path: Path) -> None:
+    pytest.importorskip("opentelemetry.sdk")
+    url, requests = model_server
+    exported = tmp_path / "service-spans.otlp.jsonl"
+    with service_process({"OPENAI_BASE_URL": url, "SUPPORT_TOKEN": TOKEN, "SUPPORT_OTLP_FILE": str(exported)}) as base:
+        write(project / "suites" / "demo.yaml", "name: support\n" + suite(base))
+        r = cli("run", "--json", env={"SUPPORT_TOKEN": TOKEN})
+        assert r.code == 0, r
+        run_id = r.json()["suites"][0]["run_id"]
+        # traffic the service served that was not evalgate's: its own trace, nothing to join
+        import httpx
+
+        httpx.post(f"{base}/v1/chat", json={"conversation": "prod-1", "text": "hello"},
+                   headers={"Authorization": f"Bearer {TOKEN}", "X-User-Id": "u-9"}, timeout=10)
+        import time
+
+        deadline = time.monotonic() + 10  # a server span ends (and is exported) just after its answer is sent
+        while len(exported.read_text().splitlines()) < 8 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    r = cli("traces", "join", str(exported), "--json")
+    assert r.code == 0, r
+    info = r.json()
+    assert (info["spans"], info["joined"], info["turns"], info["unmatched_traces"]) == (8, 6, 3, 1)
+    assert info["runs"] == [run_id]
+    story = cli("show", run_id, "refund", "--json").json()
+    first = story["repeats"][0]["turns"][0]
+    names = [(s["name"], s["kind"], s["depth"]) for s in first["service_spans"]]
+    assert names == [("POST /v1/chat", "CHAIN", 0), ("chat support-model", "LLM", 1)]
+    llm = first["service_spans"][1]
+    assert llm["attributes"]["support.route"] == "billing" and llm["attributes"]["gen_ai.response.model"] == "local-model"
+    assert llm["duration_ms"] > 0 and llm["service"] == "support-service"
+    # the model call carried the LLM span's own context: the same trace, the span as parent
+    sent = [q for q in requests if q["headers"].get("x-evalgate-case") == "refund"][0]["headers"]["traceparent"]
+    assert sent.split("-")[1] == first["trace_id"] and sent.split("-")[2] == llm["span_id"]
+    text = cli("show", run_id, "refund").out
+    assert "the system's own spans" in text and "chat support-model [LLM]" in text
+    again = cli("traces", "join", str(exported), "--run", run_id, "--json").json()
+    assert again["joined"] == 6  # joined again: replaced, never doubled
+    story = cli("show", run_id, "refund", "--json").json()
+    assert len(story["repeats"][0]["turns"][0]["service_spans"]) == 2
+
+
+def test_joining_a_file_that_is_not_otlp_is_exit_2_and_stores_nothing(cli, project: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "spans.json"
+    bad.write_text('{"resourceSpans": [{"scopeSpans": 3}]}\n')
+    r = cli("traces", "join", str(bad))
+    assert r.code == 2 and "not a valid OTLP export" in r.err, r
+    r = cli("traces", "join", str(tmp_path / "missing.json"))
+    assert r.code == 2 and "no such file" in r.err, r

@@ -168,6 +168,30 @@ def traces_import(
         render_import(_console(), stats)
 
 
+@traces_app.command("join")
+def traces_join(
+    files: Annotated[list[str], typer.Argument(help="OTLP JSON files your system exported while evalgate ran it.")],
+    run: Annotated[Optional[str], typer.Option("--run", help="Only this run's turns (default: any stored run).")] = None,
+    no_redact: Annotated[bool, typer.Option("--no-redact", help="Keep attribute values as recorded (redaction is on by default).")] = False,
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Store your system's own spans beside the eval turns they belong to: the spans of each turn's call carry the
+    trace id of the traceparent evalgate sent with it. `evalgate show RUN CASE` then lists them under each turn."""
+    from ..intake import join_spans
+
+    info = join_spans(_store(db), files, run=run, redact=not no_redact)
+    if as_json:
+        _print_json(info)
+        return
+    console = _console()
+    console.print(f"read {info['spans']} span(s): {info['joined']} joined to {info['turns']} turn(s) of "
+                  f"{len(info['runs'])} run(s); {info['unmatched_traces']} trace(s) no eval turn sent", markup=False)
+    if info["spans"] and not info["joined"]:
+        console.print("hint: the service must continue the traceparent header evalgate sends (OpenTelemetry's "
+                      "propagation does) for its spans to share the turn's trace id", markup=False)
+
+
 feedback_app = typer.Typer(help="Ratings and corrections on turns: import, list, and promote into permanent cases.",
                            rich_markup_mode=None, no_args_is_help=True)
 app.add_typer(feedback_app, name="feedback")

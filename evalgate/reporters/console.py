@@ -234,6 +234,12 @@ def render_story(console: Console, story: dict[str, Any]) -> None:
             reported = ", ".join(f"{k} {v:g}" for k, v in lat.items()) if lat else "not reported"
             elapsed = f"{t['elapsed_ms']:.1f} ms" if t["elapsed_ms"] is not None else "—"
             node.add(Text(f"elapsed {elapsed}; reported latency (ms): {reported}", style="dim"))
+            if t.get("service_spans"):
+                spans = node.add(Text(f"the system's own spans (trace {t.get('trace_id')}):", style="dim"))
+                for span in t["service_spans"]:
+                    failed = f" error: {span['error']}" if span.get("error") else ""
+                    spans.add(Text(f"{'  ' * span['depth']}{span['name']} [{span['kind']}] {span['duration_ms']:.1f} ms"
+                                   f"{failed}", style="yellow" if failed else "dim"))
             if t.get("feedback"):
                 fb = t["feedback"]
                 parts = [f"rating {fb['rating']}"] if fb.get("rating") is not None else []

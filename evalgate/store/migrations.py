@@ -136,6 +136,27 @@ MIGRATIONS: list[tuple[str, str]] = [
         ALTER TABLE turns ADD COLUMN tags VARCHAR[];       -- the turn's own tags (written, or from a gold file)
         ALTER TABLE cases ADD COLUMN turn_tags VARCHAR[];  -- every tag of its turns, as routes lists their routes
     """),
+    ("0009_service_spans", """
+        -- the system's own OpenTelemetry spans for an eval turn (evalgate traces join), found by the trace id the
+        -- turn's call carried in its traceparent
+        CREATE TABLE service_spans (
+            run_id VARCHAR NOT NULL,
+            case_id VARCHAR NOT NULL,
+            repeat INTEGER NOT NULL,
+            turn INTEGER NOT NULL,
+            trace_id VARCHAR NOT NULL,
+            span_id VARCHAR NOT NULL,
+            parent_id VARCHAR,
+            name VARCHAR,
+            kind VARCHAR,               -- LLM, RETRIEVER, TOOL, CHAIN, ... as the OTLP import reads them
+            service VARCHAR,            -- the resource's service.name
+            start_ns BIGINT,
+            duration_ms DOUBLE,
+            error VARCHAR,
+            attributes JSON,            -- redacted, as an import's
+            joined_at TIMESTAMP DEFAULT current_timestamp
+        );
+    """),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

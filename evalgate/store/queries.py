@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import UsageError, did_you_mean
+from . import spans as service_spans
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +87,11 @@ def latest_run_with_case(con: Any, case_id: str) -> str | None:
     return str(row[0]) if row else None
 
 
+def _has_table(con: Any, name: str) -> bool:
+    """Whether the store has a table (one opened read-only may predate a migration)."""
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+
 def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -> dict[str, Any]:
     """One case of a stored run, turn by turn, with every score."""
     cases = con.execute(
@@ -109,6 +115,7 @@ def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -
             "SELECT turn, input, route, output, state_in, state, elapsed_ms, latency_ms, passed, error, trace, "
             "recorded, changes FROM turns WHERE run_id = ? AND case_id = ? AND repeat = ? ORDER BY turn",
             [run_id, case_id, c[1]]).fetchall()
+        joined = service_spans.turn_spans(con, run_id, case_id, c[1]) if _has_table(con, "service_spans") else {}
         for t in turns:
             trace = json.loads(t[10]) if t[10] else {}
             scores = con.execute(
@@ -123,6 +130,8 @@ def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -
                 "feedback": (json.loads(t[11]) if t[11] else trace).get("feedback"),
                 "changes": json.loads(t[12]) if t[12] else None,
                 "upstream_calls": (trace.get("extra") or {}).get("upstream_calls"),
+                "trace_id": (trace.get("extra") or {}).get("evalgate_trace_id"),
+                "service_spans": joined.get(t[0], []),
                 "scores": [{"scorer": s[0], "passed": bool(s[1]), "value": s[2], "explanation": s[3], "error": s[4],
                             "metrics": json.loads(s[5]) if s[5] else None,
                             "detail": json.loads(s[6]) if s[6] else None}

@@ -10,7 +10,11 @@ It knows nothing of evalgate's protocol:
 - sessions kept on the server, by conversation id;
 - its own ``openai`` client calls to ``OPENAI_BASE_URL`` for every answer, forwarding the ``traceparent`` and
   ``X-Evalgate-*`` headers it received (as OpenTelemetry's propagation would);
-- ``SUPPORT_BILLING_PROMPT`` replaces the billing route's system prompt (a release that changed one prompt).
+- ``SUPPORT_BILLING_PROMPT`` replaces the billing route's system prompt (a release that changed one prompt);
+- with ``SUPPORT_OTLP_FILE``, it is instrumented with the OpenTelemetry SDK: a server span per request that
+  continues the caller's W3C ``traceparent``, a GenAI client span around each model call (the trace context
+  injected into the call's headers by the SDK's propagator), exported as OTLP JSON lines, one request per span,
+  as the collector's file exporter writes them.
 
 Run: ``python support_service.py`` prints ``listening on PORT`` once it serves.
 """
@@ -34,6 +38,28 @@ PROMPTS = {
 }
 SOURCES = {"billing": ["refund-policy"], "account": ["password-reset"], "general": []}
 FORWARDED = ("traceparent", "x-evalgate-run", "x-evalgate-case", "x-evalgate-turn", "x-evalgate-repeat")
+
+_tracer: Any = None
+
+
+def _instrument(path: str) -> Any:
+    """The OpenTelemetry SDK, exporting every finished span to ``path`` as an OTLP JSON line."""
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    class FileExporter(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            with _lock, open(path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(MessageToDict(encode_spans(spans))) + "\n")
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-service"}))
+    provider.add_span_processor(SimpleSpanProcessor(FileExporter()))
+    return provider.get_tracer("support-service")
+
 
 _sessions: dict[str, dict[str, Any]] = {}
 _lock = threading.Lock()
@@ -85,6 +111,17 @@ class Handler(BaseHTTPRequestHandler):
         if self.path not in ("/v1/chat", "/v1/chat/stream", "/v1/chat/text"):
             self._send(404, {"detail": "no such route"})
             return
+        if _tracer is None:
+            self._answer(body, user)
+            return
+        from opentelemetry.propagate import extract
+
+        with _tracer.start_as_current_span(f"POST {self.path}", context=extract(dict(self.headers.items())),
+                                           kind=_server_kind()) as span:
+            span.set_attribute("enduser.id", user)
+            self._answer(body, user)
+
+    def _answer(self, body: dict[str, Any], user: str) -> None:
         conversation, text = str(body.get("conversation") or ""), str(body.get("text") or "")
         with _lock:
             session = _sessions.setdefault(conversation, {"history": [], "state": {}, "user": user})
@@ -99,8 +136,7 @@ class Handler(BaseHTTPRequestHandler):
                     {"role": "user", "content": text}]
         headers = {k: v for k, v in self.headers.items() if k.lower() in FORWARDED}
         try:
-            completion = _client.chat.completions.create(model="support-model", messages=messages,  # type: ignore[arg-type]
-                                                         extra_headers=headers)
+            completion = self._complete(messages, headers, route)
         except Exception as exc:  # the model is down: the service says so, as its own error
             self._send(502, {"detail": f"model unavailable: {type(exc).__name__}"})
             return
@@ -132,13 +168,45 @@ class Handler(BaseHTTPRequestHandler):
         self._chunk("data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
 
+    def _complete(self, messages: list[dict[str, Any]], headers: dict[str, str], route: str) -> Any:
+        if _tracer is None:
+            return _client.chat.completions.create(model="support-model", messages=messages,  # type: ignore[arg-type]
+                                                   extra_headers=headers)
+        from opentelemetry.propagate import inject
+
+        with _tracer.start_as_current_span("chat support-model", kind=_client_kind()) as span:
+            span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                                 "gen_ai.request.model": "support-model", "support.route": route})
+            carried = {k: v for k, v in headers.items() if k.lower() != "traceparent"}
+            inject(carried)  # this span's context, as the instrumentation would send it
+            completion = _client.chat.completions.create(model="support-model", messages=messages,  # type: ignore[arg-type]
+                                                         extra_headers=carried)
+            span.set_attributes({"gen_ai.response.model": completion.model,
+                                 "gen_ai.usage.input_tokens": completion.usage.prompt_tokens if completion.usage else 0})
+            return completion
+
     def _chunk(self, text: str) -> None:
         data = text.encode()
         self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
         self.wfile.flush()
 
 
+def _server_kind() -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.SERVER
+
+
+def _client_kind() -> Any:
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.CLIENT
+
+
 def main() -> None:
+    global _tracer
+    if os.environ.get("SUPPORT_OTLP_FILE"):
+        _tracer = _instrument(os.environ["SUPPORT_OTLP_FILE"])
     port = int(sys.argv[sys.argv.index("--port") + 1]) if "--port" in sys.argv else 0
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     print(f"listening on {server.server_address[1]}", flush=True)

@@ -477,3 +477,8 @@ def _latency(root: Span, tree: list[Span], kinds: list[str]) -> dict[str, float]
         if spans:
             latency[label] = round(sum(s.end_ns - s.start_ns for s in spans) / 1e6, 3)
     return latency
+
+
+def span_kind(span: Span) -> str:
+    """LLM, RETRIEVER, TOOL, CHAIN, AGENT, ... from either convention (OpenInference's span kind or GenAI's operation)."""
+    return _kind(span)
