@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import query, serving, write
 
 SECRET = "up-secret-7f3a9c1e5b"
@@ -413,3 +412,70 @@ def _free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+SERVICE_SUITE = """
+name: service
+concurrency: 4
+target:
+  http: "{service}/v1/chat"
+  headers: {{Authorization: "Bearer {token}", X-User-Id: "{{{{ user.id }}}}"}}
+  body: {{conversation: "{{{{ session_id }}}}", text: "{{{{ input }}}}"}}
+  response: {{output: reply.text, route: meta.workflow, state: session}}
+upstreams:
+  model: {{url: "{model}", openai: true, port: {port}}}
+cases:
+  - id: refund
+    turns:
+      - input: I want a refund for order 5512
+        expect: {{route: billing, state: {{order_id: "5512"}}, output: {{contains: ["5512"]}}}}
+      - input: and how long does it take?
+        expect: {{route: billing, output: {{contains: ["how long"]}}}}
+  - id: password
+    input: I forgot my password
+    expect: {{route: account, output: {{contains: [password]}}}}
+  - id: hello
+    input: hello there
+    expect: {{route: general, output: {{contains: [hello]}}}}
+"""
+
+
+def test_a_service_s_own_model_calls_are_recorded_replayed_offline_and_a_changed_prompt_goes_live(
+        cli, project: Path) -> None:
+    """A real service process, the http target, and the service's own openai client pointed at the proxy."""
+    from conftest import service_process
+
+    port, token = _free_port(), "support-token-0123456789"
+    env = {"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "SUPPORT_TOKEN": token}
+    (project / "suites" / "demo.yaml").unlink()
+
+    def suite(service: str, model: str) -> None:
+        write(project / "suites" / "service.yaml", SERVICE_SUITE.format(service=service, token=token, model=model,
+                                                                         port=port))
+
+    with serving(Model) as model, service_process(env) as service:
+        Model.requests = []
+        suite(service, model)
+        first = cli("run", "--json")
+        assert _verdict(first) == ("pass", []), first.json()["suites"][0]["failing"]
+        recorded = _upstreams(first)
+        assert (recorded["live"], recorded["unattributed"], len(Model.requests)) == (4, 0, 4)
+    keys = [(line["case"], line["turn"]) for line in _recordings(project, "service")]
+    assert keys == [("hello", 1), ("password", 1), ("refund", 1), ("refund", 2)]
+
+    with service_process(env) as service:  # the model server is gone
+        suite(service, model)
+        offline = cli("run", "--json", "--offline")
+    assert _verdict(offline) == _verdict(first)
+    assert (_upstreams(offline)["recorded"], len(Model.requests)) == (4, 4)
+
+    with serving(Model) as model, service_process({**env, "SUPPORT_BILLING_PROMPT": "You are the new billing desk."}) \
+            as service:  # a release that changed the billing route's prompt
+        Model.requests = []
+        suite(service, model)
+        changed = cli("run", "--json")
+    summary = _upstreams(changed)
+    assert (summary["recorded"], summary["changed"]) == (2, 2)
+    assert sorted((c["case"], c["turn"]) for c in summary["changes"]) == [("refund", 1), ("refund", 2)]
+    assert len(Model.requests) == 2  # only the billing route's calls reached the model
+    assert {r["body"]["messages"][0]["content"] for r in Model.requests} == {"You are the new billing desk."}
