@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import query, serving, write
+from test_report import _blobs
 
 SECRET = "up-secret-7f3a9c1e5b"
 
@@ -224,18 +225,26 @@ def test_a_prompt_changed_for_one_case_sends_exactly_its_calls_live_and_names_th
 def test_a_call_with_no_recording_under_offline_fails_its_turn_naming_the_call(cli, project: Path, model: str) -> None:
     path = _suite(project, model)
     assert cli("run").code == 0
-    path.write_text(path.read_text() + "  - id: brand-new\n    input: a question nobody asked\n")
+    path.write_text(path.read_text() + "  - id: brand-new\n    input: a question nobody asked <img src=x onerror=alert(1)>\n")
     r = cli("run", "--json", "--offline")
     summary = _upstreams(r)
     assert (summary["recorded"], summary["failed"]) == (4, 1)
     new = next(f for f in r.json()["suites"][0]["failing"] if f["case_id"] == "brand-new")
     reason = " ".join(new["reasons"])
     assert "(case brand-new, turn 1): no recording of it: POST /v1/chat/completions, last message (user) " \
-           "'a question nobody asked'" in reason
+           "'a question nobody asked <img src=x onerror=alert(1)>'" in reason
     assert "--offline" in reason
     without = cli("run", "--json")  # not offline: the missing call goes live and is named
     assert _upstreams(without)["missing"] == 1
     assert _upstreams(without)["missing_calls"][0]["case"] == "brand-new"
+    assert cli("report", "latest", "--html", "r.html").code == 0  # the turn story says how each call was served
+    page = (project / "r.html").read_text()
+    assert "<img src=x" not in page  # the call's note quotes the input: escaped, or inside the compressed stories
+    _, _, chunks = _blobs(page)
+    served = {c["id"]: [call["s"] for t in c["reps"][0]["turns"] for call in t.get("up", [])]
+              for chunk in chunks for c in chunk}
+    assert served == {"refund": ["recorded", "recorded"], "hello": ["recorded"], "weather": ["recorded"],
+                      "brand-new": ["missing"]}
 
 
 def test_a_streamed_answer_is_recorded_as_its_events_and_replayed_as_a_stream(cli, project: Path) -> None:

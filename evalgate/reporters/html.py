@@ -88,6 +88,10 @@ def _turn_record(row: tuple[Any, ...], scores: list[dict[str, Any]]) -> dict[str
     changes = _json_load(changes_raw)
     if changes:
         out["chg"] = changes
+    calls = (trace.get("extra") or {}).get("upstream_calls")
+    if isinstance(calls, list) and calls:  # which upstream calls were served from recordings, which went live
+        out["up"] = [{"u": c.get("upstream"), "call": f"{c.get('method')} {c.get('path')}", "s": c.get("served"),
+                      "note": c.get("note")} for c in calls if isinstance(c, dict)]
     if feedback:
         out["fb"] = feedback
     return {k: v for k, v in out.items() if v not in (None, [], {})}

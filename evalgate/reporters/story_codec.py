@@ -11,7 +11,7 @@ import json
 import zlib
 from typing import Any
 
-_LIST_FIELDS = frozenset({"ctx", "sc", "prompt"})
+_LIST_FIELDS = frozenset({"ctx", "sc", "prompt", "up"})
 """Turn fields holding lists of records: flattened into columns with a count per turn."""
 
 

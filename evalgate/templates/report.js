@@ -255,6 +255,14 @@
       Object.keys(t.chg).forEach(function (k) { changes.appendChild(el("li", null, k + ": " + js(t.chg[k]))); });
       row(dl, "changed vs recording", changes);
     }
+    if (t.up && t.up.length) {
+      var calls = el("ul");
+      t.up.forEach(function (c) {
+        calls.appendChild(el("li", c.s === "recorded" ? "muted" : (c.s === "live" ? null : "notice"),
+          String(c.u) + " " + String(c.call) + ": " + String(c.s) + (c.note ? " — " + c.note : "")));
+      });
+      row(dl, "upstream calls", calls);
+    }
     if (t.fb) row(dl, "recorded feedback", el("code", null, js(t.fb)));
     var scores = el("ul");
     (t.sc || []).forEach(function (s) {
