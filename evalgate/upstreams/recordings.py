@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
 from .._files import jsonl_records
 from ..errors import Location, SuiteError
@@ -56,6 +63,7 @@ class Recording(BaseModel):
     """An answer whose bytes are not text."""
     events: list[str] | None = None
     """A streamed (text/event-stream) answer, event by event."""
+    _bytes: bytes | None = PrivateAttr(default=None)
 
     @field_validator("v")
     @classmethod
@@ -73,14 +81,17 @@ class Recording(BaseModel):
                 self.request_hash)
 
     def answer_bytes(self) -> bytes:
-        """The recorded body as the bytes to send."""
-        if self.body_base64 is not None:
-            return base64.b64decode(self.body_base64)
-        if self.body is None:
-            return b""
-        if isinstance(self.body, str) and not (self.content_type or "").startswith("application/json"):
-            return self.body.encode()
-        return json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+        """The recorded body as the bytes to send (encoded once: every repeat is served the same)."""
+        if self._bytes is None:
+            if self.body_base64 is not None:
+                self._bytes = base64.b64decode(self.body_base64)
+            elif self.body is None:
+                self._bytes = b""
+            elif isinstance(self.body, str) and not (self.content_type or "").startswith("application/json"):
+                self._bytes = self.body.encode()
+            else:
+                self._bytes = json.dumps(self.body, ensure_ascii=False, separators=(",", ":")).encode()
+        return self._bytes
 
 
 def canonical(value: Any) -> str:
