@@ -440,6 +440,10 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
                     "leak_rule": (s.documents is not None or s.permissions is not None)
                     and not any(r.metric == gate_mod.LEAK_METRIC for r in s.gate.rules),
                     "warnings": warnings, "bad_lines": bad_msgs})
+        if s.spec.upstreams:  # the recordings file is read as run reads it: a bad line is exit 2 here too
+            from .upstreams import recordings_of
+
+            out[-1]["upstreams"] = recordings_of(s, config.root)
     return ValidationReport(out)
 
 

@@ -341,6 +341,18 @@ def test_a_corrupt_recordings_file_is_exit_2_at_its_line(cli, project: Path, mod
     path.write_text("\n".join(lines) + "\n")
     r = cli("run")
     assert r.code == 2 and "calls.jsonl:3: not a recorded call: stauts: unknown key" in r.err, r
+    r = cli("validate")  # validate reads it as run does
+    assert r.code == 2 and "calls.jsonl:3: not a recorded call" in r.err, r
+
+
+def test_a_header_naming_an_unset_variable_is_exit_2_unless_offline(cli, project: Path, model: str) -> None:
+    path = _suite(project, model)
+    path.write_text(path.read_text().replace('openai: true}', 'openai: true, headers: {X-Key: "${NOT_SET_ANYWHERE}"}}'))
+    r = cli("run")
+    assert r.code == 2 and "NOT_SET_ANYWHERE is not set (used in upstreams.model.headers.X-Key)" in r.err, r
+    assert len(Model.requests) == 0
+    assert cli("validate", "--json").json()["suites"][0]["upstreams"] == {
+        "names": ["model"], "file": ".evalgate/recordings/calls.jsonl", "recordings": None}
 
 
 def test_recording_twice_writes_the_same_sorted_file(cli, project: Path, model: str) -> None:

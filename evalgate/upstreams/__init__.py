@@ -26,7 +26,7 @@ from ..errors import UsageError, display_path
 from . import recordings
 from .book import Book, Mode, Secrets, Upstream, Visit, seed_from
 
-__all__ = ["Book", "TurnVisit", "Upstream", "Upstreams", "prepare", "serving"]
+__all__ = ["Book", "TurnVisit", "Upstream", "Upstreams", "prepare", "recordings_of", "serving"]
 
 MODES = ("record", "replay", "live")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -242,7 +242,7 @@ def prepare(suites: list[Any], *, mode: str | None = None, offline: bool = False
     books = {}
     for s in named:
         rec = s.spec.recording
-        path = root / rec.file if rec is not None and rec.file else recordings.default_path(root, s.name)
+        path = _recordings_path(s, root)
         chosen = mode or (rec.mode if rec is not None else None)
         if offline and chosen in ("record", "live"):
             raise UsageError(f"suite {s.name} records or passes upstream calls through (recording.mode: {chosen}), "
@@ -252,6 +252,13 @@ def prepare(suites: list[Any], *, mode: str | None = None, offline: bool = False
         books[s.name] = Book(s.name, path, suite_mode, on_change=rec.on_change if rec is not None else "live",
                              offline=offline, existing=existing, secrets=secrets)
     return Upstreams(upstreams, books, secrets)
+
+
+def recordings_of(suite: Any, root: Path) -> dict[str, Any]:
+    """A suite's upstreams and its recordings file, read (a line that is not a recorded call is a SuiteError)."""
+    path = _recordings_path(suite, root)
+    return {"names": sorted(suite.spec.upstreams), "file": display_path(path),
+            "recordings": len(recordings.read(path)) if path.exists() else None}
 
 
 @contextlib.contextmanager
@@ -276,6 +283,11 @@ def serving(upstreams: Upstreams | None, announce: Callable[[str], None] | None 
             else:
                 os.environ[k] = v
         upstreams.stop()
+
+
+def _recordings_path(suite: Any, root: Path) -> Path:
+    rec = suite.spec.recording
+    return root / rec.file if rec is not None and rec.file else recordings.default_path(root, suite.name)
 
 
 def _expand(value: str, used_in: str, offline: bool) -> str:
