@@ -261,6 +261,21 @@ def test_a_streamed_answer_is_recorded_as_its_events_and_replayed_as_a_stream(cl
     assert _outputs(project, replayed) == _outputs(project, first)
 
 
+def test_a_call_recorded_whole_is_served_streamed_when_it_asks_and_the_other_way_round(cli, project: Path) -> None:
+    with serving(Model) as url:
+        Model.requests = []
+        _suite(project, url)
+        whole = cli("run", "--json")  # recorded whole
+    streamed = cli("run", "--json", "--offline", env={"BOT_STREAM": "1"})
+    assert (_upstreams(streamed)["recorded"], _outputs(project, streamed)) == (4, _outputs(project, whole))
+    (project / ".evalgate" / "recordings" / "calls.jsonl").unlink()
+    with serving(Model) as url:
+        _suite(project, url)
+        first = cli("run", "--json", env={"BOT_STREAM": "1"})  # recorded as a stream
+    again = cli("run", "--json", "--offline")
+    assert (_upstreams(again)["recorded"], _outputs(project, again)) == (4, _outputs(project, first))
+
+
 def _outputs(project: Path, r: Any) -> list[tuple[str, int, str]]:
     run_id = r.json()["suites"][0]["run_id"]
     rows = query(project / ".evalgate" / "evalgate.duckdb",
