@@ -217,6 +217,13 @@ def test_the_service_s_own_spans_join_the_turns_whose_traceparent_they_continue(
     assert sent.split("-")[1] == first["trace_id"] and sent.split("-")[2] == llm["span_id"]
     text = cli("show", run_id, "refund").out
     assert "the system's own spans" in text and "chat support-model [LLM]" in text
+    page = tmp_path / "report.html"
+    assert cli("report", run_id, "--html", str(page)).code == 0
+    from test_report import _blobs
+
+    stories = {c["id"]: c for chunk in _blobs(page.read_text())[2] for c in chunk}
+    shown = stories["refund"]["reps"][0]["turns"][0]["spans"]
+    assert [(s["name"], s["kind"], s["d"]) for s in shown] == [("POST /v1/chat", "CHAIN", 0), ("chat support-model", "LLM", 1)]
     again = cli("traces", "join", str(exported), "--run", run_id, "--json").json()
     assert again["joined"] == 6  # joined again: replaced, never doubled
     story = cli("show", run_id, "refund", "--json").json()

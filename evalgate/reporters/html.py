@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import __version__
 from ..store import queries
+from ..store import spans as service_spans
 from .story_codec import _chunk, _columns, _pack, unchunk
 from .svg import trend_svg
 
@@ -128,6 +129,7 @@ def iter_cases(con: Any, run_id: str, *, repeats: int = 1, ordered: bool = False
     pending_turn = next(turn_rows, None)
     pending_score = next(score_rows, None)
     done: set[tuple[str, int]] = set()
+    spans = _joined_spans(con, run_id)
     open_cases: dict[str, _CaseAcc] = {}  # repeats of a case finish at different times
     for (case_id, repeat, seq, tags, user, groups, critical, source, session, passed, errored, error,
          elapsed, n_turns) in rows.cases:
@@ -145,7 +147,11 @@ def iter_cases(con: Any, run_id: str, *, repeats: int = 1, ordered: bool = False
             pending_score = next(score_rows, None)
         rep_turns = []
         while pending_turn is not None and (pending_turn[0], pending_turn[1]) == key:
-            rep_turns.append(_turn_record(pending_turn[2:], rep_scores.get(pending_turn[2], [])))
+            record = _turn_record(pending_turn[2:], rep_scores.get(pending_turn[2], []))
+            joined = spans.get((case_id, repeat, pending_turn[2]))
+            if joined:
+                record["spans"] = joined
+            rep_turns.append(record)
             pending_turn = next(turn_rows, None)
         done.add(key)
         if len(rep_turns) != (n_turns or 0) or any(
@@ -167,6 +173,22 @@ def iter_cases(con: Any, run_id: str, *, repeats: int = 1, ordered: bool = False
         if ordered:
             raise RuntimeError("the store has turns or scores without a case row")
         raise _OutOfOrder("")
+
+
+def _joined_spans(con: Any, run_id: str) -> dict[tuple[str, int, int], list[dict[str, Any]]]:
+    """The system's own spans joined to this run's turns (``traces join``), for the turn story: name, kind, depth,
+    duration and error of each (attributes stay in the store and in ``show --json``)."""
+    if not queries.has_table(con, "service_spans"):
+        return {}
+    out: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    for case_id, repeat in con.execute("SELECT DISTINCT case_id, repeat FROM service_spans WHERE run_id = ?",
+                                       [run_id]).fetchall():
+        for turn, joined in service_spans.turn_spans(con, run_id, case_id, repeat).items():
+            out[(case_id, repeat, turn)] = [
+                {k: v for k, v in (("name", s["name"]), ("kind", s["kind"]), ("d", s["depth"]),
+                                   ("ms", round(s["duration_ms"], 1)), ("err", s["error"])) if v is not None}
+                for s in joined]
+    return out
 
 
 def _case_entry(acc: _CaseAcc, chunk: int, regressed: set[str], fixed: set[str],

@@ -11,7 +11,7 @@ import json
 import zlib
 from typing import Any
 
-_LIST_FIELDS = frozenset({"ctx", "sc", "prompt", "up"})
+_LIST_FIELDS = frozenset({"ctx", "sc", "prompt", "up", "spans"})
 """Turn fields holding lists of records: flattened into columns with a count per turn."""
 
 

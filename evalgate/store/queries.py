@@ -87,7 +87,7 @@ def latest_run_with_case(con: Any, case_id: str) -> str | None:
     return str(row[0]) if row else None
 
 
-def _has_table(con: Any, name: str) -> bool:
+def has_table(con: Any, name: str) -> bool:
     """Whether the store has a table (one opened read-only may predate a migration)."""
     return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
 
@@ -115,7 +115,7 @@ def case_story(con: Any, run_id: str, case_id: str, repeat: int | None = None) -
             "SELECT turn, input, route, output, state_in, state, elapsed_ms, latency_ms, passed, error, trace, "
             "recorded, changes FROM turns WHERE run_id = ? AND case_id = ? AND repeat = ? ORDER BY turn",
             [run_id, case_id, c[1]]).fetchall()
-        joined = service_spans.turn_spans(con, run_id, case_id, c[1]) if _has_table(con, "service_spans") else {}
+        joined = service_spans.turn_spans(con, run_id, case_id, c[1]) if has_table(con, "service_spans") else {}
         for t in turns:
             trace = json.loads(t[10]) if t[10] else {}
             scores = con.execute(

@@ -263,6 +263,15 @@
       });
       row(dl, "upstream calls", calls);
     }
+    if (t.spans && t.spans.length) {
+      var spans = el("ul");
+      t.spans.forEach(function (s) {
+        spans.appendChild(el("li", s.err ? "notice" : "muted",
+          "\u00a0\u00a0".repeat(Number(s.d) || 0) + String(s.name) + " [" + String(s.kind) + "] " + String(s.ms) + " ms" +
+          (s.err ? " — " + String(s.err) : "")));
+      });
+      row(dl, "the system's own spans", spans);
+    }
     if (t.fb) row(dl, "recorded feedback", el("code", null, js(t.fb)));
     var scores = el("ul");
     (t.sc || []).forEach(function (s) {
