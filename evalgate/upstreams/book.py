@@ -16,9 +16,17 @@ from urllib.parse import urlsplit
 
 from ..errors import display_path
 from ..redact import Redactor, build_redactor
-from . import recordings
 from .chat import Messages, normalised
-from .recordings import NOT_JSON, Key, Recording, body_value, json_body
+from .recordings import (
+    NOT_JSON,
+    VOLATILE_FIELDS,
+    Key,
+    Recording,
+    body_value,
+    canonical,
+    json_body,
+)
+from .recordings import write as write_recordings
 
 Mode = Literal["record", "replay", "live"]
 Served = Literal["recorded", "live", "changed", "missing", "failed"]
@@ -328,7 +336,7 @@ class Book:
                         or (r.case is None and (r.upstream, r.request_hash) not in self._kept_loose)]
         redactor = build_redactor(["api_key", "bearer"])
         rows = sorted(keep_old + kept, key=Recording.sort_key)
-        self.saved = recordings.write(self.path, [_redacted(r, redactor, self.secrets) for r in rows])
+        self.saved = write_recordings(self.path, [_redacted(r, redactor, self.secrets) for r in rows])
         return self.saved
 
 
@@ -368,11 +376,11 @@ def _change_note(openai: bool, before: dict[str, Any], d: Decision) -> str:
         msgs_was, msgs_now = normalised(was.get("messages")), normalised(now.get("messages"))
         if msgs_was is not None and msgs_now is not None and msgs_was != msgs_now:
             return _messages_note(msgs_was, msgs_now)
-        keys = sorted(k for k in set(was) | set(now) if k not in recordings.VOLATILE_FIELDS and k != "messages"
+        keys = sorted(k for k in set(was) | set(now) if k not in VOLATILE_FIELDS and k != "messages"
                       and was.get(k) != now.get(k))
         if keys:
-            return "; ".join(f"{k} now {_quote(recordings.canonical(now.get(k)), 40)}, was "
-                             f"{_quote(recordings.canonical(was.get(k)), 40)}" for k in keys[:3])
+            return "; ".join(f"{k} now {_quote(canonical(now.get(k)), 40)}, was "
+                             f"{_quote(canonical(was.get(k)), 40)}" for k in keys[:3])
         return "its body changed"
     if before.get("path") != d.path:
         return f"path now {d.path}, was {before.get('path')}"
