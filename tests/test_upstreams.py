@@ -240,6 +240,8 @@ def test_a_call_with_no_recording_under_offline_fails_its_turn_naming_the_call(c
     assert cli("report", "latest", "--html", "r.html").code == 0  # the turn story says how each call was served
     page = (project / "r.html").read_text()
     assert "<img src=x" not in page  # the call's note quotes the input: escaped, or inside the compressed stories
+    assert ("<dt>Upstream calls</dt><dd>5 (replay, <code>.evalgate/recordings/calls.jsonl</code>): 4 from recordings"
+            " · 0 live · 0 changed · 1 missing · 0 failed</dd>") in page
     _, _, chunks = _blobs(page)
     served = {c["id"]: [call["s"] for t in c["reps"][0]["turns"] for call in t.get("up", [])]
               for chunk in chunks for c in chunk}

@@ -285,7 +285,7 @@ def build(store: Any, run_ref: str | None, path: Path | str, *, trace_url: str |
     page = env.get_template("report.html.j2").render(
         title=title or f"evalgate · {info.suite} · {verdict['status'].upper()}",
         run_id=run_id, info=info, verdict=verdict, metrics=metrics, slices=slices, scorers=scorer_stats, recovery=recovery,
-        comparison=comparison, statistics=statistics, warnings=warnings, trend=trend, confusion=confusion, counts=counts, failing=failing_preview,
+        comparison=comparison, statistics=statistics, warnings=warnings, upstreams=summary.get("upstreams"), trend=trend, confusion=confusion, counts=counts, failing=failing_preview,
         trend_pass=trend_svg(trend, "pass_rate", percent=True), trend_p95=trend_svg(trend, "p95", percent=False),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), version=__version__,
         script=script, style=style, csp=_csp(script, style),
