@@ -164,7 +164,7 @@ _UPSTREAM_SHOWN = 5
 def _render_upstreams(console: Console, u: dict[str, Any]) -> None:
     """The upstream proxy's calls in a line, then the ones that changed, had no recording or failed."""
     line = (f"  upstreams ({u['mode']}, {u['file']}): {u['calls']} call(s): {u['recorded']} from recordings, "
-            f"{u['live']} live, {u['changed']} changed, {u['missing']} missing, {u['failed']} failed")
+            f"{u['live']} live, {u['changed']} changed and {u['missing']} missing (sent live), {u['failed']} failed")
     if u.get("unattributed"):
         line += f"; {u['unattributed']} not attributed to a turn"
     if u.get("saved") is not None:
