@@ -445,6 +445,18 @@ def test_upstream_keys_are_checked_at_their_line(cli, project: Path, model: str)
     assert r.code == 2 and "unknown key 'prot'" in r.err and "did you mean 'port'?" in r.err, r
 
 
+def test_a_port_already_taken_is_exit_2_naming_the_upstream(cli, project: Path, model: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = _suite(project, model)
+        path.write_text(path.read_text().replace("openai: true}", f"openai: true, port: {port}}}"))
+        r = cli("run")
+    assert r.code == 2 and f"upstream model: cannot listen on 127.0.0.1:{port}" in r.err, r
+    assert "Traceback" not in r.err
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

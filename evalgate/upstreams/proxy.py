@@ -91,7 +91,8 @@ class Proxy:
         for up in self.upstreams:
             app = web.Application(client_max_size=_MAX_BODY)
             app.router.add_route("*", "/{tail:.*}", partial(self._handle, up))
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            # a call still in flight when the run ends (a stream its caller left) holds the run's end 2 s at most
+            runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
             await runner.setup()
             self._runners.append(runner)
             site = web.TCPSite(runner, "127.0.0.1", up.port, backlog=1024)
