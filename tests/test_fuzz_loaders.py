@@ -170,6 +170,20 @@ def test_baseline_files_of_any_shape(tmp_path_factory: pytest.TempPathFactory, d
     _clear(run_cli_in_process("run", "--baseline", "base.json", "--db", str(root / "s.duckdb"), cwd=root), 0, 1, 2)
 
 
+RECORDING = (b'{"body":{"choices":[{"message":{"content":"hi","role":"assistant"}}]},"case":"a","content_type":'
+             b'"application/json","order":0,"request":{"method":"POST","path":"/v1/chat/completions"},'
+             b'"request_hash":"0123456789abcdef","status":200,"turn":1,"upstream":"model","v":1}\n')
+
+
+@_FAST
+@given(data=_mutated(RECORDING) | JSON_VALUES.map(lambda v: json.dumps(v).encode()))
+def test_recordings_files_of_any_shape(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    suite = (b"name: demo\ntarget: {python: bot:respond}\ncases: [{id: a, input: hi}]\n"
+             b"upstreams: {model: {url: 'http://127.0.0.1:9/v1', openai: true}}\nrecording: {file: rec.jsonl}\n")
+    root = _project(tmp_path_factory.mktemp("rec"), **{"rec.jsonl": data, "suites/demo.yaml": suite})
+    _clear(run_cli_in_process("validate", cwd=root), 0, 2)
+
+
 def _span(sid: str, parent: str, t: int) -> dict[str, object]:
     return {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": sid, "parentSpanId": parent, "name": f"s{t}",
             "startTimeUnixNano": str(t), "endTimeUnixNano": str(t + 1),

@@ -53,7 +53,8 @@ def completion(text: str, model: str, *, id: str, usage: dict[str, Any] | None =
 def completion_events(body: dict[str, Any]) -> list[str] | None:
     """A whole chat completion as the events of a streamed one (None when it is not a chat completion)."""
     choices = body.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+    if not isinstance(choices, list) or not choices or not all(
+            isinstance(c, dict) and isinstance(c.get("message") or {}, dict) for c in choices):
         return None
     base = {"id": body.get("id", "evalgate"), "object": "chat.completion.chunk", "created": body.get("created", 0),
             "model": body.get("model", "")}
@@ -94,11 +95,14 @@ def events_completion(events: list[str]) -> dict[str, Any] | None:
             if out is None:
                 out = {"id": chunk.get("id", "evalgate"), "created": chunk.get("created", 0), "model": chunk.get("model", "")}
             usage = chunk.get("usage") or usage
-            for choice in chunk.get("choices") or []:
-                delta = choice.get("delta") or {}
-                role = delta.get("role") or role
-                text.append(delta.get("content") or "")
-                finish = choice.get("finish_reason") or finish
+            choices = chunk.get("choices") or []
+            for choice in choices if isinstance(choices, list) else []:
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if not isinstance(delta, dict):
+                    return None
+                role = str(delta.get("role") or role)
+                text.append(str(delta.get("content") or ""))
+                finish = str(choice.get("finish_reason") or finish)
     if out is None:
         return None
     result = completion("".join(text), str(out["model"]), id=str(out["id"]), usage=usage)

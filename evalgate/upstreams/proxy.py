@@ -128,6 +128,11 @@ class Proxy:
             if d.served == "failed":
                 return _refusal(d)
             return await self._forward(request, up, d, book)
+        except (ConnectionError, asyncio.CancelledError):  # the caller left
+            raise
+        except Exception as exc:  # a recording this proxy cannot serve: the call fails, named, and the run goes on
+            book.failed(d, f"the proxy could not answer it: {type(exc).__name__}: {exc}")
+            return _refusal(d)
         finally:
             book.settle(d)  # once: a live answer was settled with what to keep already
 
