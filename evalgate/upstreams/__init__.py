@@ -80,8 +80,8 @@ class Upstreams:
     def describe(self) -> list[str]:
         """A line per upstream: its proxy URL and where calls go, for the console at the run's start."""
         lines = []
+        modes = sorted({b.mode for b in self.books.values()})
         for up in self.upstreams:
-            modes = sorted({b.mode for b in self.books.values()})
             lines.append(f"upstream {up.name}: {self.urls.get(up.name, '?')} → {self.secrets.text(_shown(up.url))} "
                          f"({', '.join(modes)})")
         return lines
