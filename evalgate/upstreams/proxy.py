@@ -1,8 +1,8 @@
 """The proxy: each upstream served on 127.0.0.1 (a port each) by aiohttp, in its own thread and event loop.
 
-Neither the runner's loop nor the system under test ever waits on the proxy's work: a call is decided (a few
-look-ups in the suite's book), then answered from its recording or passed to the real upstream, a streamed
-answer event by event as it arrives.
+None of the proxy's work runs on the runner's event loop or in the system under test's threads: a call is
+decided (a few look-ups in the suite's book), then answered from its recording or passed to the real upstream,
+a streamed answer event by event as it arrives.
 """
 
 from __future__ import annotations
