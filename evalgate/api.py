@@ -250,7 +250,7 @@ def resolve_baseline(suite: Suite, store: Store, options: RunOptions, config: Co
                 choice.exists = run_id is not None or bool(queries.baselines(con, ref))
                 if run_id is not None:
                     pooled = stored.version_runs(con, run_id, suite.gate.history)
-                    choice.snapshot = stored.snapshot(con, run_id, pooled)
+                    choice.snapshot = stored.snapshot(con, run_id, pooled, turns=False)  # read when compared
     if choice.snapshot is None and options.require_baseline and not choice.exists:
         what = f"'{choice.wanted}'" if choice.wanted else "none was named"
         raise UsageError(f"suite {suite.name}: no baseline to compare with ({what})",
@@ -273,7 +273,7 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
     if outcome.status != "completed" or base.snapshot is None or not assess_mod.has_nnf(suite.gate):
         return []
     with store.connect(read_only=True) as con:
-        cand = stored.snapshot(con, outcome.run_id)
+        cand = stored.snapshot(con, outcome.run_id, turns=False)
     if suite.gate.confirm <= 0:
         return []
     suspects = assess_mod.to_confirm(suite.gate, base.snapshot, cand)
@@ -295,7 +295,7 @@ async def _confirm(store: Store, suite: Suite, runner: Runner, target: Any, outc
         if done.status != "completed":
             return rounds
         with store.connect(read_only=True) as con:
-            now = stored.snapshot(con, done.run_id)
+            now = stored.snapshot(con, done.run_id, turns=False)
         for case_id in todo:
             c = now.cases.get(case_id)
             first = cand.cases.get(case_id)
@@ -334,11 +334,14 @@ def finish(store: Store, suite: Suite, outcome: Execution, base: BaselineChoice 
            confirmation: list[Execution] | None = None, upstream_calls: dict[str, Any] | None = None) -> SuiteReport:
     """Compute metrics, compare with the baseline, decide the verdict, and store them."""
     base = base or BaselineChoice(None)
-    with store.connect() as con:
+    with store.connect() as con:  # on its own: what DuckDB holds for the headline's queries is let go (~50 MB at 100k)
         head = metrics.headline(con, outcome.run_id)
-        cand = stored.snapshot(con, outcome.run_id)
+    with store.connect() as con:
+        cand = stored.snapshot(con, outcome.run_id, turns=False)  # only the turns a comparison reads
         rounds = [c.run_id for c in confirmation or []]
-        confirmed = stored.snapshot(con, rounds[0], rounds) if rounds else None
+        confirmed = stored.snapshot(con, rounds[0], rounds, turns=False) if rounds else None
+        if base.snapshot is not None:
+            stored.turns_to_compare(con, base.snapshot, cand)
         comparison = baseline_mod.compare(base.snapshot, cand) if base.snapshot is not None else None
         rules = gate_mod.with_default_rules(suite.gate)
         data = metrics.rule_data(con, outcome.run_id, rules)

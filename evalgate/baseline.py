@@ -30,7 +30,7 @@ MAX_DIGESTS = 16
 """Distinct answers kept per case: enough to tell a case that varies from one that does not."""
 
 
-@dataclass
+@dataclass(slots=True)
 class CaseOutcome:
     """One case across its repeats, and what its turns did (first repeat)."""
 
@@ -76,6 +76,8 @@ class Snapshot:
     source: str = "store"
     history: list[str] = field(default_factory=list)
     """The runs pooled, newest first (the first is ``run_id``)."""
+    turns_read: bool = True
+    """False for a store snapshot read without turn fingerprints (``store.baselines.add_turns`` reads some)."""
 
     @property
     def runs(self) -> int:
@@ -167,12 +169,26 @@ def compare(base: Snapshot, cand: Snapshot) -> Comparison:
             out.fixed.append(case_id)
         elif before.any_failed and now.any_failed:
             out.still_failing.append(case_id)
+        if _same_answers(before, now):
+            continue  # one answer, the same digest: every turn did what it did before
         # a case whose answers already varied within its history changes its words every run: not news
         what = _changes(before.turns, now.turns, words=len(before.digests) <= 1)
         if what:
             out.changed[case_id] = what
     out.removed_cases = [c for c in base.cases if c not in cand.cases]
     return out
+
+
+def _same_answers(before: CaseOutcome, now: CaseOutcome) -> bool:
+    """Both gave one answer, the same one, and never errored: their turns are alike (the digest covers each turn's
+    route, context, tools, output, state and error)."""
+    return (not before.errored and not now.errored and len(now.digests) == 1 and now.digests == before.digests)
+
+
+def turns_needed(base: Snapshot, cand: Snapshot) -> list[str]:
+    """The cases whose turns ``compare`` reads: in both snapshots, and not plainly the same answers."""
+    return [case_id for case_id, now in cand.cases.items()
+            if (before := base.cases.get(case_id)) is not None and not _same_answers(before, now)]
 
 
 def _changes(before: list[dict[str, Any]], now: list[dict[str, Any]], words: bool = True) -> list[str]:

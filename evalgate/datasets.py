@@ -37,6 +37,31 @@ def _bind(name: str, args: Any, aliases: dict[str, tuple[str, Any]]) -> BoundSco
     return found
 
 
+_SHARED: dict[tuple[str, Any], Any] = {}
+"""Equal parts of many cases held once (expectations, their checks, the user): a dataset of 100k cases expecting the
+same route keeps one of each instead of 100k (they are read, never changed, once a case is built)."""
+
+
+def _shared(kind: str, key: Any, value: Any) -> Any:
+    found = _SHARED.get((kind, key))
+    if found is None:
+        if len(_SHARED) > 100_000:
+            _SHARED.clear()
+        found = _SHARED[(kind, key)] = value
+    return found
+
+
+def _shared_expect(expect: dict[str, Any]) -> dict[str, Any]:
+    if not expect:
+        return expect
+    try:
+        key = json.dumps(expect, ensure_ascii=False)
+    except (TypeError, ValueError):  # not JSON (a YAML date, a non-text key): kept as it is
+        return expect
+    shared: dict[str, Any] = _shared("expect", key, expect)
+    return shared
+
+
 def _bind_all(expect: dict[str, Any], aliases: dict[str, tuple[str, Any]], doc: YamlDoc | None,
               prefix: tuple[Any, ...], path: str, line: int | None = None) -> list[BoundScorer]:
     bound = []
@@ -59,9 +84,9 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
     turns = []
     for t, tspec in enumerate(specs):
         tprefix = prefix + (("turns", t, "expect") if spec.turns is not None else ("expect",))
-        checks = _bind_all(tspec.expect, aliases, doc, tprefix, path, line)
-        turns.append(Turn(tspec.input, _merge_checks(suite_checks, checks), tspec.expect, resume=tspec.resume,
-                          tags=tuple(tspec.tags)))
+        checks = _merge_checks(suite_checks, _bind_all(tspec.expect, aliases, doc, tprefix, path, line))
+        turns.append(Turn(tspec.input, _shared("checks", tuple(map(id, checks)), checks), _shared_expect(tspec.expect),
+                          resume=tspec.resume, tags=tuple(tspec.tags)))
     simulation = None
     if spec.simulate is not None:
         expect = spec.expect or {}
@@ -73,7 +98,8 @@ def _build_case(spec: CaseSpec, seq: int, source: str, aliases: dict[str, tuple[
     inputs = [t.input for t in specs] if spec.simulate is None else [spec.simulate.goal]
     case_id = spec.id if spec.id is not None else derive_case_id(spec.user, inputs)
     tags = tuple(dict.fromkeys([*spec.tags, *extra_tags]))
-    return Case(case_id, seq, turns, spec.user, spec.state, tags, source, spec.description,
+    user = _shared("user", spec.user.model_dump_json(), spec.user)
+    return Case(case_id, seq, turns, user, spec.state, tags, source, spec.description,
                 spec.variant_of, derived, meta=dict(spec.meta), simulation=simulation)
 
 

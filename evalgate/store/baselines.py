@@ -40,10 +40,11 @@ def _fingerprint(trace_json: str | None, route: str | None, output: str | None) 
     return {"route": route, "context": context, "tools": tools, "output": digest, "text": _excerpt(output)}
 
 
-def snapshot(con: Any, run_id: str, pooled: list[str] | None = None) -> Snapshot:
+def snapshot(con: Any, run_id: str, pooled: list[str] | None = None, *, turns: bool = True) -> Snapshot:
     """Read stored outcomes: ``run_id``'s, pooled per case with the runs in ``pooled`` (its version).
 
-    Turn fingerprints (for behaviour changes) come from ``run_id``'s first repeat.
+    Turn fingerprints (for behaviour changes) come from ``run_id``'s first repeat; with ``turns=False`` none are
+    read (``add_turns`` reads those of the cases a comparison needs: a 100k-case run's would take ~190 MB).
     """
     run = con.execute("SELECT suite, git_commit, git_branch, summary FROM runs WHERE run_id = ?", [run_id]).fetchone()
     if run is None:
@@ -51,19 +52,51 @@ def snapshot(con: Any, run_id: str, pooled: list[str] | None = None) -> Snapshot
     summary = json.loads(run[3]) if run[3] else {}
     runs = [run_id] + [r for r in (pooled or []) if r != run_id]
     cases: dict[str, CaseOutcome] = {}
-    for case_id, passed, n, errored, tags, digests, cluster in con.execute(
-            "SELECT case_id, count(*) FILTER (passed), count(*), count(*) FILTER (errored), any_value(tags), "
-            "list(DISTINCT digest) FILTER (NOT errored AND digest IS NOT NULL), any_value(variant_of) FROM cases "
-            "WHERE list_contains(?, run_id) GROUP BY case_id ORDER BY min(seq)", [runs]).fetchall():
-        cases[case_id] = CaseOutcome(int(passed), int(n), int(errored), list(tags or []),
-                                     digests=sorted(digests or [])[:MAX_DIGESTS], cluster=cluster)
-    first_repeat = con.execute("SELECT min(repeat) FROM cases WHERE run_id = ?", [run_id]).fetchone()[0] or 0
-    for case_id, trace, route, output in con.execute(
-            "SELECT case_id, trace, route, output FROM turns WHERE run_id = ? AND repeat = ? ORDER BY case_id, turn",
-            [run_id, first_repeat]).fetchall():
-        if case_id in cases:
-            cases[case_id].turns.append(_fingerprint(trace, route, output))
-    return Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases, history=runs)
+    cur = con.execute(
+        "SELECT case_id, count(*) FILTER (passed), count(*), count(*) FILTER (errored), any_value(tags), "
+        "list(DISTINCT digest) FILTER (NOT errored AND digest IS NOT NULL), any_value(variant_of) FROM cases "
+        "WHERE list_contains(?, run_id) GROUP BY case_id ORDER BY min(seq)", [runs])
+    while rows := cur.fetchmany(10_000):  # a window at a time: a 100k-case run's rows at once cost ~35 MB
+        for case_id, passed, n, errored, tags, digests, cluster in rows:
+            cases[case_id] = CaseOutcome(int(passed), int(n), int(errored), list(tags or []),
+                                         digests=sorted(digests or [])[:MAX_DIGESTS], cluster=cluster)
+    snap = Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases, history=runs, turns_read=turns)
+    if turns:
+        add_turns(con, snap, None)
+    return snap
+
+
+def turns_to_compare(con: Any, base: Snapshot, cand: Snapshot) -> None:
+    """Read the turn fingerprints a comparison of ``cand`` with ``base`` needs, where they were not read."""
+    from ..baseline import turns_needed
+
+    needed = turns_needed(base, cand)
+    for snap in (base, cand):
+        if not snap.turns_read and snap.source == "store":
+            add_turns(con, snap, needed)
+
+
+def add_turns(con: Any, snap: Snapshot, case_ids: list[str] | None) -> None:
+    """Read the turn fingerprints of ``case_ids`` (None: every case) into a store snapshot read without them."""
+    if case_ids is not None and not case_ids:
+        return
+    con = con.cursor()  # its own results: the caller's connection may hold an unfinished one
+    sql = "SELECT case_id, trace, route, output FROM turns WHERE run_id = ? AND repeat = ?"
+    if case_ids is not None:
+        import pyarrow as pa
+
+        con.register("wanted_cases", pa.table({"case_id": pa.array(case_ids, pa.string())}))
+        sql += " AND case_id IN (SELECT case_id FROM wanted_cases)"
+    first_repeat = con.execute("SELECT min(repeat) FROM cases WHERE run_id = ?", [snap.run_id]).fetchall()[0][0] or 0
+    cur = con.execute(sql + " ORDER BY case_id, turn", [snap.run_id, first_repeat])
+    cases = snap.cases
+    while rows := cur.fetchmany(10_000):  # a window at a time: the trace texts of a large run are large
+        for case_id, trace, route, output in rows:
+            if case_id in cases:
+                cases[case_id].turns.append(_fingerprint(trace, route, output))
+    if case_ids is not None:
+        con.unregister("wanted_cases")
+    con.close()
 
 
 def version_runs(con: Any, run_id: str, limit: int) -> list[str]:
