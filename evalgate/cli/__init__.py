@@ -57,6 +57,11 @@ def _interrupted(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run a command, turn evalgate's errors into messages and exit codes."""
     args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:  # asked for often, by scripts: answered before the command line framework builds itself
+        from .. import __version__
+
+        sys.stdout.write(f"evalgate {__version__}\n")
+        raise SystemExit(0)
     want_json = "--json" in args
     if argv is None:  # the evalgate process itself: Ctrl-C is said, not swallowed (a run installs its own handler)
         import signal
