@@ -38,6 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from evalgate._simulate import trial  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import versions
+
 DROP_RULES = ("pass_rate drop ≤ 0.02", "pass_rate drop ≤ 0.05 where tags=s1", "pass_rate drop ≤ 0.05 where tags=s2",
               "pass_rate drop ≤ 0.05 where tags=s3")
 
@@ -69,6 +72,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="N = 30 and 100 only, fewer trials")
     ap.add_argument("--json", type=Path, help="write every trial's result here")
     args = ap.parse_args()
+    versions.print_header()  # what the figures below were measured with
     started = time.time()
     print(f"evalgate gate soundness · python {platform.python_version()} · load {os.getloadavg()[0]:.2f} · "
           f"{args.jobs} process(es)")

@@ -30,6 +30,9 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import versions
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TARGET_SPANS_PER_S = 20_000
@@ -156,6 +159,7 @@ def main() -> None:
     ap.add_argument("--workdir", default=os.path.join(os.environ.get("EVALGATE_BENCH_DIR", "/tmp/evalgate-bench"), "otlp"),
                     help="where generated files are kept (default: $EVALGATE_BENCH_DIR/otlp or /tmp/evalgate-bench/otlp)")
     args = ap.parse_args()
+    versions.print_header()  # what the figures below were measured with
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -31,6 +31,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import versions
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS = [
     {"id": "kb/refund-policy", "title": "Refund policy", "groups": ["customer"],
@@ -258,6 +261,7 @@ def main() -> None:
     if args.serve:
         asyncio.run(_serve(args.serve, args.delay, lambda: print("ready", flush=True)))
         return
+    versions.print_header()  # what the figures below were measured with
     workdir = Path(args.workdir)
     wanted = set(args.scenario.split(","))
     targets = []

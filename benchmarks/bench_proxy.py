@@ -28,6 +28,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import versions
+
 TARGET_ADDED_P50_MS = 1.0
 TARGET_REPLAY_PER_S = 2000.0
 
@@ -141,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls", type=int, default=4000, help="calls per measurement (default 4000)")
     ap.add_argument("--concurrency", default="1,64", help="calls in flight at once, comma-separated (default 1,64)")
     args = ap.parse_args(argv)
+    versions.print_header()  # what the figures below were measured with
     levels = [int(c) for c in args.concurrency.split(",")]
 
     before = loadavg()

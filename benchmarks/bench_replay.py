@@ -35,6 +35,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import gen_traces  # noqa: E402
+import versions
 
 TARGET_TURNS_PER_S = 10_000
 TARGET_PEAK_MB = 300
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="where trace files are cached and stores written (default /tmp/evalgate-bench)")
     ap.add_argument("--json-out", help="also write the figures as JSON to this file")
     args = ap.parse_args(argv)
+    versions.print_header()  # what the figures below were measured with
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
     workdir = Path(args.workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 
 import bench_replay  # noqa: E402
 import gen_traces  # noqa: E402
+import versions
 
 TURNS_PER_SESSION = 3.5  # gen_traces' average
 
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workdir", default=os.environ.get("EVALGATE_BENCH_DIR", "/tmp/evalgate-bench"))
     args = ap.parse_args(argv)
+    versions.print_header()  # what the figures below were measured with
 
     db, run_id, cases = prepare(Path(args.workdir), args.cases, args.seed)
     out = Path(args.workdir) / f"report-{cases}.html"

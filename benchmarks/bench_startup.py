@@ -20,6 +20,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import versions
+
 HEAVY = ["openai", "pandas", "pyarrow", "duckdb", "jinja2", "numpy", "httpx", "pydantic"]
 TARGET_HELP_S = 0.3
 
@@ -58,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=10, help="fresh processes per measurement (default 10)")
     args = ap.parse_args(argv)
+    versions.print_header()  # what the figures below were measured with
     cmd = evalgate_cmd()
 
     subprocess.run([*cmd, "--help"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # warm the page cache / .pyc
