@@ -35,6 +35,7 @@ __all__ = [
     "html_report",
     "import_feedback",
     "import_traces",
+    "join_spans",
     "list_feedback",
     "load_suite",
     "merge_shards",
@@ -72,6 +73,7 @@ _LAZY = {
     "html_report": "evalgate.api",
     "stored_report": "evalgate.api",
     "import_traces": "evalgate.intake",
+    "join_spans": "evalgate.intake",
     "import_feedback": "evalgate.intake",
     "list_feedback": "evalgate.intake",
     "promote_feedback": "evalgate.intake",
@@ -109,7 +111,7 @@ if TYPE_CHECKING:
     from .errors import EvalgateError, RunError, SuiteError, UsageError
     from .frames import export, tables
     from .gate import Verdict
-    from .intake import import_feedback, import_traces, list_feedback, promote_feedback
+    from .intake import import_feedback, import_traces, join_spans, list_feedback, promote_feedback
     from .runner import RunOptions
     from .scorers import BoundScorer, Score, ScoreContext, scorer
     from .store import Store
