@@ -423,7 +423,6 @@ def test_production_sessions_are_answered_with_production_s_answers_where_the_pr
         target: {{python: llmbot:respond}}
         upstreams:
           model: {{url: "{model}", openai: true}}
-        recording: {{mode: replay}}
         traces: [../traces/prod.jsonl]
         expect: {{output: {{contains: [production]}}}}
         """)

@@ -247,7 +247,10 @@ def prepare(suites: list[Any], *, mode: str | None = None, offline: bool = False
         if offline and chosen in ("record", "live"):
             raise UsageError(f"suite {s.name} records or passes upstream calls through (recording.mode: {chosen}), "
                              "and --offline lets none go live", hint="run with --upstreams replay, or without --offline")
-        suite_mode: Mode = chosen or ("replay" if path.exists() or offline else "record")  # type: ignore[assignment]
+        # recorded production sessions answer their own turns' model calls: a suite of them replays by default
+        production = bool(getattr(s, "trace_sources", None))
+        suite_mode: Mode = chosen or (  # type: ignore[assignment]
+            "replay" if path.exists() or offline or production else "record")
         existing = recordings.read(path) if path.exists() and suite_mode != "live" else []
         books[s.name] = Book(s.name, path, suite_mode, on_change=rec.on_change if rec is not None else "live",
                              offline=offline, existing=existing, secrets=secrets)
