@@ -105,6 +105,8 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
         options.concurrency = config.concurrency
     if options.timeout_s is None and config.timeout_s:
         options.timeout_s = config.timeout_s
+    if options.executor is None and config.executor:
+        options.executor = config.executor
     if options.resume is not None:
         paths = _prepare_resume(Store(store_path or config.store), options, paths)
     suites = load_suites(paths, config, strict=options.strict, target=target)
@@ -154,8 +156,17 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
             for t in started:
                 await t.close()
 
-    with upstreams.serving(options.upstreams, announce):  # listening before any target starts or imports
-        asyncio.run(go())
+    joined = None
+    if options.executor is not None and options.distributed is None:
+        from .distributed import connect
+
+        joined = options.distributed = connect(options.executor, options, config)  # before any target starts
+    try:
+        with upstreams.serving(options.upstreams, announce):  # listening before any target starts or imports
+            asyncio.run(go())
+    finally:
+        if joined is not None:
+            joined.close()
     return report
 
 

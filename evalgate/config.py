@@ -16,7 +16,7 @@ from .errors import Location, UsageError, did_you_mean
 
 DEFAULT_STORE = ".evalgate/evalgate.duckdb"
 DEFAULT_CACHE = ".evalgate/cache.sqlite"
-_KEYS = {"suites", "store", "cache", "target", "baseline", "concurrency", "timeout_s", "trace_url"}
+_KEYS = {"suites", "store", "cache", "target", "baseline", "concurrency", "timeout_s", "trace_url", "executor"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class Config:
     timeout_s: float | None = None
     trace_url: str | None = None
     """Link template to the team's trace viewer, e.g. https://traces.example.com/trace/{trace_id}."""
+    executor: str | None = None
+    """Where case runs run: local (the default), ray or ray:ADDRESS (docs/ray.md); --executor overrides it."""
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -76,7 +78,7 @@ def _from_table(root: Path, table: dict[str, Any], source: str | None, *, top_le
     if "target" in table and not isinstance(table["target"], (str, dict)):
         raise UsageError(f"setting 'target' must be text or a table, not {type(table['target']).__name__}", location=at,
                          hint='e.g. target = "python:pkg.module:respond" or target = {python = "pkg.module:respond"}')
-    for key in ("suites", "store", "cache", "baseline"):
+    for key in ("suites", "store", "cache", "baseline", "executor"):
         if key in table and not isinstance(table[key], str):
             raise UsageError(f"setting '{key}' must be text, not {type(table[key]).__name__}", location=at,
                              hint=f'e.g. {key} = "..." (a quoted string)')
@@ -103,6 +105,7 @@ def _from_table(root: Path, table: dict[str, Any], source: str | None, *, top_le
         concurrency=table.get("concurrency"),
         timeout_s=table.get("timeout_s"),
         trace_url=_trace_url(table.get("trace_url"), source or str(root)),
+        executor=table.get("executor"),
         raw=dict(table),
     )
 

@@ -90,6 +90,10 @@ class RunOptions:
     """--upstreams: record, replay or live for every suite's upstream proxy (else each suite's recording.mode)."""
     upstreams: Any = None
     """The run's upstream proxy (upstreams.Upstreams), set by api.run when a suite names upstreams."""
+    executor: str | None = None
+    """--executor: local (None) or ray[:ADDRESS], where the case runs run (docs/ray.md)."""
+    distributed: Any = None
+    """The executor running case runs elsewhere (distributed.RayExecutor), set by api.run from ``executor``."""
 
 
 @dataclass
@@ -482,6 +486,9 @@ class Runner:
                           writer.passed, bad, time.perf_counter() - started, failure)
 
     async def _execute(self, target: Target, writer: ResultWriter, interrupted: asyncio.Event) -> None:
+        if self.options.distributed is not None:  # on a cluster's workers; results come back to this writer
+            await self.options.distributed.execute(self, writer, interrupted)
+            return
         work = self._work()
 
         async def worker() -> None:

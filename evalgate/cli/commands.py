@@ -33,6 +33,7 @@ def run(
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run the I-th of N stable shares of the cases (a case, its variants and repeats together); 'evalgate merge' joins the shards' runs.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted run: run only the case runs it did not store, into the same run, for one verdict.")] = None,
     upstreams: Annotated[Optional[str], typer.Option("--upstreams", help="The upstream proxy's mode for every suite: record, replay or live (default: the suite's recording.mode, else replay when its recordings file exists, else record).")] = None,
+    executor: Annotated[Optional[str], typer.Option("--executor", help="Where case runs run: local (default), ray (a local Ray cluster) or ray:ADDRESS (a cluster's head); needs the ray extra.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -57,7 +58,8 @@ def run(
                          baseline_file=Path(baseline_file) if baseline_file else None,
                          require_baseline=require_baseline, max_cost=max_cost, offline=offline,
                          cache_mode=_cache_mode(cache_mode), cache_path=Path(cache) if cache else None,
-                         resume=resume, shard=_shard(shard), upstreams_mode=upstreams)
+                         resume=resume, shard=_shard(shard), upstreams_mode=upstreams,
+                         executor=executor)
     console = _console()
     show_progress = not as_json and console.is_terminal
     factory = (lambda suite: ProgressBar(console, suite.name)) if show_progress else None
