@@ -7,7 +7,7 @@ can be traced to the code and the versions that produced it. As a command:
     python benchmarks/versions.py --check    # exit 1, naming them, when installed versions differ from constraints.txt
     python benchmarks/versions.py --freeze   # constraints.txt's text for the versions installed here
 
-``--freeze`` lists exactly the distributions ``pip install -e '.[test]'`` needs
+``--freeze`` lists exactly the distributions ``pip install -e '.[test,ray]'`` needs
 (evalgate's requirements and theirs, followed through their markers), not
 whatever else the virtualenv holds, so run it in a fresh one (benchmarks/README.md,
 "Dependencies and reproducibility").
@@ -63,7 +63,7 @@ def installed_version(name: str) -> str | None:
         return None
 
 
-def project_closure(root: str = PROJECT, extras: tuple[str, ...] = ("test",)) -> dict[str, str]:
+def project_closure(root: str = PROJECT, extras: tuple[str, ...] = ("ray", "test")) -> dict[str, str]:
     """Canonical name → installed version of every distribution ``ROOT[EXTRAS]`` requires, transitively."""
     from packaging.requirements import Requirement
 
@@ -131,7 +131,7 @@ def header() -> str:
     if not CONSTRAINTS.exists():
         status = "constraints.txt: missing"
     elif differ is None:
-        status = "constraints.txt: not compared (install with '.[test]' for the packaging module)"
+        status = "constraints.txt: not compared (install with '.[test,ray]' for the packaging module)"
     elif not differ:
         status = f"constraints.txt: every requirement installed as pinned ({len(read_constraints())} pins)"
     else:
@@ -150,12 +150,12 @@ def print_header() -> None:
 def freeze() -> str:
     """constraints.txt's text: a header, then ``name==version`` for the project's requirements as installed."""
     lines = [
-        f"# Exact versions of everything `pip install -e '.[test]'` installs, on CPython {platform.python_version()} "
+        f"# Exact versions of everything `pip install -e '.[test,ray]'` installs, on CPython {platform.python_version()} "
         + f"({platform.machine()} Linux).",
         "# CI, the README's test command and the benchmarks install with `-c constraints.txt`;",
         "# tests/test_constraints.py fails when what is installed differs from it.",
         "# Regenerate it, in a fresh virtualenv, as benchmarks/README.md (\"Dependencies and reproducibility\") says:",
-        "#   python3 -m venv /tmp/fresh && /tmp/fresh/bin/pip install -q -e '.[test]'",
+        "#   python3 -m venv /tmp/fresh && /tmp/fresh/bin/pip install -q -e '.[test,ray]'",
         "#   /tmp/fresh/bin/python benchmarks/versions.py --freeze > constraints.txt",
     ]
     lines += [f"{name}=={version}" for name, version in sorted(project_closure().items())]
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(header())
     if args.check and drift():
-        print("differs from constraints.txt: reinstall with `pip install -e '.[test]' -c constraints.txt`", file=sys.stderr)
+        print("differs from constraints.txt: reinstall with `pip install -e '.[test,ray]' -c constraints.txt`", file=sys.stderr)
         return 1
     return 0
 

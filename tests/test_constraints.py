@@ -16,13 +16,14 @@ from packaging.requirements import Requirement
 sys.path.insert(0, str(REPO / "benchmarks"))
 import versions
 
-FIX = ("reinstall with `.venv/bin/pip install -q -e '.[test]' -c constraints.txt`, or, updating a dependency on "
+FIX = ("reinstall with `.venv/bin/pip install -q -e '.[test,ray]' -c constraints.txt`, or, updating a dependency on "
        "purpose, regenerate constraints.txt and re-measure (benchmarks/README.md, 'Dependencies and reproducibility')")
 
 
 def _declared() -> list[Requirement]:
     project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in project["dependencies"] + extras["test"] + extras["ray"]]
 
 
 def test_every_declared_dependency_is_pinned_inside_its_range() -> None:
