@@ -161,6 +161,18 @@ def test_a_case_that_always_kills_its_worker_is_stored_as_an_error(cluster: Any,
     assert report.exit_code == 3  # an errored case is a run error (max_error_rate 0), as a crash is locally
 
 
+def test_the_command_line_joins_a_running_cluster_by_its_address(cluster: Any, tmp_path: Path) -> None:
+    address = cluster.get_runtime_context().gcs_address  # HOST:PORT of the module's head, as `ray start` prints it
+    root = _project(tmp_path / "p", [f"hello {i}" for i in range(12)], repeat=2)
+    r = run_cli("run", "--executor", f"ray:{address}", "--json", cwd=root, timeout=120)
+    assert r.code == 0, r
+    joined = r.json()["suites"][0]
+    local = _run(root, tmp_path / "local.duckdb", None).suites[0]
+    assert (joined["status"], joined["cases"], joined["metrics"]["passed"], joined["verdict"]["status"]) == \
+        (local.status, local.cases, local.metrics["passed"], local.verdict.status)
+    assert cluster.is_initialized() and cluster.cluster_resources().get("CPU") == 2  # the CLI left the cluster up
+
+
 def test_sigterm_stops_a_ray_run_cleanly_and_it_resumes(tmp_path: Path) -> None:
     started = tmp_path / "started"
     root = _project(tmp_path / "p", [f"slow 0.5 {started} {i}" for i in range(30)])
