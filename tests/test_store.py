@@ -266,8 +266,9 @@ def _fill(folder: Path) -> Path:
 
 
 def test_a_store_that_runs_out_of_space_keeps_what_it_stored_and_the_run_resumes(project: Path) -> None:
-    """The store's disk fills after the first batch (a real tmpfs, really full): evalgate says how many case runs it
-    kept and which it could not write, exits 3, and once there is space --resume runs exactly the rest."""
+    """The store's disk fills after the first batch (a real tmpfs, really full): the next batch fails, the one after
+    it is not tried and the run stops there; evalgate says how many case runs it kept and which it could not write,
+    exits 3, and once there is space --resume runs exactly the rest."""
     disk = project / "disk"
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(disk)], capture_output=True)
@@ -280,9 +281,9 @@ def test_a_store_that_runs_out_of_space_keeps_what_it_stored_and_the_run_resumes
 
             def respond(req):
                 n = int(req["input"])
-                if n == 600:
-                    time.sleep(2.5)  # the first 601 case runs are written as one batch meanwhile
-                elif n > 600:
+                if n in (600, 1000, 1200):
+                    time.sleep(2.5)  # the case runs before are written as one batch meanwhile
+                if n > 600:
                     while not os.path.exists({str(go)!r}):
                         time.sleep(0.02)
                 return {{"output": "x" * 2000}}
@@ -302,7 +303,8 @@ def test_a_store_that_runs_out_of_space_keeps_what_it_stored_and_the_run_resumes
         s = json.loads(out)["suites"][0]
         assert s["status"] == "stopped" and s["cases"] == 601
         reason = s["verdict"]["reasons"][0]
-        assert reason.startswith("the run was stopped: stored 601 of 1,500 case runs; the batch of cases c0601#0..c"), reason
+        assert reason.startswith("the run was stopped: stored 601 of 1,201 case runs; the batch of cases c0601#0..c"), reason
+        assert "..c1200#0 could not be tried" in reason, reason  # the run stopped at the batch after the failed one
         assert "No space left on device" in reason and "--resume finishes it" in reason
         assert query(db, "SELECT count(*) FROM cases") == [(601,)]
         filler.unlink()
