@@ -14,7 +14,8 @@ Every part drives the real command line in a subprocess, against real servers on
   case); then every killed run is finished with ``run --resume`` and the store's rows read again (runs still
   ``running`` after the next command opened the store: target 0).
 * fuzz: ``EVALGATE_FUZZ_EXAMPLES=400 pytest tests/test_fuzz_loaders.py`` with ``fuzz_tally.py`` counting every
-  input: tried, read (exit 0/1), refused with a message (exit 2), internal errors, the slowest input (hangs: > 30 s).
+  input: tried, read (exit 0/1), refused (exit 2) with an ``error: …`` message and naming the file, internal errors,
+  the slowest input (hangs: > 30 s).
 * answer: one case whose target answers 50 MB of text, from a python target and from an http target (a local
   server): stored cut to EVALGATE_MAX_TEXT_BYTES (1 MiB) with its size noted, the run completes; peak RSS.
 * memory: ``bench_memory.py``'s 100k-case run, median of 3.
@@ -301,6 +302,7 @@ def part_fuzz(workdir: Path, examples: int = 400) -> dict[str, Any]:
     refused = [r for r in rows if r["code"] == 2]
     result = {"inputs": len(rows), "exit_codes": codes, "refused_exit_2": len(refused),
               "refused_with_a_message": sum(1 for r in refused if r["message"]),
+              "refused_naming_a_file": sum(1 for r in refused if r.get("names_file")),
               "internal_errors": sum(1 for r in rows if r["internal"]),
               "other_exit": sum(1 for r in rows if r["code"] not in (0, 1, 2)),
               "slowest_input_s": max((r["seconds"] for r in rows), default=None),
@@ -308,8 +310,9 @@ def part_fuzz(workdir: Path, examples: int = 400) -> dict[str, Any]:
               "pytest_exit": proc.returncode, "pytest_tail": proc.stdout.strip().splitlines()[-1:],
               "wall_s": round(wall), "load": [before, load()]}
     clear = 100 * result["refused_with_a_message"] / len(refused) if refused else 100.0
+    named = 100 * result["refused_naming_a_file"] / len(refused) if refused else 100.0
     print(f"fuzz ({examples} examples a test): {len(rows)} inputs; exit codes {codes}; refused (exit 2) "
-          f"{len(refused)}, with file and message {clear:.1f} %; internal errors {result['internal_errors']}; "
+          f"{len(refused)}, saying 'error: …' {clear:.1f} %, naming the file {named:.1f} %; internal errors {result['internal_errors']}; "
           f"slowest {result['slowest_input_s']} s; pytest exit {proc.returncode}; {wall:.0f} s; load {before} → {load()}",
           flush=True)
     return result
@@ -407,6 +410,9 @@ def main(argv: list[str] | None = None) -> int:
                     default=Path(os.environ.get("EVALGATE_BENCH_DIR", "/tmp/evalgate-bench")) / "faults")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args(argv)
+    import versions
+
+    versions.print_header()  # what the figures below were measured with
     args.workdir.mkdir(parents=True, exist_ok=True)
     parts = {"faults": part_faults, "kill": part_kill, "fuzz": part_fuzz, "answer": part_answer, "memory": part_memory}
     results: dict[str, Any] = {}

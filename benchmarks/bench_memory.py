@@ -28,6 +28,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
 TARGET_PEAK_MB = 400
 
 BOT = '''\
@@ -148,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
                     default=Path(os.environ.get("EVALGATE_BENCH_DIR", "/tmp/evalgate-bench")))
     ap.add_argument("--trace-malloc", action="store_true")
     args = ap.parse_args(argv)
+    import versions
+
+    versions.print_header()  # what the figures below were measured with
     suite = ensure_project(args.workdir, args.cases)
     db = suite.with_name("bench.duckdb")
     if args.trace_malloc:

@@ -2,7 +2,8 @@
 
 Loaded with ``-p fuzz_tally`` (``benchmarks/`` on ``sys.path``) and ``EVALGATE_FUZZ_TALLY=FILE``; it wraps the
 ``run_cli_in_process`` each fuzz test module calls and appends one JSON line per input: the test, the exit code,
-whether stderr said "internal error" or held a traceback, and the seconds it took.
+whether stderr said "internal error" or held a traceback, whether a refusal says ``error: …`` and names a file,
+and the seconds it took.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def _wrap(call: Any, test: str, path: str) -> Any:
         r = call(*args, **kwargs)
         row = {"test": test, "code": r.code, "seconds": round(time.monotonic() - started, 3),
                "internal": "internal error" in r.err or "Traceback" in r.err,
-               "message": r.code != 2 or (r.err.startswith("error: ") and len(r.err.strip()) > 10)}
+               "message": r.code != 2 or (r.err.startswith("error: ") and len(r.err.strip()) > 10),
+               "names_file": any(ext in r.err for ext in (".yaml", ".jsonl", ".csv", ".json", ".toml"))}
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
         return r
