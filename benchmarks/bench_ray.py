@@ -8,18 +8,23 @@ deterministically. It runs through ``evalgate.run`` (store, gate and all) with:
 
   * the local executor: one process, its turns in threads (the GIL makes it one core's work);
   * ``--executor ray`` on a local Ray session of 1 CPU (one worker), then of 2 CPUs (two workers),
-    started in this process with ``ray.init(num_cpus=N)`` on 127.0.0.1 (the session's start-up is
-    printed apart: a cluster is started once, not per run).
+    started with ``ray.init(num_cpus=N)`` on 127.0.0.1 (the session's start-up is printed apart: a
+    cluster is started once, not per run).
+
+The three alternate (local, 1, 2, local, 1, 2, ...), each run in a fresh process, so load from
+other work on the machine falls on all three alike.
 
 For each: case runs per second over the whole ``evalgate.run`` call (suite load, workers' start,
 store, gate) and over the run phase alone, medians of ``--runs``, with the load average
-(``/proc/loadavg``) before each run. Every run must give the same verdict and pass count.
+(``/proc/loadavg``) before each run. Every run must give the same verdict and pass count (exit 1 if not).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -76,18 +81,22 @@ def one_run(root: Path, executor: str | None, n: int) -> dict[str, Any]:
             "verdict": s.verdict.status, "load": before}
 
 
-def measure(label: str, root: Path, executor: str | None, runs: int, counter: list[int]) -> dict[str, Any]:
-    rows = []
-    for _ in range(runs):
-        counter[0] += 1
-        r = one_run(root, executor, counter[0])
-        rows.append(r)
-        print(f"  {label:<22} {r['cases'] / r['wall']:7.1f} case runs/s whole, {r['cases'] / r['phase']:7.1f} run phase "
-              f"({r['wall']:.2f} s, {r['phase']:.2f} s)  passed {r['passed']:.0f}  {r['verdict']}  load {r['load']}",
-              flush=True)
-    return {"label": label, "whole": statistics.median(r["cases"] / r["wall"] for r in rows),
-            "phase": statistics.median(r["cases"] / r["phase"] for r in rows),
-            "outcome": {(r["cases"], r["passed"], r["verdict"]) for r in rows}}
+CONFIGS = {"local": ("local executor", None, 0), "ray1": ("ray, 1 worker", "ray", 1), "ray2": ("ray, 2 workers", "ray", 2)}
+
+
+def child(config: str, root: Path, n: int) -> None:
+    """One measured run in this fresh process: its Ray session (if any) started first, outside the figure."""
+    _label, executor, cpus = CONFIGS[config]
+    started = 0.0
+    if cpus:
+        import ray
+
+        t0 = time.perf_counter()
+        ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        started = time.perf_counter() - t0
+    result = one_run(root, executor, n)
+    result["ray_start"] = started
+    print("RESULT " + json.dumps(result), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,27 +104,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=int, default=300)
     ap.add_argument("--burn-ms", type=float, default=20.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--child", choices=sorted(CONFIGS), help=argparse.SUPPRESS)
+    ap.add_argument("--root", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.child:
+        child(args.child, Path(args.root), args.n)
+        return 0
     versions.print_header()
-    import ray
-
     root = project(Path(tempfile.mkdtemp(prefix="evalgate-bench-ray-")), args.cases, args.burn_ms)
-    print(f"{args.cases} single-turn cases, {args.burn_ms:g} ms of CPU each; medians of {args.runs}", flush=True)
-    counter = [0]
-    results = [measure("local executor", root, None, args.runs, counter)]
-    for cpus in (1, 2):
-        t0 = time.perf_counter()
-        ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
-        print(f"  (a local Ray session of {cpus} CPU(s) started in {time.perf_counter() - t0:.1f} s)", flush=True)
-        try:
-            results.append(measure(f"ray, {cpus} worker(s)", root, "ray", args.runs, counter))
-        finally:
-            ray.shutdown()
+    print(f"{args.cases} single-turn cases, {args.burn_ms:g} ms of CPU each; the three set-ups interleaved, "
+          f"each run in a fresh process; medians of {args.runs}", flush=True)
+    rows: dict[str, list[dict[str, Any]]] = {c: [] for c in CONFIGS}
+    n = 0
+    for _ in range(args.runs):
+        for config, (label, _executor, _cpus) in CONFIGS.items():
+            n += 1
+            proc = subprocess.run([sys.executable, __file__, "--child", config, "--root", str(root), "--n", str(n)],
+                                  capture_output=True, text=True, timeout=600)
+            line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+            if proc.returncode != 0 or line is None:
+                sys.stderr.write(proc.stdout + proc.stderr)
+                return 1
+            r = json.loads(line[len("RESULT "):])
+            rows[config].append(r)
+            start = f"  (Ray session started in {r['ray_start']:.1f} s, not counted)" if r["ray_start"] else ""
+            print(f"  {label:<16} {r['cases'] / r['wall']:6.1f} case runs/s whole, {r['cases'] / r['phase']:6.1f} "
+                  f"run phase ({r['wall']:.2f} s, {r['phase']:.2f} s)  passed {r['passed']:.0f}  {r['verdict']}  "
+                  f"load {r['load']}{start}", flush=True)
     print(f"\nmedians of {args.runs} (case runs per second)  load average now {load()}")
-    base = results[0]["whole"]
-    for r in results:
-        print(f"  {r['label']:<22} whole {r['whole']:7.1f} ({r['whole'] / base:4.2f}x local)   run phase {r['phase']:7.1f}")
-    outcomes = set().union(*(r["outcome"] for r in results))
+    base = statistics.median(r["cases"] / r["wall"] for r in rows["local"])
+    for config, (label, _executor, _cpus) in CONFIGS.items():
+        whole = statistics.median(r["cases"] / r["wall"] for r in rows[config])
+        phase = statistics.median(r["cases"] / r["phase"] for r in rows[config])
+        print(f"  {label:<16} whole {whole:6.1f} ({whole / base:4.2f}x local)   run phase {phase:6.1f}")
+    outcomes = {(r["cases"], r["passed"], r["verdict"]) for rs in rows.values() for r in rs}
     print(f"outcomes (cases, passed, verdict): {sorted(outcomes)}")
     return 0 if len(outcomes) == 1 else 1
 
