@@ -209,6 +209,7 @@ class Runner:
         self.run_id = ""
         self._models: Any = None
         self._scorer_pool: Any = None
+        self._scorer_turns: dict[str, asyncio.Lock] = {}
 
     # --- one case -------------------------------------------------------------
 
@@ -291,8 +292,11 @@ class Runner:
 
             self._scorer_pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency),
                                                    thread_name_prefix="evalgate-scorer")
-        call = asyncio.get_running_loop().run_in_executor(self._scorer_pool, check.run_sync, ctx)
-        return await self._bounded(call, check)
+        # one call of a scorer at a time, as when they ran on the event loop (a scorer's own state needs no lock);
+        # the deadline counts from when its call starts, so a call hung before it costs the next one only the wait
+        async with self._scorer_turns.setdefault(check.name, asyncio.Lock()):
+            call = asyncio.get_running_loop().run_in_executor(self._scorer_pool, check.run_sync, ctx)
+            return await self._bounded(call, check)
 
     async def _bounded(self, call: Awaitable[Score], check: BoundScorer) -> Score:
         try:

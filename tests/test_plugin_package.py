@@ -79,7 +79,8 @@ def test_an_installed_target_kind_runs_and_its_yaml_is_checked(cli, project: Pat
 
 def test_a_sync_plugin_or_project_scorer_that_hangs_is_an_error_after_the_timeout(project: Path, plugin_site: Path) -> None:
     """A plugin's sync check sleeping 30 s and the project's own check that never returns, under --timeout 1: each is
-    that turn's error score, the other cases are scored, and the process exits with the verdict's code."""
+    that turn's error score, the other cases are scored (a call of the same scorer waiting behind the hung one gets
+    its own deadline), and the process exits with the verdict's code."""
     from conftest import run_cli
 
     write(project / "stuck.py", '''
@@ -98,7 +99,7 @@ def test_a_sync_plugin_or_project_scorer_that_hangs_is_an_error_after_the_timeou
         cases:
           - {id: plugin-hangs, input: hello, expect: {dwell: {seconds: 30}}}
           - {id: project-hangs, input: hello, expect: {"stuck:forever": {}}}
-          - {id: quick, input: hello, expect: {dwell: {seconds: 0}, route: smalltalk}}
+          - {id: quick, input: slow 0.5, expect: {dwell: {seconds: 0}, route: smalltalk}}  # its dwell waits its turn
     """)
     r = run_cli("run", "--timeout", "1", "--json", cwd=project, env={"PYTHONPATH": str(plugin_site)}, timeout=25)
     assert r.code == 3, r  # two of three case runs errored: over the default max_error_rate
