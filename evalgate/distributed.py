@@ -131,7 +131,9 @@ class CaseWorker:
     async def run(self, run_id: str, items: list[tuple[int, int]]) -> Batch:
         runner = await self._ready()
         assert self._target is not None and self._gate is not None
-        runner.run_id = run_id  # session ids carry the run's id, as a local run's do
+        if runner.run_id != run_id:  # session ids carry the run's id, as a local run's do
+            runner.run_id = run_id
+            runner.state.stop, runner.state.stop_reason = False, None  # a stop is the run's, not the worker's
         target, gate = self._target, self._gate
         work = [(self._case(seq), r) for seq, r in items]
 
@@ -142,8 +144,7 @@ class CaseWorker:
                 return await runner.run_case(target, case, repeat)
 
         done = await asyncio.gather(*(one(c, r) for c, r in work))
-        reason, runner.state.stop, runner.state.stop_reason = runner.state.stop_reason, False, None
-        return Batch([r for r in done if r is not None], reason, os.getpid())
+        return Batch([r for r in done if r is not None], runner.state.stop_reason, os.getpid())
 
     def pid(self) -> int:
         return os.getpid()

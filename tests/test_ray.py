@@ -68,17 +68,21 @@ def _project(root: Path, inputs: list[str], *, repeat: int = 1) -> Path:
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
     """A local Ray head on 127.0.0.1 with two CPUs: two workers."""
-    saved = os.environ.get("ASSISTANT_SAMPLE_SEED")
-    os.environ["ASSISTANT_SAMPLE_SEED"] = "7"  # the sampled assistant draws the same on both sides (workers inherit it)
+    # workers see the environment the cluster started with: the sampled assistant's seed (the same draws on both
+    # sides) and a model key the pipeline target checks for (never sent: its runs are offline)
+    env = {"ASSISTANT_SAMPLE_SEED": "7", "EVALGATE_TEST_KEY": "unused"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
-        if saved is None:
-            os.environ.pop("ASSISTANT_SAMPLE_SEED", None)
-        else:
-            os.environ["ASSISTANT_SAMPLE_SEED"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _run(root: Path, db: Path, executor: str | None, paths: list[str] | None = None,
@@ -171,6 +175,24 @@ def test_the_command_line_joins_a_running_cluster_by_its_address(cluster: Any, t
     assert (joined["status"], joined["cases"], joined["metrics"]["passed"], joined["verdict"]["status"]) == \
         (local.status, local.cases, local.metrics["passed"], local.verdict.status)
     assert cluster.is_initialized() and cluster.cluster_resources().get("CPU") == 2  # the CLI left the cluster up
+
+
+def test_a_worker_whose_target_stops_the_run_stops_it_on_ray_too(cluster: Any, tmp_path: Path) -> None:
+    """An offline cache miss on a worker: the run is stopped, naming the case, as a local run is."""
+    root = tmp_path / "p"
+    write(root / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    cases = "".join(f"  - {{id: c{i:02d}, input: question {i}}}\n" for i in range(8))
+    write(root / "suites" / "llm.yaml",
+          "name: llm\ntarget:\n  pipeline:\n"
+          '    endpoint: {base_url: "http://127.0.0.1:9/v1", api_key_env: EVALGATE_TEST_KEY, max_retries: 0}\n'
+          "    router: {fallback: answer}\n"
+          '    routes:\n      answer: {model: {name: tiny-model, prompt: "Answer."}}\n'
+          "cases:\n" + cases)
+    report = evalgate.run(None, config=find_config(root), store_path=tmp_path / "ray.duckdb",
+                          options=RunOptions(executor="ray", offline=True))
+    suite = report.suites[0]
+    assert suite.status == "stopped" and report.exit_code == 3
+    assert "offline and no cached answer for model tiny-model" in " ".join(suite.verdict.reasons), suite.verdict.reasons
 
 
 def test_sigterm_stops_a_ray_run_cleanly_and_it_resumes(tmp_path: Path) -> None:
