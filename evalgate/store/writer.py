@@ -295,6 +295,7 @@ class ResultWriter:
             with self.store.connect(memory_limit=WRITER_MEMORY_LIMIT, threads=1) as con:  # the other core scores
                 try:
                     self._commit(con, batch, 0, len(batch) if batch else 0, sets)
+                    loss.written = len(batch) if batch else 0  # committed: a failure closing the file loses none of it
                     return loss
                 except Exception as exc:
                     if batch is None or _store_broken(exc):
@@ -431,7 +432,7 @@ class _Loss:
     passed: int = 0
     unstored: list[Unstored] = field(default_factory=list)
     written: int = 0
-    """Case runs of a rejected batch written in parts."""
+    """Case runs of the batch that were committed (all of it, or the parts of a rejected one)."""
     broken: str | None = None
     unmarked: str | None = None
 
