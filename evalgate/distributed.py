@@ -302,7 +302,8 @@ def connect(spec: str, options: RunOptions, config: Config) -> RayExecutor | Non
     if ray.is_initialized():  # a library caller's own session (or a test's): used, and left running
         return RayExecutor(ray, False, config)
     try:
-        local = {} if address else {"_node_ip_address": "127.0.0.1"}  # a cluster of this machine listens on it only
+        # a cluster started here listens on 127.0.0.1 only; RAY_ADDRESS, when set, names one to join instead
+        local = {} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.WARNING, **local)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... for an address it cannot use

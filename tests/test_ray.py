@@ -195,18 +195,22 @@ def test_a_worker_whose_target_stops_the_run_stops_it_on_ray_too(cluster: Any, t
     assert "offline and no cached answer for model tiny-model" in " ".join(suite.verdict.reasons), suite.verdict.reasons
 
 
-def test_sigterm_stops_a_ray_run_cleanly_and_it_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_a_ray_run_stops_cleanly_and_resumes(tmp_path: Path, how: str) -> None:
     started = tmp_path / "started"
     root = _project(tmp_path / "p", [f"slow 0.5 {started} {i}" for i in range(30)])
     db = root / ".evalgate" / "evalgate.duckdb"
     env = {**os.environ, "NO_COLOR": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "evalgate", "run", "--executor", "ray", "--json"], cwd=root,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and (not started.exists() or len(started.read_text().split()) < 6):
         time.sleep(0.05)  # the cluster is up and both workers are running cases
     time.sleep(0.8)
-    proc.send_signal(signal.SIGTERM)  # a cancelled CI job: handled like Ctrl-C
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)  # a cancelled CI job: handled like Ctrl-C
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group, Ray's own processes too
     out, err = proc.communicate(timeout=90)
     assert proc.returncode == 3, (out, err)
     assert json.loads(out)["suites"][0]["status"] == "interrupted"
