@@ -8,7 +8,7 @@ deterministically. It runs through ``evalgate.run`` (store, gate and all) with:
 
   * the local executor: one process, its turns in threads (the GIL makes it one core's work);
   * ``--executor ray`` on a local Ray session of 1 CPU (one worker), then of 2 CPUs (two workers),
-    started with ``ray.init(num_cpus=N)`` on 127.0.0.1 (the session's start-up is printed apart: a
+    started with ``ray.init(num_cpus=N)`` on this machine (the session's start-up is printed apart: a
     cluster is started once, not per run).
 
 The three alternate (local, 1, 2, local, 1, 2, ...), each run in a fresh process, so load from
@@ -92,7 +92,7 @@ def child(config: str, root: Path, n: int) -> None:
         import ray
 
         t0 = time.perf_counter()
-        ray.init(num_cpus=cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         started = time.perf_counter() - t0
     result = one_run(root, executor, n)
     result["ray_start"] = started

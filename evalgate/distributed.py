@@ -281,7 +281,7 @@ class RayExecutor:
 def connect(spec: str, options: RunOptions, config: Config) -> RayExecutor | None:
     """The executor ``--executor SPEC`` names (None for ``local``); connects to the cluster now, before any turn runs.
 
-    ``ray`` starts a local Ray cluster (or joins the one ``RAY_ADDRESS`` names); ``ray:ADDRESS`` joins an existing
+    ``ray`` starts a Ray cluster on this machine (or joins the one ``RAY_ADDRESS`` names); ``ray:ADDRESS`` joins an existing
     one: ``auto``, ``HOST:6379`` (a head's GCS) or ``ray://HOST:10001`` (Ray Client, which needs ``ray[client]``).
     """
     kind, _, address = spec.partition(":")
@@ -302,10 +302,8 @@ def connect(spec: str, options: RunOptions, config: Config) -> RayExecutor | Non
     if ray.is_initialized():  # a library caller's own session (or a test's): used, and left running
         return RayExecutor(ray, False, config)
     try:
-        # a cluster started here listens on 127.0.0.1 only; RAY_ADDRESS, when set, names one to join instead
-        local = {} if address or os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING, **local)
+                 logging_level=logging.WARNING)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ValueError... for an address it cannot use
         raise UsageError(f"cannot connect to the Ray cluster {address or '(local)'}: {type(exc).__name__}: {exc}",
                          hint="ray:auto joins the cluster `ray start` runs here; ray:HOST:6379 a head's address; "

@@ -1,4 +1,4 @@
-"""``run --executor ray``: case runs on a real local Ray cluster (127.0.0.1), results in the driver's real store.
+"""``run --executor ray``: case runs on a real Ray cluster on this machine, results in the driver's real store.
 
 One Ray session serves the module (starting one costs seconds); the SIGTERM test starts its own, in the CLI's
 process, as a user's ``evalgate run --executor ray`` does.
@@ -67,13 +67,13 @@ def _project(root: Path, inputs: list[str], *, repeat: int = 1) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    """A local Ray head on 127.0.0.1 with two CPUs: two workers."""
+    """A Ray head on this machine with two CPUs: two workers."""
     # workers see the environment the cluster started with: the sampled assistant's seed (the same draws on both
     # sides) and a model key the pipeline target checks for (never sent: its runs are offline)
     env = {"ASSISTANT_SAMPLE_SEED": "7", "EVALGATE_TEST_KEY": "unused"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
