@@ -2,7 +2,9 @@
 
     python benchmarks/bench_proxy.py [--runs 5] [--calls 4000] [--concurrency 1,64]
 
-Three processes, as in a real run: a local OpenAI-compatible server (aiohttp, its own process), the proxy
+Three processes, as in a real run: a local OpenAI-compatible server (aiohttp, its own process, answering after
+``--server-ms``: a model takes time, and 64 calls in flight against a server that answers at once measure only
+how fast the proxy can go flat out, not what it adds to a call), the proxy
 (evalgate.upstreams, in this process: its own thread and event loop), and a load generator (aiohttp client, its
 own process) sending chat-completion requests, one at a time and 64 at a time. Each run measures:
 
@@ -38,8 +40,12 @@ SERVER = r'''
 import json, sys
 from aiohttp import web
 
+DELAY = float(sys.argv[1]) / 1000
+
 async def chat(request):
     body = await request.json()
+    if DELAY:
+        await __import__("asyncio").sleep(DELAY)
     text = "echo: " + body["messages"][-1]["content"]
     return web.json_response({"id": "c1", "object": "chat.completion", "created": 0, "model": body["model"],
                               "choices": [{"index": 0, "finish_reason": "stop",
@@ -142,13 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5, help="runs of each measurement (default 5)")
     ap.add_argument("--calls", type=int, default=4000, help="calls per measurement (default 4000)")
+    ap.add_argument("--server-ms", type=float, default=50.0,
+                    help="the model server's time per call (default 50 ms, a fast model; 0 measures the proxy saturated)")
     ap.add_argument("--concurrency", default="1,64", help="calls in flight at once, comma-separated (default 1,64)")
     args = ap.parse_args(argv)
     versions.print_header()  # what the figures below were measured with
     levels = [int(c) for c in args.concurrency.split(",")]
 
     before = loadavg()
-    server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(args.server_ms)], stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     direct = f"http://127.0.0.1:{int(server.stdout.readline())}/v1"
     results: dict[tuple[int, str], list[dict[str, float]]] = {}
@@ -169,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     after = loadavg()
 
     med = {key: {m: statistics.median(r[m] for r in v) for m in ("p50", "p95", "per_s")} for key, v in results.items()}
-    print(f"upstream proxy, {args.calls} calls per measurement, medians of {args.runs} run(s); "
+    print(f"upstream proxy, server {args.server_ms:g} ms, {args.calls} calls per measurement, medians of {args.runs} run(s); "
           f"load average {before} before, {after} after")
     print(f"{'in flight':>9} {'':8} {'p50 ms':>8} {'p95 ms':>8} {'calls/s':>9} {'added p50':>10} {'added p95':>10}")
     for (c, k), v in med.items():

@@ -64,7 +64,7 @@ class Proxy:
             thread.join(10)
 
     def _serve(self) -> None:
-        loop = self._loop = asyncio.new_event_loop()
+        loop = self._loop = _new_loop()
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._open())
@@ -233,6 +233,15 @@ class Proxy:
         data = self.secrets.data(raw)
         events.append(data.decode("utf-8", "replace"))
         await out.write(data + b"\n\n")
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (the ``fast`` extra): it halves what relaying a call costs the proxy's thread."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def _json_bytes(value: Any) -> bytes:
