@@ -234,38 +234,54 @@ def service_process(env: dict[str, str], script: Path = SUPPORT_SERVICE) -> Iter
 
 
 class ModelServer(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat-completions endpoint that answers from the prompt (its system message's first
-    word and the user's last words), counts every request and keeps the headers it received."""
+    """An OpenAI-compatible chat-completions endpoint that answers from the prompt (its system message's fourth
+    word and the user's last words), streamed when asked, counts every request and keeps the headers it received.
+
+    A test's own server subclasses it and changes what it answers (``text``), what it keeps (``keep``), the model
+    it names and the usage it reports."""
 
     protocol_version = "HTTP/1.1"
     requests: list[dict[str, Any]] = []
+    model_name = "local-model"
+    lock = threading.Lock()
 
     def log_message(self, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-        type(self).requests.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
+    def text(self, body: dict[str, Any]) -> str:
         messages = body.get("messages") or []
         system = next((m["content"] for m in messages if m["role"] == "system"), "")
         last = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
-        text = f"[{system.split()[3] if len(system.split()) > 3 else system}] about: {last}"
+        return f"[{system.split()[3] if len(system.split()) > 3 else system}] about: {last}"
+
+    def keep(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}}
+
+    def usage(self, body: dict[str, Any], text: str) -> dict[str, int]:
+        prompt = 10 * len(body.get("messages") or [])
+        return {"prompt_tokens": prompt, "completion_tokens": len(text.split()),
+                "total_tokens": prompt + len(text.split())}
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        with self.lock:
+            type(self).requests.append(self.keep(body))
+        text = self.text(body)
         if body.get("stream"):
             self.send_response(200)
             self.send_header("Content-Type", "text/event-stream")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             for word in text.split(" "):
-                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "local-model",
+                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": self.model_name,
                          "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
                 self._chunk(f"data: {json.dumps(chunk)}\n\n")
             self._chunk("data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             return
-        answer = {"id": "c1", "object": "chat.completion", "created": 0, "model": "local-model",
+        answer = {"id": "c1", "object": "chat.completion", "created": 0, "model": self.model_name,
                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                  "usage": {"prompt_tokens": 10 * len(messages), "completion_tokens": len(text.split()),
-                            "total_tokens": 10 * len(messages) + len(text.split())}}
+                  "usage": self.usage(body, text)}
         data = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

@@ -10,14 +10,12 @@ import json
 import socket
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import query, serving, write
+from conftest import ModelServer, query, serving, write
 from test_report import _blobs
 
 SECRET = "up-secret-7f3a9c1e5b"
@@ -85,53 +83,24 @@ cases:
 '''
 
 
-class Model(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat completions endpoint: answers with the desk its system prompt names and the
-    user's last message, streamed when asked; counts its requests; with ``echo``, says the Authorization it got."""
+class Model(ModelServer):
+    """The model server of these tests: answers with the desk its system prompt names and the user's last message;
+    keeps each request's body and Authorization; with ``echo``, says the Authorization it got."""
 
-    protocol_version = "HTTP/1.1"
     requests: list[dict[str, Any]] = []
     echo = False
-    lock = threading.Lock()
+    model_name = "local"
 
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_POST(self) -> None:  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
-        with Model.lock:
-            Model.requests.append({"body": body, "authorization": self.headers.get("Authorization")})
+    def text(self, body: dict[str, Any]) -> str:
         messages = body["messages"]
-        desk = messages[0]["content"].split()[-2]
-        text = f"({desk} desk) you said: {messages[-1]['content']}"
-        if Model.echo:
-            text += f" [auth {self.headers.get('Authorization')}]"
-        if body.get("stream"):
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for word in text.split(" "):
-                chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "local",
-                         "choices": [{"index": 0, "delta": {"content": word + " "}, "finish_reason": None}]}
-                self._chunk(f"data: {json.dumps(chunk)}\n\n")
-            self._chunk("data: [DONE]\n\n")
-            self.wfile.write(b"0\r\n\r\n")
-            return
-        data = json.dumps({"id": "c1", "object": "chat.completion", "created": 0, "model": "local",
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": text}}],
-                           "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        text = f"({messages[0]['content'].split()[-2]} desk) you said: {messages[-1]['content']}"
+        return text + (f" [auth {self.headers.get('Authorization')}]" if Model.echo else "")
 
-    def _chunk(self, text: str) -> None:
-        data = text.encode()
-        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-        self.wfile.flush()
+    def keep(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {"body": body, "authorization": self.headers.get("Authorization")}
+
+    def usage(self, body: dict[str, Any], text: str) -> dict[str, int]:
+        return {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
 
 
 @pytest.fixture
