@@ -86,6 +86,17 @@ MAX_PROMPT_MESSAGES = 2_000
 """Most messages an import keeps in ``prompt``: the first (the system prompt) and the latest."""
 
 
+def content_text(content: Any) -> str:
+    """A message's content as text: content parts (a list) give their text ones, as the model read them."""
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        texts = [str(p.get("text", p.get("content", ""))) for p in content
+                 if isinstance(p, dict) and p.get("type", "text") == "text"]
+        return "\n".join(t for t in texts if t)
+    return str(content)
+
+
 class PromptMessage(_Model):
     """One message the model received: its role and its text, as in a chat completion request."""
 
@@ -100,13 +111,7 @@ class PromptMessage(_Model):
     @field_validator("content", mode="before")
     @classmethod
     def _content_text(cls, value: Any) -> Any:
-        if value is None:
-            return ""
-        if isinstance(value, list):  # content parts: the text ones, as the model read them
-            texts = [str(p.get("text", p.get("content", ""))) for p in value
-                     if isinstance(p, dict) and p.get("type", "text") == "text"]
-            return "\n".join(t for t in texts if t)
-        return value
+        return content_text(value) if value is None or isinstance(value, list) else value
 
 
 class Usage(_Model):

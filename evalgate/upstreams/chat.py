@@ -9,18 +9,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..traces.format import content_text
+
 Messages = tuple[tuple[str, str], ...]
 """A prompt as compared: each message's role and its text, whitespace normalised."""
-
-
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, list):  # content parts: the text ones, as the model read them
-        parts = [str(p.get("text", p.get("content", ""))) for p in content
-                 if isinstance(p, dict) and p.get("type", "text") == "text"]
-        return "\n".join(p for p in parts if p)
-    return str(content)
 
 
 def normalised(messages: Any) -> Messages | None:
@@ -31,7 +23,7 @@ def normalised(messages: Any) -> Messages | None:
     for m in messages:
         if not isinstance(m, dict):
             return None
-        out.append((str(m.get("role") or "").strip().lower(), " ".join(_text(m.get("content")).split())))
+        out.append((str(m.get("role") or "").strip().lower(), " ".join(content_text(m.get("content")).split())))
     return tuple(out)
 
 
