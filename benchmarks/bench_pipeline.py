@@ -1,6 +1,6 @@
 """The reference pipeline against a local OpenAI-compatible server: throughput, cache, CPU, latency.
 
-    .venv/bin/python benchmarks/bench_pipeline.py [--runs 3] [--scenario a,b] [--workdir DIR]
+    .venv/bin/python benchmarks/bench_pipeline.py [--runs 3] [--scenario a,b,c] [--workdir DIR]
 
 (a) 2,000 single-turn cases, 200 ms server latency, concurrency 32: run time against
     the ideal N × latency / concurrency = 12.5 s (target ≥ 90 % efficiency); then the
@@ -8,6 +8,9 @@
 (b) 1,000 cases, 50 ms, concurrency 64: CPU per turn, evalgate's own apart from the
     HTTP client's (the client alone, driven with the same requests, gives its share),
     and recorded p50/p95 elapsed against the configured 50 ms (target: p50 within 20 %).
+(c) honest latency: 1,000 cases at 64 in flight and 2,000 at 256, 50 ms server, no cache:
+    what the store keeps for each turn, turns.elapsed_ms and the trace's
+    latency_ms.model, p50/p95 against the server's delay (target: p50 within 10 %).
 
 The server runs in its own process (its CPU is not counted): asyncio, HTTP/1.1
 keep-alive, one fixed delay per request, a request counter at GET /count.
@@ -161,8 +164,9 @@ def run_once(suite: Path, db: Path, cache: Path, concurrency: int, cache_mode: s
     finally:
         con.close()
     elapsed = sorted(r[0] for r in rows if r[0] is not None)
+    model = sorted(r[1] for r in rows if r[1] is not None)
     return {"wall_s": wall, "run_s": s.duration_s, "cpu_s": cpu, "turns": s.turns, "exit": report.exit_code,
-            "pass_rate": s.metrics.get("pass_rate"), "elapsed": elapsed}
+            "pass_rate": s.metrics.get("pass_rate"), "elapsed": elapsed, "model": model}
 
 
 def client_only(base_url: str, n: int, concurrency: int, delay: float) -> float:
@@ -250,10 +254,40 @@ def scenario_b(workdir: Path, runs: int) -> dict[str, Any]:
             "run_s": statistics.median(r["run_s"] for r in results), "configured_ms": delay * 1000}
 
 
+def scenario_c(workdir: Path, runs: int) -> list[dict[str, Any]]:
+    delay = 0.05
+    server = Server(delay)
+    out = []
+    try:
+        for n, conc in ((1000, 64), (2000, 256)):
+            results = []
+            for r in range(runs):
+                folder = workdir / f"c{conc}-{r}"
+                suite = write_suite(folder, n, server.base_url)
+                db, cache = folder / "s.duckdb", folder / "cache.sqlite"
+                for p in (db, cache):
+                    p.unlink(missing_ok=True)
+                res = run_once(suite, db, cache, conc, cache_mode="off")
+                results.append(res)
+                e, m = res["elapsed"], res["model"]
+                print(f"  (c) {conc} in flight, run {r + 1}: turns.elapsed_ms p50 {pct(e, .5):.1f} ms p95 "
+                      f"{pct(e, .95):.1f} ms; latency_ms.model p50 {pct(m, .5):.1f} ms p95 {pct(m, .95):.1f} ms; "
+                      f"{res['cpu_s'] / res['turns'] * 1000:.2f} ms CPU/turn; run phase {res['run_s']:.2f} s", flush=True)
+            out.append({"concurrency": conc, "turns": n, "configured_ms": delay * 1000,
+                        "p50_ms": statistics.median(pct(r["elapsed"], .5) for r in results),
+                        "p95_ms": statistics.median(pct(r["elapsed"], .95) for r in results),
+                        "model_p50_ms": statistics.median(pct(r["model"], .5) for r in results),
+                        "model_p95_ms": statistics.median(pct(r["model"], .95) for r in results),
+                        "cpu_ms_per_turn": statistics.median(r["cpu_s"] / r["turns"] * 1000 for r in results)})
+    finally:
+        server.stop()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--scenario", default="a,b")
+    parser.add_argument("--scenario", default="a,b,c")
     parser.add_argument("--workdir", default=os.environ.get("EVALGATE_BENCH_DIR", os.path.join(tempfile.gettempdir(), "evalgate-bench-pipeline")))
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -283,6 +317,18 @@ def main() -> None:
               f"run phase {b['run_s']:.2f} s")
         targets += [("(b) evalgate's own CPU ≤ 1 ms/turn", b["own_cpu_ms_per_turn"] <= 1.0),
                     ("(b) p50 within 20% of 50 ms", b["p50_ms"] <= b["configured_ms"] * 1.2)]
+    if "c" in wanted:
+        print("(c) honest latency: 50 ms server, at 64 and 256 in flight")
+        for c in scenario_c(workdir, args.runs):
+            print(f"(c) {c['concurrency']} in flight, medians of {args.runs}: recorded elapsed p50 {c['p50_ms']:.1f} ms, "
+                  f"p95 {c['p95_ms']:.1f} ms (latency_ms.model p50 {c['model_p50_ms']:.1f} ms, p95 "
+                  f"{c['model_p95_ms']:.1f} ms) vs the server's {c['configured_ms']:.0f} ms; "
+                  f"{c['cpu_ms_per_turn']:.2f} ms CPU/turn")
+            targets += [(f"(c) {c['concurrency']} in flight: recorded p50 within 10% of the server's "
+                         f"{c['configured_ms']:.0f} ms", abs(c["p50_ms"] - c["configured_ms"]) <= c["configured_ms"] * 0.1),
+                        (f"(c) {c['concurrency']} in flight: latency_ms.model p50 within 10% of the server's "
+                         f"{c['configured_ms']:.0f} ms",
+                         abs(c["model_p50_ms"] - c["configured_ms"]) <= c["configured_ms"] * 0.1)]
     print("targets:")
     for name, ok in targets:
         print(f"  {'PASS' if ok else 'MISS'}  {name}")

@@ -63,6 +63,10 @@ class ModelResponse:
     latency_ms: float | None = None
     queued_ms: float = 0.0
     """Time spent waiting for a free slot (the run's concurrency bound), not counted as latency."""
+    harness_ms: float = 0.0
+    """Of the answering attempt, evalgate's own time outside the exchange (building the request, parsing the answer,
+    the event loop busy when the last byte had arrived): not counted as latency. 0 where the transport does not
+    time the exchange (https endpoints)."""
 
 
 _RETRY_STATUS = {408, 409, 429}
@@ -135,6 +139,8 @@ class ModelClient:
     async def _call_with_retries(self, request: ModelRequest) -> ModelResponse:
         import openai
 
+        from .exchange import EXCHANGE, Exchange
+
         last = "no attempt made"
         queued = 0.0
         for attempt in range(1, self.max_retries + 2):
@@ -143,6 +149,8 @@ class ModelClient:
             async with self._slots:  # waiting for a slot is not counted as the call's latency
                 start = time.perf_counter()
                 queued += (start - waiting) * 1000
+                timing = Exchange()
+                EXCHANGE.set(timing)  # the transport times the bytes on the wire: first sent, last received
                 try:
                     self.calls += 1
                     # the low-level post: same auth, URL and error classes as chat.completions.create, without
@@ -150,7 +158,9 @@ class ModelClient:
                     data: Any = await self._client.post("/chat/completions", cast_to=object, body={
                         "model": request.model, "messages": request.messages, **request.params})
                     elapsed = (time.perf_counter() - start) * 1000
-                    return _answer(data, request.model, attempt, elapsed, queued)
+                    exchange = timing.ms
+                    return _answer(data, request.model, attempt, elapsed if exchange is None else exchange, queued,
+                                   0.0 if exchange is None else max(0.0, elapsed - exchange))
                 except openai.APITimeoutError:
                     last = f"timed out after {self.timeout_s:g}s"
                 except (ValueError, AttributeError, TypeError, IndexError) as exc:  # a body that is not the JSON promised
@@ -186,7 +196,8 @@ def _count(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _answer(data: Any, requested: str, attempt: int, elapsed: float, queued: float) -> ModelResponse:
+def _answer(data: Any, requested: str, attempt: int, elapsed: float, queued: float,
+            harness: float = 0.0) -> ModelResponse:
     """A chat completion body as a response; anything else (no choices, no message) is malformed: an error, never an
     empty answer that would be cached and scored as the system's."""
     if not isinstance(data, dict):
@@ -205,7 +216,7 @@ def _answer(data: Any, requested: str, attempt: int, elapsed: float, queued: flo
     model = data.get("model")
     return ModelResponse(content or "", model if isinstance(model, str) and model else requested,
                          _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")),
-                         attempts=attempt, latency_ms=elapsed, queued_ms=queued)
+                         attempts=attempt, latency_ms=elapsed, queued_ms=queued, harness_ms=harness)
 
 
 def _retry_after(value: str | None) -> float | None:

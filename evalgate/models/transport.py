@@ -8,18 +8,136 @@ transport keeps a plain stack of idle connections instead. It speaks just
 what a chat-completions exchange needs: a request with a body, a response
 with Content-Length or chunked transfer encoding. ``https://`` endpoints
 keep the openai client's own transport.
+
+The exchanges run on an I/O thread with its own event loop, which does
+nothing else: the run's loop routes and scores between awaits, and with 64
+calls in flight a response could wait there tens of milliseconds before its
+coroutine resumed. The I/O thread timestamps the first byte sent and the
+last byte received (``exchange.Exchange``), so the call's recorded latency
+is the endpoint's, not the loop's lag.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
-from typing import Any
+import threading
+import time
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import httpx2
 
+from .exchange import EXCHANGE, Exchange
+
 _MAX_HEAD = 64 * 1024
+_T = TypeVar("_T")
+
+
+class _Job:
+    __slots__ = ("coro", "future", "loop", "task", "cancelled")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop):
+        self.coro = coro
+        self.future = future
+        self.loop = loop
+        self.task: asyncio.Task[Any] | None = None
+        self.cancelled = False
+
+
+class _IOThread:
+    """A daemon thread running an event loop (uvloop where installed) that only does socket I/O.
+
+    Hand-offs are batched both ways: a wake-up of the other loop (a write to its self-pipe) is sent only when its
+    queue was empty, so at 64 calls in flight one wake-up carries many requests or many answers.
+    """
+
+    def __init__(self) -> None:
+        try:
+            import uvloop
+
+            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        except ImportError:
+            self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+        self._inbox: list[_Job] = []
+        self._outbox: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        self.thread = threading.Thread(target=self._run, name="evalgate-model-io", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    async def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Await ``coro`` on the I/O loop from another loop (cancelling this cancels it there)."""
+        loop = asyncio.get_running_loop()
+        job = _Job(coro, loop.create_future(), loop)
+        with self._lock:
+            self._inbox.append(job)
+            wake = len(self._inbox) == 1
+        if wake:
+            self.loop.call_soon_threadsafe(self._start_jobs)
+        try:
+            return await job.future  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            self.loop.call_soon_threadsafe(self._cancel, job)
+            raise
+
+    # --- on the I/O thread ---
+
+    def _start_jobs(self) -> None:
+        with self._lock:
+            jobs, self._inbox = self._inbox, []
+        for job in jobs:
+            if job.cancelled:
+                job.coro.close()
+                continue
+            job.task = self.loop.create_task(job.coro)
+            job.task.add_done_callback(functools.partial(self._finished, job))
+
+    def _cancel(self, job: _Job) -> None:
+        job.cancelled = True
+        if job.task is not None:
+            job.task.cancel()
+
+    def _finished(self, job: _Job, _task: asyncio.Task[Any]) -> None:
+        with self._lock:
+            box = self._outbox.setdefault(job.loop, [])
+            box.append(job)
+            wake = len(box) == 1
+        if wake:
+            with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody is waiting
+                job.loop.call_soon_threadsafe(self._deliver, job.loop)
+
+    # --- on the caller's loop ---
+
+    def _deliver(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            jobs = self._outbox.pop(loop, [])
+        for job in jobs:
+            task, future = job.task, job.future
+            if future.done() or task is None:
+                continue
+            if task.cancelled():
+                future.cancel()
+            elif task.exception() is not None:
+                future.set_exception(task.exception())  # type: ignore[arg-type]
+            else:
+                future.set_result(task.result())
+
+    def stop(self) -> None:
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(5)
 
 
 class _Connection:
@@ -40,6 +158,7 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
     def __init__(self, max_idle: int = 256):
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._io: _IOThread | None = None
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
@@ -55,11 +174,25 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
                 head.append(f"{name}: {value}")
         head.append(f"Content-Length: {len(body)}")
         payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        timing = EXCHANGE.get()
+        if timing is None:
+            timing = Exchange()
+        if self._io is None:
+            self._io = _IOThread()
+        status, headers, content = await self._io.run(self._exchange(request, host, port, payload, timeouts, timing))
+        return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content),
+                               extensions={"http_version": b"HTTP/1.1"})
+
+    async def _exchange(self, request: httpx2.Request, host: str, port: int, payload: bytes,
+                        timeouts: dict[str, Any], timing: Exchange) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One request and its response, on the I/O loop; ``timing`` gets the attempt that answered."""
         for attempt in (0, 1):
             conn, reused = await self._connection(host, port, timeouts.get("connect"))
             try:
+                timing.sent = time.perf_counter()
                 conn.writer.write(payload)
                 status, headers, content, keep = await asyncio.wait_for(self._read(conn.reader), timeouts.get("read"))
+                timing.received = time.perf_counter()
             except asyncio.TimeoutError:
                 conn.close()
                 raise httpx2.ReadTimeout(f"no response within {timeouts.get('read')}s", request=request) from None
@@ -75,8 +208,7 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
                 self._release(host, port, conn)
             else:
                 conn.close()
-            return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content),
-                                   extensions={"http_version": b"HTTP/1.1"})
+            return status, headers, content
         raise httpx2.ReadError("connection closed", request=request)  # unreachable: the loop returns or raises
 
     async def _connection(self, host: str, port: int, timeout: float | None) -> tuple[_Connection, bool]:
@@ -143,10 +275,19 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         return status, headers, content, keep
 
     async def aclose(self) -> None:
+        io, self._io = self._io, None
+        if io is None:
+            return
+        with contextlib.suppress(RuntimeError):
+            await io.run(self._close_idle())
+        io.stop()
+
+    async def _close_idle(self) -> None:
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()
         self._idle.clear()
+        await asyncio.sleep(0)  # let the transports' close callbacks run before the loop stops
 
 
 def http_client_for(base_url: str, timeout_s: float) -> Any:

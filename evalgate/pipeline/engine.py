@@ -35,6 +35,8 @@ class ModelCall:
     cached: bool = False
     attempts: int = 0
     queued_ms: float = 0.0
+    harness_ms: float = 0.0
+    """evalgate's own time around the call's exchange (see ModelResponse.harness_ms): not the system's latency."""
     messages: list[dict[str, Any]] = field(default_factory=list)
     """The messages the model received, as sent (for the built-in model: as they would have been)."""
     answered: str | None = None
@@ -103,6 +105,8 @@ class Pipeline:
         if decision is None:
             decision, classifier_call = await self._classify(text, history, state_in, repeat)
         t = steps.add("route", t)
+        if classifier_call is not None:
+            steps.times["route"] = round(max(0.0, steps.times["route"] - classifier_call.harness_ms), 3)
         route = self.spec.routes[decision.route]
 
         state = self.slots.apply(state_in, found, decision.route)
@@ -138,6 +142,7 @@ class Pipeline:
                 if new_state:
                     state.update(new_state)
             steps.add("model", t)
+            steps.times["model"] = round(max(0.0, steps.times["model"] - call.harness_ms), 3)
         else:
             output = self._answer(decision.route, route, variables)
             steps.add("answer", t)
@@ -165,11 +170,14 @@ class Pipeline:
             trace["usage"] = {"input_tokens": sum(c.input_tokens or 0 for c in calls),
                               "output_tokens": sum(c.output_tokens or 0 for c in calls),
                               "cost_usd": None if any(x is None for x in costs) else round(sum(costs), 8)}  # type: ignore[arg-type]
-        trace["latency_ms"] = {"total": round((time.perf_counter() - start) * 1000, 3), **steps.times}
+        harness = sum(c.harness_ms for c in calls)
+        trace["latency_ms"] = {"total": round(max(0.0, (time.perf_counter() - start) * 1000 - harness), 3),
+                               **steps.times}
         trace["extra"] = {"pipeline": {"token_counter": self.counter.name,
                                        "cached": [c.cached for c in calls],
                                        "attempts": [c.attempts for c in calls],
-                                       "queued_ms": round(sum(c.queued_ms for c in calls), 3)}}
+                                       "queued_ms": round(sum(c.queued_ms for c in calls), 3),
+                                       "harness_ms": round(harness, 3)}}
         return trace
 
     # --- collections ---------------------------------------------------------------
@@ -269,7 +277,7 @@ class Pipeline:
         if not response.cached:
             self.meter.add(cost)
         return ModelCall(response.text, model, tokens_in, tokens_out, cost, response.cached, response.attempts,
-                         response.queued_ms, messages, answered=response.model or None)
+                         response.queued_ms, response.harness_ms, messages, answered=response.model or None)
 
     async def _classify(self, text: str, history: list[dict[str, Any]], state: dict[str, Any],
                         repeat: int) -> tuple[Decision, ModelCall | None]:

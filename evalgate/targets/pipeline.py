@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,6 @@ class PipelineTarget:
                                  meter=options.meter)
 
     async def call(self, request: dict[str, Any], turn: Any, timeout_s: float) -> Reply:
-        start = time.perf_counter()
         try:
             trace = await asyncio.wait_for(self.pipeline.turn(request), timeout_s)
         except asyncio.TimeoutError:
@@ -77,9 +75,12 @@ class PipelineTarget:
             if message.startswith("offline"):
                 raise StopRun(f"{where}: {message}; {OFFLINE_HINT}") from None
             raise StopRun(f"{where}: {message}") from None
-        # time queued for a model-call slot is evalgate's waiting, not the system's latency
-        queued = float(trace.get("extra", {}).get("pipeline", {}).get("queued_ms") or 0.0)
-        return Reply(trace, max(0.0, (time.perf_counter() - start) * 1000 - queued))
+        # the turn's own measure (latency_ms.total, taken inside the turn, without evalgate's time around each model
+        # exchange) less the time queued for a model-call slot: this call's wall time would add the event loop's lag
+        # in starting the turn and in resuming here after it, which is evalgate's, not the system's
+        extra = trace.get("extra", {}).get("pipeline", {})
+        total = float(trace["latency_ms"]["total"])
+        return Reply(trace, max(0.0, total - float(extra.get("queued_ms") or 0.0)))
 
     @property
     def spent_usd(self) -> float:

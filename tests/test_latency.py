@@ -1,0 +1,78 @@
+"""Honest latency: what the store keeps for a turn is the system's time, not the time evalgate's own event loop
+was busy when the answer had arrived."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import ModelServer, query, serving, write
+
+from evalgate import Score
+
+SLOW_S = 0.25
+"""The server's delay for the turn whose latency is checked."""
+BURN_S = 0.6
+"""How long a scorer of the other turn keeps the event loop busy, from about 10 ms in."""
+
+
+class DelayedModel(ModelServer):
+    """The test model server with a known delay: SLOW_S for a message with 'slow' in it, 10 ms otherwise."""
+
+    requests: list[dict[str, Any]] = []
+
+    def text(self, body: dict[str, Any]) -> str:
+        last = body["messages"][-1]["content"]
+        time.sleep(SLOW_S if "slow" in last else 0.01)
+        return "echo: " + last
+
+
+def busy_loop(seconds: float = BURN_S) -> Any:
+    """A scorer that keeps the event loop busy (CPU, no await) for ``seconds``: a slow scorer of another turn."""
+
+    async def check(ctx: Any) -> Score:
+        end = time.perf_counter() + seconds
+        n = 0
+        while time.perf_counter() < end:
+            n += 1
+        return Score(True, n, "burnt the loop")
+
+    return check
+
+
+def test_stored_latency_is_the_servers_delay_not_the_event_loops_lag(tmp_path: Path) -> None:
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions
+
+    with serving(DelayedModel) as url:
+        write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+        suite = write(tmp_path / "suites" / "latency.yaml", f"""
+            name: latency
+            scorers:
+              busy_loop: {{use: "test_latency:busy_loop", args: {{seconds: {BURN_S}}}}}
+            target:
+              pipeline:
+                endpoint: {{base_url: "{url}", max_retries: 0}}
+                router: {{fallback: answer}}
+                routes:
+                  answer: {{model: {{name: tiny-model}}}}
+            cases:
+              - {{id: fast, input: fast one, expect: {{busy_loop: {{}}}}}}
+              - {{id: slow, input: slow one, expect: {{output: {{contains: [echo]}}}}}}
+        """)
+        db = tmp_path / "store.duckdb"
+        report = run([str(suite)], config=find_config(tmp_path), store_path=db,
+                     options=RunOptions(concurrency=2, cache_mode="off"))
+    assert report.exit_code == 0, report
+    rows = query(db, "SELECT case_id, elapsed_ms, CAST(json_extract(trace, '$.latency_ms.model') AS DOUBLE), "
+                     "CAST(json_extract(trace, '$.latency_ms.total') AS DOUBLE) FROM turns")
+    by_case = {r[0]: r[1:] for r in rows}
+    elapsed, model, total = by_case["slow"]
+    # the slow answer arrives at 250 ms while the fast turn's scorer holds the loop until about 610 ms: a time taken
+    # when the waiting coroutine resumes says about 610; the bytes' own arrival says 250 (the margin, 120 ms each
+    # side, is many times a loaded machine's scheduling noise)
+    limit = SLOW_S * 1000 + 120
+    assert SLOW_S * 1000 - 5 <= elapsed < limit, by_case
+    assert SLOW_S * 1000 - 5 <= model < limit and total < limit, by_case
