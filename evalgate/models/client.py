@@ -96,17 +96,10 @@ class ModelClient:
                 raise UsageError(f"environment variable {api_key_env} (the model API key) is not set",
                                  hint=f"export {api_key_env}=... before running")
             key = os.environ[api_key_env]
-        from openai import AsyncOpenAI
-
-        try:
-            from .transport import http_client_for
-
-            http_client = http_client_for(base_url, timeout_s)
-        except ImportError:  # an openai built on httpx rather than httpx2: its own transport then
-            http_client = None
-        # retries are ours (Retry-After, jitter, one budget for the run), so the SDK's are off
-        self._client = AsyncOpenAI(base_url=base_url, api_key=key, max_retries=0, timeout=timeout_s,
-                                   http_client=http_client, default_headers=dict(headers or {}))
+        self._key = key
+        self._headers = dict(headers or {})
+        self._client: Any = None
+        """The openai client, built at the first call the cache cannot answer: a warm re-run never imports it."""
         values = [key if api_key_env else "", *(headers or {}).values()]
         # "Bearer TOKEN" and TOKEN: an endpoint that echoes what it was sent must not put them in a stored error
         parts = {v.strip() for v in values} | {p for v in values for p in v.split()[1:]}
@@ -136,7 +129,24 @@ class ModelClient:
                                                 "output_tokens": response.output_tokens})
         return response
 
+    def _openai(self) -> Any:
+        if self._client is None:
+            from openai import AsyncOpenAI
+
+            try:
+                from .transport import http_client_for
+
+                http_client = http_client_for(self.base_url, self.timeout_s)
+            except ImportError:  # an openai built on httpx rather than httpx2: its own transport then
+                http_client = None
+            # retries are ours (Retry-After, jitter, one budget for the run), so the SDK's are off
+            self._client = AsyncOpenAI(base_url=self.base_url, api_key=self._key, max_retries=0,
+                                       timeout=self.timeout_s, http_client=http_client,
+                                       default_headers=self._headers)
+        return self._client
+
     async def _call_with_retries(self, request: ModelRequest) -> ModelResponse:
+        client = self._openai()  # built before any attempt is timed
         import openai
 
         from .exchange import EXCHANGE, Exchange
@@ -155,7 +165,7 @@ class ModelClient:
                     self.calls += 1
                     # the low-level post: same auth, URL and error classes as chat.completions.create, without
                     # the typed request transform and response model (about 1.5 ms of CPU per call here)
-                    data: Any = await self._client.post("/chat/completions", cast_to=object, body={
+                    data: Any = await client.post("/chat/completions", cast_to=object, body={
                         "model": request.model, "messages": request.messages, **request.params})
                     elapsed = (time.perf_counter() - start) * 1000
                     exchange = timing.ms
@@ -188,7 +198,8 @@ class ModelClient:
         return text
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._client is not None:
+            await self._client.close()
 
 
 def _count(value: Any) -> int | None:
