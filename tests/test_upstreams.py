@@ -97,7 +97,8 @@ class Model(ModelServer):
         return text + (f" [auth {self.headers.get('Authorization')}]" if Model.echo else "")
 
     def keep(self, body: dict[str, Any]) -> dict[str, Any]:
-        return {"body": body, "authorization": self.headers.get("Authorization")}
+        return {"body": body, "authorization": self.headers.get("Authorization"),
+                "headers": {k.lower(): v for k, v in self.headers.items()}}
 
     def usage(self, body: dict[str, Any], text: str) -> dict[str, int]:
         return {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
@@ -148,6 +149,15 @@ def test_a_recorded_run_replays_offline_with_the_model_stopped_and_the_same_verd
         recorded = _upstreams(first)
         assert (recorded["mode"], recorded["calls"], recorded["live"], recorded["saved"]) == ("record", 4, 4, 4)
         assert len(Model.requests) == 4
+        # the calls reached the model marked as eval traffic, though the system passed no marker on itself
+        run_id = first.json()["suites"][0]["run_id"]
+        marked = sorted((q["headers"]["x-evalgate-run"], q["headers"]["x-evalgate-case"], q["headers"]["x-evalgate-turn"])
+                        for q in Model.requests)
+        assert marked == sorted([(run_id, "hello", "1"), (run_id, "refund", "1"), (run_id, "refund", "2"),
+                                 (run_id, "weather", "1")])
+        stored = {json.loads(t[0])["evalgate_trace_id"] for t in query(
+            project / ".evalgate" / "evalgate.duckdb", "SELECT trace->'extra' FROM turns")}
+        assert {q["headers"]["traceparent"].split("-")[1] for q in Model.requests} == stored
         again = cli("run", "--json")  # the file exists now: replay, and nothing reaches the model
         assert len(Model.requests) == 4
         assert (_upstreams(again)["recorded"], _upstreams(again)["live"]) == (4, 0)

@@ -93,14 +93,14 @@ class Upstreams:
     def visit(self, suite: str, case_id: str, repeat: int, turn: int, request: dict[str, Any],
               recorded: Any = None) -> TurnVisit | None:
         """One turn of a suite that names upstreams (else None): a context manager around the target's call."""
-        from ..traces import traceparent
+        from ..traces import marker_headers, traceparent
 
         book = self.books.get(suite)
         if book is None:
             return None
         trace_id = traceparent(request).split("-")[1]
         seed = seed_from(recorded) if book.mode == "replay" and any(u.openai for u in self.upstreams) else None
-        return TurnVisit(self, Visit(book, case_id, repeat, turn, trace_id, seed), request)
+        return TurnVisit(self, Visit(book, case_id, repeat, turn, trace_id, seed, markers=marker_headers(request)), request)
 
     def finish(self, suite: str) -> dict[str, Any] | None:
         """The suite's summary of calls; in record mode its recordings file is rewritten first."""

@@ -115,6 +115,9 @@ class Visit:
     seed: Seed | None = None
     calls: list[dict[str, Any]] = field(default_factory=list)
     """What the turn shows: one entry per call, in arrival order."""
+    markers: dict[str, str] = field(default_factory=dict)
+    """The eval-traffic headers of the turn's own request (run, case, turn, repeat, traceparent), added to each
+    call passed through that does not carry them itself."""
     orders: Counter[str] = field(default_factory=Counter)
     used: set[Key] = field(default_factory=set)
 

@@ -127,7 +127,7 @@ class Proxy:
                 return await self._recorded(request, up, d)
             if d.served == "failed":
                 return _refusal(d)
-            return await self._forward(request, up, d, book)
+            return await self._forward(request, up, d, book, visit.markers if visit is not None else {})
         except (ConnectionError, asyncio.CancelledError):  # the caller left
             raise
         except Exception as exc:  # a recording this proxy cannot serve: the call fails, named, and the run goes on
@@ -171,13 +171,16 @@ class Proxy:
         await out.write_eof()
         return out
 
-    async def _forward(self, request: Any, up: Upstream, d: Decision, book: Book) -> Any:
+    async def _forward(self, request: Any, up: Upstream, d: Decision, book: Book, markers: dict[str, str]) -> Any:
         import aiohttp
         from aiohttp import web
 
         added = {k.lower() for k in up.headers}
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED and k.lower() not in added}
         headers.update(up.headers)
+        sent = {k.lower() for k in headers}
+        # eval traffic is marked upstream too: the turn's markers where the system did not pass its own on
+        headers.update({k: v for k, v in markers.items() if k.lower() not in sent})
         url = up.origin + d.path + (f"?{d.query}" if d.query else "")
         served: dict[str, str] = {"X-Evalgate-Served": d.served}
         try:
