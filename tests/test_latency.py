@@ -3,6 +3,7 @@ was busy when the answer had arrived."""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,38 @@ def test_stored_latency_is_the_servers_delay_not_the_event_loops_lag(tmp_path: P
     limit = SLOW_S * 1000 + 120
     assert SLOW_S * 1000 - 5 <= elapsed < limit, by_case
     assert SLOW_S * 1000 - 5 <= model < limit and total < limit, by_case
+
+
+COMMAND = """
+import json, sys, time
+for line in sys.stdin:
+    req = json.loads(line)
+    time.sleep(0.25 if "slow" in req["input"] else 0.01)
+    print(json.dumps({"session_id": req["session_id"], "turn": req["turn"], "output": "echo: " + req["input"]}),
+          flush=True)
+"""
+
+
+def test_a_command_target_s_time_is_when_its_answer_arrived_not_when_the_loop_got_to_it(tmp_path: Path) -> None:
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions
+
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    write(tmp_path / "answer.py", COMMAND)
+    suite = write(tmp_path / "suites" / "latency.yaml", f"""
+        name: latency
+        scorers:
+          busy_loop: {{use: "test_latency:busy_loop", args: {{seconds: {BURN_S}}}}}
+        target: {{command: ["{sys.executable}", "answer.py"]}}
+        cases:
+          - {{id: fast, input: fast one, expect: {{busy_loop: {{}}}}}}
+          - {{id: slow, input: slow one, expect: {{output: {{contains: [echo]}}}}}}
+    """)
+    db = tmp_path / "store.duckdb"
+    report = run([str(suite)], config=find_config(tmp_path), store_path=db,
+                 options=RunOptions(concurrency=2, cache_mode="off"))
+    assert report.exit_code == 0, report
+    by_case = {r[0]: r[1] for r in query(db, "SELECT case_id, elapsed_ms FROM turns")}
+    # the slow answer is written at about 250 ms, while the fast turn's scorer holds the loop until about 610 ms
+    assert SLOW_S * 1000 - 5 <= by_case["slow"] < SLOW_S * 1000 + 120, by_case

@@ -107,6 +107,26 @@ def test_command_target_keeps_one_process_across_turns(cli, project: Path) -> No
     assert len({json.loads(s[0])["pid"] for s in states}) == 1
 
 
+def test_a_request_larger_than_the_pipe_reaches_a_command_target_whole(cli, project: Path) -> None:
+    write(project / "echo_len.py", """
+        import json, sys
+        for line in sys.stdin:
+            req = json.loads(line)
+            print(json.dumps({"session_id": req["session_id"], "turn": req["turn"], "output": str(len(req["input"]))}),
+                  flush=True)
+    """)
+    big = "x" * 600_000  # many times a pipe's buffer: written partly at once, the rest from a worker thread
+    write(project / "suites" / "demo.yaml", f"""
+        name: big
+        target: {{command: "{sys.executable} echo_len.py"}}
+        cases:
+          - {{id: big, input: "{big}", expect: {{output: "600000"}}}}
+          - {{id: small, input: "abc", expect: {{output: "3"}}}}
+    """)
+    r = cli("run")
+    assert r.code == 0, r
+
+
 def test_command_not_found_is_a_usage_error(cli, project: Path) -> None:
     write(project / "suites" / "demo.yaml", "name: cmd\ntarget: {command: [./no-such-program]}\ncases: [{id: a, input: hi}]\n")
     r = cli("run")
