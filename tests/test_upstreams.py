@@ -407,7 +407,7 @@ def test_production_sessions_are_answered_with_production_s_answers_where_the_pr
         """)
     r = cli("run", "--json", env={"BOT_STREAM": "1"})
     summary = _upstreams(r)
-    assert (summary["recorded"], summary["changed"]) == (1, 1), summary  # s-2's prompt is not the one production sent
+    assert (summary["recorded"], summary["changed"]) == (1, 1), json.dumps(summary)  # s-2's prompt is not the one production sent
     assert [(c["case"], c["turn"]) for c in summary["changes"]] == [("s-2", 1)]
     assert "message 1 (system) now 'you are the general desk.'" in summary["changes"][0]["note"].lower()
     assert len(Model.requests) == 1

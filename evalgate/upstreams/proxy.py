@@ -208,16 +208,19 @@ class Proxy:
         events: list[str] = []
         pending = b""
         complete = True
+        relay = _Relay(out, self.secrets, events)
         try:
             async for chunk in resp.content.iter_any():
                 pending = (pending + chunk).replace(b"\r\n", b"\n")
                 while b"\n\n" in pending:
                     raw, pending = pending.split(b"\n\n", 1)
-                    await self._event(out, raw, events)
+                    await relay.event(raw)
             if pending.strip():
-                await self._event(out, pending.rstrip(b"\n"), events)
-            await out.write_eof()
-        except (ConnectionError, asyncio.CancelledError):  # the caller left mid-stream: nothing to keep
+                await relay.event(pending.rstrip(b"\n"))
+            if not relay.caller_gone:
+                with contextlib.suppress(ConnectionError):
+                    await out.write_eof()
+        except asyncio.CancelledError:  # the run is ending: nothing to keep
             complete = False
             raise
         except aiohttp.ClientError as exc:  # the upstream broke off mid-stream
@@ -232,10 +235,27 @@ class Proxy:
                 d.keep = False
         return out
 
-    async def _event(self, out: Any, raw: bytes, events: list[str]) -> None:
+
+
+class _Relay:
+    """Passes a stream's events on to the caller and keeps them. A caller that stops reading (an openai client
+    closes its connection at ``[DONE]``) is not a failed call: the upstream's stream is read, and kept, to its end."""
+
+    def __init__(self, out: Any, secrets: Secrets, events: list[str]):
+        self.out = out
+        self.secrets = secrets
+        self.events = events
+        self.caller_gone = False
+
+    async def event(self, raw: bytes) -> None:
         data = self.secrets.data(raw)
-        events.append(data.decode("utf-8", "replace"))
-        await out.write(data + b"\n\n")
+        self.events.append(data.decode("utf-8", "replace"))
+        if self.caller_gone:
+            return
+        try:
+            await self.out.write(data + b"\n\n")
+        except ConnectionError:
+            self.caller_gone = True
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:
