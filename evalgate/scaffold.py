@@ -97,9 +97,9 @@ def init_system(root: Path | str, system: System, *, name: str = "service", forc
         created.append(rel)
     if _ignore(root / ".gitignore", ".evalgate/"):
         created.append(".gitignore (.evalgate/)")
-    todo = "fill in the TODOs of " + suite_path
+    fill_in = f"fill in the places marked TODO in {suite_path}"
     return {"root": str(root), "created": created, "skipped": skipped,
-            "next": [todo, "evalgate validate", "evalgate run", "evalgate baseline set main"]}
+            "next": [fill_in, "evalgate validate", "evalgate run", "evalgate baseline set main"]}
 
 
 def _template(name: str) -> str:

@@ -42,31 +42,35 @@ def busy_loop(seconds: float = BURN_S) -> Any:
     return check
 
 
-def test_stored_latency_is_the_servers_delay_not_the_event_loops_lag(tmp_path: Path) -> None:
+def _run_beside_a_busy_loop(tmp_path: Path, target: str) -> Path:
+    """Two cases at once against ``target`` (YAML): ``fast``, whose scorer then holds the loop for BURN_S, and
+    ``slow``, whose answer comes while it does. Returns the store."""
     from evalgate.api import run
     from evalgate.config import find_config
     from evalgate.runner import RunOptions
 
-    with serving(DelayedModel) as url:
-        write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
-        suite = write(tmp_path / "suites" / "latency.yaml", f"""
-            name: latency
-            scorers:
-              busy_loop: {{use: "test_latency:busy_loop", args: {{seconds: {BURN_S}}}}}
-            target:
-              pipeline:
-                endpoint: {{base_url: "{url}", max_retries: 0}}
-                router: {{fallback: answer}}
-                routes:
-                  answer: {{model: {{name: tiny-model}}}}
-            cases:
-              - {{id: fast, input: fast one, expect: {{busy_loop: {{}}}}}}
-              - {{id: slow, input: slow one, expect: {{output: {{contains: [echo]}}}}}}
-        """)
-        db = tmp_path / "store.duckdb"
-        report = run([str(suite)], config=find_config(tmp_path), store_path=db,
-                     options=RunOptions(concurrency=2, cache_mode="off"))
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    suite = write(tmp_path / "suites" / "latency.yaml", f"""
+        name: latency
+        scorers:
+          busy_loop: {{use: "test_latency:busy_loop", args: {{seconds: {BURN_S}}}}}
+        target: {target}
+        cases:
+          - {{id: fast, input: fast one, expect: {{busy_loop: {{}}}}}}
+          - {{id: slow, input: slow one, expect: {{output: {{contains: [echo]}}}}}}
+    """)
+    db = tmp_path / "store.duckdb"
+    report = run([str(suite)], config=find_config(tmp_path), store_path=db,
+                 options=RunOptions(concurrency=2, cache_mode="off"))
     assert report.exit_code == 0, report
+    return db
+
+
+def test_stored_latency_is_the_servers_delay_not_the_event_loops_lag(tmp_path: Path) -> None:
+    with serving(DelayedModel) as url:
+        pipeline = (f'{{pipeline: {{endpoint: {{base_url: "{url}", max_retries: 0}}, router: {{fallback: answer}}, '
+                    'routes: {answer: {model: {name: tiny-model}}}}}')
+        db = _run_beside_a_busy_loop(tmp_path, pipeline)
     rows = query(db, "SELECT case_id, elapsed_ms, CAST(json_extract(trace, '$.latency_ms.model') AS DOUBLE), "
                      "CAST(json_extract(trace, '$.latency_ms.total') AS DOUBLE) FROM turns")
     by_case = {r[0]: r[1:] for r in rows}
@@ -90,25 +94,8 @@ for line in sys.stdin:
 
 
 def test_a_command_target_s_time_is_when_its_answer_arrived_not_when_the_loop_got_to_it(tmp_path: Path) -> None:
-    from evalgate.api import run
-    from evalgate.config import find_config
-    from evalgate.runner import RunOptions
-
-    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
     write(tmp_path / "answer.py", COMMAND)
-    suite = write(tmp_path / "suites" / "latency.yaml", f"""
-        name: latency
-        scorers:
-          busy_loop: {{use: "test_latency:busy_loop", args: {{seconds: {BURN_S}}}}}
-        target: {{command: ["{sys.executable}", "answer.py"]}}
-        cases:
-          - {{id: fast, input: fast one, expect: {{busy_loop: {{}}}}}}
-          - {{id: slow, input: slow one, expect: {{output: {{contains: [echo]}}}}}}
-    """)
-    db = tmp_path / "store.duckdb"
-    report = run([str(suite)], config=find_config(tmp_path), store_path=db,
-                 options=RunOptions(concurrency=2, cache_mode="off"))
-    assert report.exit_code == 0, report
+    db = _run_beside_a_busy_loop(tmp_path, f'{{command: ["{sys.executable}", "answer.py"]}}')
     by_case = {r[0]: r[1] for r in query(db, "SELECT case_id, elapsed_ms FROM turns")}
     # the slow answer is written at about 250 ms, while the fast turn's scorer holds the loop until about 610 ms
     assert SLOW_S * 1000 - 5 <= by_case["slow"] < SLOW_S * 1000 + 120, by_case
