@@ -386,10 +386,12 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
             out[m] = compute(con, run_id, m).value
     for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95", "cost.total", "tokens.total"):
         out[m] = compute(con, run_id, m).value
-    for m in ("first_token.p50", "first_token.p95"):
-        value = compute(con, run_id, m).value
-        if value is not None:  # only runs whose answers streamed
-            out[m] = value
+    # only runs whose answers streamed have it: one pass, the JSON read only of traces that name it
+    p50, p95 = con.execute(
+        f"SELECT quantile_cont(x, 0.5), quantile_cont(x, 0.95) FROM (SELECT {FIRST_TOKEN_SQL} AS x FROM turns t "
+        "WHERE t.run_id = ? AND contains(t.trace, '\"first_token\"'))", [run_id]).fetchone()
+    if p50 is not None:
+        out["first_token.p50"], out["first_token.p95"] = float(p50), float(p95)
     for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():
         out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value
         if scorer == "route":
