@@ -1,4 +1,7 @@
-"""A stored run's tables whole: as pandas DataFrames, or written out as CSV, Parquet or JSON lines."""
+"""A stored run's tables whole: as pandas DataFrames, or written out as CSV, Parquet or JSON lines.
+
+The files are DuckDB's own ``COPY``, so exporting needs no pandas; only :func:`frame` does (the ``pandas`` extra).
+"""
 
 from __future__ import annotations
 
