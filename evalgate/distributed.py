@@ -287,8 +287,15 @@ def connect(spec: str, options: RunOptions, config: Config) -> RayExecutor | Non
     kind, _, address = spec.partition(":")
     if kind == "local" and not address:
         return None
+    if kind == "processes":  # a replay on this machine's worker processes (evalgate/parallel.py)
+        if address and not (address.isdigit() and 1 <= int(address) <= 256):
+            raise UsageError(f"--executor {spec}: the number of worker processes must be 1 to 256",
+                             hint="--executor processes (one per core) or processes:N")
+        return None
     if kind != "ray":
-        raise UsageError(f"unknown executor '{spec}'", hint="--executor local, ray (a local Ray cluster) or ray:ADDRESS")
+        raise UsageError(f"unknown executor '{spec}'",
+                         hint="--executor local, processes[:N] (a replay on this machine's cores), ray (a local Ray "
+                              "cluster) or ray:ADDRESS")
     if options.upstreams is not None:
         raise UsageError("--executor ray cannot serve the suite's upstreams: their proxy runs in this process",
                          hint="run suites with upstreams: locally (--executor local)")

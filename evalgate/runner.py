@@ -353,12 +353,21 @@ class Runner:
 
     # --- the run ---------------------------------------------------------------
 
-    def _work(self) -> Iterator[tuple[Case, int]]:
-        def on_bad(bad: BadLine) -> None:
-            self.state.bad_count += 1
-            if len(self.state.bad_lines) < 50:
-                self.state.bad_lines.append(bad)
+    def _bad_line(self, bad: BadLine) -> None:
+        """A recorded line that passed the shape pass and failed full validation: counted, the first ones kept."""
+        self.state.bad_count += 1
+        if len(self.state.bad_lines) < 50:
+            self.state.bad_lines.append(bad)
 
+    def _repeats(self, case: Case) -> Iterator[int]:
+        """The repeats of ``case`` this run makes (not a confirmation run's)."""
+        first = self.options.repeat_offset
+        for r in range(first, first + self.repeat):
+            if (case.id, r) not in self.options.done:
+                yield r
+
+    def _work(self) -> Iterator[tuple[Case, int]]:
+        on_bad = self._bad_line
         only = self.options.confirm
         first = self.options.repeat_offset
         done = self.options.done
@@ -493,6 +502,13 @@ class Runner:
         if self.options.distributed is not None:  # on a cluster's workers; results come back to this writer
             await self.options.distributed.execute(self, writer, interrupted)
             return
+        if self.is_replay:
+            from .parallel import replay, workers_for
+
+            processes = workers_for(self)
+            if processes:  # a long replay: worker processes read and score its sessions, this one stores them
+                await replay(self, target, writer, interrupted, processes)
+                return
         work = self._work()
 
         async def worker() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from conftest import query, write
@@ -26,7 +27,7 @@ def test_passing_suite_exits_0_and_stores_every_turn(cli, project: Path) -> None
     assert scores == [("context", 1), ("output", 1), ("route", 3), ("state", 2)]
     # state flows: turn 2 received what turn 1 returned
     state_in = query(db, "SELECT state_in FROM turns WHERE run_id = ? AND case_id = 'refund-change' AND turn = 2", [run_id])
-    assert '"order_id": "5512"' in state_in[0][0]
+    assert json.loads(state_in[0][0])["order_id"] == "5512"
 
 
 def test_failing_expectation_exits_1_and_names_rule_and_case(cli, project: Path) -> None:

@@ -33,7 +33,7 @@ def run(
     shard: Annotated[Optional[str], typer.Option("--shard", help="I/N: run the I-th of N stable shares of the cases (a case, its variants and repeats together); 'evalgate merge' joins the shards' runs.")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted run: run only the case runs it did not store, into the same run, for one verdict.")] = None,
     upstreams: Annotated[Optional[str], typer.Option("--upstreams", help="The upstream proxy's mode for every suite: record, replay or live (default: the suite's recording.mode, else replay when its recordings file exists, else record).")] = None,
-    executor: Annotated[Optional[str], typer.Option("--executor", help="Where case runs run: local (default), ray (a local Ray cluster) or ray:ADDRESS (a cluster's head); needs the ray extra.")] = None,
+    executor: Annotated[Optional[str], typer.Option("--executor", help="Where case runs run: this process and, for a replay of 20,000 turns or more, a worker process per core (default); local (this process only); processes[:N] (a replay on N worker processes); ray (a local Ray cluster) or ray:ADDRESS (a cluster's head), which need the ray extra.")] = None,
     db: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:

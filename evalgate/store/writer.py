@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import _json
 from ..errors import RunError
 from ..results import CaseResult
 from . import Store
@@ -27,7 +27,7 @@ WRITER_MEMORY_LIMIT = "64MB"
 
 
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, ensure_ascii=False, default=str)
+    return None if value is None else _json.dumps(value)
 
 
 _INT64 = 1 << 63
@@ -110,77 +110,33 @@ class ResultWriter:
         self._reset()
 
     def _reset(self) -> None:
-        self._cases: dict[str, list[Any]] = {c: [] for c in _CASE_COLS}
-        self._turns: dict[str, list[Any]] = {c: [] for c in _TURN_COLS}
-        self._scores: dict[str, list[Any]] = {c: [] for c in _SCORE_COLS}
-        self._ends: list[tuple[int, int]] = []
-        """Per case: where its turn and score rows end (to write part of a batch)."""
+        self._rows = Rows()
         self._pending = 0
 
     def add(self, result: CaseResult) -> None:
-        rid = self.run_id
-        c = self._cases
-        routes: list[str] = []
-        turn_tags: list[str] = []
-        for t in result.turns:
-            tr = t.trace
-            route = tr.route.name if tr is not None and tr.route is not None else None
-            if route is not None and route not in routes:
-                routes.append(route)
-            tc = self._turns
-            tc["run_id"].append(rid)
-            tc["case_id"].append(result.case_id)
-            tc["repeat"].append(result.repeat)
-            tc["turn"].append(t.turn)
-            tc["input"].append(t.input)
-            tc["route"].append(route)
-            tc["output"].append(tr.output if tr is not None else None)
-            tc["state_in"].append(_dumps(t.state_in))
-            tc["state"].append(_dumps(tr.state) if tr is not None else None)
-            tc["elapsed_ms"].append(t.elapsed_ms)
-            lat = tr.latency_ms.get("total") if tr is not None and tr.latency_ms else None
-            tc["latency_ms"].append(_double(lat))
-            tc["passed"].append(t.passed)
-            tc["error"].append(t.error)
-            tc["trace"].append(tr.to_json() if tr is not None else None)
-            rec = t.recorded
-            tc["recorded"].append(rec.to_json() if rec is not None and rec is not tr else None)
-            tc["changes"].append(_dumps(t.changes) if t.changes else None)
-            usage = tr.usage if tr is not None else None
-            tc["input_tokens"].append(_int64(usage.input_tokens) if usage else None)
-            tc["output_tokens"].append(_int64(usage.output_tokens) if usage else None)
-            tc["cost_usd"].append(_double(usage.cost_usd) if usage else None)
-            tc["tags"].append(list(t.tags))
-            turn_tags.extend(tag for tag in t.tags if tag not in turn_tags)
-            sc = self._scores
-            for s in t.scores:
-                sc["run_id"].append(rid)
-                sc["case_id"].append(result.case_id)
-                sc["repeat"].append(result.repeat)
-                sc["turn"].append(t.turn)
-                sc["scorer"].append(s.scorer)
-                sc["passed"].append(s.passed)
-                sc["value"].append(_double(s.value))
-                sc["explanation"].append(s.explanation)
-                sc["error"].append(s.error)
-                sc["metrics"].append(_dumps(s.metrics) if s.metrics else None)
-                sc["detail"].append(_dumps(s.detail) if s.detail else None)
-        for name, value in (("run_id", rid), ("seq", result.seq), ("case_id", result.case_id),
-                            ("repeat", result.repeat), ("tags", list(result.tags)), ("user_id", result.user_id),
-                            ("user_groups", result.user_groups), ("session_id", result.session_id),
-                            ("source", result.source), ("critical", result.critical), ("passed", result.passed),
-                            ("errored", result.errored), ("error", result.error), ("n_turns", len(result.turns)),
-                            ("elapsed_ms", result.elapsed_ms), ("routes", routes),
-                            ("meta", _dumps(result.meta) if result.meta else None),
-                            ("digest", result.digest()), ("variant_of", result.variant_of),
-                            ("turn_tags", turn_tags)):
-            c[name].append(value)
-        self._ends.append((len(self._turns["run_id"]), len(self._scores["run_id"])))
-        self.cases_done += 1
-        self.turns_done += len(result.turns)
-        self.errors += result.errored
-        self.passed += result.passed
-        self._pending += max(1, len(result.turns))
+        self._rows.add(result, self.run_id)
+        self._count(1, len(result.turns), int(result.errored), int(result.passed))
+
+    def add_rows(self, rows: ArrowRows) -> None:
+        """Case runs another process made into the store's tables (``ArrowRows.of``, with this run's id), written
+        as one batch after what was added before."""
+        if len(self._rows):
+            self.flush(background=True)
+        cases, turns, errors, passed = rows.counts()
+        self.cases_done += cases
+        self.turns_done += turns
+        self.errors += errors
+        self.passed += passed
+        self.flush(background=True, rows=rows)
+        if self.broken is not None:
+            raise StoreBroken(self.failure or self.broken)
+
+    def _count(self, cases: int, turns: int, errors: int, passed: int) -> None:
+        self.cases_done += cases
+        self.turns_done += turns
+        self.errors += errors
+        self.passed += passed
+        self._pending += max(cases, turns)
         if self._pending >= self.batch_rows or time.monotonic() - self._last_flush >= self.interval_s:
             self.flush(background=True)
             if self.broken is not None:
@@ -229,7 +185,8 @@ class ResultWriter:
                            "detail": pa.array(score_cols["detail"], pa.string())})
         return cases, turns, scores
 
-    def flush(self, *, status_update: dict[str, Any] | None = None, background: bool = False) -> None:
+    def flush(self, *, status_update: dict[str, Any] | None = None, background: bool = False,
+              rows: ArrowRows | None = None) -> None:
         """Append the pending batch (if any) and the run's progress counters.
 
         With ``background`` the batch is written on a writer thread (DuckDB
@@ -237,11 +194,15 @@ class ResultWriter:
         batch is in flight, and batches land in order. A flush with a status
         update waits for everything before it.
         """
-        has_rows = bool(self._cases["case_id"])
-        if not has_rows and status_update is None:
+        has_rows = len(self._rows) > 0
+        if not has_rows and status_update is None and rows is None:
             return
-        batch = _Batch(self._cases, self._turns, self._scores, self._ends) if has_rows else None
-        self._reset()
+        batch: Rows | ArrowRows | None
+        if rows is not None:  # add_rows wrote what was pending first
+            batch = rows
+        else:
+            batch = self._rows if has_rows else None
+            self._reset()
         self._last_flush = time.monotonic()
         self.wait()  # the batch before this one: what it could not store comes off the counters first
         if self.broken is not None:  # nothing more can be stored: this batch is lost too, said so
@@ -287,7 +248,7 @@ class ResultWriter:
         if loss.unmarked is not None:
             self.unmarked = loss.unmarked
 
-    def _write(self, batch: _Batch | None, sets: dict[str, Any]) -> _Loss:
+    def _write(self, batch: Rows | ArrowRows | None, sets: dict[str, Any]) -> _Loss:
         """Write a batch and the counters in one transaction; a batch the store rejects is written again in parts."""
         loss = _Loss()
         final = "status" in sets
@@ -329,7 +290,7 @@ class ResultWriter:
             return _why(exc)
         return None
 
-    def _salvage(self, con: Any, batch: _Batch, first: BaseException, loss: _Loss) -> None:
+    def _salvage(self, con: Any, batch: Rows | ArrowRows, first: BaseException, loss: _Loss) -> None:
         """Write the parts of a rejected batch that the store takes: halves, then their halves, down to single case
         runs (at most ``_SALVAGE_TRIES`` writes: a batch whose every case is rejected is not written case by case)."""
         n = len(batch)
@@ -358,8 +319,8 @@ class ResultWriter:
             mid = (lo + hi) // 2
             todo += [(mid, hi, None), (lo, mid, None)]  # the first half is written first: losses come in order
 
-    def _commit(self, con: Any, batch: _Batch | None, lo: int, hi: int, sets: dict[str, Any] | None) -> None:
-        tables = self._tables(*batch.part(lo, hi)) if batch is not None and hi > lo else None
+    def _commit(self, con: Any, batch: Rows | ArrowRows | None, lo: int, hi: int, sets: dict[str, Any] | None) -> None:
+        tables = batch.tables(lo, hi) if batch is not None and hi > lo else None
         con.execute("BEGIN TRANSACTION")
         try:
             if tables is not None:
@@ -392,34 +353,135 @@ def _why(exc: BaseException) -> str:
 
 
 @dataclass
-class _Batch:
-    """A batch's columns, and where each case run's turn and score rows end."""
+class Rows:
+    """Case runs as rows of the store's three tables (tuples in ``_CASE_COLS``, ``_TURN_COLS`` and ``_SCORE_COLS``
+    order), and where each case run's turn and score rows end.
 
-    cases: dict[str, list[Any]]
-    turns: dict[str, list[Any]]
-    scores: dict[str, list[Any]]
-    ends: list[tuple[int, int]]
+    Filled by ``add`` (here, or in a replay worker process), written by a ResultWriter.
+    """
+
+    cases: list[tuple[Any, ...]] = field(default_factory=list)
+    turns: list[tuple[Any, ...]] = field(default_factory=list)
+    scores: list[tuple[Any, ...]] = field(default_factory=list)
+    ends: list[tuple[int, int]] = field(default_factory=list)
+
+    def add(self, result: CaseResult, rid: str) -> None:
+        """One case run's rows, with its turns and scores."""
+        case_id, repeat = result.case_id, result.repeat
+        routes: list[str] = []
+        turn_tags: list[str] = []
+        turns, scores = self.turns, self.scores
+        for t in result.turns:
+            tr = t.trace
+            if tr is not None:
+                route = tr.route.name if tr.route is not None else None
+                usage = tr.usage
+                lat = tr.latency_ms.get("total") if tr.latency_ms else None
+                trace_cols: tuple[Any, ...] = (route, tr.output, _dumps(t.state_in), _dumps(tr.state), t.elapsed_ms,
+                                               _double(lat), t.passed, t.error, tr.to_json())
+            else:
+                route, usage = None, None
+                trace_cols = (None, None, _dumps(t.state_in), None, t.elapsed_ms, None, t.passed, t.error, None)
+            if route is not None and route not in routes:
+                routes.append(route)
+            rec = t.recorded
+            turns.append((rid, case_id, repeat, t.turn, t.input, *trace_cols,
+                          rec.to_json() if rec is not None and rec is not tr else None,
+                          _dumps(t.changes) if t.changes else None,
+                          _int64(usage.input_tokens) if usage else None, _int64(usage.output_tokens) if usage else None,
+                          _double(usage.cost_usd) if usage else None, list(t.tags)))
+            if t.tags:
+                turn_tags.extend(tag for tag in t.tags if tag not in turn_tags)
+            for sc in t.scores:
+                scores.append((rid, case_id, repeat, t.turn, sc.scorer, sc.passed, _double(sc.value), sc.explanation,
+                               sc.error, _dumps(sc.metrics) if sc.metrics else None,
+                               _dumps(sc.detail) if sc.detail else None))
+        self.cases.append((rid, result.seq, case_id, repeat, list(result.tags), result.user_id, result.user_groups,
+                           result.session_id, result.source, result.critical, result.passed, result.errored,
+                           result.error, len(result.turns), result.elapsed_ms, routes,
+                           _dumps(result.meta) if result.meta else None, result.digest(), result.variant_of,
+                           turn_tags))
+        self.ends.append((len(turns), len(scores)))
+
+    def extend(self, other: Rows) -> None:
+        """Another set of rows after these."""
+        t0, s0 = len(self.turns), len(self.scores)
+        self.cases.extend(other.cases)
+        self.turns.extend(other.turns)
+        self.scores.extend(other.scores)
+        self.ends.extend((t + t0, s + s0) for t, s in other.ends)
 
     def __len__(self) -> int:
         return len(self.ends)
 
-    def part(self, lo: int, hi: int) -> tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[Any]]]:
+    def part(self, lo: int, hi: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
         """Case runs lo..hi-1 with their turns and scores."""
         if lo == 0 and hi == len(self):
             return self.cases, self.turns, self.scores
         t0, s0 = self.ends[lo - 1] if lo else (0, 0)
         t1, s1 = self.ends[hi - 1]
-        return ({k: v[lo:hi] for k, v in self.cases.items()}, {k: v[t0:t1] for k, v in self.turns.items()},
-                {k: v[s0:s1] for k, v in self.scores.items()})
+        return self.cases[lo:hi], self.turns[t0:t1], self.scores[s0:s1]
+
+    def tables(self, lo: int, hi: int) -> tuple[Any, Any, Any]:
+        """Case runs lo..hi-1 as the store's Arrow tables."""
+        cases, turns, scores = self.part(lo, hi)
+        return ResultWriter._tables(_columns(_CASE_COLS, cases), _columns(_TURN_COLS, turns),
+                                    _columns(_SCORE_COLS, scores))
 
     def lose(self, lo: int, hi: int, why: str | None, *, broken: bool = False) -> _Loss:
         """Case runs lo..hi-1 left out, and why (None: not tried, the store had stopped taking writes)."""
+        c = _columns(_CASE_COLS, self.cases[lo:hi])
+        return _lost(c["case_id"], c["repeat"], c["n_turns"], c["errored"], c["passed"], why, broken)
+
+
+def _columns(names: list[str], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
+    if not rows:
+        return {name: [] for name in names}
+    return dict(zip(names, map(list, zip(*rows))))
+
+
+@dataclass
+class ArrowRows:
+    """Case runs already made into the store's Arrow tables (a replay worker's part), and each one's row ends."""
+
+    cases: Any
+    turns: Any
+    scores: Any
+    ends: list[tuple[int, int]]
+
+    @classmethod
+    def of(cls, rows: Rows) -> ArrowRows:
+        return cls(*rows.tables(0, len(rows)), rows.ends)
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """Case runs, turns, errored and passed case runs."""
         c = self.cases
-        label = [f"{c['case_id'][i]}#{c['repeat'][i]}" for i in (lo, hi - 1)]
-        loss = _Loss(hi - lo, sum(c["n_turns"][lo:hi]), sum(map(bool, c["errored"][lo:hi])),
-                     sum(map(bool, c["passed"][lo:hi])), [Unstored(label[0], label[1], hi - lo, why)])
-        loss.broken = (why or "the store had stopped taking writes") if broken else None
-        return loss
+        return (len(self), sum(c.column("n_turns").to_pylist()), sum(map(bool, c.column("errored").to_pylist())),
+                sum(map(bool, c.column("passed").to_pylist())))
+
+    def tables(self, lo: int, hi: int) -> tuple[Any, Any, Any]:
+        if lo == 0 and hi == len(self):
+            return self.cases, self.turns, self.scores
+        t0, s0 = self.ends[lo - 1] if lo else (0, 0)
+        t1, s1 = self.ends[hi - 1]
+        return self.cases.slice(lo, hi - lo), self.turns.slice(t0, t1 - t0), self.scores.slice(s0, s1 - s0)
+
+    def lose(self, lo: int, hi: int, why: str | None, *, broken: bool = False) -> _Loss:
+        c = self.cases.slice(lo, hi - lo)
+        col = [c.column(name).to_pylist() for name in ("case_id", "repeat", "n_turns", "errored", "passed")]
+        return _lost(col[0], col[1], col[2], col[3], col[4], why, broken)
+
+
+def _lost(case_ids: list[Any], repeats: list[Any], n_turns: list[Any], errored: list[Any], passed: list[Any],
+          why: str | None, broken: bool) -> _Loss:
+    label = [f"{case_ids[i]}#{repeats[i]}" for i in (0, -1)]
+    loss = _Loss(len(case_ids), sum(n_turns), sum(map(bool, errored)), sum(map(bool, passed)),
+                 [Unstored(label[0], label[1], len(case_ids), why)])
+    loss.broken = (why or "the store had stopped taking writes") if broken else None
+    return loss
 
 
 @dataclass

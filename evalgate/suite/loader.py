@@ -232,16 +232,28 @@ class Suite:
             if rec.gold is not None:
                 rec.gold.start()
             for session in iter_sessions(rec.info, on_bad=on_bad):
-                case = self._case_from_session(session, rec, seq)
-                if case.id in ids:  # a session id that collides with another case
-                    case.id = f"{case.id}@{Path(rec.info.path).stem}"
-                ids.add(case.id)
-                for one in (expand_run_as(case, self.run_as, seq) if self.run_as else [case]):
+                for one in self.session_cases(session, rec, seq, ids):
                     seq += 1
                     if _selected(one.tags, tags):
                         yield one
             if rec.gold is not None:  # only a full pass knows which rows matched nothing
                 self._note_gold(rec)
+
+    def session_cases(self, session: RecordedSession, rec: RecordedSource, seq: int, ids: set[str]) -> list[Case]:
+        """The case runs one recorded session makes, numbered from ``seq`` (one per ``run_as`` user, else one);
+        ``ids`` holds the case ids so far: a session id that collides with one is made the file's own."""
+        case = self._case_from_session(session, rec, seq)
+        if case.id in ids:
+            case.id = f"{case.id}@{Path(rec.info.path).stem}"
+        ids.add(case.id)
+        return expand_run_as(case, self.run_as, seq) if self.run_as else [case]
+
+    def needs_redaction(self, session: RecordedSession) -> bool:
+        """Whether the suite's redactor would change anything in the session (its numbering must then see it)."""
+        r = self.redactor
+        if r is None or not r.enabled:
+            return False
+        return any(r.finds(t._raw if t._raw is not None else t.to_json().encode()) for t in session.turns)
 
     def _case_from_session(self, session: RecordedSession, rec: RecordedSource, seq: int) -> Case:
         base = _merge_checks(self.suite_checks, rec.checks)

@@ -6,7 +6,6 @@ session; interleaved ones through an index of byte offsets per session.
 
 from __future__ import annotations
 
-import json
 from array import array
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import _json
 from ..errors import Location, SuiteError
 from .format import TRACE_VERSION, Trace, describe_validation_error
 
@@ -42,6 +42,27 @@ class TraceFileInfo:
     _bad_lines: array[int] = field(default_factory=lambda: array("q"), repr=False)
     # interleaved files only: session -> (line numbers, byte offsets), in order of first appearance
     _index: dict[str, tuple[array[int], array[int]]] | None = field(default=None, repr=False)
+    # contiguous files: where a session starts every MARK_TURNS turns or so, as (byte offset, line number, sessions
+    # before it) triples: replay workers read the parts between two marks
+    _marks: array[int] = field(default_factory=lambda: array("q"), repr=False)
+
+    def parts(self) -> list[FilePart]:
+        """The file in parts that start at a session (contiguous files; the whole file when it is short)."""
+        m = self._marks
+        marks = [(m[i], m[i + 1], m[i + 2]) for i in range(0, len(m), 3)] or [(0, 1, 0)]
+        ends = [offset for offset, _, _ in marks[1:]] + [-1]
+        return [FilePart(self.path, start, end, line, before) for (start, line, before), end in zip(marks, ends)]
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """Sessions of a contiguous trace file between two byte offsets (``end`` -1: to the end of the file)."""
+
+    path: str
+    start: int
+    end: int
+    first_line: int
+    sessions_before: int
 
 
 @dataclass
@@ -55,6 +76,8 @@ class RecordedSession:
 
 
 MAX_BAD_LINES_KEPT = 50
+MARK_TURNS = 4_000
+"""About how many turns lie between two of a contiguous file's marks (a replay worker's part)."""
 
 
 def _session_key(obj: dict[str, Any]) -> str | None:
@@ -65,7 +88,7 @@ def _session_key(obj: dict[str, Any]) -> str | None:
 def _line_problem(raw: bytes) -> tuple[str | None, str | None]:
     """(session key, problem) for one raw line; cheap checks only."""
     try:
-        obj = json.loads(raw)
+        obj = _json.loads(raw)
     except ValueError as exc:
         return None, f"not valid JSON ({str(exc.args[0]).split(':')[0]})"
     if not isinstance(obj, dict):
@@ -92,6 +115,10 @@ def scan(path: Path | str, *, strict: bool = False) -> TraceFileInfo:
     info = TraceFileInfo(path)
     seen: set[str] = set()
     prev: str | None = None
+    marks = info._marks
+    marks.extend((0, 1, 0))
+    last_mark = 0
+    pos = 0
     try:
         fh = open(path, "rb")
     except FileNotFoundError:
@@ -99,6 +126,8 @@ def scan(path: Path | str, *, strict: bool = False) -> TraceFileInfo:
                          hint="check the path; relative paths are resolved from the suite's folder") from None
     with fh:
         for lineno, raw in enumerate(fh, 1):
+            start = pos
+            pos += len(raw)
             if not raw.strip():
                 continue
             sid, problem = _line_problem(raw)
@@ -106,16 +135,20 @@ def scan(path: Path | str, *, strict: bool = False) -> TraceFileInfo:
                 _record_bad(info, BadLine(path, lineno, problem), strict)
                 continue
             assert sid is not None
-            info.turns += 1
             if sid != prev:
                 if sid in seen:
                     info.contiguous = False
                 else:
+                    if info.turns - last_mark >= MARK_TURNS:
+                        marks.extend((start, lineno, len(seen)))
+                        last_mark = info.turns
                     seen.add(sid)
                 prev = sid
+            info.turns += 1
     info.sessions = len(seen)
     del seen
     if not info.contiguous:
+        del marks[3:]
         info._index = _build_index(info)
     return info
 
@@ -200,6 +233,34 @@ def _iter_contiguous(info: TraceFileInfo, on_bad: Callable[[BadLine], None] | No
             turns.append((lineno, trace))
     if turns and current is not None:
         yield _finish(current, turns, info.path)
+
+
+def iter_part(part: FilePart, bad_lines: set[int],
+              on_bad: Callable[[BadLine], None] | None = None) -> Iterator[RecordedSession]:
+    """The sessions of one part of a contiguous file, in order, as ``iter_sessions`` streams them."""
+    current: str | None = None
+    turns: list[tuple[int, Trace]] = []
+    with open(part.path, "rb") as fh:
+        fh.seek(part.start)
+        pos = part.start
+        for lineno, raw in enumerate(fh, part.first_line):
+            if 0 <= part.end <= pos:
+                break
+            pos += len(raw)
+            if lineno in bad_lines or not raw.strip():
+                continue
+            trace = _parse(raw, part.path, lineno, on_bad)
+            if trace is None:
+                continue
+            sid = trace.session_id or trace.trace_id
+            assert sid is not None
+            if sid != current:
+                if turns and current is not None:
+                    yield _finish(current, turns, part.path)
+                current, turns = sid, []
+            turns.append((lineno, trace))
+    if turns and current is not None:
+        yield _finish(current, turns, part.path)
 
 
 def _iter_indexed(info: TraceFileInfo, on_bad: Callable[[BadLine], None] | None) -> Iterator[RecordedSession]:

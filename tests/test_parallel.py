@@ -1,0 +1,171 @@
+"""A long replay on worker processes stores exactly what one process stores, and survives a worker's death."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from conftest import query, run_cli, write
+
+ROUTES = ["refunds", "order_status", "account", "smalltalk", "billing"]
+
+
+def _traces(path: Path, sessions: int, seed: int = 7) -> int:
+    """A recorded export: sessions of 1-5 turns, some with an email or a card number the redactor numbers, feedback
+    corrections, lines that are not JSON and lines that are JSON but not a trace. Returns the turns written."""
+    rng = random.Random(seed)
+    turns = 0
+    with path.open("w", encoding="utf-8") as fh:
+        for s in range(sessions):
+            for t in range(1, rng.randint(1, 5) + 1):
+                route = rng.choice(ROUTES)
+                text = f"order {rng.randint(1000, 9999)} for session {s}"
+                if rng.random() < 0.03:  # a person's address: the redactor must number it as one process does
+                    text += f" mail me at user{rng.randint(1, 40)}@example.com"
+                row: dict[str, Any] = {
+                    "v": 1, "session_id": f"s{s:05d}", "turn": t, "input": text,
+                    "route": {"name": route}, "output": f"About {text}: done." + (" internal" if rng.random() < 0.05 else ""),
+                    "context": [{"id": "kb/refunds", "used": True}],
+                    "state": {"channel": "web", "step": t}, "latency_ms": {"total": rng.randint(5, 900)},
+                }
+                if rng.random() < 0.04:
+                    row["feedback"] = {"correction": {"route": "refunds"}}
+                fh.write(json.dumps(row) + "\n")
+                turns += 1
+                if rng.random() < 0.002:
+                    fh.write("{not json\n")
+                if rng.random() < 0.002:  # passes the shape pass, fails full validation
+                    fh.write(json.dumps({"v": 1, "session_id": f"s{s:05d}", "input": "x", "route": 5}) + "\n")
+    return turns
+
+
+def _project(tmp_path: Path, sessions: int, scorer: str = "") -> Path:
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    _traces(tmp_path / "traces.jsonl", sessions)
+    write(tmp_path / "suites" / "replay.yaml", f"""
+        name: replay
+        target: replay
+        traces:
+          - file: ../traces.jsonl
+            expect:
+              route: [refunds, order_status, account, smalltalk]
+              output: {{not_contains: [internal]}}
+              {scorer}
+        gate:
+          rules:
+            - {{metric: pass_rate, min: 0.1}}
+    """)
+    return tmp_path
+
+
+def _tables(db: Path) -> dict[str, Any]:
+    return {
+        "cases": query(db, "SELECT * EXCLUDE (run_id) FROM cases ORDER BY seq, repeat"),
+        "turns": query(db, "SELECT * EXCLUDE (run_id) FROM turns ORDER BY case_id, repeat, turn"),
+        "scores": query(db, "SELECT * EXCLUDE (run_id) FROM scores ORDER BY case_id, repeat, turn, scorer"),
+        "run": query(db, "SELECT status, cases_total, cases_done, turns_done, errors, bad_lines FROM runs"),
+    }
+
+
+def test_a_replay_on_worker_processes_stores_what_one_process_stores(tmp_path: Path) -> None:
+    project = _project(tmp_path, 3_000)
+    one = run_cli("run", "--executor", "local", "--db", "one.duckdb", "--json", cwd=project, timeout=120)
+    two = run_cli("run", "--executor", "processes:2", "--db", "two.duckdb", "--json", cwd=project, timeout=120)
+    assert one.code == two.code == 0, (one, two)
+    a, b = _tables(project / "one.duckdb"), _tables(project / "two.duckdb")
+    assert len(a["cases"]) == 3_000 and len(a["turns"]) > 8_000  # parts of 4,000 turns: the file is three parts
+    for name in a:
+        assert a[name] == b[name], name
+    # the same placeholders, numbered in the file's order, whichever process read the session
+    mailed = query(project / "two.duckdb", "SELECT input FROM turns WHERE input LIKE '%<EMAIL_%' ORDER BY case_id, turn")
+    assert mailed and "<EMAIL_1>" in mailed[0][0]
+    assert not query(project / "two.duckdb", "SELECT input FROM turns WHERE input LIKE '%@example.com%'")
+    sa, sb = one.json()["suites"][0], two.json()["suites"][0]
+    assert sa["metrics"] == sb["metrics"] and sa["verdict"] == sb["verdict"]
+    assert a["run"][0][5] > 0  # both counted the bad lines, the same ones (the tables above)
+
+
+def test_the_worker_processes_run_the_sessions(tmp_path: Path) -> None:
+    """The project's own scorer notes which process scored each turn: two workers and the run's own process (it
+    runs the sessions the redactor changes) under processes:2; one process under local."""
+    write(tmp_path / "where.py", '''
+        import os
+
+        def pid():
+            def check(ctx):
+                with open(os.environ["PID_LOG"], "a") as fh:
+                    fh.write(f"{os.getpid()}\\n")
+                return True
+            return check
+    ''')
+    project = _project(tmp_path, 2_500, scorer='"where:pid": {}')
+    for mode in ("local", "processes:2"):
+        log = tmp_path / f"pids-{mode.replace(':', '')}.txt"
+        db = project / f"{log.stem}.duckdb"
+        r = run_cli("run", "--executor", mode, "--db", str(db), "--json", cwd=project, timeout=120,
+                    env={"PYTHONPATH": str(tmp_path), "PID_LOG": str(log)})
+        assert r.code == 0, r
+        pids = log.read_text().split()
+        assert len(pids) == query(db, "SELECT turns_done FROM runs")[0][0]
+        assert len(set(pids)) == (1 if mode == "local" else 3), mode
+
+
+CRASH = '''
+    import os
+
+    def crash(marker: str):
+        def check(ctx):
+            if ctx.case.id == "s02500" and os.environ.get("CRASH") and not os.path.exists(marker):
+                if os.environ["CRASH"] == "once":
+                    open(marker, "w").close()
+                os._exit(9)  # the worker process dies without a word
+            return True
+        return check
+'''
+
+
+def test_a_worker_that_dies_is_replaced_and_its_parts_run_again(tmp_path: Path) -> None:
+    write(tmp_path / "crash.py", CRASH)
+    marker = tmp_path / "crashed"
+    project = _project(tmp_path, 3_000, scorer=f'"crash:crash": {{marker: "{marker}"}}')
+    env = {"PYTHONPATH": str(tmp_path)}
+    r = run_cli("run", "--executor", "processes:2", "--db", "crash.duckdb", "--json", cwd=project, timeout=120,
+                env={**env, "CRASH": "once"})
+    assert r.code == 0, r
+    assert marker.exists()  # a worker died
+    clean = run_cli("run", "--executor", "local", "--db", "clean.duckdb", "--json", cwd=project, timeout=120, env=env)
+    assert clean.code == 0, clean
+    assert _tables(project / "crash.duckdb") == _tables(project / "clean.duckdb")  # nothing lost, nothing twice
+
+
+def test_workers_that_keep_dying_stop_the_run_and_resume_finishes_it(tmp_path: Path) -> None:
+    write(tmp_path / "crash.py", CRASH)
+    never = tmp_path / "never"
+    project = _project(tmp_path, 3_000, scorer=f'"crash:crash": {{marker: "{never}"}}')
+    env = {"PYTHONPATH": str(tmp_path)}
+    r = run_cli("run", "--executor", "processes:2", "--db", "crash.duckdb", "--json", cwd=project, timeout=120,
+                env={**env, "CRASH": "always"})
+    assert r.code == 3, r
+    assert "replay worker processes died 3 times" in r.out + r.err and "traces.jsonl:" in r.out + r.err, r
+    assert "Traceback" not in r.out + r.err
+    db = project / "crash.duckdb"
+    (run_id, status, done, total), = query(db, "SELECT run_id, status, cases_done, cases_total FROM runs")
+    assert status == "stopped" and done < total
+    assert query(db, "SELECT count(*) FROM cases")[0][0] == done  # the counters are what was stored
+    again = run_cli("run", "--resume", run_id, "--executor", "processes:2", "--db", "crash.duckdb", "--json",
+                    cwd=project, timeout=120, env=env)
+    assert again.code == 0, again
+    clean = run_cli("run", "--executor", "local", "--db", "clean.duckdb", "--json", cwd=project, timeout=120, env=env)
+    assert clean.code == 0, clean
+    a, b = _tables(db), _tables(project / "clean.duckdb")
+    assert a["cases"] == b["cases"] and a["scores"] == b["scores"] and a["turns"] == b["turns"]
+    assert a["run"][0][:4] == ("completed", 3_000, 3_000, b["run"][0][3])
+
+
+def test_a_bad_worker_count_is_a_usage_error(tmp_path: Path) -> None:
+    project = _project(tmp_path, 10)
+    r = run_cli("run", "--executor", "processes:zero", "--db", "x.duckdb", cwd=project, timeout=60)
+    assert r.code == 2 and "1 to 256" in r.out + r.err, r
+    assert "Traceback" not in r.out + r.err
