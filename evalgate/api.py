@@ -98,6 +98,8 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
     config = config or find_config()
     options = options or RunOptions()
     options.root = options.root or config.root
+    if options.processes is None:
+        options.processes = _replay_on_processes
     options.target_override = target is not None
     if options.cache_path is None:
         options.cache_path = config.cache
@@ -168,6 +170,16 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
         if joined is not None:
             joined.close()
     return report
+
+
+async def _replay_on_processes(runner: Runner, target: Any, writer: Any, interrupted: asyncio.Event) -> bool:
+    """A replay long enough (or ``--executor processes``) on a worker process per core; False: run it here."""
+    from .parallel import replay, workers_for
+
+    processes = workers_for(runner)
+    if processes:
+        await replay(runner, target, writer, interrupted, processes)
+    return processes > 0
 
 
 def _prepare_resume(store: Store, options: RunOptions, paths: list[str] | None) -> list[str]:

@@ -26,17 +26,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .errors import RunError
+from .cases import Case, Turn, _selected
+from .errors import RunError, RunStopped, TurnFailed
+from .recovery.conversation import SimulatedTurns, WrittenTurns
 from .results import CaseResult, Execution, RunStatus, TurnResult
 from .sanitize import storable
 from .scorers import BoundScorer, Score, ScoreContext
 from .scorers.output import SYSTEM_ERROR, system_error
 from .store import Store
 from .store.writer import ResultWriter
-from .cases import Case, Turn, _selected
 from .suite import Suite
-from .errors import RunStopped, TurnFailed
-from .recovery.conversation import SimulatedTurns, WrittenTurns
 from .targets import Reply, StopRun, Target, TargetError, make_target
 from .traces import BadLine, Trace, describe_validation_error, request_for, traceparent
 
@@ -94,6 +93,8 @@ class RunOptions:
     """--executor: local (None) or ray[:ADDRESS], where the case runs run (docs/ray.md)."""
     distributed: Any = None
     """The executor running case runs elsewhere (distributed.RayExecutor), set by api.run from ``executor``."""
+    processes: Callable[..., Awaitable[bool]] | None = None
+    """Runs a long replay on worker processes, if it can (True: it did): set by api.run (evalgate/parallel.py)."""
 
 
 @dataclass
@@ -502,12 +503,8 @@ class Runner:
         if self.options.distributed is not None:  # on a cluster's workers; results come back to this writer
             await self.options.distributed.execute(self, writer, interrupted)
             return
-        if self.is_replay:
-            from .parallel import replay, workers_for
-
-            processes = workers_for(self)
-            if processes:  # a long replay: worker processes read and score its sessions, this one stores them
-                await replay(self, target, writer, interrupted, processes)
+        if self.is_replay and self.options.processes is not None:  # a long replay may run on worker processes
+            if await self.options.processes(self, target, writer, interrupted):
                 return
         work = self._work()
 
