@@ -453,6 +453,22 @@ class ArrowRows:
     def of(cls, rows: Rows) -> ArrowRows:
         return cls(*rows.tables(0, len(rows)), rows.ends)
 
+    @classmethod
+    def join(cls, parts: list[ArrowRows]) -> ArrowRows:
+        """Several sets of rows as one, in order."""
+        if len(parts) == 1:
+            return parts[0]
+        import pyarrow as pa
+
+        ends: list[tuple[int, int]] = []
+        t0 = s0 = 0
+        for p in parts:
+            ends.extend((t + t0, s + s0) for t, s in p.ends)
+            t0, s0 = t0 + p.turns.num_rows, s0 + p.scores.num_rows
+        cases, turns, scores = (pa.concat_tables([getattr(p, name) for p in parts])
+                                for name in ("cases", "turns", "scores"))
+        return cls(cases, turns, scores, ends)
+
     def __len__(self) -> int:
         return len(self.ends)
 
