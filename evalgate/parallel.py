@@ -106,8 +106,8 @@ _JOB: _Job | None = None
 
 
 def _start_worker() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's: it stops the workers
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C (and a cancelled CI job's SIGTERM) is the run's: it
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stops the workers; a worker whose run has died reads EOF and ends
     try:
         signal.set_wakeup_fd(-1)  # the run's event loop's signal pipe is not this process's
     except ValueError:
@@ -213,6 +213,10 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
             try:
                 result = waiting.result()
             except BrokenProcessPool as exc:
+                if interrupted.is_set():  # the workers went with a signal to the whole process group
+                    stopped = True
+                    write_held()
+                    return
                 if restarts >= RESTARTS:  # the run stops (resumable), keeping what was written
                     first = parts[flying[0][0]]
                     runner._stop(f"replay worker processes died {restarts + 1} times, the last while replaying the "
@@ -223,6 +227,7 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
                 restarts += 1
                 upcoming.extendleft(reversed([index for index, _ in flying]))  # sent again, in order
                 flying.clear()
+                _kill(pool)  # a live worker could block for ever sending its answer to a pool that reads no more
                 pool.shutdown(wait=True, cancel_futures=True)
                 writer.wait()  # no write in flight while the new workers fork
                 pool = ProcessPoolExecutor(workers, mp_context=fork, initializer=_start_worker)
@@ -247,7 +252,11 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
         _JOB = None
         for _, fut in flying:
             fut.cancel()
-        if stopped:
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.kill()
-        pool.shutdown(wait=not stopped, cancel_futures=True)
+        if stopped or flying:  # stopped, or an error: what the workers hold is not wanted
+            _kill(pool)
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _kill(pool: ProcessPoolExecutor) -> None:
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        proc.kill()

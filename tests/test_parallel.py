@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import query, run_cli, write
 
 ROUTES = ["refunds", "order_status", "account", "smalltalk", "billing"]
@@ -169,3 +175,50 @@ def test_a_bad_worker_count_is_a_usage_error(tmp_path: Path) -> None:
     r = run_cli("run", "--executor", "processes:zero", "--db", "x.duckdb", cwd=project, timeout=60)
     assert r.code == 2 and "1 to 256" in r.out + r.err, r
     assert "Traceback" not in r.out + r.err
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C"])
+def test_a_replay_on_workers_stops_cleanly_and_resumes(tmp_path: Path, how: str) -> None:
+    """Ctrl-C (to the whole process group, as a terminal sends it) or a CI job's SIGTERM: the run stores what it
+    finished, says interrupted, leaves no worker behind, and --resume finishes it as an uninterrupted run would."""
+    write(tmp_path / "slow.py", '''
+        import os, time
+
+        def slow():
+            def check(ctx):
+                with open(os.environ["PID_LOG"], "a") as fh:
+                    fh.write(f"{os.getpid()}\\n")
+                time.sleep(0.001)
+                return True
+            return check
+    ''')
+    project = _project(tmp_path, 6_000, scorer='"slow:slow": {}')  # five parts of about 4,000 turns
+    log = tmp_path / "pids.txt"
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(tmp_path), "PID_LOG": str(log)}
+    proc = subprocess.Popen([sys.executable, "-m", "evalgate", "run", "--executor", "processes:2", "--db", "int.duckdb",
+                             "--json"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().split()) < 10_000):
+        time.sleep(0.02)  # both workers have finished a part: the first is the run's
+    if how == "SIGTERM":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 3, (out, err)
+    assert json.loads(out)["suites"][0]["status"] == "interrupted"
+    db = project / "int.duckdb"
+    (run_id, status, done, total), = query(db, "SELECT run_id, status, cases_done, cases_total FROM runs")
+    assert status == "interrupted" and 0 < done < total, (done, total)
+    for pid in set(log.read_text().split()):  # no worker left running
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pid), 0)
+    again = run_cli("run", "--resume", run_id, "--db", "int.duckdb", "--json", cwd=project, timeout=120,
+                    env={"PYTHONPATH": str(tmp_path), "PID_LOG": str(log)})
+    assert again.code == 0, again
+    clean = run_cli("run", "--executor", "local", "--db", "clean.duckdb", "--json", cwd=project, timeout=120,
+                    env={"PYTHONPATH": str(tmp_path), "PID_LOG": str(log)})
+    assert clean.code == 0, clean
+    a, b = _tables(db), _tables(project / "clean.duckdb")
+    assert a["cases"] == b["cases"] and a["scores"] == b["scores"] and a["turns"] == b["turns"]

@@ -40,6 +40,22 @@ def test_upgrade_from_every_earlier_schema_keeps_data(tmp_path: Path, upto: int)
         assert con.execute("SELECT output FROM turns").fetchall() == [("kept",)]
 
 
+def test_an_older_store_gets_its_streamed_turns_first_token_column_filled(tmp_path: Path) -> None:
+    """Stores written before first_token_ms had its own column keep their first-token figures."""
+    con = duckdb.connect(str(tmp_path / "s.duckdb"))
+    migrate(con, upto=[name for name, _ in MIGRATIONS].index("0010_first_token"))
+    con.execute("INSERT INTO runs (run_id, suite, status, started_at) VALUES ('r1', 'demo', 'completed', now())")
+    for turn, trace in ((1, '{"output":"a","latency_ms":{"total":90.0,"first_token":12.5}}'),
+                        (2, '{"output":"b","latency_ms":{"total":80.0}}')):
+        con.execute("INSERT INTO turns (run_id, case_id, repeat, turn, trace) VALUES ('r1', 'c', 0, ?, ?)", [turn, trace])
+    con.close()
+    with Store(tmp_path / "s.duckdb").connect() as con:
+        assert con.execute("SELECT turn, first_token_ms FROM turns ORDER BY turn").fetchall() == [(1, 12.5), (2, None)]
+        from evalgate.store import metrics
+
+        assert metrics.headline(con, "r1")["first_token.p50"] == 12.5
+
+
 def test_readers_bring_an_older_store_forward(tmp_path: Path) -> None:
     """history, show, report and routes open the store read-only; an older schema is migrated first."""
     con = duckdb.connect(str(tmp_path / "s.duckdb"))

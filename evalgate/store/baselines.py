@@ -52,13 +52,20 @@ def snapshot(con: Any, run_id: str, pooled: list[str] | None = None, *, turns: b
     summary = json.loads(run[3]) if run[3] else {}
     runs = [run_id] + [r for r in (pooled or []) if r != run_id]
     cases: dict[str, CaseOutcome] = {}
+    tag_lists: dict[tuple[str, ...], list[str]] = {}  # cases share their tag lists: a few distinct ones per run
     cur = con.execute(
         "SELECT case_id, count(*) FILTER (passed), count(*), count(*) FILTER (errored), any_value(tags), "
         "list(DISTINCT digest) FILTER (NOT errored AND digest IS NOT NULL), any_value(variant_of) FROM cases "
         "WHERE list_contains(?, run_id) GROUP BY case_id ORDER BY min(seq)", [runs])
     while rows := cur.fetchmany(10_000):  # a window at a time: a 100k-case run's rows at once cost ~35 MB
         for case_id, passed, n, errored, tags, digests, cluster in rows:
-            cases[case_id] = CaseOutcome(int(passed), int(n), int(errored), list(tags or []),
+            key = tuple(tags or ())
+            shared = tag_lists.get(key)
+            if shared is None:
+                shared = list(key)
+                if len(tag_lists) < 10_000:
+                    tag_lists[key] = shared
+            cases[case_id] = CaseOutcome(int(passed), int(n), int(errored), shared,
                                          digests=sorted(digests or [])[:MAX_DIGESTS], cluster=cluster)
     snap = Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases, history=runs, turns_read=turns)
     if turns:

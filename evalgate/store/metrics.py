@@ -372,7 +372,7 @@ def _ids(con: Any, sql: str, params: list[Any]) -> list[str]:
     return [str(r[0]) for r in con.execute(sql, params).fetchall()]
 
 
-FIRST_TOKEN_SQL = "TRY_CAST(json_extract_string(t.trace, '$.latency_ms.first_token') AS DOUBLE)"
+FIRST_TOKEN_SQL = "t.first_token_ms"
 """A turn's time to first token, from its stored trace (streamed answers only)."""
 
 
@@ -386,10 +386,9 @@ def headline(con: Any, run_id: str) -> dict[str, float | None]:
             out[m] = compute(con, run_id, m).value
     for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95", "cost.total", "tokens.total"):
         out[m] = compute(con, run_id, m).value
-    # only runs whose answers streamed have it: one pass, the JSON read only of traces that name it
-    p50, p95 = con.execute(
-        f"SELECT quantile_cont(x, 0.5), quantile_cont(x, 0.95) FROM (SELECT {FIRST_TOKEN_SQL} AS x FROM turns t "
-        "WHERE t.run_id = ? AND contains(t.trace, '\"first_token\"'))", [run_id]).fetchone()
+    # only runs whose answers streamed have it
+    p50, p95 = con.execute(f"SELECT quantile_cont({FIRST_TOKEN_SQL}, 0.5), quantile_cont({FIRST_TOKEN_SQL}, 0.95) "
+                           "FROM turns t WHERE t.run_id = ?", [run_id]).fetchone()
     if p50 is not None:
         out["first_token.p50"], out["first_token.p95"] = float(p50), float(p95)
     for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():

@@ -17,7 +17,7 @@ _CASE_COLS = ["run_id", "seq", "case_id", "repeat", "tags", "user_id", "user_gro
               "turn_tags"]
 _TURN_COLS = ["run_id", "case_id", "repeat", "turn", "input", "route", "output", "state_in", "state", "elapsed_ms",
               "latency_ms", "passed", "error", "trace", "recorded", "changes", "input_tokens", "output_tokens", "cost_usd",
-              "tags"]
+              "tags", "first_token_ms"]
 _SCORE_COLS = ["run_id", "case_id", "repeat", "turn", "scorer", "passed", "value", "explanation", "error", "metrics",
                "detail"]
 
@@ -177,6 +177,7 @@ class ResultWriter:
             "elapsed_ms": pa.array(cases_cols["elapsed_ms"], pa.float64()),
         })
         types = {"elapsed_ms": pa.float64(), "latency_ms": pa.float64(), "cost_usd": pa.float64(),
+                 "first_token_ms": pa.float64(),
                  "input_tokens": pa.int64(), "output_tokens": pa.int64()}
         types["tags"] = string_list
         turns = pa.table({k: pa.array(v, types[k]) if k in types else v for k, v in turn_cols.items()})
@@ -389,7 +390,8 @@ class Rows:
                           rec.to_json() if rec is not None and rec is not tr else None,
                           _dumps(t.changes) if t.changes else None,
                           _int64(usage.input_tokens) if usage else None, _int64(usage.output_tokens) if usage else None,
-                          _double(usage.cost_usd) if usage else None, list(t.tags)))
+                          _double(usage.cost_usd) if usage else None, list(t.tags),
+                          _double(tr.latency_ms.get("first_token")) if tr is not None and tr.latency_ms else None))
             if t.tags:
                 turn_tags.extend(tag for tag in t.tags if tag not in turn_tags)
             for sc in t.scores:
