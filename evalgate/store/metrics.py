@@ -376,27 +376,68 @@ FIRST_TOKEN_SQL = "t.first_token_ms"
 """A turn's time to first token, from its stored trace (streamed answers only)."""
 
 
+def _scorer_stat(metric: str) -> bool:
+    """Whether ``compute`` reads ``metric`` as a scorer's own statistic (a scorer named like another family is not)."""
+    family, stat = split_metric(metric)
+    return (stat in SCORER_STATS and family not in ("", "latency", "elapsed", "first_token") and family not in _USAGE_EXPR
+            and route_class_metric(metric) is None and metric != ROUTE_MACRO_F1 and metric not in REPEAT_METRICS
+            and metric != RECOVERY_METRIC and not metric.startswith(RECOVERY_METRIC + "."))
+
+
 def headline(con: Any, run_id: str) -> dict[str, float | None]:
-    """The metrics every summary shows: case counts, rates, latency, each scorer's pass rate."""
+    """The metrics every summary shows: case counts, rates, latency, each scorer's pass rate.
+
+    The values ``compute`` gives for the same names, read with a few queries that each compute many (a headline
+    needs no case lists): one over the cases, one over the turns, one per scorer family.
+    """
     out: dict[str, float | None] = {}
+    row = con.execute("SELECT count(*), count(*) FILTER (passed), count(*) FILTER (errored), "
+                      "count(*) FILTER (NOT passed AND NOT errored) FROM cases c WHERE run_id = ?", [run_id]).fetchone()
+    n, passed, errors, failed = (int(x or 0) for x in row)
+    scored = n - errors
+    case_values: dict[str, float | None] = {
+        "pass_rate": passed / scored if scored else None, "error_rate": errors / n if n else None,
+        "cases": float(n), "passed": float(passed), "failed": float(failed), "errors": float(errors)}
     for m in CASE_METRICS:
-        out[m] = compute(con, run_id, m).value
+        out[m] = case_values[m]
     if con.execute("SELECT max(repeat) FROM cases WHERE run_id = ?", [run_id]).fetchone()[0]:
         for m in REPEAT_METRICS:
             out[m] = compute(con, run_id, m).value
-    for m in ("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95", "cost.total", "tokens.total"):
-        out[m] = compute(con, run_id, m).value
+    latency, elapsed = "coalesce(t.latency_ms, t.elapsed_ms)", "t.elapsed_ms"
+    sums = []
+    for family in ("cost", "tokens"):  # as compute: turns that reported it, errored turns left out
+        expr = _USAGE_EXPR[family]
+        present = "t.cost_usd IS NOT NULL" if family == "cost" else "(t.input_tokens IS NOT NULL OR t.output_tokens IS NOT NULL)"
+        sums.append(f"sum(CASE WHEN {present} THEN {expr} END) FILTER (t.error IS NULL)")
+    row = con.execute(
+        f"SELECT quantile_cont({latency}, 0.5), quantile_cont({latency}, 0.95), quantile_cont({elapsed}, 0.5), "
+        f"quantile_cont({elapsed}, 0.95), {', '.join(sums)} "
+        "FROM turns t JOIN cases c USING (run_id, case_id, repeat) WHERE t.run_id = ?", [run_id]).fetchone()
+    for m, value in zip(("latency.p50", "latency.p95", "elapsed.p50", "elapsed.p95", "cost.total", "tokens.total"), row):
+        out[m] = float(value) if value is not None else None
     # only runs whose answers streamed have it
     p50, p95 = con.execute(f"SELECT quantile_cont({FIRST_TOKEN_SQL}, 0.5), quantile_cont({FIRST_TOKEN_SQL}, 0.95) "
                            "FROM turns t WHERE t.run_id = ?", [run_id]).fetchone()
     if p50 is not None:
         out["first_token.p50"], out["first_token.p95"] = float(p50), float(p95)
-    for (scorer,) in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer", [run_id]).fetchall():
-        out[f"{scorer}.pass_rate"] = compute(con, run_id, f"{scorer}.pass_rate").value
+    scorers = [r[0] for r in con.execute("SELECT DISTINCT scorer FROM scores WHERE run_id = ? ORDER BY scorer",
+                                         [run_id]).fetchall()]
+    per_scorer: dict[str, tuple[int, int, Any]] = {}
+    if scorers:  # compute's pass_rate and leaks of every scorer, at once
+        for scorer, n_scored, n_passed, leaks in con.execute(
+                "SELECT s.scorer, count(*) FILTER (s.error IS NULL), count(*) FILTER (s.passed AND s.error IS NULL), "
+                "sum(coalesce(TRY_CAST(json_extract_string(s.metrics, '$.leaks') AS DOUBLE), (NOT s.passed)::INT)) "
+                "FILTER (s.error IS NULL) FROM scores s JOIN cases c USING (run_id, case_id, repeat) "
+                "WHERE s.run_id = ? GROUP BY s.scorer", [run_id]).fetchall():
+            per_scorer[scorer] = (int(n_scored or 0), int(n_passed or 0), leaks)
+    for scorer in scorers:
+        n_scored, n_passed, leaks = per_scorer.get(scorer, (0, 0, None))
+        name = f"{scorer}.pass_rate"
+        out[name] = (n_passed / n_scored if n_scored else None) if _scorer_stat(name) else compute(con, run_id, name).value
         if scorer == "route":
-            out[ROUTE_MACRO_F1] = compute(con, run_id, ROUTE_MACRO_F1).value
+            out[ROUTE_MACRO_F1] = macro_f1(_route_stats(_route_matrix(con, run_id)))
         if scorer == "permissions":
-            out["permissions.leaks"] = compute(con, run_id, "permissions.leaks").value
+            out["permissions.leaks"] = float(leaks or 0) if n_scored else None
         if scorer == "goal":  # a simulated user's conversations: how many turns they took
             out["goal.turns"] = compute(con, run_id, "goal.turns").value
         if scorer == "recovery":
