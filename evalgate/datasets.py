@@ -121,10 +121,11 @@ def _load_dataset(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str,
             yield _build_case(cspec, seq0 + i, str(doc.locate(prefix0 + (i,))), aliases, suite_checks, doc,
                               prefix0 + (i,), tags, str(path))
     elif suffix == ".jsonl":
+        shown, where = display_path(path), str(path)  # once for the file, not for each of its lines
         for n, (lineno, item) in enumerate(jsonl_records(path)):
-            cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
-            yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (),
-                              tags, str(path), lineno)
+            cspec = _validate(CaseSpec, item, None, (), where, lineno)
+            yield _build_case(cspec, seq0 + n, f"{shown}:{lineno}", aliases, suite_checks, None, (),
+                              tags, where, lineno)
     elif suffix == ".csv":
         yield from _load_csv(path, tags, aliases, suite_checks, seq0)
     else:
@@ -184,11 +185,12 @@ def _load_csv(path: Path, tags: Sequence[str], aliases: dict[str, tuple[str, Any
                 order.append(key)
             else:
                 grouped[key][1]["turns"].append(turn)
+        shown, where = display_path(path), str(path)
         for n, key in enumerate(order):
             lineno, item = grouped[key]
-            cspec = _validate(CaseSpec, item, None, (), str(path), lineno)
-            yield _build_case(cspec, seq0 + n, f"{display_path(path)}:{lineno}", aliases, suite_checks, None, (), tags,
-                              str(path), lineno)
+            cspec = _validate(CaseSpec, item, None, (), where, lineno)
+            yield _build_case(cspec, seq0 + n, f"{shown}:{lineno}", aliases, suite_checks, None, (), tags,
+                              where, lineno)
 
 
 def _csv_value(cell: str, yaml: Any) -> Any:
