@@ -1,4 +1,5 @@
-"""The model client against a real OpenAI-compatible server on 127.0.0.1, through the real openai client."""
+"""The model client against a real OpenAI-compatible server on 127.0.0.1: posted to directly (http://), and through the real
+openai client (EVALGATE_HTTP_TRANSPORT=default, as https:// endpoints are)."""
 
 from __future__ import annotations
 
@@ -345,3 +346,40 @@ def test_the_small_transport_can_be_turned_off(server: str, monkeypatch) -> None
             await client.close()
 
     assert asyncio.run(go()).text == "echo: plain"
+
+
+@pytest.mark.parametrize("script", [[(200, {})], [(500, {})] * 2, [(404, {})], [(-1, {})] * 2, [(-2, {"body": "null"})] * 2,
+                                    [(429, {"Retry-After": "0.01"}), (200, {})]])
+def test_an_http_endpoint_is_called_without_the_openai_package_and_answers_as_through_it(
+        server: str, monkeypatch, script: list[tuple[int, dict[str, str]]]) -> None:
+    """http:// endpoints are posted to directly: the same answers, errors and messages as the openai client's."""
+    import os
+    import subprocess
+    import sys
+
+    async def go():
+        client = ModelClient(server, backoff_s=0.01, max_retries=1)
+        try:
+            r = await client.complete(_ask("same"))
+            return (r.text, r.model, r.input_tokens, r.output_tokens, r.attempts)
+        except ModelError as exc:
+            return str(exc)
+        finally:
+            await client.close()
+
+    got = {}
+    for transport in ("keep-alive", "default"):  # default: the openai client and its own transport
+        if transport == "default":
+            monkeypatch.setenv("EVALGATE_HTTP_TRANSPORT", "default")
+        FakeOpenAI.script, FakeOpenAI.auth = [(s, dict(h)) for s, h in script], []
+        got[transport] = (asyncio.run(go()), FakeOpenAI.auth[:1])
+    assert got["keep-alive"] == got["default"]
+    code = (f"import asyncio, sys; from evalgate.models import ModelClient, ModelRequest\n"
+            f"async def go():\n    c = ModelClient({server!r})\n"
+            f"    try: return (await c.complete(ModelRequest('m', [{{'role': 'user', 'content': 'x'}}], {{}}))).text\n"
+            f"    finally: await c.close()\n"
+            f"assert asyncio.run(go()) == 'echo: x'; assert 'openai' not in sys.modules, 'openai imported'")
+    FakeOpenAI.script = []
+    env = {k: v for k, v in os.environ.items() if k != "EVALGATE_HTTP_TRANSPORT"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert out.returncode == 0, out.stderr

@@ -100,6 +100,9 @@ class ModelClient:
         self._headers = dict(headers or {})
         self._client: Any = None
         """The openai client, built at the first call the cache cannot answer: a warm re-run never imports it."""
+        self._plain: Any = None
+        """For an http:// endpoint, the httpx2 client on evalgate's keep-alive transport, posted to directly: the
+        openai package (about 0.33 s to import) is never imported for it."""
         values = [key if api_key_env else "", *(headers or {}).values()]
         # "Bearer TOKEN" and TOKEN: an endpoint that echoes what it was sent must not put them in a stored error
         parts = {v.strip() for v in values} | {p for v in values for p in v.split()[1:]}
@@ -145,10 +148,39 @@ class ModelClient:
                                        default_headers=self._headers)
         return self._client
 
-    async def _call_with_retries(self, request: ModelRequest) -> ModelResponse:
-        client = self._openai()  # built before any attempt is timed
+    def _connect(self) -> None:
+        """Build what the calls go through: the direct client for an http:// endpoint, else the openai client."""
+        if self._plain is None and self._client is None:
+            try:
+                from .transport import http_client_for
+
+                http_client = http_client_for(self.base_url, self.timeout_s)
+            except ImportError:  # no httpx2: the openai client with its own transport
+                http_client = None
+            if http_client is None:
+                self._openai()
+            else:
+                self._plain = _PlainEndpoint(http_client, self.base_url, self._key, self._headers, self.timeout_s)
+
+    async def _post(self, body: dict[str, Any]) -> Any:
+        """One chat-completions POST; its failures as the openai client reports them (``_Failed``)."""
+        if self._plain is not None:
+            return await self._plain.post(body)
         import openai
 
+        try:
+            # the low-level post: same auth, URL and error classes as chat.completions.create, without
+            # the typed request transform and response model (about 1.5 ms of CPU per call here)
+            return await self._openai().post("/chat/completions", cast_to=object, body=body)
+        except openai.APITimeoutError:
+            raise _Failed("timeout") from None
+        except openai.APIConnectionError as exc:
+            raise _Failed("connection", str(exc)) from None
+        except openai.APIStatusError as exc:
+            raise _Failed("status", str(exc.message), exc.status_code, exc.response.headers.get("retry-after")) from None
+
+    async def _call_with_retries(self, request: ModelRequest) -> ModelResponse:
+        self._connect()  # built before any attempt is timed
         from .exchange import EXCHANGE, Exchange
 
         last = "no attempt made"
@@ -163,26 +195,25 @@ class ModelClient:
                 EXCHANGE.set(timing)  # the transport times the bytes on the wire: first sent, last received
                 try:
                     self.calls += 1
-                    # the low-level post: same auth, URL and error classes as chat.completions.create, without
-                    # the typed request transform and response model (about 1.5 ms of CPU per call here)
-                    data: Any = await client.post("/chat/completions", cast_to=object, body={
-                        "model": request.model, "messages": request.messages, **request.params})
+                    data: Any = await self._post({"model": request.model, "messages": request.messages,
+                                                  **request.params})
                     elapsed = (time.perf_counter() - start) * 1000
                     exchange = timing.ms
                     return _answer(data, request.model, attempt, elapsed if exchange is None else exchange, queued,
                                    0.0 if exchange is None else max(0.0, elapsed - exchange))
-                except openai.APITimeoutError:
-                    last = f"timed out after {self.timeout_s:g}s"
                 except (ValueError, AttributeError, TypeError, IndexError) as exc:  # a body that is not the JSON promised
                     last = f"malformed response ({exc})"
-                except openai.APIConnectionError as exc:
-                    last = f"connection failed: {exc}"
-                except openai.APIStatusError as exc:
-                    status = exc.status_code
-                    last = f"HTTP {status}: {str(exc.message)[:200]}"
-                    if status < 500 and status not in _RETRY_STATUS:
-                        raise ModelError(self._scrub(last)) from None  # a bad request will not get better by asking again
-                    retry_after = _retry_after(exc.response.headers.get("retry-after"))
+                except _Failed as exc:
+                    if exc.kind == "timeout":
+                        last = f"timed out after {self.timeout_s:g}s"
+                    elif exc.kind == "connection":
+                        last = f"connection failed: {exc.message}"
+                    else:
+                        status = exc.status
+                        last = f"HTTP {status}: {exc.message[:200]}"
+                        if status < 500 and status not in _RETRY_STATUS:
+                            raise ModelError(self._scrub(last)) from None  # a bad request will not get better by asking again
+                        retry_after = _retry_after(exc.retry_after)
             if attempt > self.max_retries:
                 break
             delay = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
@@ -200,6 +231,99 @@ class ModelClient:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+        if self._plain is not None:
+            await self._plain.close()
+
+
+class _Failed(Exception):
+    """A call that failed as the openai client tells it: ``timeout``, ``connection`` (its message), or ``status``
+    (its message, the HTTP status and the Retry-After header)."""
+
+    def __init__(self, kind: str, message: str = "", status: int = 0, retry_after: str | None = None):
+        super().__init__(kind, message)
+        self.kind, self.message, self.status, self.retry_after = kind, message, status, retry_after
+
+
+def _json_default(value: Any) -> Any:
+    from datetime import datetime
+
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+class _PlainEndpoint:
+    """Chat-completions POSTs to an http:// endpoint on the keep-alive transport, without the openai package.
+
+    What the endpoint is sent and what a call gives back are the openai client's, as ``ModelClient`` uses it (no
+    SDK retries, the body as given): the same URL (the base URL's path and ``chat/completions``), body (compact
+    JSON), ``Authorization: Bearer KEY``, ``OpenAI-Organization`` / ``OpenAI-Project`` from ``OPENAI_ORG_ID`` /
+    ``OPENAI_PROJECT_ID``, the configured headers over those; the answer parsed as JSON when its content type says
+    JSON, else its text; a timeout, a failed connection ("Connection error.") or a status other than 2xx
+    ("Error code: N", with the body's error message) told apart as the SDK's errors are. Only the SDK's own
+    telemetry headers (``X-Stainless-*``, its User-Agent) are not sent.
+    """
+
+    def __init__(self, http: Any, base_url: str, key: str, headers: dict[str, str], timeout_s: float):
+        import httpx2
+
+        from .. import __version__
+
+        self.http, self.timeout_s = http, timeout_s
+        base = httpx2.URL(base_url)
+        if not base.raw_path.endswith(b"/"):
+            base = base.copy_with(raw_path=base.raw_path + b"/")
+        self.url = base.copy_with(raw_path=base.raw_path + b"chat/completions")
+        merged = {"Accept": "application/json", "Content-Type": "application/json",
+                  "User-Agent": f"evalgate/{__version__}", "Authorization": f"Bearer {key}"}
+        for header, env in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
+            if os.environ.get(env) is not None:
+                merged[header] = os.environ[env]
+        self.headers = httpx2.Headers(merged)
+        for name, value in headers.items():
+            self.headers[name] = value
+
+    async def post(self, body: dict[str, Any]) -> Any:
+        import json
+        import ssl
+
+        import httpx2
+
+        content = json.dumps(body, default=_json_default, ensure_ascii=False, separators=(",", ":"),
+                             allow_nan=False).encode()
+        try:
+            response = await self.http.post(self.url, content=content, headers=self.headers, timeout=self.timeout_s)
+        except httpx2.TimeoutException:
+            raise _Failed("timeout") from None
+        except (httpx2.RequestError, ssl.SSLError):
+            raise _Failed("connection", "Connection error.") from None
+        if not response.is_success:
+            raise _Failed("status", _status_message(response), response.status_code,
+                          response.headers.get("retry-after"))
+        content_type = response.headers.get("content-type", "*").split(";")[0]
+        if not content_type.endswith("json"):
+            return response.text
+        return response.json()
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+def _status_message(response: Any) -> str:
+    """The openai client's message for a failed status: the code, and the body's error message when it has one."""
+    import json
+    from collections.abc import Mapping
+
+    message = f"Error code: {response.status_code}"
+    try:
+        body = json.loads(response.text.strip())
+    except Exception:
+        return message
+    error = body.get("error", body) if isinstance(body, Mapping) else None
+    text = error.get("message") if isinstance(error, Mapping) else None
+    if isinstance(text, str) and text:
+        message += f" - {text}"
+    return message
 
 
 def _count(value: Any) -> int | None:
