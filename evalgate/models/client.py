@@ -149,18 +149,14 @@ class ModelClient:
         return self._client
 
     def _connect(self) -> None:
-        """Build what the calls go through: the direct client for an http:// endpoint, else the openai client."""
+        """Build what the calls go through: the keep-alive pool for an http:// endpoint, else the openai client."""
         if self._plain is None and self._client is None:
-            try:
-                from .transport import http_client_for
+            from .transport import plain_http
 
-                http_client = http_client_for(self.base_url, self.timeout_s)
-            except ImportError:  # no httpx2: the openai client with its own transport
-                http_client = None
-            if http_client is None:
-                self._openai()
+            if plain_http(self.base_url):
+                self._plain = _PlainEndpoint(self.base_url, self._key, self._headers, self.timeout_s)
             else:
-                self._plain = _PlainEndpoint(http_client, self.base_url, self._key, self._headers, self.timeout_s)
+                self._openai()
 
     async def _post(self, body: dict[str, Any]) -> Any:
         """One chat-completions POST; its failures as the openai client reports them (``_Failed``)."""
@@ -253,60 +249,133 @@ def _json_default(value: Any) -> Any:
 
 
 class _PlainEndpoint:
-    """Chat-completions POSTs to an http:// endpoint on the keep-alive transport, without the openai package.
+    """Chat-completions POSTs to an http:// endpoint on the keep-alive pool, without the openai package or httpx2.
 
-    What the endpoint is sent and what a call gives back are the openai client's, as ``ModelClient`` uses it (no
-    SDK retries, the body as given): the same URL (the base URL's path and ``chat/completions``), body (compact
-    JSON), ``Authorization: Bearer KEY``, ``OpenAI-Organization`` / ``OpenAI-Project`` from ``OPENAI_ORG_ID`` /
-    ``OPENAI_PROJECT_ID``, the configured headers over those; the answer parsed as JSON when its content type says
-    JSON, else its text; a timeout, a failed connection ("Connection error.") or a status other than 2xx
-    ("Error code: N", with the body's error message) told apart as the SDK's errors are. Only the SDK's own
-    telemetry headers (``X-Stainless-*``, its User-Agent) are not sent.
+    What the endpoint is sent and what a call gives back are the openai client's (on the same pool), as
+    ``ModelClient`` uses it (no SDK retries, the body as given): the same URL (the base URL's path and
+    ``chat/completions``), body (compact JSON), ``Authorization: Bearer KEY``, ``OpenAI-Organization`` /
+    ``OpenAI-Project`` from ``OPENAI_ORG_ID`` / ``OPENAI_PROJECT_ID``, the configured headers over those, and
+    httpx's ``Accept-Encoding``; the answer decoded (gzip, deflate) and parsed as JSON when its content type says
+    JSON, else its text (its charset, else UTF-8); a timeout, a failed connection ("Connection error.") or a status
+    other than 2xx ("Error code: N", with the body's error message) told apart as the SDK's errors are. Only the
+    SDK's own telemetry headers (``X-Stainless-*``, its User-Agent) are not sent.
     """
 
-    def __init__(self, http: Any, base_url: str, key: str, headers: dict[str, str], timeout_s: float):
-        import httpx2
+    def __init__(self, base_url: str, key: str, headers: dict[str, str], timeout_s: float):
+        from urllib.parse import urlsplit
 
         from .. import __version__
+        from .transport import KeepAlivePool
 
-        self.http, self.timeout_s = http, timeout_s
-        base = httpx2.URL(base_url)
-        if not base.raw_path.endswith(b"/"):
-            base = base.copy_with(raw_path=base.raw_path + b"/")
-        self.url = base.copy_with(raw_path=base.raw_path + b"chat/completions")
-        merged = {"Accept": "application/json", "Content-Type": "application/json",
-                  "User-Agent": f"evalgate/{__version__}", "Authorization": f"Bearer {key}"}
+        self.pool, self.timeout_s = KeepAlivePool(), timeout_s
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "", parts.port or 80
+        path = parts.path if parts.path.endswith("/") else parts.path + "/"  # as the SDK joins it (query and all)
+        self.target = path + (f"?{parts.query}" if parts.query else "") + "chat/completions"
+        merged = {"accept": ("Accept", "application/json"), "accept-encoding": ("Accept-Encoding", "gzip, deflate"),
+                  "content-type": ("Content-Type", "application/json"),
+                  "user-agent": ("User-Agent", f"evalgate/{__version__}"),
+                  "authorization": ("Authorization", f"Bearer {key}")}
         for header, env in (("OpenAI-Organization", "OPENAI_ORG_ID"), ("OpenAI-Project", "OPENAI_PROJECT_ID")):
             if os.environ.get(env) is not None:
-                merged[header] = os.environ[env]
-        self.headers = httpx2.Headers(merged)
-        for name, value in headers.items():
-            self.headers[name] = value
+                merged[header.lower()] = (header, os.environ[env])
+        for name, value in headers.items():  # the configured headers win, whatever their case
+            merged[name.lower()] = (name, value)
+        self.head = "".join(f"{name}: {value}\r\n" for name, value in merged.values()
+                            if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"))
+        self.bad_header: Exception | None = None
+        try:  # httpx takes header values as ASCII: any other is an error at each call, as through it
+            for name, value in merged.values():
+                name.encode("ascii"), value.encode("ascii")
+        except UnicodeEncodeError as exc:
+            self.bad_header = exc
 
     async def post(self, body: dict[str, Any]) -> Any:
         import json
-        import ssl
 
-        import httpx2
+        from .transport import ExchangeError
 
         content = json.dumps(body, default=_json_default, ensure_ascii=False, separators=(",", ":"),
                              allow_nan=False).encode()
+        if self.bad_header is not None:
+            raise self.bad_header
+        payload = (f"POST {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.head}"
+                   f"Content-Length: {len(content)}\r\n\r\n").encode("latin-1") + content
+        timeouts = {"connect": self.timeout_s, "read": self.timeout_s, "write": self.timeout_s, "pool": self.timeout_s}
         try:
-            response = await self.http.post(self.url, content=content, headers=self.headers, timeout=self.timeout_s)
-        except httpx2.TimeoutException:
-            raise _Failed("timeout") from None
-        except (httpx2.RequestError, ssl.SSLError):
-            raise _Failed("connection", "Connection error.") from None
-        if not response.is_success:
-            raise _Failed("status", _status_message(response), response.status_code,
-                          response.headers.get("retry-after"))
-        content_type = response.headers.get("content-type", "*").split(";")[0]
+            status, headers, data = await self.pool.exchange(self.host, self.port, payload, timeouts)
+        except ExchangeError as exc:
+            raise _Failed("timeout" if exc.kind.endswith("timeout") else "connection", "Connection error.") from None
+        answer = _Answer(status, headers, data)
+        if not 200 <= status < 300:
+            raise _Failed("status", _status_message(answer), status, answer.header("retry-after"))
+        content_type = (answer.header("content-type") or "*").split(";")[0]
         if not content_type.endswith("json"):
-            return response.text
-        return response.json()
+            return answer.text
+        return json.loads(answer.content)
 
     async def close(self) -> None:
-        await self.http.aclose()
+        await self.pool.aclose()
+
+
+class _Answer:
+    """A response as httpx reads it: headers looked up in any case (repeats joined), the body decoded as its
+    Content-Encoding says (gzip, deflate; others left as they are), text in its charset (else UTF-8, bad bytes
+    replaced)."""
+
+    def __init__(self, status: int, headers: list[tuple[str, str]], content: bytes):
+        self.status_code, self.headers = status, headers
+        self.content = content
+        codings = [e.strip().lower() for v in self._values("content-encoding") for e in v.split(",")]
+        codings = [e for e in codings if e in ("gzip", "deflate")]
+        if len(codings) > 5:  # httpx decodes up to 5
+            raise _Failed("connection", "Connection error.")
+        if codings:
+            import zlib
+
+            try:
+                for encoding in reversed(codings):
+                    if encoding == "gzip":
+                        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                        self.content = d.decompress(self.content) + d.flush()
+                    elif encoding == "deflate":
+                        try:
+                            d = zlib.decompressobj()
+                            decoded = d.decompress(self.content)
+                        except zlib.error:  # raw deflate, without the zlib header
+                            d = zlib.decompressobj(-zlib.MAX_WBITS)
+                            decoded = d.decompress(self.content)
+                        self.content = decoded + d.flush()
+            except zlib.error:
+                raise _Failed("connection", "Connection error.") from None  # httpx's DecodingError, a request error
+
+    def _values(self, name: str) -> list[str]:
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def header(self, name: str) -> str | None:
+        values = self._values(name)
+        return ", ".join(values) if values else None
+
+    @property
+    def text(self) -> str:
+        if not self.content:
+            return ""
+        import codecs
+        from email.message import Message
+
+        encoding = "utf-8"
+        content_type = self.header("content-type")
+        if content_type:
+            msg = Message()
+            msg["content-type"] = content_type
+            charset = msg.get_content_charset(failobj=None)
+            if charset:
+                try:
+                    codecs.lookup(charset)
+                    encoding = charset
+                except LookupError:
+                    pass
+        return self.content.decode(encoding, errors="replace")
 
 
 def _status_message(response: Any) -> str:

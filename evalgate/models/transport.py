@@ -9,6 +9,11 @@ what a chat-completions exchange needs: a request with a body, a response
 with Content-Length or chunked transfer encoding. ``https://`` endpoints
 keep the openai client's own transport.
 
+``KeepAlivePool`` moves the bytes and needs no HTTP library: the model
+client posts to an ``http://`` endpoint through it directly.
+``KeepAliveTransport`` is the same pool as an httpx2 transport (httpx2 is
+imported only when it is asked for).
+
 The exchanges run on an I/O thread with its own event loop, which does
 nothing else: the run's loop routes and scores between awaits, and with 64
 calls in flight a response could wait there tens of milliseconds before its
@@ -27,8 +32,6 @@ import threading
 import time
 from collections.abc import Coroutine
 from typing import Any, TypeVar
-
-import httpx2
 
 from .exchange import EXCHANGE, Exchange
 
@@ -152,38 +155,38 @@ class _Connection:
             self.writer.close()
 
 
-class KeepAliveTransport(httpx2.AsyncBaseTransport):
-    """HTTP/1.1 over asyncio streams with a stack of idle connections per host."""
+class ExchangeError(Exception):
+    """An exchange that failed: ``kind`` is connect_timeout, connect, read_timeout, read or protocol."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind, self.message = kind, message
+
+
+def plain_http(base_url: str) -> bool:
+    """Whether calls to ``base_url`` go through the keep-alive pool: http://, unless EVALGATE_HTTP_TRANSPORT=default."""
+    return base_url.startswith("http://") and os.environ.get("EVALGATE_HTTP_TRANSPORT") != "default"
+
+
+class KeepAlivePool:
+    """HTTP/1.1 over asyncio streams with a stack of idle connections per host, on the I/O thread."""
 
     def __init__(self, max_idle: int = 256):
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int], list[_Connection]] = {}
         self._io: _IOThread | None = None
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        url = request.url
-        if url.scheme != "http":
-            raise httpx2.UnsupportedProtocol(f"KeepAliveTransport speaks plain http, not {url.scheme}")
-        host, port = url.host, url.port or 80
-        timeouts = request.extensions.get("timeout") or {}
-        body = await request.aread()
-        target = url.raw_path.decode("ascii")
-        head = [f"{request.method} {target} HTTP/1.1", f"Host: {host}:{port}"]
-        for name, value in request.headers.multi_items():
-            if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):
-                head.append(f"{name}: {value}")
-        head.append(f"Content-Length: {len(body)}")
-        payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+    async def exchange(self, host: str, port: int, payload: bytes,
+                       timeouts: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send ``payload`` (a whole request) and read the response: status, headers, body (de-chunked)."""
         timing = EXCHANGE.get()
         if timing is None:
             timing = Exchange()
         if self._io is None:
             self._io = _IOThread()
-        status, headers, content = await self._io.run(self._exchange(request, host, port, payload, timeouts, timing))
-        return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content),
-                               extensions={"http_version": b"HTTP/1.1"})
+        return await self._io.run(self._exchange(host, port, payload, timeouts, timing))
 
-    async def _exchange(self, request: httpx2.Request, host: str, port: int, payload: bytes,
+    async def _exchange(self, host: str, port: int, payload: bytes,
                         timeouts: dict[str, Any], timing: Exchange) -> tuple[int, list[tuple[str, str]], bytes]:
         """One request and its response, on the I/O loop; ``timing`` gets the attempt that answered."""
         for attempt in (0, 1):
@@ -195,21 +198,21 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
                 timing.received = time.perf_counter()
             except asyncio.TimeoutError:
                 conn.close()
-                raise httpx2.ReadTimeout(f"no response within {timeouts.get('read')}s", request=request) from None
+                raise ExchangeError("read_timeout", f"no response within {timeouts.get('read')}s") from None
             except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
                 conn.close()
                 if reused and attempt == 0:
                     continue  # the server closed an idle connection: once more on a fresh one
-                raise httpx2.ReadError(f"{type(exc).__name__}: {exc}", request=request) from None
+                raise ExchangeError("read", f"{type(exc).__name__}: {exc}") from None
             except ValueError as exc:
                 conn.close()
-                raise httpx2.RemoteProtocolError(str(exc), request=request) from None
+                raise ExchangeError("protocol", str(exc)) from None
             if keep:
                 self._release(host, port, conn)
             else:
                 conn.close()
             return status, headers, content
-        raise httpx2.ReadError("connection closed", request=request)  # unreachable: the loop returns or raises
+        raise ExchangeError("read", "connection closed")  # unreachable: the loop returns or raises
 
     async def _connection(self, host: str, port: int, timeout: float | None) -> tuple[_Connection, bool]:
         idle = self._idle.get((host, port))
@@ -221,9 +224,9 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=_MAX_HEAD * 16), timeout)
         except asyncio.TimeoutError:
-            raise httpx2.ConnectTimeout(f"no connection to {host}:{port} within {timeout}s") from None
+            raise ExchangeError("connect_timeout", f"no connection to {host}:{port} within {timeout}s") from None
         except OSError as exc:
-            raise httpx2.ConnectError(f"{host}:{port}: {exc}") from None
+            raise ExchangeError("connect", f"{host}:{port}: {exc}") from None
         return _Connection(reader, writer), False
 
     def _release(self, host: str, port: int, conn: _Connection) -> None:
@@ -290,12 +293,62 @@ class KeepAliveTransport(httpx2.AsyncBaseTransport):
         await asyncio.sleep(0)  # let the transports' close callbacks run before the loop stops
 
 
+@functools.lru_cache(maxsize=1)
+def _transport_class() -> Any:
+    import httpx2
+
+    errors = {"connect_timeout": httpx2.ConnectTimeout, "connect": httpx2.ConnectError,
+              "read_timeout": httpx2.ReadTimeout, "read": httpx2.ReadError, "protocol": httpx2.RemoteProtocolError}
+
+    class KeepAliveTransport(httpx2.AsyncBaseTransport):
+        """The keep-alive pool as an httpx2 transport."""
+
+        def __init__(self, max_idle: int = 256):
+            self.pool = KeepAlivePool(max_idle)
+
+        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+            url = request.url
+            if url.scheme != "http":
+                raise httpx2.UnsupportedProtocol(f"KeepAliveTransport speaks plain http, not {url.scheme}")
+            host, port = url.host, url.port or 80
+            timeouts = request.extensions.get("timeout") or {}
+            body = await request.aread()
+            target = url.raw_path.decode("ascii")
+            head = [f"{request.method} {target} HTTP/1.1", f"Host: {host}:{port}"]
+            for name, value in request.headers.multi_items():
+                if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):
+                    head.append(f"{name}: {value}")
+            head.append(f"Content-Length: {len(body)}")
+            payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+            try:
+                status, headers, content = await self.pool.exchange(host, port, payload, timeouts)
+            except ExchangeError as exc:
+                if exc.kind.startswith("connect"):
+                    raise errors[exc.kind](exc.message) from None
+                raise errors[exc.kind](exc.message, request=request) from None
+            return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content),
+                                   extensions={"http_version": b"HTTP/1.1"})
+
+        async def aclose(self) -> None:
+            await self.pool.aclose()
+
+    return KeepAliveTransport
+
+
+def __getattr__(name: str) -> Any:
+    if name == "KeepAliveTransport":  # httpx2 is imported only for it
+        return _transport_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def http_client_for(base_url: str, timeout_s: float) -> Any:
     """An httpx2 client on the keep-alive transport for http:// endpoints; None (the openai default) otherwise.
 
     ``EVALGATE_HTTP_TRANSPORT=default`` keeps the openai client's own transport everywhere (for a proxy or
     server this small transport does not speak to).
     """
-    if not base_url.startswith("http://") or os.environ.get("EVALGATE_HTTP_TRANSPORT") == "default":
+    if not plain_http(base_url):
         return None
-    return httpx2.AsyncClient(transport=KeepAliveTransport(), timeout=timeout_s, trust_env=False)
+    import httpx2
+
+    return httpx2.AsyncClient(transport=_transport_class()(), timeout=timeout_s, trust_env=False)
