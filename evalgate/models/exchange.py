@@ -1,7 +1,7 @@
 """When a model call's bytes were on the wire: what its recorded latency is made of.
 
 The model client sets a fresh :class:`Exchange` in :data:`EXCHANGE` before
-each attempt; a transport that can (``transport.KeepAliveTransport``) fills
+each attempt; a transport that can (``transport.KeepAlivePool``) fills
 it in where the bytes are written and read, so the time evalgate itself
 spent around the exchange (building the request, parsing the answer, its
 event loop busy scoring other turns) stays out of the call's latency.
