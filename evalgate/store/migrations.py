@@ -1,7 +1,8 @@
 """Named, append-only schema migrations, recorded in ``schema_migrations``.
 
-Each migration runs in its own transaction. Never edit a migration that has
-shipped: add a new one. ``SCHEMA_VERSION`` is the number of migrations.
+Each migration runs in its own transaction (a new store gets them all in
+one). Never edit a migration that has shipped: add a new one.
+``SCHEMA_VERSION`` is the number of migrations.
 
 Results tables have no primary-key constraints: the runner writes each
 (run, case, repeat, turn) once by construction, and DuckDB would otherwise
@@ -185,6 +186,17 @@ def migrate(con: Any, upto: int | None = None) -> list[str]:
         raise RunError(f"this store was written by a newer evalgate (it has migration {newer[-1]})",
                        hint="upgrade evalgate, or use another --db")
     ran = []
+    if not done and upto is None:  # a new store: every migration in one transaction (one commit instead of one each)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for name, sql in MIGRATIONS:
+                con.execute(sql)
+                con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        return [name for name, _ in MIGRATIONS]
     for name, sql in MIGRATIONS[:upto]:
         if name in done:
             continue
