@@ -138,7 +138,7 @@ async def _run_part(job: _Job, index: int) -> PartResult:
                             for r in repeats if (case.id, r) not in options.done)
             seq += job.per_session
             continue
-        for case in _chosen(runner, suite.session_cases(session, job.rec, seq, ids)):
+        for case in _chosen(runner, suite.session_cases(session, job.rec, seq, ids, redact=False)):
             for r in repeats:
                 if (case.id, r) not in options.done:
                     rows.add(await runner.run_case(job.target, case, r), runner.run_id)

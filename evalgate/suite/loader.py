@@ -239,10 +239,12 @@ class Suite:
             if rec.gold is not None:  # only a full pass knows which rows matched nothing
                 self._note_gold(rec)
 
-    def session_cases(self, session: RecordedSession, rec: RecordedSource, seq: int, ids: set[str]) -> list[Case]:
+    def session_cases(self, session: RecordedSession, rec: RecordedSource, seq: int, ids: set[str], *,
+                      redact: bool = True) -> list[Case]:
         """The case runs one recorded session makes, numbered from ``seq`` (one per ``run_as`` user, else one);
-        ``ids`` holds the case ids so far: a session id that collides with one is made the file's own."""
-        case = self._case_from_session(session, rec, seq)
+        ``ids`` holds the case ids so far: a session id that collides with one is made the file's own. ``redact``
+        False: ``needs_redaction`` said the session holds nothing to redact."""
+        case = self._case_from_session(session, rec, seq, redact)
         if case.id in ids:
             case.id = f"{case.id}@{Path(rec.info.path).stem}"
         ids.add(case.id)
@@ -255,16 +257,16 @@ class Suite:
             return False
         return any(r.finds(t._raw if t._raw is not None else t.to_json().encode()) for t in session.turns)
 
-    def _case_from_session(self, session: RecordedSession, rec: RecordedSource, seq: int) -> Case:
+    def _case_from_session(self, session: RecordedSession, rec: RecordedSource, seq: int, redact: bool = True) -> Case:
         base = _merge_checks(self.suite_checks, rec.checks)
         tags = list(rec.spec.tags) + ["recorded"]
         turns: list[Turn] = []
         meta: dict[str, Any] = {}
         session_id = session.session_id
-        if self.redactor is not None:
+        if self.redactor is not None and redact:
             session_id = self.redactor.text(session_id)
         for position, recorded in enumerate(session.turns, 1):
-            trace = self._redact(recorded)
+            trace = self._redact(recorded) if redact else recorded
             checks, expect = base, {}
             fb = trace.feedback
             if fb is not None:
