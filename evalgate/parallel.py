@@ -63,6 +63,8 @@ class PartResult:
     bad: list[BadLine] = field(default_factory=list)
     made: int = 0
     """Case runs the part made (rows and deferred sessions' alike): the progress bar's step."""
+    sessions: int = 0
+    """Recorded sessions the part holds (its cases are numbered from 0: the run's process renumbers them)."""
 
 
 def workers_for(runner: Runner) -> int:
@@ -98,7 +100,6 @@ class _Job:
     parts: list[FilePart]
     per_session: int
     """Case runs per session (one per run_as user)."""
-    first_seq: int
 
 
 _JOB: _Job | None = None
@@ -129,7 +130,8 @@ async def _run_part(job: _Job, index: int) -> PartResult:
     rows = Rows()
     ids = {c.id for c in suite.static_cases}
     bad_lines = set(job.rec.info._bad_lines)
-    seq = job.first_seq + part.sessions_before * job.per_session
+    seq = 0  # numbered within the part: the run's process adds the sessions before it (a session whose every
+    # line fails validation is no case, so the shape pass's count cannot number them)
     repeats = range(options.repeat_offset, options.repeat_offset + runner.repeat)
     for session in iter_part(part, bad_lines, out.bad.append):
         if suite.needs_redaction(session):
@@ -144,6 +146,7 @@ async def _run_part(job: _Job, index: int) -> PartResult:
                     rows.add(await runner.run_case(job.target, case, r), runner.run_id)
                     out.made += 1
         seq += job.per_session
+    out.sessions = seq // job.per_session
     out.rows = ArrowRows.of(rows) if len(rows) else None
     return out
 
@@ -170,7 +173,9 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
     suite = runner.suite
     rec = suite.trace_sources[0]
     parts = rec.info.parts()
-    _JOB = _Job(runner, target, rec, parts, len(suite.run_as or [None]), len(suite.static_cases))
+    per_session = len(suite.run_as or [None])
+    first_seq = len(suite.static_cases)
+    _JOB = _Job(runner, target, rec, parts, per_session)
     import multiprocessing
 
     fork = multiprocessing.get_context("fork")
@@ -238,13 +243,14 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
             for bad in result.bad:
                 runner._bad_line(bad)
             if result.rows is not None:
-                held.append(result.rows)
-            if sum(r.turns.num_rows for r in held) >= BATCH_TURNS or not flying or not flying[0][1].done():
-                write_held()  # parts the workers are ahead with are written together: fewer, larger writes
+                held.append(result.rows.renumbered(first_seq))
             for seq, session in result.deferred:
-                for case in _chosen(runner, suite.session_cases(session, rec, seq, set(ids))):
+                for case in _chosen(runner, suite.session_cases(session, rec, first_seq + seq, set(ids))):
                     for r in runner._repeats(case):
                         writer.add(await runner.run_case(target, case, r))
+            first_seq += result.sessions * per_session
+            if sum(r.turns.num_rows for r in held) >= BATCH_TURNS or not flying or not flying[0][1].done():
+                write_held()  # parts the workers are ahead with are written together: fewer, larger writes
             runner.progress.advance(result.made)
             await asyncio.sleep(0)
         write_held()
@@ -252,9 +258,11 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
         _JOB = None
         for _, fut in flying:
             fut.cancel()
-        if stopped or flying:  # stopped, or an error: what the workers hold is not wanted
-            _kill(pool)
-        pool.shutdown(wait=True, cancel_futures=True)
+        if getattr(pool, "_broken", False):  # its live workers may block for ever sending to a pool that reads
+            _kill(pool)                     # no more (a worker killed mid-send would block the reader instead)
+            pool.shutdown(wait=True, cancel_futures=True)
+        else:  # stopped, or an error: the parts in flight finish and are dropped; the process's exit waits for them
+            pool.shutdown(wait=not (stopped or flying), cancel_futures=True)
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:

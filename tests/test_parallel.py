@@ -18,13 +18,22 @@ from conftest import query, run_cli, write
 ROUTES = ["refunds", "order_status", "account", "smalltalk", "billing"]
 
 
-def _traces(path: Path, sessions: int, seed: int = 7) -> int:
+def _traces(path: Path, sessions: int, seed: int = 7, *, invalid: tuple[int, ...] = (),
+            escaped: tuple[int, ...] = ()) -> int:
     """A recorded export: sessions of 1-5 turns, some with an email or a card number the redactor numbers, feedback
-    corrections, lines that are not JSON and lines that are JSON but not a trace. Returns the turns written."""
+    corrections, lines that are not JSON and lines that are JSON but not a trace. The sessions in ``invalid`` are
+    only lines that fail full validation; those in ``escaped`` are a person's address with its "@" escaped in the
+    JSON, as their session id and in every input. Returns the turns written."""
     rng = random.Random(seed)
     turns = 0
     with path.open("w", encoding="utf-8") as fh:
         for s in range(sessions):
+            if s in escaped:
+                for t in (1, 2):
+                    row = {"v": 1, "session_id": f"pat{s}@example.com", "turn": t, "input": f"I am pat{s}@example.com",
+                           "route": {"name": "account"}, "output": "noted"}
+                    fh.write(json.dumps(row).replace("@", "\\u0040") + "\n")
+                continue
             for t in range(1, rng.randint(1, 5) + 1):
                 route = rng.choice(ROUTES)
                 text = f"order {rng.randint(1000, 9999)} for session {s}"
@@ -38,6 +47,8 @@ def _traces(path: Path, sessions: int, seed: int = 7) -> int:
                 }
                 if rng.random() < 0.04:
                     row["feedback"] = {"correction": {"route": "refunds"}}
+                if s in invalid:
+                    row["route"] = 5  # passes the shape pass, fails full validation: no case at all
                 fh.write(json.dumps(row) + "\n")
                 turns += 1
                 if rng.random() < 0.002:
@@ -47,9 +58,9 @@ def _traces(path: Path, sessions: int, seed: int = 7) -> int:
     return turns
 
 
-def _project(tmp_path: Path, sessions: int, scorer: str = "") -> Path:
+def _project(tmp_path: Path, sessions: int, scorer: str = "", **traces: Any) -> Path:
     write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
-    _traces(tmp_path / "traces.jsonl", sessions)
+    _traces(tmp_path / "traces.jsonl", sessions, **traces)
     write(tmp_path / "suites" / "replay.yaml", f"""
         name: replay
         target: replay
@@ -222,3 +233,67 @@ def test_a_replay_on_workers_stops_cleanly_and_resumes(tmp_path: Path, how: str)
     assert clean.code == 0, clean
     a, b = _tables(db), _tables(project / "clean.duckdb")
     assert a["cases"] == b["cases"] and a["scores"] == b["scores"] and a["turns"] == b["turns"]
+
+
+def _same_both_ways(project: Path, env: dict[str, str] | None = None) -> tuple[Any, Any]:
+    one = run_cli("run", "--executor", "local", "--db", "one.duckdb", "--json", cwd=project, timeout=120, env=env)
+    two = run_cli("run", "--executor", "processes:2", "--db", "two.duckdb", "--json", cwd=project, timeout=120,
+                  env=env)
+    assert one.code == two.code, (one, two)
+    a, b = _tables(project / "one.duckdb"), _tables(project / "two.duckdb")
+    for name in a:
+        assert a[name] == b[name], name
+    return one, two
+
+
+def test_whole_sessions_that_fail_validation_number_the_rest_as_one_process_does(tmp_path: Path) -> None:
+    """A session whose every line fails full validation is no case: the cases after it keep one process's seq."""
+    project = _project(tmp_path, 3_000, invalid=(100, 1_400, 2_900))
+    one, _ = _same_both_ways(project)
+    assert one.code == 0, one
+    assert query(project / "two.duckdb", "SELECT count(*), max(seq) FROM cases") == [(2_997, 2_996)]
+
+
+def test_one_errored_case_in_one_part_is_stored_beside_the_rest(tmp_path: Path) -> None:
+    """Parts whose columns differ (an error text in one part only) are written together."""
+    write(tmp_path / "boom.py", '''
+        def boom():
+            def check(ctx):
+                if ctx.case.id == "s02500":
+                    raise RuntimeError("this scorer broke")
+                return True
+            return check
+    ''')
+    project = _project(tmp_path, 3_000, scorer='"boom:boom": {}')
+    one, two = _same_both_ways(project, env={"PYTHONPATH": str(tmp_path)})
+    assert query(project / "two.duckdb", "SELECT count(*) FROM cases WHERE errored") == [(1,)]
+    assert query(project / "two.duckdb", "SELECT count(*) FROM cases") == [(3_000,)]
+
+
+def test_an_escaped_address_is_redacted_either_way(tmp_path: Path) -> None:
+    """An address whose "@" is escaped in the JSON (\\u0040) is found, redacted and counted in both modes."""
+    project = _project(tmp_path, 3_000, escaped=(5, 2_000))
+    one, two = _same_both_ways(project)
+    db = project / "two.duckdb"
+    for table, column in (("cases", "case_id"), ("turns", "input"), ("turns", "trace"), ("cases", "session_id")):
+        assert query(db, f"SELECT count(*) FROM {table} WHERE {column} LIKE '%example.com%' "
+                         f"OR {column} LIKE '%\\u0040%'") == [(0,)], (table, column)
+    assert query(db, "SELECT count(*) FROM cases WHERE case_id LIKE '<EMAIL_%>'") == [(2,)]
+    assert one.json()["suites"][0]["verdict"] == two.json()["suites"][0]["verdict"]
+
+
+def test_a_scorer_that_exits_ends_the_run_as_in_one_process(tmp_path: Path) -> None:
+    """A scorer raising SystemExit in a worker: the run exits with its code as one process does, and ends."""
+    write(tmp_path / "leave.py", '''
+        def leave():
+            def check(ctx):
+                if ctx.case.id == "s02500":
+                    raise SystemExit(4)
+                return True
+            return check
+    ''')
+    project = _project(tmp_path, 3_000, scorer='"leave:leave": {}')
+    env = {"PYTHONPATH": str(tmp_path)}
+    for mode in ("local", "processes:2"):
+        r = run_cli("run", "--executor", mode, "--db", f"{mode[:5]}.duckdb", cwd=project, timeout=60, env=env)
+        assert r.code == 4, (mode, r)

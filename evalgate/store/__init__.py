@@ -42,7 +42,8 @@ def _behind(con: Any) -> bool:
 
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc).lower()
-    return "lock" in text or "conflicting" in text or "different configuration" in text
+    return ("lock" in text or "conflicting" in text or "different configuration" in text
+            or "file handle conflict" in text)  # the file attached by another connection of this process
 
 
 ROW_GROUP_SIZE = 16_384
@@ -82,7 +83,9 @@ class Store:
         import duckdb
 
         if read_only and not self.path.exists():
-            from ..errors import UsageError  # nothing to read yet is a usage matter (exit 2), not a failed run
+            from ..errors import (
+                UsageError,  # nothing to read yet is a usage matter (exit 2), not a failed run
+            )
 
             raise UsageError(f"no store at {self.path}", hint="run 'evalgate run' first, or pass --db")
         if not read_only:
@@ -125,6 +128,8 @@ class Store:
             path = str(self.path).replace("'", "''")
             con.execute(f"ATTACH '{path}' AS store (ROW_GROUP_SIZE {ROW_GROUP_SIZE})")
             con.execute("USE store")
+            spill = str(self.path.with_name(self.path.name + ".tmp")).replace("'", "''")
+            con.execute(f"SET temp_directory = '{spill}'")  # beside the store, as a file connection spills
         except BaseException:
             con.close()
             raise

@@ -467,12 +467,23 @@ class ArrowRows:
         for p in parts:
             ends.extend((t + t0, s + s0) for t, s in p.ends)
             t0, s0 = t0 + p.turns.num_rows, s0 + p.scores.num_rows
-        cases, turns, scores = (pa.concat_tables([getattr(p, name) for p in parts])
+        # a column all None in one part is typed null there: promoted to the other parts' type
+        cases, turns, scores = (pa.concat_tables([getattr(p, name) for p in parts], promote_options="default")
                                 for name in ("cases", "turns", "scores"))
         return cls(cases, turns, scores, ends)
 
     def __len__(self) -> int:
         return len(self.ends)
+
+    def renumbered(self, offset: int) -> ArrowRows:
+        """The same rows with ``offset`` added to every case run's ``seq``."""
+        if not offset:
+            return self
+        import pyarrow.compute as pc
+
+        i = self.cases.schema.get_field_index("seq")
+        seq = pc.add(self.cases.column(i).cast("int64"), offset)
+        return ArrowRows(self.cases.set_column(i, "seq", seq), self.turns, self.scores, self.ends)
 
     def counts(self) -> tuple[int, int, int, int]:
         """Case runs, turns, errored and passed case runs."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .. import _json
 from .. import scorers as scorer_registry
 from .._files import read_text
 from .._validation import _hint, _message, _parse_loc, _validate
@@ -255,7 +256,16 @@ class Suite:
         r = self.redactor
         if r is None or not r.enabled:
             return False
-        return any(r.finds(t._raw if t._raw is not None else t.to_json().encode()) for t in session.turns)
+        return r.finds(session.session_id) or any(self._finds_in(t) for t in session.turns)
+
+    def _finds_in(self, trace: Trace) -> bool:
+        """Whether the redactor finds anything in a recorded line, as written or with its JSON escapes decoded."""
+        assert self.redactor is not None
+        raw = trace._raw if trace._raw is not None else trace.to_json().encode()
+        if self.redactor.finds(raw):
+            return True
+        # an escaped character (\u0040 is "@") hides a value from a look at the bytes: look at the decoded text
+        return b"\\" in raw and self.redactor.finds(_json.dumps(_json.loads(raw)))
 
     def _case_from_session(self, session: RecordedSession, rec: RecordedSource, seq: int, redact: bool = True) -> Case:
         base = _merge_checks(self.suite_checks, rec.checks)
@@ -304,9 +314,9 @@ class Suite:
         """The trace with personal data and secrets replaced; the same object when there was none."""
         if self.redactor is None or not self.redactor.enabled:
             return trace
-        raw = trace._raw if trace._raw is not None else trace.to_json().encode()
-        if not self.redactor.finds(raw):
+        if not self._finds_in(trace):
             return trace
+        raw = trace._raw if trace._raw is not None else trace.to_json().encode()
         return Trace.model_validate(self.redactor.value(json.loads(raw)))
 
     def _bind_lenient(self, expect: dict[str, Any]) -> list[BoundScorer]:
