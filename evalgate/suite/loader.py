@@ -264,8 +264,9 @@ class Suite:
         raw = trace._raw if trace._raw is not None else trace.to_json().encode()
         if self.redactor.finds(raw):
             return True
-        # an escaped character (\u0040 is "@") hides a value from a look at the bytes: look at the decoded text
-        return b"\\" in raw and self.redactor.finds(_json.dumps(_json.loads(raw)))
+        # an escaped character (\u0040 is "@", \/ is "/") hides a value from a look at the bytes: look at the
+        # decoded text (other escapes, \n or \", cannot join or split what a detector matches)
+        return (b"\\u" in raw or b"\\/" in raw) and self.redactor.finds(_json.dumps(_json.loads(raw)))
 
     def _case_from_session(self, session: RecordedSession, rec: RecordedSource, seq: int, redact: bool = True) -> Case:
         base = _merge_checks(self.suite_checks, rec.checks)
