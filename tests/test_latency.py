@@ -99,3 +99,49 @@ def test_a_command_target_s_time_is_when_its_answer_arrived_not_when_the_loop_go
     by_case = {r[0]: r[1] for r in query(db, "SELECT case_id, elapsed_ms FROM turns")}
     # the slow answer is written at about 250 ms, while the fast turn's scorer holds the loop until about 610 ms
     assert SLOW_S * 1000 - 5 <= by_case["slow"] < SLOW_S * 1000 + 120, by_case
+
+
+def _service_api(url: str, extra_headers: str = "") -> str:
+    """The http target on the model server's own API (a body template, a response mapping)."""
+    return (f'{{http: "{url}/chat/completions", {extra_headers}body: {{model: tiny-model, messages: '
+            '[{role: user, content: "{{ input }}"}]}, response: {output: "choices[0].message.content"}}')
+
+
+def test_an_http_target_s_time_is_its_exchange_on_the_wire(tmp_path: Path) -> None:
+    """A team's service on plain http: its time is the request's bytes out to the answer's bytes in, not when the
+    busy loop got back to the call."""
+    with serving(DelayedModel) as url:
+        db = _run_beside_a_busy_loop(tmp_path, _service_api(url))
+    by_case = {r[0]: r[1] for r in query(db, "SELECT case_id, elapsed_ms FROM turns")}
+    assert SLOW_S * 1000 - 5 <= by_case["slow"] < SLOW_S * 1000 + 120, by_case
+
+
+def test_a_header_template_cannot_add_a_header(tmp_path: Path) -> None:
+    """A header's template filled with a line break fails that turn; nothing reaches the service as a header."""
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions
+
+    class Recording(DelayedModel):
+        requests: list[dict[str, Any]] = []
+
+        def text(self, body: dict[str, Any]) -> str:
+            return "echo: " + body["messages"][-1]["content"]
+
+    with serving(Recording) as url:
+        write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+        target = _service_api(url, 'headers: {X-Note: "{{ input }}"}, ')
+        suite = write(tmp_path / "suites" / "inject.yaml", f"""
+            name: inject
+            target: {target}
+            cases:
+              - {{id: plain, input: hello}}
+              - {{id: sneaky, input: "hi\\r\\nX-Evil: 1"}}
+        """)
+        db = tmp_path / "store.duckdb"
+        report = run([str(suite)], config=find_config(tmp_path), store_path=db, options=RunOptions(cache_mode="off"))
+    errors = dict(query(db, "SELECT case_id, error FROM turns"))
+    assert errors["plain"] is None
+    assert errors["sneaky"] is not None and "header" in errors["sneaky"].lower(), errors
+    assert report.exit_code == 3
+    assert len(Recording.requests) == 1 and "x-evil" not in Recording.requests[0]["headers"]

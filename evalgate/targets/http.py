@@ -9,6 +9,8 @@ import time
 from typing import Any
 
 from ..errors import UsageError
+from ..models.exchange import EXCHANGE
+from ..models.exchange import Exchange as Exchange_
 from ..pipeline.templates import TemplateError
 from ..traces import marker_headers
 from .base import Reply, TargetContext, TargetError, target
@@ -58,6 +60,8 @@ class HttpTarget:
         self.response = ResponseMap(response) if response is not None else None
         self._shape: RequestShape | None = None
         self._client: Any = None
+        self._pooled: Any = None
+        """An httpx client on the keep-alive pool, for plain http:// URLs (None: every request goes by httpx's)."""
         self._secrets: list[str] = []
 
     async def start(self) -> None:
@@ -74,6 +78,12 @@ class HttpTarget:
         self._shape = RequestShape(url, self.method, headers, self.body)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         self._client = httpx.AsyncClient(limits=limits, trust_env=False)
+        from ..models.transport import plain_http
+
+        if plain_http(url) and (self.response is None or self.response.delta is None):
+            # plain http:// without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
+            # I/O thread (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
+            self._pooled = httpx.AsyncClient(transport=_pool_transport(), trust_env=False)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -107,13 +117,27 @@ class HttpTarget:
             "content": exchange.text_body.encode("utf-8")}
         if self.method == "GET":
             kwargs = {}
-        async with self._client.stream(self.method, exchange.url, headers=headers, timeout=timeout_s, **kwargs) as resp:
+        pooled = self._pooled is not None and exchange.url.startswith("http://")
+        timing = Exchange_() if pooled else None
+        token = EXCHANGE.set(timing) if timing is not None else None
+        try:
+            return await self._answer(exchange, headers, kwargs, start, timeout_s, timing)
+        finally:
+            if token is not None:
+                EXCHANGE.reset(token)
+
+    async def _answer(self, exchange: Exchange, headers: dict[str, str], kwargs: dict[str, Any], start: float,
+                      timeout_s: float, timing: Any) -> Reply:
+        """The answer; with ``timing`` (the keep-alive pool's), its time is the exchange's bytes on the wire, and
+        there is no time to a first token (the pool reads an answer whole)."""
+        client = self._pooled if timing is not None else self._client
+        async with client.stream(self.method, exchange.url, headers=headers, timeout=timeout_s, **kwargs) as resp:
             if resp.status_code >= 400:
                 body = (await _read(resp, 4096)).decode("utf-8", "replace")
                 raise TargetError(self._scrub(f"HTTP {resp.status_code} from {self._where(exchange)}: {body[:200]}"))
             kind = resp.headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind == "text/event-stream":
-                return await self._events(resp, start)
+                return await self._events(resp, start, timing)
             streamed = resp.headers.get("transfer-encoding", "").lower() == "chunked" and kind.startswith("text/plain")
             first: float | None = None
             chunks: list[bytes] = []
@@ -125,7 +149,7 @@ class HttpTarget:
                 if size > MAX_ANSWER_BYTES:
                     raise TargetError(f"the answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB ({self._where(exchange)})")
                 chunks.append(chunk)
-        elapsed = (time.perf_counter() - start) * 1000
+        elapsed = _elapsed(start, timing)
         text = b"".join(chunks).decode("utf-8", "replace")
         if self._secrets:
             text = self._scrub(text)  # a service that echoes its headers
@@ -137,7 +161,7 @@ class HttpTarget:
             except (ValueError, RecursionError):
                 raise TargetError(f"response is not JSON: {text[:120]!r}") from None
             raw = self._mapped(document, text) if self.response is not None else document
-        if streamed and first is not None:
+        if streamed and first is not None and timing is None:
             raw = _with_first_token(raw, (first - start) * 1000)
         return Reply(raw, elapsed)
 
@@ -148,7 +172,7 @@ class HttpTarget:
             raise TargetError(self.response.missing_output(repr(text[:200])))
         return trace
 
-    async def _events(self, resp: Any, start: float) -> Reply:
+    async def _events(self, resp: Any, start: float, timing: Any = None) -> Reply:
         from httpx_sse import EventSource
 
         events: list[Any] = []
@@ -165,7 +189,9 @@ class HttpTarget:
             if first is None and self._text_of(value):
                 first = time.perf_counter()
             events.append(value)
-        elapsed = (time.perf_counter() - start) * 1000
+        elapsed = _elapsed(start, timing)
+        if timing is not None:
+            first = None  # the pool read the stream whole: no time to its first text
         if self.response is not None:
             raw: Any = self.response.from_events(events)
         else:  # evalgate's own protocol, streamed: text events are the output, a final JSON event the trace
@@ -189,6 +215,56 @@ class HttpTarget:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.aclose()
+        if self._pooled is not None:
+            await self._pooled.aclose()
+
+
+def _elapsed(start: float, timing: Any) -> float:
+    """The call's time: the pool's exchange on the wire when it timed one, else from the call's start."""
+    ms = timing.ms if timing is not None else None
+    return ms if ms is not None else (time.perf_counter() - start) * 1000
+
+
+def _pool_transport() -> Any:
+    """The keep-alive pool as an httpx transport: the same requests on the wire, httpx's own decoding and errors."""
+    import httpx
+
+    from ..models.transport import ExchangeError, KeepAlivePool
+
+    errors = {"connect_timeout": httpx.ConnectTimeout, "connect": httpx.ConnectError, "read_timeout": httpx.ReadTimeout,
+              "read": httpx.ReadError, "protocol": httpx.RemoteProtocolError}
+
+    class PoolTransport(httpx.AsyncBaseTransport):
+        def __init__(self) -> None:
+            self.pool = KeepAlivePool()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            url = request.url
+            host, port = url.host, url.port or 80
+            timeouts = request.extensions.get("timeout") or {}
+            body = await request.aread()
+            head = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {host}:{port}"]
+            for name, value in request.headers.multi_items():
+                if any(c in name or c in value for c in "\r\n\0"):  # a template's value cannot add a header
+                    raise httpx.LocalProtocolError(f"illegal character in the header {name!r}")
+                if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):
+                    head.append(f"{name}: {value}")
+            head.append(f"Content-Length: {len(body)}")
+            try:
+                payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+            except UnicodeEncodeError as exc:
+                raise httpx.LocalProtocolError(f"a header is not Latin-1 text: {exc}") from None
+            try:
+                status, headers, content = await self.pool.exchange(host, port, payload, timeouts)
+            except ExchangeError as exc:
+                raise errors[exc.kind](exc.message, request=request) from None
+            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(content),
+                                  extensions={"http_version": b"HTTP/1.1"})
+
+        async def aclose(self) -> None:
+            await self.pool.aclose()
+
+    return PoolTransport()
 
 
 def _templated(value: str) -> bool:

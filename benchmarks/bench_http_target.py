@@ -1,0 +1,100 @@
+"""The http target against a service with a known delay: throughput and what it records for each turn.
+
+    .venv/bin/python benchmarks/bench_http_target.py [--cases 1000] [--concurrency 64,256] [--delay-ms 50] [--runs 3]
+
+A team's own service, as the http target meets it: bench_pipeline.py's mock server (a child process, a fixed
+delay per request, keep-alive, a request counter) reached through the target's own API mapping (a `body:`
+template and a `response:` JMESPath). For each concurrency it runs `evalgate run SUITE -j N` as a fresh process
+and prints wall, CPU per turn (the child's rusage), the requests the server counted, and the p50/p95 of the
+elapsed time the store keeps for each turn against the server's delay, with PASS/MISS for issue 18's "p50 within
+10 % of the server's delay".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_pipeline
+import versions
+
+
+def suite(folder: Path, n: int, base_url: str) -> Path:
+    (folder / "cases.jsonl").write_text("".join(json.dumps({"id": f"c{i:05d}", "input": f"hello {i}"}) + "\n"
+                                                for i in range(n)))
+    path = folder / "http.yaml"
+    path.write_text(f"""
+name: bench-http-target
+target:
+  http: "{base_url}/chat/completions"
+  body:
+    model: bench-model
+    messages: [{{role: user, content: "{{{{ input }}}}"}}]
+  response:
+    output: "choices[0].message.content"
+cases:
+  - file: cases.jsonl
+""")
+    return path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", type=int, default=1000)
+    ap.add_argument("--concurrency", default="64,256")
+    ap.add_argument("--delay-ms", type=float, default=50.0)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    print(versions.header(), flush=True)
+    exe = str(Path(sys.executable).with_name("evalgate"))
+    work = Path(tempfile.mkdtemp(prefix="evalgate-http-"))
+    server = bench_pipeline.Server(args.delay_ms / 1000)
+    try:
+        path = suite(work, args.cases, server.base_url)
+        for conc in (int(c) for c in args.concurrency.split(",")):
+            walls, cpus, p50s, p95s = [], [], [], []
+            for r in range(args.runs):
+                db = work / f"h-{conc}-{r}.duckdb"
+                before = server.count()
+                load = os.getloadavg()[0]
+                t0 = time.perf_counter()
+                proc = subprocess.Popen([exe, "run", str(path), "-j", str(conc), "--db", str(db), "--json"], cwd=work,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                _, status, usage = os.wait4(proc.pid, 0)
+                wall = time.perf_counter() - t0
+                code = os.waitstatus_to_exitcode(status)
+                if code not in (0, 1):
+                    sys.exit(f"evalgate exited {code}: {proc.stderr.read().decode()[-1500:] if proc.stderr else ''}")
+                import duckdb
+
+                con = duckdb.connect(str(db), read_only=True)
+                elapsed = sorted(x for (x,) in con.execute("SELECT elapsed_ms FROM turns").fetchall() if x is not None)
+                con.close()
+                p50, p95 = statistics.median(elapsed), elapsed[int(len(elapsed) * 0.95)]
+                cpu = usage.ru_utime + usage.ru_stime
+                walls.append(wall), cpus.append(cpu), p50s.append(p50), p95s.append(p95)
+                print(f"  {args.cases:,} at {conc}, run {r + 1}: wall {wall:.2f} s, CPU {cpu / args.cases * 1000:.2f} ms "
+                      f"per turn, {server.count() - before} requests, recorded p50 {p50:.1f} ms p95 {p95:.1f} ms; "
+                      f"load {load:.2f}", flush=True)
+            p50 = statistics.median(p50s)
+            ok = abs(p50 - args.delay_ms) <= args.delay_ms * 0.10
+            ideal = args.cases * args.delay_ms / 1000 / conc
+            print(f"{'PASS' if ok else 'MISS'}  {conc} in flight: wall {statistics.median(walls):.2f} s (ideal "
+                  f"{ideal:.2f} s), CPU {statistics.median(cpus) / args.cases * 1000:.2f} ms per turn, recorded p50 "
+                  f"{p50:.1f} / p95 {statistics.median(p95s):.1f} ms against the server's {args.delay_ms:g} ms "
+                  f"(target: p50 within 10 %)", flush=True)
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
