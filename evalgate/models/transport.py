@@ -293,41 +293,49 @@ class KeepAlivePool:
         await asyncio.sleep(0)  # let the transports' close callbacks run before the loop stops
 
 
-@functools.lru_cache(maxsize=1)
-def _transport_class() -> Any:
-    import httpx2
+@functools.lru_cache(maxsize=2)
+def pool_transport(library: str = "httpx2") -> Any:
+    """The keep-alive pool as a transport class of ``library`` (httpx2, which the openai client is built on, or
+    httpx, which the http target uses): the same requests on the wire, the library's own decoding and errors."""
+    import importlib
 
-    errors = {"connect_timeout": httpx2.ConnectTimeout, "connect": httpx2.ConnectError,
-              "read_timeout": httpx2.ReadTimeout, "read": httpx2.ReadError, "protocol": httpx2.RemoteProtocolError}
+    lib = importlib.import_module(library)
+    errors = {"connect_timeout": lib.ConnectTimeout, "connect": lib.ConnectError,
+              "read_timeout": lib.ReadTimeout, "read": lib.ReadError, "protocol": lib.RemoteProtocolError}
 
-    class KeepAliveTransport(httpx2.AsyncBaseTransport):
-        """The keep-alive pool as an httpx2 transport."""
+    class KeepAliveTransport(lib.AsyncBaseTransport):  # type: ignore[misc,name-defined]
+        """The keep-alive pool as a transport."""
 
         def __init__(self, max_idle: int = 256):
             self.pool = KeepAlivePool(max_idle)
 
-        async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        async def handle_async_request(self, request: Any) -> Any:
             url = request.url
             if url.scheme != "http":
-                raise httpx2.UnsupportedProtocol(f"KeepAliveTransport speaks plain http, not {url.scheme}")
+                raise lib.UnsupportedProtocol(f"KeepAliveTransport speaks plain http, not {url.scheme}")
             host, port = url.host, url.port or 80
             timeouts = request.extensions.get("timeout") or {}
             body = await request.aread()
             target = url.raw_path.decode("ascii")
             head = [f"{request.method} {target} HTTP/1.1", f"Host: {host}:{port}"]
             for name, value in request.headers.multi_items():
+                if any(c in name or c in value for c in "\r\n\0"):  # a templated value cannot add a header
+                    raise lib.LocalProtocolError(f"illegal character in the header {name!r}")
                 if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):
                     head.append(f"{name}: {value}")
             head.append(f"Content-Length: {len(body)}")
-            payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+            try:
+                payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+            except UnicodeEncodeError as exc:
+                raise lib.LocalProtocolError(f"a header is not Latin-1 text: {exc}") from None
             try:
                 status, headers, content = await self.pool.exchange(host, port, payload, timeouts)
             except ExchangeError as exc:
                 if exc.kind.startswith("connect"):
                     raise errors[exc.kind](exc.message) from None
                 raise errors[exc.kind](exc.message, request=request) from None
-            return httpx2.Response(status, headers=headers, stream=httpx2.ByteStream(content),
-                                   extensions={"http_version": b"HTTP/1.1"})
+            return lib.Response(status, headers=headers, stream=lib.ByteStream(content),
+                                extensions={"http_version": b"HTTP/1.1"})
 
         async def aclose(self) -> None:
             await self.pool.aclose()
@@ -337,7 +345,7 @@ def _transport_class() -> Any:
 
 def __getattr__(name: str) -> Any:
     if name == "KeepAliveTransport":  # httpx2 is imported only for it
-        return _transport_class()
+        return pool_transport()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -351,4 +359,4 @@ def http_client_for(base_url: str, timeout_s: float) -> Any:
         return None
     import httpx2
 
-    return httpx2.AsyncClient(transport=_transport_class()(), timeout=timeout_s, trust_env=False)
+    return httpx2.AsyncClient(transport=pool_transport()(), timeout=timeout_s, trust_env=False)

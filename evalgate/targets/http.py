@@ -78,12 +78,12 @@ class HttpTarget:
         self._shape = RequestShape(url, self.method, headers, self.body)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         self._client = httpx.AsyncClient(limits=limits, trust_env=False)
-        from ..models.transport import plain_http
+        from ..models.transport import plain_http, pool_transport
 
         if plain_http(url) and (self.response is None or self.response.delta is None):
             # plain http:// without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
             # I/O thread (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
-            self._pooled = httpx.AsyncClient(transport=_pool_transport(), trust_env=False)
+            self._pooled = httpx.AsyncClient(transport=pool_transport("httpx")(), trust_env=False)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -223,48 +223,6 @@ def _elapsed(start: float, timing: Any) -> float:
     """The call's time: the pool's exchange on the wire when it timed one, else from the call's start."""
     ms = timing.ms if timing is not None else None
     return ms if ms is not None else (time.perf_counter() - start) * 1000
-
-
-def _pool_transport() -> Any:
-    """The keep-alive pool as an httpx transport: the same requests on the wire, httpx's own decoding and errors."""
-    import httpx
-
-    from ..models.transport import ExchangeError, KeepAlivePool
-
-    errors = {"connect_timeout": httpx.ConnectTimeout, "connect": httpx.ConnectError, "read_timeout": httpx.ReadTimeout,
-              "read": httpx.ReadError, "protocol": httpx.RemoteProtocolError}
-
-    class PoolTransport(httpx.AsyncBaseTransport):
-        def __init__(self) -> None:
-            self.pool = KeepAlivePool()
-
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            url = request.url
-            host, port = url.host, url.port or 80
-            timeouts = request.extensions.get("timeout") or {}
-            body = await request.aread()
-            head = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1", f"Host: {host}:{port}"]
-            for name, value in request.headers.multi_items():
-                if any(c in name or c in value for c in "\r\n\0"):  # a template's value cannot add a header
-                    raise httpx.LocalProtocolError(f"illegal character in the header {name!r}")
-                if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"):
-                    head.append(f"{name}: {value}")
-            head.append(f"Content-Length: {len(body)}")
-            try:
-                payload = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
-            except UnicodeEncodeError as exc:
-                raise httpx.LocalProtocolError(f"a header is not Latin-1 text: {exc}") from None
-            try:
-                status, headers, content = await self.pool.exchange(host, port, payload, timeouts)
-            except ExchangeError as exc:
-                raise errors[exc.kind](exc.message, request=request) from None
-            return httpx.Response(status, headers=headers, stream=httpx.ByteStream(content),
-                                  extensions={"http_version": b"HTTP/1.1"})
-
-        async def aclose(self) -> None:
-            await self.pool.aclose()
-
-    return PoolTransport()
 
 
 def _templated(value: str) -> bool:

@@ -214,25 +214,7 @@ def _finish(sid: str, turns: list[tuple[int, Trace]], path: str) -> RecordedSess
 
 
 def _iter_contiguous(info: TraceFileInfo, on_bad: Callable[[BadLine], None] | None) -> Iterator[RecordedSession]:
-    bad = set(info._bad_lines)
-    current: str | None = None
-    turns: list[tuple[int, Trace]] = []
-    with open(info.path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if lineno in bad or not raw.strip():
-                continue
-            trace = _parse(raw, info.path, lineno, on_bad)
-            if trace is None:
-                continue
-            sid = trace.session_id or trace.trace_id
-            assert sid is not None
-            if sid != current:
-                if turns and current is not None:
-                    yield _finish(current, turns, info.path)
-                current, turns = sid, []
-            turns.append((lineno, trace))
-    if turns and current is not None:
-        yield _finish(current, turns, info.path)
+    yield from iter_part(FilePart(info.path, 0, -1, 1, 0), set(info._bad_lines), on_bad)
 
 
 def iter_part(part: FilePart, bad_lines: set[int],
