@@ -21,6 +21,7 @@ started before anything else runs, ignore Ctrl-C (the run stops them) and hold n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -109,10 +110,8 @@ _JOB: _Job | None = None
 def _start_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C (and a cancelled CI job's SIGTERM) is the run's: it
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stops the workers; a worker whose run has died reads EOF and ends
-    try:
+    with contextlib.suppress(ValueError):  # (not the main thread: there is none to clear)
         signal.set_wakeup_fd(-1)  # the run's event loop's signal pipe is not this process's
-    except ValueError:
-        pass
     if _JOB is not None:
         _JOB.runner._scorer_pool = None  # threads do not cross a fork
 

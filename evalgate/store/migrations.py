@@ -185,28 +185,25 @@ def migrate(con: Any, upto: int | None = None) -> list[str]:
     if newer:
         raise RunError(f"this store was written by a newer evalgate (it has migration {newer[-1]})",
                        hint="upgrade evalgate, or use another --db")
-    ran = []
     if not done and upto is None:  # a new store: every migration in one transaction (one commit instead of one each)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            for name, sql in MIGRATIONS:
-                con.execute(sql)
-                con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+        _apply(con, MIGRATIONS)
         return [name for name, _ in MIGRATIONS]
+    ran = []
     for name, sql in MIGRATIONS[:upto]:
-        if name in done:
-            continue
-        con.execute("BEGIN TRANSACTION")
-        try:
+        if name not in done:
+            _apply(con, [(name, sql)])
+            ran.append(name)
+    return ran
+
+
+def _apply(con: Any, migrations: list[tuple[str, str]]) -> None:
+    """Run ``migrations`` and record them, in one transaction."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name, sql in migrations:
             con.execute(sql)
             con.execute("INSERT INTO schema_migrations (name) VALUES (?)", [name])
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
-        ran.append(name)
-    return ran
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise

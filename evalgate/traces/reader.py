@@ -42,16 +42,16 @@ class TraceFileInfo:
     _bad_lines: array[int] = field(default_factory=lambda: array("q"), repr=False)
     # interleaved files only: session -> (line numbers, byte offsets), in order of first appearance
     _index: dict[str, tuple[array[int], array[int]]] | None = field(default=None, repr=False)
-    # contiguous files: where a session starts every MARK_TURNS turns or so, as (byte offset, line number, sessions
-    # before it) triples: replay workers read the parts between two marks
+    # contiguous files: where a session starts every MARK_TURNS turns or so, as (byte offset, line number) pairs:
+    # replay workers read the parts between two marks
     _marks: array[int] = field(default_factory=lambda: array("q"), repr=False)
 
     def parts(self) -> list[FilePart]:
         """The file in parts that start at a session (contiguous files; the whole file when it is short)."""
         m = self._marks
-        marks = [(m[i], m[i + 1], m[i + 2]) for i in range(0, len(m), 3)] or [(0, 1, 0)]
-        ends = [offset for offset, _, _ in marks[1:]] + [-1]
-        return [FilePart(self.path, start, end, line, before) for (start, line, before), end in zip(marks, ends)]
+        marks = [(m[i], m[i + 1]) for i in range(0, len(m), 2)] or [(0, 1)]
+        ends = [offset for offset, _ in marks[1:]] + [-1]
+        return [FilePart(self.path, start, end, line) for (start, line), end in zip(marks, ends)]
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,6 @@ class FilePart:
     start: int
     end: int
     first_line: int
-    sessions_before: int
 
 
 @dataclass
@@ -116,7 +115,7 @@ def scan(path: Path | str, *, strict: bool = False) -> TraceFileInfo:
     seen: set[str] = set()
     prev: str | None = None
     marks = info._marks
-    marks.extend((0, 1, 0))
+    marks.extend((0, 1))
     last_mark = 0
     pos = 0
     try:
@@ -140,7 +139,7 @@ def scan(path: Path | str, *, strict: bool = False) -> TraceFileInfo:
                     info.contiguous = False
                 else:
                     if info.turns - last_mark >= MARK_TURNS:
-                        marks.extend((start, lineno, len(seen)))
+                        marks.extend((start, lineno))
                         last_mark = info.turns
                     seen.add(sid)
                 prev = sid
@@ -148,7 +147,7 @@ def scan(path: Path | str, *, strict: bool = False) -> TraceFileInfo:
     info.sessions = len(seen)
     del seen
     if not info.contiguous:
-        del marks[3:]
+        del marks[2:]
         info._index = _build_index(info)
     return info
 
@@ -214,7 +213,7 @@ def _finish(sid: str, turns: list[tuple[int, Trace]], path: str) -> RecordedSess
 
 
 def _iter_contiguous(info: TraceFileInfo, on_bad: Callable[[BadLine], None] | None) -> Iterator[RecordedSession]:
-    yield from iter_part(FilePart(info.path, 0, -1, 1, 0), set(info._bad_lines), on_bad)
+    yield from iter_part(FilePart(info.path, 0, -1, 1), set(info._bad_lines), on_bad)
 
 
 def iter_part(part: FilePart, bad_lines: set[int],
