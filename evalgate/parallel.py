@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from .cases import _selected
 from .runner import shard_of
-from .store.writer import ArrowRows, Rows
+from .store.writer import PartFiles, Rows
 from .traces.reader import BadLine, FilePart, RecordedSession, iter_part
 
 if TYPE_CHECKING:
@@ -57,8 +59,9 @@ RESTARTS = 2
 class PartResult:
     """A worker's answer for one part: its rows, the sessions it left to the run, and the lines it could not read."""
 
-    rows: ArrowRows | None
-    """The part's case runs as the store's tables (Arrow is built here, on the worker's core)."""
+    rows: PartFiles | Rows | None
+    """The part's case runs as files of the store's tables (made on the worker's core), or as rows when the
+    files could not be made."""
     deferred: list[tuple[int, RecordedSession]] = field(default_factory=list)
     """(seq, session) of the sessions the redactor would change: the run's process makes their case runs."""
     bad: list[BadLine] = field(default_factory=list)
@@ -101,6 +104,10 @@ class _Job:
     parts: list[FilePart]
     per_session: int
     """Case runs per session (one per run_as user)."""
+    directory: str
+    """Where the workers write their parts' files (beside the store; removed when the replay ends)."""
+    types: dict[str, dict[str, str]]
+    """The store's column types, table by table."""
 
 
 _JOB: _Job | None = None
@@ -146,7 +153,13 @@ async def _run_part(job: _Job, index: int) -> PartResult:
                     out.made += 1
         seq += job.per_session
     out.sessions = seq // job.per_session
-    out.rows = ArrowRows.of(rows) if len(rows) else None
+    if len(rows):
+        import duckdb
+
+        try:
+            out.rows = PartFiles.write(rows, os.path.join(job.directory, f"part-{index}-{os.getpid()}"), job.types)
+        except (duckdb.Error, OSError):  # a value the store's types do not take: the rows go back, and the run's writer keeps
+            out.rows = rows  # every other case run of them and says which it could not store, as in one process
     return out
 
 
@@ -174,7 +187,9 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
     parts = rec.info.parts()
     per_session = len(suite.run_as or [None])
     first_seq = len(suite.static_cases)
-    _JOB = _Job(runner, target, rec, parts, per_session)
+    store = writer.store
+    directory = tempfile.mkdtemp(prefix=f".{store.path.name}.parts-", dir=store.path.parent)
+    _JOB = _Job(runner, target, rec, parts, per_session, directory, store.column_types())
     import multiprocessing
 
     fork = multiprocessing.get_context("fork")
@@ -188,11 +203,11 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
             index = upcoming.popleft()
             flying.append((index, pool.submit(_replay_part, index)))
 
-    held: list[ArrowRows] = []
+    held: list[PartFiles] = []
 
     def write_held() -> None:
         if held:
-            writer.add_rows(ArrowRows.join(held))
+            writer.add_rows(PartFiles.join(held))
             held.clear()
 
     stopped = False
@@ -241,14 +256,17 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
             send()
             for bad in result.bad:
                 runner._bad_line(bad)
-            if result.rows is not None:
+            if isinstance(result.rows, Rows):
+                write_held()
+                writer.add_rows(result.rows.renumbered(first_seq))
+            elif result.rows is not None:
                 held.append(result.rows.renumbered(first_seq))
             for seq, session in result.deferred:
                 for case in _chosen(runner, suite.session_cases(session, rec, first_seq + seq, set(ids))):
                     for r in runner._repeats(case):
                         writer.add(await runner.run_case(target, case, r))
             first_seq += result.sessions * per_session
-            if sum(r.turns.num_rows for r in held) >= BATCH_TURNS or not flying or not flying[0][1].done():
+            if sum(r.turn_count for r in held) >= BATCH_TURNS or not flying or not flying[0][1].done():
                 write_held()  # parts the workers are ahead with are written together: fewer, larger writes
             runner.progress.advance(result.made)
             await asyncio.sleep(0)
@@ -262,6 +280,10 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
             pool.shutdown(wait=True, cancel_futures=True)
         else:  # stopped, or an error: the parts in flight finish and are dropped; the process's exit waits for them
             pool.shutdown(wait=not (stopped or flying), cancel_futures=True)
+        try:
+            writer.wait()  # the last batch's files are read before they go
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _kill(pool: ProcessPoolExecutor) -> None:

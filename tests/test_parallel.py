@@ -297,3 +297,23 @@ def test_a_scorer_that_exits_ends_the_run_as_in_one_process(tmp_path: Path) -> N
     for mode in ("local", "processes:2"):
         r = run_cli("run", "--executor", mode, "--db", f"{mode[:5]}.duckdb", cwd=project, timeout=60, env=env)
         assert r.code == 4, (mode, r)
+
+
+def test_a_value_the_store_cannot_take_loses_that_case_run_alone_either_way(tmp_path: Path) -> None:
+    """A scorer's explanation with a lone surrogate (no UTF-8) cannot become a worker's file: its part's rows go
+    back to the run, whose writer stores every other case run and names the one it left out, as in one process."""
+    write(tmp_path / "odd.py", '''
+        from evalgate.scorers import Score
+
+        def odd():
+            def check(ctx):
+                return Score(True, 1.0, "odd \\ud800" if ctx.case.id == "s02500" else "fine")
+            return check
+    ''')
+    project = _project(tmp_path, 3_000, scorer='"odd:odd": {}')
+    one, two = _same_both_ways(project, env={"PYTHONPATH": str(tmp_path)})
+    assert query(project / "two.duckdb", "SELECT count(*), count(*) FILTER (case_id = 's02500') FROM cases") \
+        == [(2_999, 0)]
+    assert query(project / "two.duckdb", "SELECT status FROM runs") == [("failed",)]
+    for r in (one, two):
+        assert "case s02500#0 failed" in r.out + r.err, r

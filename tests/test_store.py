@@ -242,7 +242,7 @@ def _case_result(i: int, explanation: object = "ok") -> object:
 
 
 def test_a_batch_the_store_rejects_keeps_every_other_case_and_says_exactly_what_was_left_out(tmp_path: Path) -> None:
-    """Two case runs hold a value DuckDB cannot take: the batch is written again in parts, every other case run of it
+    """Two case runs hold a value DuckDB cannot take (text with a lone surrogate, which is no UTF-8): the batch is written again in parts, every other case run of it
     and of the batches before and after is stored, the run is failed and the message names the two."""
     from evalgate.store import runs
     from evalgate.store.writer import ResultWriter
@@ -254,13 +254,13 @@ def test_a_batch_the_store_rejects_keeps_every_other_case_and_says_exactly_what_
                                     cases_total=1500, bad_lines=0, options={}))
     writer = ResultWriter(store, "r1", batch_rows=500)
     for i in range(1500):
-        writer.add(_case_result(i, object() if i in (700, 1234) else "ok"))  # type: ignore[arg-type]
+        writer.add(_case_result(i, "bad \ud800" if i in (700, 1234) else "ok"))
     writer.flush(status_update={"status": "completed"})
     writer.close()
     assert writer.cases_done == writer.turns_done == 1498 and writer.passed == 1498
     assert writer.failure is not None
-    assert writer.failure.startswith("stored 1,498 of 1,500 case runs; case c0700#0 failed: Arrow"), writer.failure
-    assert "; case c1234#0 failed: Arrow" in writer.failure and "no more were tried" not in writer.failure
+    assert writer.failure.startswith("stored 1,498 of 1,500 case runs; case c0700#0 failed: InvalidInput"), writer.failure
+    assert "; case c1234#0 failed: InvalidInput" in writer.failure and "no more were tried" not in writer.failure
     assert query(store.path, "SELECT status, cases_done, turns_done FROM runs") == [("failed", 1498, 1498)]
     stored = {c for (c,) in query(store.path, "SELECT case_id FROM cases")}
     assert stored == {f"c{i:04d}" for i in range(1500)} - {"c0700", "c1234"}

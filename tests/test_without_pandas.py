@@ -1,8 +1,9 @@
-"""pandas is the optional `pandas` extra: a run and an export work without it, evalgate.tables() names the extra.
+"""pandas is the optional `pandas` extra and pyarrow no dependency: a run, a long replay on worker processes and
+an export work without either, and evalgate.tables() names the extra.
 
-Each check runs in its own interpreter where `import pandas` fails as it does where pandas is not installed
-(``sys.modules["pandas"] = None``): pyarrow, which imports pandas on a run's first Arrow batch whenever it can,
-then goes on without it, exactly as in a plain ``pip install``.
+Each check runs in its own interpreter where `import pandas` and `import pyarrow` fail as they do where neither is
+installed (``sys.modules[name] = None``), exactly as in a plain ``pip install``: the store's batches are NumPy
+columns DuckDB scans itself, and a replay worker's parts are DuckDB's own Parquet files.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import sys
 import tomllib
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from conftest import REPO, query
 
-NO_PANDAS = 'import sys\nsys.modules["pandas"] = None  # import pandas: ImportError, as when it is not installed\n'
+NO_PANDAS = ('import sys\nsys.modules["pandas"] = None  # import pandas: ImportError, as when it is not installed\n'
+             'sys.modules["pyarrow"] = None\n')
 CLI = NO_PANDAS + """
 from evalgate.cli import main
 try:
@@ -49,8 +50,8 @@ def test_run_and_export_without_pandas_and_tables_names_the_extra(project: Path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PASS demo" in run.stdout and "Traceback" not in run.stderr
     loaded = _loaded(run)
-    assert {"pyarrow", "duckdb"} <= loaded  # the store's Arrow batches were written: the path that would import pandas
-    assert not [m for m in loaded if m == "pandas" or m.startswith("pandas.")], "a run imported pandas"
+    assert {"numpy", "duckdb"} <= loaded  # the store's batches were written
+    assert not [m for m in loaded if m.split(".")[0] in ("pandas", "pyarrow")], "a run imported pandas or pyarrow"
     run_id = query(db, "SELECT run_id FROM runs")[0][0]
     stored = query(db, "SELECT case_id, passed FROM cases ORDER BY case_id")
     assert stored == [("hello", True), ("refund-change", True)]
@@ -64,7 +65,7 @@ def test_run_and_export_without_pandas_and_tables_names_the_extra(project: Path)
         out = project / "out" / fmt
         done = _python(CLI, "export", "latest", "--format", fmt, "--out", str(out), "--json", cwd=project)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert not [m for m in _loaded(done) if m == "pandas" or m.startswith("pandas.")]
+        assert not [m for m in _loaded(done) if m.split(".")[0] in ("pandas", "pyarrow")]
         report = json.loads(done.stdout)
         assert report["run_id"] == run_id and report["format"] == fmt
         assert report["rows"] == {"runs": 1, "cases": 2, "turns": 3, "scores": n_scores}
@@ -80,11 +81,17 @@ def test_run_and_export_without_pandas_and_tables_names_the_extra(project: Path)
     route = next(s for s in scores if s["scorer"] == "route" and s["case_id"] == "hello")
     assert json.loads(route["detail"]) == {"expected": ["smalltalk"], "got": "smalltalk"}  # JSON columns as JSON text
 
-    parquet = {t: pq.read_table(project / "out" / "parquet" / f"{t}.parquet") for t in columns}
-    assert {t: table.column_names for t, table in parquet.items()} == columns
-    assert sorted(parquet["cases"].column("case_id").to_pylist()) == ["hello", "refund-change"]
-    assert parquet["runs"].column("run_id").to_pylist() == [run_id]
-    assert parquet["turns"].num_rows == 3 and parquet["scores"].num_rows == n_scores
+    import duckdb
+
+    with duckdb.connect() as con:
+        files = {t: str(project / "out" / "parquet" / f"{t}.parquet").replace("'", "''") for t in columns}
+        assert {t: [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM '{f}'").fetchall()]
+                for t, f in files.items()} == columns
+        assert con.execute(f"SELECT case_id FROM '{files['cases']}' ORDER BY 1").fetchall() == [("hello",),
+                                                                                             ("refund-change",)]
+        assert con.execute(f"SELECT run_id FROM '{files['runs']}'").fetchall() == [(run_id,)]
+        assert con.execute(f"SELECT count(*) FROM '{files['turns']}'").fetchall() == [(3,)]
+        assert con.execute(f"SELECT count(*) FROM '{files['scores']}'").fetchall() == [(n_scores,)]
 
     lines = {t: [json.loads(ln) for ln in (project / "out" / "jsonl" / f"{t}.jsonl").read_text().splitlines()]
              for t in columns}
@@ -107,8 +114,29 @@ except evalgate.UsageError as exc:
     assert "pip install 'evalgate-release[pandas]'" in error["hint"] and "pip install -e '.[pandas]'" in error["hint"]
 
 
+def test_a_replay_on_worker_processes_without_pandas_or_pyarrow(tmp_path: Path) -> None:
+    """The workers' parts (Parquet files DuckDB writes and reads) need neither."""
+    (tmp_path / "suites").mkdir()
+    with (tmp_path / "traces.jsonl").open("w", encoding="utf-8") as fh:
+        for i in range(9_000):
+            fh.write(json.dumps({"v": 1, "session_id": f"s{i // 3}", "turn": i % 3 + 1, "input": f"order {i}",
+                                 "route": {"name": "refunds" if i % 7 else "billing"}, "output": "done"}) + "\n")
+    (tmp_path / "suites" / "replay.yaml").write_text(
+        "name: replay\ntarget: replay\ntraces: [../traces.jsonl]\nexpect: {route: [refunds]}\n"
+        "gate: {rules: [{metric: pass_rate, min: 0.1}]}\n", encoding="utf-8")
+    (tmp_path / "pyproject.toml").write_text('[tool.evalgate]\nsuites = "suites"\n', encoding="utf-8")
+    run = _python(CLI, "run", "--executor", "processes:2", "--db", "s.duckdb", cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert not [m for m in _loaded(run) if m.split(".")[0] in ("pandas", "pyarrow")]
+    assert query(tmp_path / "s.duckdb", "SELECT count(*), max(seq), count(*) FILTER (passed) FROM cases") \
+        == [(3_000, 2_999, 3_000 - len({i // 3 for i in range(9_000) if i % 7 == 0}))]
+    assert query(tmp_path / "s.duckdb", "SELECT count(*) FROM turns") == [(9_000,)]
+    assert not list(tmp_path.glob(".s.duckdb.parts-*")), "the workers' files were left behind"
+
+
 def test_pandas_is_imported_only_where_dataframes_are_built() -> None:
-    """No evalgate module imports pandas at import time, and only evalgate.tables() asks for it."""
+    """No evalgate module imports pandas at import time, only evalgate.tables() asks for it, and none imports
+    pyarrow."""
     package = REPO / "evalgate"
     found = []
 
@@ -119,7 +147,7 @@ def test_pandas_is_imported_only_where_dataframes_are_built() -> None:
                 continue
             names = ([a.name for a in child.names] if isinstance(child, ast.Import) else
                      [child.module or ""] if isinstance(child, ast.ImportFrom) and not child.level else [])
-            if any(n == "pandas" or n.startswith("pandas.") for n in names):
+            if any(n.split(".")[0] in ("pandas", "pyarrow") for n in names):
                 found.append((path.relative_to(package).as_posix(), ".".join(where) or "<module>"))
             visit(child, path, where)
 
@@ -127,6 +155,6 @@ def test_pandas_is_imported_only_where_dataframes_are_built() -> None:
         visit(ast.parse(path.read_text(encoding="utf-8")), path, [])
     assert found == [("frames.py", "_need_pandas")]
     declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert not [r for r in declared["dependencies"] if r.startswith("pandas")]
+    assert not [r for r in declared["dependencies"] if r.startswith(("pandas", "pyarrow"))]
     assert declared["optional-dependencies"]["pandas"] == ["pandas>=2.2.2"]
     assert "pandas>=2.2.2" in declared["optional-dependencies"]["test"]

@@ -135,6 +135,16 @@ class Store:
             raise
         return _Attached(con)
 
+    def column_types(self) -> dict[str, dict[str, str]]:
+        """The DuckDB type of every column of the result tables: table -> column -> type."""
+        with self.connect(read_only=True) as con:
+            found = con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                                "WHERE table_name IN ('cases', 'turns', 'scores')").fetchall()
+        types: dict[str, dict[str, str]] = {}
+        for table, column, kind in found:
+            types.setdefault(table, {})[column] = kind
+        return types
+
     def run_lock(self, *, wait_s: float = 0.0, run_id: str = "") -> RunLock:
         return RunLock(self.path.with_name(self.path.name + ".lock"), wait_s, run_id)
 

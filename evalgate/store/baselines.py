@@ -90,9 +90,9 @@ def add_turns(con: Any, snap: Snapshot, case_ids: list[str] | None) -> None:
     con = con.cursor()  # its own results: the caller's connection may hold an unfinished one
     sql = "SELECT case_id, trace, route, output FROM turns WHERE run_id = ? AND repeat = ?"
     if case_ids is not None:
-        import pyarrow as pa
+        import numpy as np
 
-        con.register("wanted_cases", pa.table({"case_id": pa.array(case_ids, pa.string())}))
+        con.register("wanted_cases", {"case_id": np.array(case_ids, dtype=object)})
         sql += " AND case_id IN (SELECT case_id FROM wanted_cases)"
     first_repeat = con.execute("SELECT min(repeat) FROM cases WHERE run_id = ?", [snap.run_id]).fetchall()[0][0] or 0
     cur = con.execute(sql + " ORDER BY case_id, turn", [snap.run_id, first_repeat])

@@ -1,4 +1,5 @@
-"""Batched writes of case results: columns in memory, Arrow tables into DuckDB."""
+"""Batched writes of case results: rows in memory, scanned by DuckDB as NumPy columns (or a replay worker's
+Parquet files)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ def _int64(value: Any) -> Any:
 
 
 def _double(value: Any) -> Any:
-    """A number a DOUBLE column holds (an integer past 1e308 cannot be one: not stored)."""
+    """A number a DOUBLE column holds (an integer past 1e308 cannot be one: not stored; a bool is 0.0 or 1.0)."""
+    if isinstance(value, bool):
+        return float(value)
     return None if isinstance(value, int) and not -1e308 < value < 1e308 else value
 
 
@@ -117,9 +120,9 @@ class ResultWriter:
         self._rows.add(result, self.run_id)
         self._count(1, len(result.turns), int(result.errored), int(result.passed))
 
-    def add_rows(self, rows: ArrowRows) -> None:
-        """Case runs another process made into the store's tables (``ArrowRows.of``, with this run's id), written
-        as one batch after what was added before."""
+    def add_rows(self, rows: Rows | PartFiles) -> None:
+        """Case runs another process made (with this run's id), written as one batch after what was added
+        before."""
         if len(self._rows):
             self.flush(background=True)
         cases, turns, errors, passed = rows.counts()
@@ -161,44 +164,19 @@ class ResultWriter:
                      + ": the next command that opens the store takes it as interrupted, and --resume finishes it)")
         return text
 
-    @staticmethod
-    def _tables(cases_cols: dict[str, list[Any]], turn_cols: dict[str, list[Any]],
-                score_cols: dict[str, list[Any]]) -> tuple[Any, Any, Any]:
-        import pyarrow as pa
-
-        _use_system_allocator(pa)
-        string_list = pa.list_(pa.string())
-        cases = pa.table({
-            **cases_cols,
-            "tags": pa.array(cases_cols["tags"], string_list),
-            "user_groups": pa.array(cases_cols["user_groups"], string_list),
-            "routes": pa.array(cases_cols["routes"], string_list),
-            "turn_tags": pa.array(cases_cols["turn_tags"], string_list),
-            "elapsed_ms": pa.array(cases_cols["elapsed_ms"], pa.float64()),
-        })
-        types = {"elapsed_ms": pa.float64(), "latency_ms": pa.float64(), "cost_usd": pa.float64(),
-                 "first_token_ms": pa.float64(),
-                 "input_tokens": pa.int64(), "output_tokens": pa.int64()}
-        types["tags"] = string_list
-        turns = pa.table({k: pa.array(v, types[k]) if k in types else v for k, v in turn_cols.items()})
-        scores = pa.table({**score_cols, "value": pa.array(score_cols["value"], pa.float64()),
-                           "metrics": pa.array(score_cols["metrics"], pa.string()),
-                           "detail": pa.array(score_cols["detail"], pa.string())})
-        return cases, turns, scores
-
     def flush(self, *, status_update: dict[str, Any] | None = None, background: bool = False,
-              rows: ArrowRows | None = None) -> None:
+              rows: Rows | PartFiles | None = None) -> None:
         """Append the pending batch (if any) and the run's progress counters.
 
         With ``background`` the batch is written on a writer thread (DuckDB
-        and Arrow release the GIL), so scoring goes on meanwhile; at most one
+        releases the GIL once the rows are its columns), so scoring goes on meanwhile; at most one
         batch is in flight, and batches land in order. A flush with a status
         update waits for everything before it.
         """
         has_rows = len(self._rows) > 0
         if not has_rows and status_update is None and rows is None:
             return
-        batch: Rows | ArrowRows | None
+        batch: Rows | PartFiles | None
         if rows is not None:  # add_rows wrote what was pending first
             batch = rows
         else:
@@ -249,7 +227,7 @@ class ResultWriter:
         if loss.unmarked is not None:
             self.unmarked = loss.unmarked
 
-    def _write(self, batch: Rows | ArrowRows | None, sets: dict[str, Any]) -> _Loss:
+    def _write(self, batch: Rows | PartFiles | None, sets: dict[str, Any]) -> _Loss:
         """Write a batch and the counters in one transaction; a batch the store rejects is written again in parts."""
         loss = _Loss()
         final = "status" in sets
@@ -273,6 +251,8 @@ class ResultWriter:
                 loss.add(batch.lose(0, len(batch), why, broken=True))
             loss.broken = loss.broken or why
         finally:
+            if isinstance(batch, PartFiles):  # stored or accounted for as lost: the files have served
+                batch.discard()
             _release_freed_memory()
         if final and loss.broken is not None:
             loss.unmarked = self._mark_status(loss.stored(sets, failed=False))
@@ -291,7 +271,7 @@ class ResultWriter:
             return _why(exc)
         return None
 
-    def _salvage(self, con: Any, batch: Rows | ArrowRows, first: BaseException, loss: _Loss) -> None:
+    def _salvage(self, con: Any, batch: Rows | PartFiles, first: BaseException, loss: _Loss) -> None:
         """Write the parts of a rejected batch that the store takes: halves, then their halves, down to single case
         runs (at most ``_SALVAGE_TRIES`` writes: a batch whose every case is rejected is not written case by case)."""
         n = len(batch)
@@ -320,15 +300,11 @@ class ResultWriter:
             mid = (lo + hi) // 2
             todo += [(mid, hi, None), (lo, mid, None)]  # the first half is written first: losses come in order
 
-    def _commit(self, con: Any, batch: Rows | ArrowRows | None, lo: int, hi: int, sets: dict[str, Any] | None) -> None:
-        tables = batch.tables(lo, hi) if batch is not None and hi > lo else None
+    def _commit(self, con: Any, batch: Rows | PartFiles | None, lo: int, hi: int, sets: dict[str, Any] | None) -> None:
         con.execute("BEGIN TRANSACTION")
         try:
-            if tables is not None:
-                for name, table, cols in zip(("batch_cases", "batch_turns", "batch_scores"), tables,
-                                             (_CASE_COLS, _TURN_COLS, _SCORE_COLS)):
-                    con.register(name, table)
-                    con.execute(f"INSERT INTO {name[6:]} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {name}")
+            if batch is not None and hi > lo:
+                batch.insert(con, lo, hi)
             if sets:
                 assignments = ", ".join(f"{k} = ?" for k in sets)
                 con.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*sets.values(), self.run_id])
@@ -337,12 +313,6 @@ class ResultWriter:
             with contextlib.suppress(Exception):  # the failed statement may have ended the transaction already
                 con.execute("ROLLBACK")
             raise
-        finally:
-            if tables is not None:
-                for name in ("batch_cases", "batch_turns", "batch_scores"):
-                    with contextlib.suppress(Exception):
-                        con.unregister(name)
-            del tables
 
 
 _SALVAGE_TRIES = 64
@@ -351,6 +321,10 @@ _SALVAGE_TRIES = 64
 def _why(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
+
+
+_TABLES = (("cases", _CASE_COLS), ("turns", _TURN_COLS), ("scores", _SCORE_COLS))
+_SUMMARY = [_CASE_COLS.index(name) for name in ("case_id", "repeat", "n_turns", "errored", "passed")]
 
 
 @dataclass
@@ -378,11 +352,12 @@ class Rows:
                 route = tr.route.name if tr.route is not None else None
                 usage = tr.usage
                 lat = tr.latency_ms.get("total") if tr.latency_ms else None
-                trace_cols: tuple[Any, ...] = (route, tr.output, _dumps(t.state_in), _dumps(tr.state), t.elapsed_ms,
-                                               _double(lat), t.passed, t.error, tr.to_json())
+                trace_cols: tuple[Any, ...] = (route, tr.output, _dumps(t.state_in), _dumps(tr.state),
+                                               _double(t.elapsed_ms), _double(lat), t.passed, t.error, tr.to_json())
             else:
                 route, usage = None, None
-                trace_cols = (None, None, _dumps(t.state_in), None, t.elapsed_ms, None, t.passed, t.error, None)
+                trace_cols = (None, None, _dumps(t.state_in), None, _double(t.elapsed_ms), None, t.passed, t.error,
+                              None)
             if route is not None and route not in routes:
                 routes.append(route)
             rec = t.recorded
@@ -400,7 +375,7 @@ class Rows:
                                _dumps(sc.detail) if sc.detail else None))
         self.cases.append((rid, result.seq, case_id, repeat, list(result.tags), result.user_id, result.user_groups,
                            result.session_id, result.source, result.critical, result.passed, result.errored,
-                           result.error, len(result.turns), result.elapsed_ms, routes,
+                           result.error, len(result.turns), _double(result.elapsed_ms), routes,
                            _dumps(result.meta) if result.meta else None, result.digest(), result.variant_of,
                            turn_tags))
         self.ends.append((len(turns), len(scores)))
@@ -424,91 +399,170 @@ class Rows:
         t1, s1 = self.ends[hi - 1]
         return self.cases[lo:hi], self.turns[t0:t1], self.scores[s0:s1]
 
-    def tables(self, lo: int, hi: int) -> tuple[Any, Any, Any]:
-        """Case runs lo..hi-1 as the store's Arrow tables."""
-        cases, turns, scores = self.part(lo, hi)
-        return ResultWriter._tables(_columns(_CASE_COLS, cases), _columns(_TURN_COLS, turns),
-                                    _columns(_SCORE_COLS, scores))
+    def insert(self, con: Any, lo: int, hi: int) -> None:
+        """Append case runs lo..hi-1 to the store's tables (in the caller's transaction)."""
+        _scan_every_row(con, _ANALYZE_ALL)
+        for (table, names), rows in zip(_TABLES, self.part(lo, hi)):
+            if not rows:
+                continue
+            con.register("batch", _arrays(names, rows))
+            try:
+                cols = ", ".join(names)
+                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM batch")
+            finally:
+                with contextlib.suppress(Exception):  # a failed insert has aborted the transaction: the caller's
+                    con.unregister("batch")            # rollback comes first (the connection lets it go at close)
 
-    def lose(self, lo: int, hi: int, why: str | None, *, broken: bool = False) -> _Loss:
-        """Case runs lo..hi-1 left out, and why (None: not tried, the store had stopped taking writes)."""
-        c = _columns(_CASE_COLS, self.cases[lo:hi])
-        return _lost(c["case_id"], c["repeat"], c["n_turns"], c["errored"], c["passed"], why, broken)
+    def renumbered(self, offset: int) -> Rows:
+        """The same case runs with ``offset`` added to every ``seq`` (a worker numbers its part from 0)."""
+        i = _CASE_COLS.index("seq")
+        cases = [(*row[:i], row[i] + offset, *row[i + 1:]) for row in self.cases]
+        return Rows(cases, self.turns, self.scores, self.ends)
 
+    @property
+    def turn_count(self) -> int:
+        return len(self.turns)
 
-def _columns(names: list[str], rows: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
-    if not rows:
-        return {name: [] for name in names}
-    return dict(zip(names, map(list, zip(*rows))))
-
-
-@dataclass
-class ArrowRows:
-    """Case runs already made into the store's Arrow tables (a replay worker's part), and each one's row ends."""
-
-    cases: Any
-    turns: Any
-    scores: Any
-    ends: list[tuple[int, int]]
-
-    @classmethod
-    def of(cls, rows: Rows) -> ArrowRows:
-        return cls(*rows.tables(0, len(rows)), rows.ends)
-
-    @classmethod
-    def join(cls, parts: list[ArrowRows]) -> ArrowRows:
-        """Several sets of rows as one, in order."""
-        if len(parts) == 1:
-            return parts[0]
-        import pyarrow as pa
-
-        ends: list[tuple[int, int]] = []
-        t0 = s0 = 0
-        for p in parts:
-            ends.extend((t + t0, s + s0) for t, s in p.ends)
-            t0, s0 = t0 + p.turns.num_rows, s0 + p.scores.num_rows
-        # a column all None in one part is typed null there: promoted to the other parts' type
-        cases, turns, scores = (pa.concat_tables([getattr(p, name) for p in parts], promote_options="default")
-                                for name in ("cases", "turns", "scores"))
-        return cls(cases, turns, scores, ends)
-
-    def __len__(self) -> int:
-        return len(self.ends)
-
-    def renumbered(self, offset: int) -> ArrowRows:
-        """The same rows with ``offset`` added to every case run's ``seq``."""
-        if not offset:
-            return self
-        import pyarrow.compute as pc
-
-        i = self.cases.schema.get_field_index("seq")
-        seq = pc.add(self.cases.column(i).cast("int64"), offset)
-        return ArrowRows(self.cases.set_column(i, "seq", seq), self.turns, self.scores, self.ends)
+    def summary(self) -> list[tuple[Any, ...]]:
+        """(case_id, repeat, n_turns, errored, passed) of every case run."""
+        return [tuple(row[i] for i in _SUMMARY) for row in self.cases]
 
     def counts(self) -> tuple[int, int, int, int]:
         """Case runs, turns, errored and passed case runs."""
-        c = self.cases
-        return (len(self), sum(c.column("n_turns").to_pylist()), sum(map(bool, c.column("errored").to_pylist())),
-                sum(map(bool, c.column("passed").to_pylist())))
-
-    def tables(self, lo: int, hi: int) -> tuple[Any, Any, Any]:
-        if lo == 0 and hi == len(self):
-            return self.cases, self.turns, self.scores
-        t0, s0 = self.ends[lo - 1] if lo else (0, 0)
-        t1, s1 = self.ends[hi - 1]
-        return self.cases.slice(lo, hi - lo), self.turns.slice(t0, t1 - t0), self.scores.slice(s0, s1 - s0)
+        return _counts(self.summary())
 
     def lose(self, lo: int, hi: int, why: str | None, *, broken: bool = False) -> _Loss:
-        c = self.cases.slice(lo, hi - lo)
-        col = [c.column(name).to_pylist() for name in ("case_id", "repeat", "n_turns", "errored", "passed")]
-        return _lost(col[0], col[1], col[2], col[3], col[4], why, broken)
+        """Case runs lo..hi-1 left out, and why (None: not tried, the store had stopped taking writes)."""
+        return _lost([tuple(row[i] for i in _SUMMARY) for row in self.cases[lo:hi]], why, broken)
 
 
-def _lost(case_ids: list[Any], repeats: list[Any], n_turns: list[Any], errored: list[Any], passed: list[Any],
-          why: str | None, broken: bool) -> _Loss:
-    label = [f"{case_ids[i]}#{repeats[i]}" for i in (0, -1)]
-    loss = _Loss(len(case_ids), sum(n_turns), sum(map(bool, errored)), sum(map(bool, passed)),
-                 [Unstored(label[0], label[1], len(case_ids), why)])
+_ANALYZE_ALL = 1 << 62
+"""DuckDB infers a NumPy object column's type from a sample of its values (1,000 by default): one text in a
+column of nulls past the sample would fail the batch. Every value is looked at instead."""
+
+
+def _scan_every_row(con: Any, rows: int) -> None:
+    con.execute(f"SET pandas_analyze_sample = {rows}")
+
+
+def _arrays(names: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
+    """Rows as NumPy object columns, which DuckDB scans without pandas or Arrow (a list stays one value)."""
+    import numpy as np
+
+    n = len(rows)
+    return {name: np.fromiter(column, dtype=object, count=n) for name, column in zip(names, zip(*rows))}
+
+
+def _counts(summary: list[tuple[Any, ...]]) -> tuple[int, int, int, int]:
+    return (len(summary), sum(s[2] for s in summary), sum(bool(s[3]) for s in summary),
+            sum(bool(s[4]) for s in summary))
+
+
+@dataclass
+class _Part:
+    paths: tuple[str, str, str]
+    """The cases, turns and scores files."""
+    summary: list[tuple[Any, ...]]
+    """(case_id, repeat, n_turns, errored, passed) of each case run, for the counters and for what was lost."""
+    ends: list[tuple[int, int]]
+    seq_offset: int = 0
+
+
+@dataclass
+class PartFiles:
+    """Case runs a replay worker made into Parquet files of the store's three tables, on its own core, so the
+    run's process only copies them in (DuckDB to DuckDB, no Python objects); one part or several, in order."""
+
+    parts: list[_Part]
+    _rows: Rows | None = None
+
+    @classmethod
+    def write(cls, rows: Rows, stem: str, types: dict[str, dict[str, str]]) -> PartFiles:
+        """``rows`` as ``stem``.cases/turns/scores.parquet, typed as the store's columns (``types``: table ->
+        column -> DuckDB type; the JSON columns are parsed here, not in the run's process)."""
+        import duckdb
+
+        paths = tuple(f"{stem}.{table}.parquet" for table, _ in _TABLES)
+        con = duckdb.connect(config={"threads": 1})
+        try:
+            _scan_every_row(con, _ANALYZE_ALL)
+            for (table, names), part, path in zip(_TABLES, (rows.cases, rows.turns, rows.scores), paths):
+                casts = ", ".join(f"CAST({n} AS {types[table][n]}) AS {n}" for n in names)
+                source = "batch" if part else f"(SELECT {', '.join(f'NULL AS {n}' for n in names)} LIMIT 0)"
+                if part:
+                    con.register("batch", _arrays(names, part))
+                con.execute(f"COPY (SELECT {casts} FROM {source}) TO '{_quoted(path)}' "
+                            "(FORMAT parquet, COMPRESSION uncompressed)")
+                if part:
+                    con.unregister("batch")
+        finally:
+            con.close()
+        return cls([_Part(paths, rows.summary(), rows.ends)])  # type: ignore[arg-type]
+
+    @classmethod
+    def join(cls, parts: list[PartFiles]) -> PartFiles:
+        """Several sets of files as one batch, in order."""
+        return cls([p for files in parts for p in files.parts])
+
+    def renumbered(self, offset: int) -> PartFiles:
+        """The same case runs with ``offset`` added to every ``seq`` (a worker numbers its part from 0)."""
+        return PartFiles([_Part(p.paths, p.summary, p.ends, p.seq_offset + offset) for p in self.parts])
+
+    def __len__(self) -> int:
+        return sum(len(p.ends) for p in self.parts)
+
+    @property
+    def turn_count(self) -> int:
+        return sum(p.ends[-1][0] if p.ends else 0 for p in self.parts)
+
+    def counts(self) -> tuple[int, int, int, int]:
+        """Case runs, turns, errored and passed case runs."""
+        return _counts([s for p in self.parts for s in p.summary])
+
+    def insert(self, con: Any, lo: int, hi: int) -> None:
+        if lo == 0 and hi == len(self):
+            for p in self.parts:
+                for (table, names), path in zip(_TABLES, p.paths):
+                    cols = ", ".join(f"seq + {int(p.seq_offset)}" if n == "seq" else n for n in names)
+                    con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {cols} "
+                                f"FROM read_parquet('{_quoted(path)}')")
+        else:  # a rejected batch written again in parts (rare): its rows read back once
+            if self._rows is None:
+                self._rows = self.rows(con)
+            self._rows.insert(con, lo, hi)
+
+    def rows(self, con: Any) -> Rows:
+        """The case runs as rows, read back from the files."""
+        out = Rows()
+        for p in self.parts:
+            part = Rows()
+            for (table, names), path, into in zip(_TABLES, p.paths, (part.cases, part.turns, part.scores)):
+                cols = ", ".join(f"seq + {int(p.seq_offset)}" if n == "seq" else n for n in names)
+                into.extend(con.execute(f"SELECT {cols} FROM read_parquet('{_quoted(path)}')").fetchall())
+            part.ends = list(p.ends)
+            out.extend(part)
+        return out
+
+    def lose(self, lo: int, hi: int, why: str | None, *, broken: bool = False) -> _Loss:
+        return _lost([s for p in self.parts for s in p.summary][lo:hi], why, broken)
+
+    def discard(self) -> None:
+        import os
+
+        for p in self.parts:
+            for path in p.paths:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+
+
+def _quoted(path: str) -> str:
+    return path.replace("'", "''")
+
+
+def _lost(summary: list[tuple[Any, ...]], why: str | None, broken: bool) -> _Loss:
+    label = [f"{summary[i][0]}#{summary[i][1]}" for i in (0, -1)]
+    cases, turns, errors, passed = _counts(summary)
+    loss = _Loss(cases, turns, errors, passed, [Unstored(label[0], label[1], cases, why)])
     loss.broken = (why or "the store had stopped taking writes") if broken else None
     return loss
 
@@ -544,19 +598,8 @@ class _Loss:
         self.broken = self.broken or other.broken
 
 
-_allocator_set = False
-
-
-def _use_system_allocator(pa: Any) -> None:
-    """Arrow's default pool keeps freed memory for reuse; a long run's memory would only grow."""
-    global _allocator_set
-    if not _allocator_set:
-        _allocator_set = True
-        pa.set_memory_pool(pa.system_memory_pool())
-
-
 def _release_freed_memory() -> None:
-    """Give memory DuckDB and Arrow freed back to the system (glibc keeps it otherwise)."""
+    """Give memory DuckDB freed back to the system (glibc keeps it otherwise)."""
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to give back
