@@ -54,6 +54,16 @@ write with the default, 8.3 s with 16,384, the file 400 → 292 MB). Every conne
 size: one with another would rewrite the row groups to its own at its checkpoint."""
 
 
+def column_types(con: Any) -> dict[str, dict[str, str]]:
+    """The DuckDB type of every column of the result tables, read on ``con``: table -> column -> type."""
+    found = con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
+                        "WHERE table_name IN ('cases', 'turns', 'scores')").fetchall()
+    types: dict[str, dict[str, str]] = {}
+    for table, column, kind in found:
+        types.setdefault(table, {})[column] = kind
+    return types
+
+
 class _Attached:
     """A connection whose default database is the attached store, its cursors' too."""
 
@@ -138,12 +148,7 @@ class Store:
     def column_types(self) -> dict[str, dict[str, str]]:
         """The DuckDB type of every column of the result tables: table -> column -> type."""
         with self.connect(read_only=True) as con:
-            found = con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
-                                "WHERE table_name IN ('cases', 'turns', 'scores')").fetchall()
-        types: dict[str, dict[str, str]] = {}
-        for table, column, kind in found:
-            types.setdefault(table, {})[column] = kind
-        return types
+            return column_types(con)
 
     def run_lock(self, *, wait_s: float = 0.0, run_id: str = "") -> RunLock:
         return RunLock(self.path.with_name(self.path.name + ".lock"), wait_s, run_id)

@@ -11,7 +11,7 @@ from typing import Any
 from .. import _json
 from ..errors import RunError
 from ..results import CaseResult
-from . import Store
+from . import Store, column_types
 
 _CASE_COLS = ["run_id", "seq", "case_id", "repeat", "tags", "user_id", "user_groups", "session_id", "source",
               "critical", "passed", "errored", "error", "n_turns", "elapsed_ms", "routes", "meta", "digest", "variant_of",
@@ -110,6 +110,7 @@ class ResultWriter:
         """Why the store stopped taking writes, once it has."""
         self.unmarked: str | None = None
         """Why the run's own row could not be updated at the end (it then reads as interrupted)."""
+        self._types: dict[str, dict[str, str]] | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -304,7 +305,9 @@ class ResultWriter:
         con.execute("BEGIN TRANSACTION")
         try:
             if batch is not None and hi > lo:
-                batch.insert(con, lo, hi)
+                if self._types is None:
+                    self._types = column_types(con)
+                batch.insert(con, lo, hi, self._types)
             if sets:
                 assignments = ", ".join(f"{k} = ?" for k in sets)
                 con.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*sets.values(), self.run_id])
@@ -399,16 +402,16 @@ class Rows:
         t1, s1 = self.ends[hi - 1]
         return self.cases[lo:hi], self.turns[t0:t1], self.scores[s0:s1]
 
-    def insert(self, con: Any, lo: int, hi: int) -> None:
-        """Append case runs lo..hi-1 to the store's tables (in the caller's transaction)."""
+    def insert(self, con: Any, lo: int, hi: int, types: dict[str, dict[str, str]]) -> None:
+        """Append case runs lo..hi-1 to the store's tables (in the caller's transaction; ``types`` are the store's
+        column types, ``store.column_types``)."""
         _scan_every_row(con, _ANALYZE_ALL)
         for (table, names), rows in zip(_TABLES, self.part(lo, hi)):
             if not rows:
                 continue
-            con.register("batch", _arrays(names, rows))
+            values = _batch(con, names, rows, types[table])
             try:
-                cols = ", ".join(names)
-                con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM batch")
+                con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(values)} FROM batch")
             finally:
                 with contextlib.suppress(Exception):  # a failed insert has aborted the transaction: the caller's
                     con.unregister("batch")            # rollback comes first (the connection lets it go at close)
@@ -445,12 +448,35 @@ def _scan_every_row(con: Any, rows: int) -> None:
     con.execute(f"SET pandas_analyze_sample = {rows}")
 
 
-def _arrays(names: list[str], rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-    """Rows as NumPy object columns, which DuckDB scans without pandas or Arrow (a list stays one value)."""
+def _batch(con: Any, names: list[str], rows: list[tuple[Any, ...]], types: dict[str, str]) -> list[str]:
+    """Register ``rows`` on ``con`` as the view ``batch``, a NumPy column each (which DuckDB scans without pandas
+    or Arrow), and return the select list that reads them as ``names``.
+
+    A column of one value throughout (the run's id) is a literal, not a column; numbers and flags are typed arrays
+    (a missing DOUBLE is NaN, which DuckDB reads as NULL), which DuckDB takes as they are; the rest are object
+    columns, whose every value DuckDB looks at to type them (a list stays one value)."""
     import numpy as np
 
     n = len(rows)
-    return {name: np.fromiter(column, dtype=object, count=n) for name, column in zip(names, zip(*rows))}
+    arrays: dict[str, Any] = {}
+    values: list[str] = []
+    for name, column in zip(names, zip(*rows)):
+        kind = types[name]
+        first = column[0]
+        if name == "run_id" and isinstance(first, str) and column.count(first) == n:
+            values.append("'" + first.replace("'", "''") + "'")
+            continue
+        values.append(name)
+        if kind == "DOUBLE":
+            arrays[name] = np.array(column, dtype=np.float64)
+        elif kind in ("INTEGER", "BIGINT") and None not in column:
+            arrays[name] = np.array(column, dtype=np.int64)
+        elif kind == "BOOLEAN" and None not in column:
+            arrays[name] = np.array(column, dtype=np.bool_)
+        else:
+            arrays[name] = np.fromiter(column, dtype=object, count=n)
+    con.register("batch", arrays)
+    return values
 
 
 def _counts(summary: list[tuple[Any, ...]]) -> tuple[int, int, int, int]:
@@ -487,10 +513,11 @@ class PartFiles:
         try:
             _scan_every_row(con, _ANALYZE_ALL)
             for (table, names), part, path in zip(_TABLES, (rows.cases, rows.turns, rows.scores), paths):
-                casts = ", ".join(f"CAST({n} AS {types[table][n]}) AS {n}" for n in names)
-                source = "batch" if part else f"(SELECT {', '.join(f'NULL AS {n}' for n in names)} LIMIT 0)"
                 if part:
-                    con.register("batch", _arrays(names, part))
+                    values, source = _batch(con, names, part, types[table]), "batch"
+                else:
+                    values, source = names, f"(SELECT {', '.join(f'NULL AS {n}' for n in names)} LIMIT 0)"
+                casts = ", ".join(f"CAST({v} AS {types[table][n]}) AS {n}" for n, v in zip(names, values))
                 con.execute(f"COPY (SELECT {casts} FROM {source}) TO '{_quoted(path)}' "
                             "(FORMAT parquet, COMPRESSION uncompressed)")
                 if part:
@@ -519,7 +546,7 @@ class PartFiles:
         """Case runs, turns, errored and passed case runs."""
         return _counts([s for p in self.parts for s in p.summary])
 
-    def insert(self, con: Any, lo: int, hi: int) -> None:
+    def insert(self, con: Any, lo: int, hi: int, types: dict[str, dict[str, str]]) -> None:
         if lo == 0 and hi == len(self):
             for p in self.parts:
                 for (table, names), path in zip(_TABLES, p.paths):
@@ -529,7 +556,7 @@ class PartFiles:
         else:  # a rejected batch written again in parts (rare): its rows read back once
             if self._rows is None:
                 self._rows = self.rows(con)
-            self._rows.insert(con, lo, hi)
+            self._rows.insert(con, lo, hi, types)
 
     def rows(self, con: Any) -> Rows:
         """The case runs as rows, read back from the files."""
