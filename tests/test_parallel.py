@@ -317,3 +317,21 @@ def test_a_value_the_store_cannot_take_loses_that_case_run_alone_either_way(tmp_
     assert query(project / "two.duckdb", "SELECT status FROM runs") == [("failed",)]
     for r in (one, two):
         assert "case s02500#0 failed" in r.out + r.err, r
+
+
+def test_answers_of_megabytes_are_stored_by_the_workers_as_by_one_process(tmp_path: Path) -> None:
+    """Three sessions answer with 8 MB each: the run's process copies the workers' files in within the writer's
+    memory limit (a part's files are read a row group at a time), every case run is stored, as in one process."""
+    project = _project(tmp_path, 2_500)
+    traces = project / "traces.jsonl"
+    big = "x" * 8_000_000
+    lines = traces.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines[:40]):
+        row = json.loads(line) if line.startswith("{\"v\"") else None
+        if row is not None and row.get("session_id") in ("s00000", "s00001", "s00002") and row["turn"] == 1:
+            row["output"] = big
+            lines[i] = json.dumps(row)
+    traces.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    _same_both_ways(project)
+    assert query(project / "two.duckdb", "SELECT status, cases_done FROM runs") == [("completed", 2_500)]
+    assert query(project / "two.duckdb", "SELECT count(*) FROM turns WHERE length(output) = 8000000") == [(3,)]

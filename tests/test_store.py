@@ -337,3 +337,30 @@ def _stored_cases(db: Path) -> int:
         return int(query(db, "SELECT coalesce(sum(cases_done), 0) FROM runs")[0][0])
     except (duckdb.Error, OSError):  # not created yet, or a batch is being written
         return 0
+
+
+def test_a_nan_score_stays_nan_and_a_missing_value_null(tmp_path: Path) -> None:
+    """DuckDB reads a NaN in a NumPy float column as NULL: the writer keeps a scorer's NaN a NaN (the mean it
+    makes is NaN, as the scorer said), a missing value NULL; a flag given as text is cast the same in any batch."""
+    from evalgate.results import CaseResult, TurnResult
+    from evalgate.scorers import Score
+    from evalgate.store import runs
+    from evalgate.store.writer import ResultWriter
+    from evalgate.traces import Trace
+
+    store = Store(tmp_path / "s.duckdb")
+    with store.connect() as con:
+        runs.begin(con, runs.NewRun(run_id="r1", suite="s", suite_path="s.yaml", suite_hash="h", config_hash=None,
+                                    target="t", git={}, evalgate_version="0", repeat=1, selected_tags=[],
+                                    cases_total=4, bad_lines=0, options={}))
+    writer = ResultWriter(store, "r1")
+    values = [float("nan"), None, 0.5, float("inf")]
+    for i, value in enumerate(values):
+        score = Score("false" if i == 2 else True, value, "x", None, "check")  # type: ignore[arg-type]
+        turn = TurnResult(1, f"input {i}", {}, Trace(output="a"), 1.0, None, [score])
+        writer.add(CaseResult(f"c{i}", i, 0, (), "u", [], None, "test", False, [turn]))  # type: ignore[arg-type]
+    writer.flush(status_update={"status": "completed"})
+    writer.close()
+    stored = query(store.path, "SELECT isnan(value), value IS NULL, value, passed FROM scores ORDER BY case_id")
+    assert stored[0][:2] == (True, False) and stored[1][:3] == (None, True, None)
+    assert stored[2] == (False, False, 0.5, False) and stored[3] == (False, False, float("inf"), True)

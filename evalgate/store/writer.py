@@ -468,10 +468,17 @@ def _batch(con: Any, names: list[str], rows: list[tuple[Any, ...]], types: dict[
             continue
         values.append(name)
         if kind == "DOUBLE":
-            arrays[name] = np.array(column, dtype=np.float64)
+            arrays[name] = floats = np.array(column, dtype=np.float64)
+            missing = np.isnan(floats)
+            if missing.any():  # DuckDB reads a NaN as NULL: a NaN a scorer gave (not None) is stored as NaN
+                nan = np.zeros(n, dtype=np.bool_)
+                nan[[i for i in np.flatnonzero(missing) if column[i] is not None]] = True
+                if nan.any():
+                    arrays[f"{name}__nan"] = nan
+                    values[-1] = f"CASE WHEN {name}__nan THEN 'NaN'::DOUBLE ELSE {name} END"
         elif kind in ("INTEGER", "BIGINT") and None not in column:
             arrays[name] = np.array(column, dtype=np.int64)
-        elif kind == "BOOLEAN" and None not in column:
+        elif kind == "BOOLEAN" and column.count(True) + column.count(False) == n:  # flags only: DuckDB casts the rest
             arrays[name] = np.array(column, dtype=np.bool_)
         else:
             arrays[name] = np.fromiter(column, dtype=object, count=n)
@@ -519,7 +526,7 @@ class PartFiles:
                     values, source = names, f"(SELECT {', '.join(f'NULL AS {n}' for n in names)} LIMIT 0)"
                 casts = ", ".join(f"CAST({v} AS {types[table][n]}) AS {n}" for n, v in zip(names, values))
                 con.execute(f"COPY (SELECT {casts} FROM {source}) TO '{_quoted(path)}' "
-                            "(FORMAT parquet, COMPRESSION uncompressed)")
+                            f"(FORMAT parquet, COMPRESSION snappy, ROW_GROUP_SIZE {PART_ROW_GROUP})")
                 if part:
                     con.unregister("batch")
         finally:
@@ -553,13 +560,23 @@ class PartFiles:
                     cols = ", ".join(f"seq + {int(p.seq_offset)}" if n == "seq" else n for n in names)
                     con.execute(f"INSERT INTO {table} ({', '.join(names)}) SELECT {cols} "
                                 f"FROM read_parquet('{_quoted(path)}')")
-        else:  # a rejected batch written again in parts (rare): its rows read back once
+        else:  # a rejected batch written again in parts (rare): its rows read back once, as one process has them
             if self._rows is None:
-                self._rows = self.rows(con)
+                self._rows = self.rows()
             self._rows.insert(con, lo, hi, types)
 
-    def rows(self, con: Any) -> Rows:
-        """The case runs as rows, read back from the files."""
+    def rows(self) -> Rows:
+        """The case runs as rows, read back from the files (on a connection of their own: the writer's small
+        memory limit may be what the batch failed on)."""
+        import duckdb
+
+        con = duckdb.connect(config={"threads": 1})
+        try:
+            return self._read(con)
+        finally:
+            con.close()
+
+    def _read(self, con: Any) -> Rows:
         out = Rows()
         for p in self.parts:
             part = Rows()
@@ -580,6 +597,11 @@ class PartFiles:
             for path in p.paths:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+
+
+PART_ROW_GROUP = 2048
+"""Rows per row group of a part's files: the run's process reads them a group at a time within the writer's memory
+limit, even with a few answers of megabytes among them."""
 
 
 def _quoted(path: str) -> str:
