@@ -335,3 +335,23 @@ def test_answers_of_megabytes_are_stored_by_the_workers_as_by_one_process(tmp_pa
     _same_both_ways(project)
     assert query(project / "two.duckdb", "SELECT status, cases_done FROM runs") == [("completed", 2_500)]
     assert query(project / "two.duckdb", "SELECT count(*) FROM turns WHERE length(output) = 8000000") == [(3,)]
+
+
+def test_a_run_read_back_row_by_row_is_the_grouped_snapshot(tmp_path: Path) -> None:
+    """A run of each case once is read back row by row for the gate; the sessions the redactor changes are written
+    after their part, out of seq order: the snapshot is the grouped query's, case for case and in its order."""
+    import duckdb
+
+    from evalgate.store import baselines
+
+    project = _project(tmp_path, 3_000)
+    r = run_cli("run", "--executor", "processes:2", "--db", "two.duckdb", "--json", cwd=project, timeout=120)
+    assert r.code == 0, r
+    with duckdb.connect(str(project / "two.duckdb"), read_only=True) as con:
+        run_id = con.execute("SELECT run_id FROM runs").fetchone()[0]
+        stored = [s for (s,) in con.execute("SELECT seq FROM cases").fetchall()]
+        assert stored != sorted(stored)  # the out-of-order path is the one taken
+        fast = baselines._one_run_cases(con, run_id)
+        grouped = baselines._pooled_cases(con, [run_id])
+    assert fast is not None and list(fast) == list(grouped) and fast == grouped
+    assert sum(c.passed for c in fast.values()) < len(fast) and any(c.tags for c in fast.values())

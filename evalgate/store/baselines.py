@@ -51,26 +51,66 @@ def snapshot(con: Any, run_id: str, pooled: list[str] | None = None, *, turns: b
         raise UsageError(f"no run '{run_id}' in the store")
     summary = json.loads(run[3]) if run[3] else {}
     runs = [run_id] + [r for r in (pooled or []) if r != run_id]
+    cases = (_one_run_cases(con, run_id) if len(runs) == 1 else None) or _pooled_cases(con, runs)
+    snap = Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases, history=runs, turns_read=turns)
+    if turns:
+        add_turns(con, snap, None)
+    return snap
+
+
+class _Tags:
+    """Cases share their tag lists: a few distinct ones per run."""
+
+    def __init__(self) -> None:
+        self.lists: dict[tuple[str, ...], list[str]] = {}
+
+    def __call__(self, tags: list[str] | None) -> list[str]:
+        key = tuple(tags or ())
+        shared = self.lists.get(key)
+        if shared is None:
+            shared = list(key)
+            if len(self.lists) < 10_000:
+                self.lists[key] = shared
+        return shared
+
+
+def _pooled_cases(con: Any, runs: list[str]) -> dict[str, CaseOutcome]:
+    """Each case's outcomes over ``runs`` and their repeats, in the order of the first run's cases."""
     cases: dict[str, CaseOutcome] = {}
-    tag_lists: dict[tuple[str, ...], list[str]] = {}  # cases share their tag lists: a few distinct ones per run
+    tags = _Tags()
     cur = con.execute(
         "SELECT case_id, count(*) FILTER (passed), count(*), count(*) FILTER (errored), any_value(tags), "
         "list(DISTINCT digest) FILTER (NOT errored AND digest IS NOT NULL), any_value(variant_of) FROM cases "
         "WHERE list_contains(?, run_id) GROUP BY case_id ORDER BY min(seq)", [runs])
     while rows := cur.fetchmany(10_000):  # a window at a time: a 100k-case run's rows at once cost ~35 MB
-        for case_id, passed, n, errored, tags, digests, cluster in rows:
-            key = tuple(tags or ())
-            shared = tag_lists.get(key)
-            if shared is None:
-                shared = list(key)
-                if len(tag_lists) < 10_000:
-                    tag_lists[key] = shared
-            cases[case_id] = CaseOutcome(int(passed), int(n), int(errored), shared,
+        for case_id, passed, n, errored, tag_list, digests, cluster in rows:
+            cases[case_id] = CaseOutcome(int(passed), int(n), int(errored), tags(tag_list),
                                          digests=sorted(digests or [])[:MAX_DIGESTS], cluster=cluster)
-    snap = Snapshot(run[0], run_id, run[1], run[2], summary.get("metrics", {}), cases, history=runs, turns_read=turns)
-    if turns:
-        add_turns(con, snap, None)
-    return snap
+    return cases
+
+
+def _one_run_cases(con: Any, run_id: str) -> dict[str, CaseOutcome] | None:
+    """A run that ran each case once, read row by row (no grouping: at 286k cases the grouped query alone held
+    ~150 MB); None when a case ran more than once (``_pooled_cases`` then)."""
+    from array import array
+
+    cases: dict[str, CaseOutcome] = {}
+    tags = _Tags()
+    seqs = array("q")
+    cur = con.execute("SELECT case_id, passed, errored, tags, digest, variant_of, seq FROM cases WHERE run_id = ?",
+                      [run_id])
+    while rows := cur.fetchmany(10_000):
+        for case_id, passed, errored, tag_list, digest, cluster, seq in rows:
+            if case_id in cases:
+                return None
+            cases[case_id] = CaseOutcome(int(bool(passed)), 1, int(bool(errored)), tags(tag_list),
+                                         digests=[digest] if digest is not None and not errored else [],
+                                         cluster=cluster)
+            seqs.append(seq)
+    if any(a >= b for a, b in zip(seqs, seqs[1:])):  # in the order of the run's cases, as the grouped query has them
+        keys = list(cases)
+        cases = {keys[i]: cases[keys[i]] for i in sorted(range(len(keys)), key=seqs.__getitem__)}
+    return cases
 
 
 def turns_to_compare(con: Any, base: Snapshot, cand: Snapshot) -> None:
