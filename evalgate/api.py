@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from .config import Config, find_config
 from .errors import EXIT_PASS, EXIT_RUN_ERROR, UsageError
 from .results import Execution, RunStatus
 from .runner import Progress, Runner, RunOptions, config_hash
-from .store import Aside, Store, metrics, queries, runs
+from .store import Store, metrics, queries, runs
 from .store import baselines as stored
 from .suite import Suite, discover, is_default, load_suite
 
@@ -137,16 +136,10 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
         runners = [Runner(s, store, _options_for(s, options), None) for s in suites]
         targets = [r.make_target() for r in runners]
         started = []
-        # the store made or migrated and the repositories read on a thread, while the targets start (DuckDB and
-        # git run outside the interpreter): a run's first turn comes that much sooner
-        ready = asyncio.ensure_future(asyncio.to_thread(_prepare, store, runners))
         try:
             for t in targets:  # all imports and spawns before the first turn: exit 2 stays honest
                 await t.start()
                 started.append(t)
-            made = await ready
-            if made is not None:  # the targets started: the new store takes its place
-                made.adopt()
             for suite, runner, tgt in zip(suites, runners, targets):
                 if options.tags and not suite.count_cases(options.tags):
                     continue
@@ -162,11 +155,6 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
                         c.status in ("interrupted", "stopped") for c in confirmation):
                     break
         finally:
-            if not started or len(started) < len(targets):  # a target failed to start: the thread is let finish
-                with contextlib.suppress(Exception):         # (its error is the lesser one), and a store it made
-                    aside = await ready                       # for the run goes: nothing ran, nothing is stored
-                    if aside is not None:
-                        aside.discard()
             for t in started:
                 await t.close()
 
@@ -182,21 +170,6 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
         if joined is not None:
             joined.close()
     return report
-
-
-def _prepare(store: Store, runners: list[Runner]) -> Aside | None:
-    """Migrate the store (or make a new one aside, returned: ``Store.adopt`` puts it in place once the targets have
-    started), and read each suite's repository state, ahead of the runs."""
-    from .runner import git_info
-
-    made = store.make_aside()
-    read: dict[Path, dict[str, Any]] = {}
-    for runner in runners:
-        folder = runner.suite.path.parent
-        if folder not in read:
-            read[folder] = git_info(folder)
-        runner.git = read[folder]
-    return made
 
 
 async def _replay_on_processes(runner: Runner, target: Any, writer: Any, interrupted: asyncio.Event) -> bool:

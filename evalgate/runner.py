@@ -210,8 +210,6 @@ class Runner:
         self.run_id = ""
         self._models: Any = None
         self._scorer_pool: Any = None
-        self.git: dict[str, Any] | None = None
-        """The suite's repository state, when read ahead (``api.run`` reads it while the targets start)."""
         self._scorer_turns: dict[str, asyncio.Lock] = {}
 
     # --- one case -------------------------------------------------------------
@@ -426,7 +424,7 @@ class Runner:
         suite = self.suite
         total = self.total()
         started = time.perf_counter()
-        info = self.git if self.git is not None else git_info(suite.path.parent)
+        info = git_info(suite.path.parent)
         from .store import runs
 
         with self.store.connect() as con:

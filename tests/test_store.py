@@ -364,24 +364,3 @@ def test_a_nan_score_stays_nan_and_a_missing_value_null(tmp_path: Path) -> None:
     stored = query(store.path, "SELECT isnan(value), value IS NULL, value, passed FROM scores ORDER BY case_id")
     assert stored[0][:2] == (True, False) and stored[1][:3] == (None, True, None)
     assert stored[2] == (False, False, 0.5, False) and stored[3] == (False, False, float("inf"), True)
-
-
-def test_a_store_made_aside_takes_its_place_unless_one_appeared_meanwhile(tmp_path: Path) -> None:
-    """``evalgate run`` makes a new store aside while its targets start: adopted, it is the store; when another
-    process made the store meanwhile, that one stays and the aside one goes."""
-    store = Store(tmp_path / "new" / "s.duckdb")
-    aside = store.make_aside()
-    assert aside is not None and aside.path.exists() and not store.path.exists()
-    aside.adopt()
-    assert store.path.exists() and not aside.path.exists()
-    assert query(store.path, "SELECT count(*) FROM runs") == [(0,)]  # migrated
-    assert store.make_aside() is None  # it exists now: migrated in place
-
-    other = Store(tmp_path / "other.duckdb")
-    aside = other.make_aside()
-    assert aside is not None
-    with other.connect() as con:  # another process makes the store meanwhile, and stores a row
-        con.execute("CREATE TABLE mine AS SELECT 1 AS x")
-    aside.adopt()
-    assert query(other.path, "SELECT x FROM mine") == [(1,)] and not aside.path.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "other.duckdb"]

@@ -54,37 +54,6 @@ write with the default, 8.3 s with 16,384, the file 400 → 292 MB). Every conne
 size: one with another would rewrite the row groups to its own at its checkpoint."""
 
 
-@dataclass
-class Aside:
-    """A new store made beside where it will be (``Store.make_aside``)."""
-
-    final: Path
-    path: Path
-    made_folder: bool
-
-    def adopt(self) -> None:
-        """Put the store in place (unless another process made one there meanwhile: that one stays)."""
-        try:
-            os.link(self.path, self.final)  # atomic: never over a store that appeared meanwhile
-        except FileExistsError:
-            pass
-        except OSError:  # a file system without hard links
-            if not self.final.exists():
-                os.rename(self.path, self.final)
-        finally:
-            self.made_folder = False
-            self.discard()
-
-    def discard(self) -> None:
-        """Remove the store made aside (and the folder made for it)."""
-        for path in (self.path, self.path.with_name(self.path.name + ".wal")):
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        if self.made_folder:
-            with contextlib.suppress(OSError):
-                self.path.parent.rmdir()
-
-
 def column_types(con: Any) -> dict[str, dict[str, str]]:
     """The DuckDB type of every column of the result tables, read on ``con``: table -> column -> type."""
     found = con.execute("SELECT table_name, column_name, data_type FROM information_schema.columns "
@@ -175,21 +144,6 @@ class Store:
             con.close()
             raise
         return _Attached(con)
-
-    def make_aside(self) -> Aside | None:
-        """Migrate this store; or, when there is none yet, make and migrate a new one beside where it will be
-        (``Aside.adopt`` puts it in place, ``Aside.discard`` removes it), so nothing appears where the store will
-        be until a run begins."""
-        if self.path.exists():
-            with self.connect():
-                pass
-            return None
-        folder = self.path.parent
-        aside = Aside(self.path, folder / f".{self.path.name}.new-{os.getpid()}", made_folder=not folder.exists())
-        folder.mkdir(parents=True, exist_ok=True)
-        with Store(aside.path).connect():
-            pass
-        return aside
 
     def column_types(self) -> dict[str, dict[str, str]]:
         """The DuckDB type of every column of the result tables: table -> column -> type."""
