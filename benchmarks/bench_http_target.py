@@ -8,6 +8,11 @@ template and a `response:` JMESPath). For each concurrency it runs `evalgate run
 and prints wall, CPU per turn (the child's rusage), the requests the server counted, and the p50/p95 of the
 elapsed time the store keeps for each turn against the server's delay, with PASS/MISS for issue 18's "p50 within
 10 % of the server's delay".
+
+Beside each, the floor: a bare asyncio client in a process of its own (one keep-alive connection per request in
+flight, the same requests, nothing else to do) times the same calls against the same server. What the server
+itself adds at that concurrency (its own loop, its share of the two cores) is in the floor's figure; what evalgate
+records above the floor is the harness's.
 """
 
 from __future__ import annotations
@@ -46,7 +51,50 @@ cases:
     return path
 
 
+async def _floor_calls(url: str, n: int, concurrency: int) -> list[float]:
+    """Milliseconds from writing each request to reading the whole answer, for a bare keep-alive client."""
+    import asyncio
+    import re
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
+    todo = iter(range(n))
+    times: list[float] = []
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection(host, port)
+        for i in todo:
+            body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": f"hello {i}"}]}).encode()
+            request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+                       f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+            t0 = time.perf_counter()
+            writer.write(request)
+            head = await reader.readuntil(b"\r\n\r\n")
+            found = re.search(rb"(?i)content-length:\s*(\d+)", head)
+            await reader.readexactly(int(found.group(1)) if found else 0)
+            times.append((time.perf_counter() - t0) * 1000)
+        writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    return times
+
+
+def floor(url: str, n: int, concurrency: int) -> tuple[float, float]:
+    """The bare client's p50 and p95, run in a fresh process as evalgate is."""
+    out = subprocess.run([sys.executable, __file__, "--floor", url, str(n), str(concurrency)], capture_output=True,
+                         text=True, timeout=600, check=True)
+    times = sorted(json.loads(out.stdout))
+    return statistics.median(times), times[int(len(times) * 0.95)]
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--floor"]:
+        import asyncio
+
+        url, n, concurrency = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+        print(json.dumps(asyncio.run(_floor_calls(url, n, concurrency))))
+        return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--concurrency", default="64,256")
@@ -60,8 +108,9 @@ def main() -> int:
     try:
         path = suite(work, args.cases, server.base_url)
         for conc in (int(c) for c in args.concurrency.split(",")):
-            walls, cpus, p50s, p95s = [], [], [], []
+            walls, cpus, p50s, p95s, floors = [], [], [], [], []
             for r in range(args.runs):
+                floors.append(floor(f"{server.base_url}/chat/completions", args.cases, conc))
                 db = work / f"h-{conc}-{r}.duckdb"
                 before = server.count()
                 load = os.getloadavg()[0]
@@ -83,7 +132,8 @@ def main() -> int:
                 walls.append(wall), cpus.append(cpu), p50s.append(p50), p95s.append(p95)
                 print(f"  {args.cases:,} at {conc}, run {r + 1}: wall {wall:.2f} s, CPU {cpu / args.cases * 1000:.2f} ms "
                       f"per turn, {server.count() - before} requests, recorded p50 {p50:.1f} ms p95 {p95:.1f} ms; "
-                      f"load {load:.2f}", flush=True)
+                      f"the bare client's p50 {floors[-1][0]:.1f} ms p95 {floors[-1][1]:.1f} ms; load {load:.2f}",
+                      flush=True)
             p50 = statistics.median(p50s)
             ok = abs(p50 - args.delay_ms) <= args.delay_ms * 0.10
             ideal = args.cases * args.delay_ms / 1000 / conc
@@ -91,6 +141,10 @@ def main() -> int:
                   f"{ideal:.2f} s), CPU {statistics.median(cpus) / args.cases * 1000:.2f} ms per turn, recorded p50 "
                   f"{p50:.1f} / p95 {statistics.median(p95s):.1f} ms against the server's {args.delay_ms:g} ms "
                   f"(target: p50 within 10 %)", flush=True)
+            floor_p50 = statistics.median(f[0] for f in floors)
+            print(f"      the bare client at {conc} in flight: p50 {floor_p50:.1f} / p95 "
+                  f"{statistics.median(f[1] for f in floors):.1f} ms; evalgate records {p50 - floor_p50:+.1f} ms "
+                  f"({(p50 - floor_p50) / floor_p50 * 100:+.1f} %) at the p50 over it", flush=True)
     finally:
         server.stop()
     return 0
