@@ -164,3 +164,30 @@ def test_a_rule_is_a_threshold_or_a_regression_not_both() -> None:
 
     with pytest.raises(ValidationError, match="either a threshold"):
         Rule(metric="pass_rate", min=0.99, max_drop=0.02)
+
+
+def test_binomial_cdf_sums_only_the_terms_that_count_and_matches_the_exact_sum(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CDF sums the tail on x's side of the mode, term from term, until the terms no longer count: against
+    the exactly rounded sum of every term (math.fsum), within 1e-10, over small and large n and every kind of p;
+    and a share over a million turns is one call, not a million terms."""
+    from evalgate.stats import binom_cdf, binom_pmf, share
+
+    def exact(x: int, n: int, p: float) -> float:
+        return 0.0 if x < 0 else 1.0 if x >= n else min(1.0, math.fsum(binom_pmf(k, n, p) for k in range(x + 1)))
+
+    rng = random.Random(11)
+    for _ in range(3000):
+        n = rng.choice([1, 2, 3, 7, 30, 100, 1000, 5000, rng.randint(1, 3000)])
+        p = rng.choice([1e-9, 1e-4, 0.01, 0.05, 0.3, 0.5, 0.9, 0.99, 0.9999, rng.random()])
+        sd = math.sqrt(n * p * (1 - p)) + 1
+        x = int(min(n, max(-1, rng.gauss(n * p, sd * rng.choice([0.5, 2, 5, 12])))))
+        want, got = exact(x, n, p), binom_cdf(x, n, p)
+        assert abs(want - got) <= 1e-10 or abs(want - got) <= 1e-8 * want, (x, n, p, want, got)
+        upper = math.fsum(binom_pmf(k, n, p) for k in range(max(0, x), n + 1))  # the max side's p-value
+        assert abs(upper - (1.0 - binom_cdf(x - 1, n, p))) <= 1e-10, (x, n, p)
+    assert binom_cdf(5, 10, 0.0) == 1.0 and binom_cdf(5, 10, 1.0) == 0.0 and binom_cdf(10, 10, 0.3) == 1.0
+    calls = []
+    monkeypatch.setattr(share, "binom_pmf", lambda k, n, p: calls.append(k) or binom_pmf(k, n, p))
+    assert binom_cdf(810_500, 1_000_000, 0.81) == pytest.approx(0.89901730, abs=1e-7)
+    assert binom_cdf(800_000, 1_000_000, 0.81) < 1e-140
+    assert len(calls) < 100  # each term from the one before, a term computed afresh every 256: not 1.6M of them

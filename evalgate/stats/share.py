@@ -36,12 +36,49 @@ class ShareTest:
 
 
 def binom_cdf(x: int, n: int, p: float) -> float:
-    """P(X ≤ x) for X ~ Binomial(n, p)."""
+    """P(X ≤ x) for X ~ Binomial(n, p).
+
+    The tail on ``x``'s side of the mode is summed from ``x`` outwards, each term from the one before, until the
+    terms no longer count: a share over a million turns reads a few thousand terms, not ``x`` of them.
+    """
     if x < 0:
         return 0.0
     if x >= n:
         return 1.0
-    return min(1.0, sum(binom_pmf(k, n, p) for k in range(0, x + 1)))
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    if x < math.floor((n + 1) * p):  # below the mode: the terms fall from x down to 0
+        return min(1.0, _tail(x, n, p, -1))
+    return min(1.0, max(0.0, 1.0 - _tail(x + 1, n, p, 1)))  # above it: they fall from x + 1 up to n
+
+
+def _tail(start: int, n: int, p: float, step: int) -> float:
+    """The sum of the binomial terms from ``start`` outwards (``step`` -1: down to 0, 1: up to n), where they fall."""
+    odds = p / (1 - p)
+    term = binom_pmf(start, n, p)
+    total = 0.0
+    k = start
+    while term > 0.0:
+        total += term
+        if term <= total * 1e-17:  # the rest falls faster still: below the sum's last digit
+            break
+        if step < 0:
+            if k == 0:
+                break
+            term *= k / ((n - k + 1) * odds)
+            k -= 1
+            if k % 256 == 0:  # the recurrence's rounding, reset now and then
+                term = binom_pmf(k, n, p)
+        else:
+            if k == n:
+                break
+            term *= (n - k) * odds / (k + 1)
+            k += 1
+            if k % 256 == 0:
+                term = binom_pmf(k, n, p)
+    return total
 
 
 def share_test(passed: float, n: int, limit: float, side: str, design: float, level: float = 0.05) -> ShareTest:
