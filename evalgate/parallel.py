@@ -158,8 +158,8 @@ async def _run_part(job: _Job, index: int) -> PartResult:
 
         try:
             out.rows = PartFiles.write(rows, os.path.join(job.directory, f"part-{index}-{os.getpid()}"), job.types)
-        except (duckdb.Error, OSError):  # a value the store's types do not take: the rows go back, and the run's writer keeps
-            out.rows = rows  # every other case run of them and says which it could not store, as in one process
+        except (duckdb.Error, OSError):  # a value the store's types do not take: the rows go back, and the run's
+            out.rows = rows                 # writer keeps every other case run and names the one it could not store
     return out
 
 
@@ -189,7 +189,7 @@ async def replay(runner: Runner, target: Target, writer: ResultWriter, interrupt
     first_seq = len(suite.static_cases)
     store = writer.store
     directory = tempfile.mkdtemp(prefix=f".{store.path.name}.parts-", dir=store.path.parent)
-    _JOB = _Job(runner, target, rec, parts, per_session, directory, store.column_types())
+    _JOB = _Job(runner, target, rec, parts, per_session, directory, writer.column_types())
     import multiprocessing
 
     fork = multiprocessing.get_context("fork")

@@ -217,6 +217,13 @@ class ResultWriter:
             self._executor.shutdown(wait=True)
             self._executor = None
 
+    def column_types(self, con: Any = None) -> dict[str, dict[str, str]]:
+        """The store's column types (``store.column_types``), read once: on ``con``, or on a connection of their
+        own."""
+        if self._types is None:
+            self._types = column_types(con) if con is not None else self.store.column_types()
+        return self._types
+
     def _apply(self, loss: _Loss) -> None:
         self.cases_done -= loss.cases
         self.turns_done -= loss.turns
@@ -305,9 +312,7 @@ class ResultWriter:
         con.execute("BEGIN TRANSACTION")
         try:
             if batch is not None and hi > lo:
-                if self._types is None:
-                    self._types = column_types(con)
-                batch.insert(con, lo, hi, self._types)
+                batch.insert(con, lo, hi, self.column_types(con))
             if sets:
                 assignments = ", ".join(f"{k} = ?" for k in sets)
                 con.execute(f"UPDATE runs SET {assignments} WHERE run_id = ?", [*sets.values(), self.run_id])
@@ -405,7 +410,7 @@ class Rows:
     def insert(self, con: Any, lo: int, hi: int, types: dict[str, dict[str, str]]) -> None:
         """Append case runs lo..hi-1 to the store's tables (in the caller's transaction; ``types`` are the store's
         column types, ``store.column_types``)."""
-        _scan_every_row(con, _ANALYZE_ALL)
+        _scan_every_row(con)
         for (table, names), rows in zip(_TABLES, self.part(lo, hi)):
             if not rows:
                 continue
@@ -426,9 +431,9 @@ class Rows:
     def turn_count(self) -> int:
         return len(self.turns)
 
-    def summary(self) -> list[tuple[Any, ...]]:
-        """(case_id, repeat, n_turns, errored, passed) of every case run."""
-        return [tuple(row[i] for i in _SUMMARY) for row in self.cases]
+    def summary(self, lo: int = 0, hi: int | None = None) -> list[tuple[Any, ...]]:
+        """(case_id, repeat, n_turns, errored, passed) of case runs lo..hi-1 (every one by default)."""
+        return [tuple(row[i] for i in _SUMMARY) for row in self.cases[lo:hi]]
 
     def counts(self) -> tuple[int, int, int, int]:
         """Case runs, turns, errored and passed case runs."""
@@ -436,7 +441,7 @@ class Rows:
 
     def lose(self, lo: int, hi: int, why: str | None, *, broken: bool = False) -> _Loss:
         """Case runs lo..hi-1 left out, and why (None: not tried, the store had stopped taking writes)."""
-        return _lost([tuple(row[i] for i in _SUMMARY) for row in self.cases[lo:hi]], why, broken)
+        return _lost(self.summary(lo, hi), why, broken)
 
 
 _ANALYZE_ALL = 1 << 62
@@ -444,8 +449,8 @@ _ANALYZE_ALL = 1 << 62
 column of nulls past the sample would fail the batch. Every value is looked at instead."""
 
 
-def _scan_every_row(con: Any, rows: int) -> None:
-    con.execute(f"SET pandas_analyze_sample = {rows}")
+def _scan_every_row(con: Any) -> None:
+    con.execute(f"SET pandas_analyze_sample = {_ANALYZE_ALL}")
 
 
 def _batch(con: Any, names: list[str], rows: list[tuple[Any, ...]], types: dict[str, str]) -> list[str]:
@@ -515,10 +520,10 @@ class PartFiles:
         column -> DuckDB type; the JSON columns are parsed here, not in the run's process)."""
         import duckdb
 
-        paths = tuple(f"{stem}.{table}.parquet" for table, _ in _TABLES)
+        paths = (f"{stem}.cases.parquet", f"{stem}.turns.parquet", f"{stem}.scores.parquet")
         con = duckdb.connect(config={"threads": 1})
         try:
-            _scan_every_row(con, _ANALYZE_ALL)
+            _scan_every_row(con)
             for (table, names), part, path in zip(_TABLES, (rows.cases, rows.turns, rows.scores), paths):
                 if part:
                     values, source = _batch(con, names, part, types[table]), "batch"
@@ -531,7 +536,7 @@ class PartFiles:
                     con.unregister("batch")
         finally:
             con.close()
-        return cls([_Part(paths, rows.summary(), rows.ends)])  # type: ignore[arg-type]
+        return cls([_Part(paths, rows.summary(), rows.ends)])
 
     @classmethod
     def join(cls, parts: list[PartFiles]) -> PartFiles:
