@@ -51,7 +51,7 @@ cases:
     return path
 
 
-async def _floor_calls(url: str, n: int, concurrency: int) -> list[float]:
+async def _floor_calls(url: str, n: int, concurrency: int, cafile: str | None = None) -> list[float]:
     """Milliseconds from writing each request to reading the whole answer, for a bare keep-alive client."""
     import asyncio
     import re
@@ -61,9 +61,14 @@ async def _floor_calls(url: str, n: int, concurrency: int) -> list[float]:
     host, port, path = parts.hostname or "127.0.0.1", parts.port or 80, parts.path
     todo = iter(range(n))
     times: list[float] = []
+    context = None
+    if parts.scheme == "https":
+        import ssl
+
+        context = ssl.create_default_context(cafile=cafile)
 
     async def connection() -> None:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.open_connection(host, port, ssl=context)
         for i in todo:
             body = json.dumps({"model": "bench-model", "messages": [{"role": "user", "content": f"hello {i}"}]}).encode()
             request = (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
@@ -80,10 +85,10 @@ async def _floor_calls(url: str, n: int, concurrency: int) -> list[float]:
     return times
 
 
-def floor(url: str, n: int, concurrency: int) -> tuple[float, float]:
+def floor(url: str, n: int, concurrency: int, cafile: Path | None = None) -> tuple[float, float]:
     """The bare client's p50 and p95, run in a fresh process as evalgate is."""
-    out = subprocess.run([sys.executable, __file__, "--floor", url, str(n), str(concurrency)], capture_output=True,
-                         text=True, timeout=600, check=True)
+    out = subprocess.run([sys.executable, __file__, "--floor", url, str(n), str(concurrency), str(cafile or "")],
+                         capture_output=True, text=True, timeout=600, check=True)
     times = sorted(json.loads(out.stdout))
     return statistics.median(times), times[int(len(times) * 0.95)]
 
@@ -93,30 +98,34 @@ def main() -> int:
         import asyncio
 
         url, n, concurrency = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-        print(json.dumps(asyncio.run(_floor_calls(url, n, concurrency))))
+        print(json.dumps(asyncio.run(_floor_calls(url, n, concurrency, sys.argv[5] or None))))
         return 0
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", type=int, default=1000)
     ap.add_argument("--concurrency", default="64,256")
     ap.add_argument("--delay-ms", type=float, default=50.0)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--https", action="store_true", help="the service on https (a self-signed certificate that "
+                    "evalgate and the bare client trust through SSL_CERT_FILE)")
     args = ap.parse_args()
     print(versions.header(), flush=True)
     exe = str(Path(sys.executable).with_name("evalgate"))
     work = Path(tempfile.mkdtemp(prefix="evalgate-http-"))
-    server = bench_pipeline.Server(args.delay_ms / 1000)
+    tls = bench_pipeline.self_signed(work) if args.https else None
+    env = {**os.environ, "SSL_CERT_FILE": str(tls[0])} if tls else None
+    server = bench_pipeline.Server(args.delay_ms / 1000, tls)
     try:
         path = suite(work, args.cases, server.base_url)
         for conc in (int(c) for c in args.concurrency.split(",")):
             walls, cpus, p50s, p95s, floors = [], [], [], [], []
             for r in range(args.runs):
-                floors.append(floor(f"{server.base_url}/chat/completions", args.cases, conc))
+                floors.append(floor(f"{server.base_url}/chat/completions", args.cases, conc, tls[0] if tls else None))
                 db = work / f"h-{conc}-{r}.duckdb"
                 before = server.count()
                 load = os.getloadavg()[0]
                 t0 = time.perf_counter()
                 proc = subprocess.Popen([exe, "run", str(path), "-j", str(conc), "--db", str(db), "--json"], cwd=work,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
                 _, status, usage = os.wait4(proc.pid, 0)
                 wall = time.perf_counter() - t0
                 code = os.waitstatus_to_exitcode(status)

@@ -51,7 +51,7 @@ DOCS = [
 # --- the server (a subprocess) ---------------------------------------------------------
 
 
-async def _serve(port: int, delay: float, ready: Any) -> None:
+async def _serve(port: int, delay: float, ready: Any, tls: tuple[str, str] | None = None) -> None:
     count = 0
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -85,7 +85,13 @@ async def _serve(port: int, delay: float, ready: Any) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+    context = None
+    if tls is not None:  # https: a certificate and its key, e.g. from self_signed()
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512, ssl=context)
     ready()
     async with server:
         await server.serve_forever()
@@ -94,23 +100,38 @@ async def _serve(port: int, delay: float, ready: Any) -> None:
 class Server:
     """The fake endpoint in a child process."""
 
-    def __init__(self, delay: float):
+    def __init__(self, delay: float, tls: tuple[Path, Path] | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port), "--delay", str(delay)],
-                                     stdout=subprocess.PIPE, text=True)
+        extra = ["--tls", str(tls[0]), str(tls[1])] if tls else []
+        self.proc = subprocess.Popen([sys.executable, __file__, "--serve", str(self.port), "--delay", str(delay),
+                                      *extra], stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.proc.stdout.readline()  # "ready"
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/v1"
+        self.context: Any = None  # what a client trusts to reach it over https
+        if tls:
+            import ssl
+
+            self.context = ssl.create_default_context(cafile=str(tls[0]))
 
     def count(self) -> int:
-        with urllib.request.urlopen(f"{self.base_url}/count", timeout=10) as resp:
+        with urllib.request.urlopen(f"{self.base_url}/count", timeout=10, context=self.context) as resp:
             return int(json.loads(resp.read())["requests"])
 
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (``openssl``), for serving https on this machine."""
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 # --- the suite ---------------------------------------------------------------------------
@@ -291,9 +312,10 @@ def main() -> None:
     parser.add_argument("--workdir", default=os.environ.get("EVALGATE_BENCH_DIR", os.path.join(tempfile.gettempdir(), "evalgate-bench-pipeline")))
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--delay", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--tls", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(_serve(args.serve, args.delay, lambda: print("ready", flush=True)))
+        asyncio.run(_serve(args.serve, args.delay, lambda: print("ready", flush=True), tuple(args.tls) if args.tls else None))
         return
     versions.print_header()  # what the figures below were measured with
     workdir = Path(args.workdir)

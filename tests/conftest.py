@@ -199,15 +199,35 @@ def query(db: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any
 
 
 @contextlib.contextmanager
-def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
-    """A real HTTP server on 127.0.0.1 with ``handler``; yields its OpenAI-style base URL (…/v1)."""
+def serving(handler: type[BaseHTTPRequestHandler], tls: tuple[Path, Path] | None = None) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 with ``handler``; yields its OpenAI-style base URL (…/v1). With ``tls`` (a
+    certificate and its key, e.g. the ``certificate`` fixture's) it serves https."""
     srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        import ssl
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        # each connection's handshake on its own handler thread, at its first read
+        srv.socket = context.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{srv.server_address[1]}/v1"
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made by openssl for this test session (trusted by nothing until a
+    test names it in SSL_CERT_FILE)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "server.crt", folder / "server.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
 
 
 SUPPORT_SERVICE = REPO / "tests" / "services" / "support_service.py"

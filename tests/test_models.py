@@ -336,7 +336,11 @@ def test_plain_http_endpoints_reuse_connections_and_read_chunked_answers() -> No
 def test_the_small_transport_can_be_turned_off(server: str, monkeypatch) -> None:
     from evalgate.models.transport import http_client_for
 
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
     assert http_client_for("http://127.0.0.1:9/v1", 5) is not None
+    assert http_client_for("https://api.example.com/v1", 5) is not None
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")  # https through a proxy: the openai client's transport
     assert http_client_for("https://api.example.com/v1", 5) is None
     monkeypatch.setenv("EVALGATE_HTTP_TRANSPORT", "default")
     assert http_client_for("http://127.0.0.1:9/v1", 5) is None

@@ -149,11 +149,12 @@ class ModelClient:
         return self._client
 
     def _connect(self) -> None:
-        """Build what the calls go through: the keep-alive pool for an http:// endpoint, else the openai client."""
+        """Build what the calls go through: the keep-alive pool for the endpoints it takes (``transport.pooled``),
+        else the openai client."""
         if self._plain is None and self._client is None:
-            from .transport import plain_http
+            from .transport import pooled
 
-            if plain_http(self.base_url):
+            if pooled(self.base_url):
                 self._plain = _PlainEndpoint(self.base_url, self._key, self._headers, self.timeout_s)
             else:
                 self._openai()
@@ -249,7 +250,8 @@ def _json_default(value: Any) -> Any:
 
 
 class _PlainEndpoint:
-    """Chat-completions POSTs to an http:// endpoint on the keep-alive pool, without the openai package or httpx2.
+    """Chat-completions POSTs to an http:// or https:// endpoint on the keep-alive pool, without the openai package
+    or httpx2.
 
     What the endpoint is sent and what a call gives back are the openai client's (on the same pool), as
     ``ModelClient`` uses it (no SDK retries, the body as given): the same URL (the base URL's path and
@@ -269,7 +271,8 @@ class _PlainEndpoint:
 
         self.pool, self.timeout_s = KeepAlivePool(), timeout_s
         parts = urlsplit(base_url)
-        self.host, self.port = parts.hostname or "", parts.port or 80
+        self.tls = parts.scheme == "https"
+        self.host, self.port = parts.hostname or "", parts.port or (443 if self.tls else 80)
         path = parts.path if parts.path.endswith("/") else parts.path + "/"  # as the SDK joins it (query and all)
         self.target = path + (f"?{parts.query}" if parts.query else "") + "chat/completions"
         merged = {"accept": ("Accept", "application/json"), "accept-encoding": ("Accept-Encoding", "gzip, deflate"),
@@ -293,19 +296,23 @@ class _PlainEndpoint:
     async def post(self, body: dict[str, Any]) -> Any:
         import json
 
-        from .transport import ExchangeError
+        from .transport import ExchangeError, authority
 
         content = json.dumps(body, default=_json_default, ensure_ascii=False, separators=(",", ":"),
                              allow_nan=False).encode()
         if self.bad_header is not None:
             raise self.bad_header
-        payload = (f"POST {self.target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{self.head}"
+        payload = (f"POST {self.target} HTTP/1.1\r\nHost: {authority(self.host, self.port, self.tls)}\r\n{self.head}"
                    f"Content-Length: {len(content)}\r\n\r\n").encode("latin-1") + content
         timeouts = {"connect": self.timeout_s, "read": self.timeout_s, "write": self.timeout_s, "pool": self.timeout_s}
         try:
-            status, headers, data = await self.pool.exchange(self.host, self.port, payload, timeouts)
+            status, headers, data = await self.pool.exchange(self.host, self.port, payload, timeouts, self.tls)
         except ExchangeError as exc:
-            raise _Failed("timeout" if exc.kind.endswith("timeout") else "connection", "Connection error.") from None
+            if exc.kind.endswith("timeout"):
+                raise _Failed("timeout") from None
+            # the SDK says only "Connection error."; a certificate not trusted says so, with what to do
+            tls = " " + exc.message if "SSL" in exc.message else ""
+            raise _Failed("connection", "Connection error." + tls) from None
         answer = _Answer(status, headers, data)
         if not 200 <= status < 300:
             raise _Failed("status", _status_message(answer), status, answer.header("retry-after"))

@@ -1,18 +1,20 @@
-"""A small HTTP/1.1 keep-alive transport for plain-HTTP model endpoints.
+"""A small HTTP/1.1 keep-alive transport for model endpoints and services.
 
 httpx's connection pool checks every idle connection on every request,
 which at 64 calls in flight cost about 0.45 ms of CPU per call here, on the
-one thread that also routes, retrieves and scores. For ``http://``
-endpoints (a model server on this machine or the local network) this
-transport keeps a plain stack of idle connections instead. It speaks just
+one thread that also routes, retrieves and scores. This transport keeps a
+plain stack of idle connections per host instead, on ``http://`` and on
+``https://`` (TLS from the standard library, trusting what httpx trusts:
+``SSL_CERT_FILE`` / ``SSL_CERT_DIR``, else certifi's bundle). It speaks just
 what a chat-completions exchange needs: a request with a body, a response
-with Content-Length or chunked transfer encoding. ``https://`` endpoints
-keep the openai client's own transport.
+with Content-Length or chunked transfer encoding. An ``https://`` endpoint
+behind a proxy (``HTTPS_PROXY``, ``ALL_PROXY`` and not ``NO_PROXY``) keeps
+the openai client's own transport, which goes through the proxy.
 
 ``KeepAlivePool`` moves the bytes and needs no HTTP library: the model
-client posts to an ``http://`` endpoint through it directly.
-``KeepAliveTransport`` is the same pool as an httpx2 transport (httpx2 is
-imported only when it is asked for).
+client posts to an endpoint through it directly. ``KeepAliveTransport`` is
+the same pool as an httpx2 transport (httpx2 is imported only when it is
+asked for).
 
 The exchanges run on an I/O thread with its own event loop, which does
 nothing else: the run's loop routes and scores between awaits, and with 64
@@ -30,6 +32,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import ssl
 import sys
 import threading
 import time
@@ -203,9 +206,54 @@ class ExchangeError(Exception):
         self.kind, self.message = kind, message
 
 
-def plain_http(base_url: str) -> bool:
-    """Whether calls to ``base_url`` go through the keep-alive pool: http://, unless EVALGATE_HTTP_TRANSPORT=default."""
-    return base_url.startswith("http://") and os.environ.get("EVALGATE_HTTP_TRANSPORT") != "default"
+def pooled(url: str) -> bool:
+    """Whether calls to ``url`` go through the keep-alive pool: http://, and https:// unless a proxy is set for its
+    host; neither with EVALGATE_HTTP_TRANSPORT=default."""
+    if os.environ.get("EVALGATE_HTTP_TRANSPORT") == "default":
+        return False
+    if url.startswith("http://"):
+        return True
+    return url.startswith("https://") and not _proxied(url)
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment sends https to ``url``'s host through a proxy (HTTPS_PROXY or ALL_PROXY, in either
+    case, and the host not in NO_PROXY), as httpx reads it."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies_environment
+    from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+
+    proxies = getproxies_environment()
+    if not (proxies.get("https") or proxies.get("all")):
+        return False
+    host = urlsplit(url).hostname or ""
+    return not proxy_bypass_environment(host, proxies)
+
+
+def tls_context() -> Any:
+    """What an https connection of the pool trusts: SSL_CERT_FILE and SSL_CERT_DIR when set (as httpx with its
+    environment trusted, and the openai client, read them), else certifi's bundle (httpx's default), else the
+    system's certificates."""
+    return _tls_context(os.environ.get("SSL_CERT_FILE") or None, os.environ.get("SSL_CERT_DIR") or None)
+
+
+@functools.lru_cache(maxsize=4)
+def _tls_context(cafile: str | None, capath: str | None) -> Any:
+    if cafile is None and capath is None:
+        try:
+            import certifi
+
+            cafile = certifi.where()
+        except ImportError:
+            pass
+    context = ssl.create_default_context(cafile=cafile, capath=capath)
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+def authority(host: str, port: int, tls: bool) -> str:
+    """The Host header's value: the port left out where it is the scheme's own."""
+    return host if port == (443 if tls else 80) else f"{host}:{port}"
 
 
 class KeepAlivePool:
@@ -213,24 +261,25 @@ class KeepAlivePool:
 
     def __init__(self, max_idle: int = 256):
         self.max_idle = max_idle
-        self._idle: dict[tuple[str, int], list[_Connection]] = {}
+        self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
         self._io: _IOThread | None = None
 
-    async def exchange(self, host: str, port: int, payload: bytes,
-                       timeouts: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send ``payload`` (a whole request) and read the response: status, headers, body (de-chunked)."""
+    async def exchange(self, host: str, port: int, payload: bytes, timeouts: dict[str, Any],
+                       tls: bool = False) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send ``payload`` (a whole request) and read the response: status, headers, body (de-chunked); over TLS
+        (``tls_context``) with ``tls``."""
         timing = EXCHANGE.get()
         if timing is None:
             timing = Exchange()
         if self._io is None:
             self._io = _IOThread()
-        return await self._io.run(self._exchange(host, port, payload, timeouts, timing))
+        return await self._io.run(self._exchange((host, port, tls), payload, timeouts, timing))
 
-    async def _exchange(self, host: str, port: int, payload: bytes,
+    async def _exchange(self, where: tuple[str, int, bool], payload: bytes,
                         timeouts: dict[str, Any], timing: Exchange) -> tuple[int, list[tuple[str, str]], bytes]:
         """One request and its response, on the I/O loop; ``timing`` gets the attempt that answered."""
         for attempt in (0, 1):
-            conn, reused = await self._connection(host, port, timeouts.get("connect"))
+            conn, reused = await self._connection(where, timeouts.get("connect"))
             try:
                 timing.sent = time.perf_counter()
                 conn.writer.write(payload)
@@ -248,29 +297,37 @@ class KeepAlivePool:
                 conn.close()
                 raise ExchangeError("protocol", str(exc)) from None
             if keep:
-                self._release(host, port, conn)
+                self._release(where, conn)
             else:
                 conn.close()
             return status, headers, content
         raise ExchangeError("read", "connection closed")  # unreachable: the loop returns or raises
 
-    async def _connection(self, host: str, port: int, timeout: float | None) -> tuple[_Connection, bool]:
-        idle = self._idle.get((host, port))
+    async def _connection(self, where: tuple[str, int, bool], timeout: float | None) -> tuple[_Connection, bool]:
+        idle = self._idle.get(where)
         while idle:
             conn = idle.pop()
             if not conn.reader.at_eof() and not conn.writer.is_closing():
                 return conn, True
             conn.close()
+        host, port, tls = where
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port, limit=_MAX_HEAD * 16), timeout)
+            opening = (asyncio.open_connection(host, port, limit=_MAX_HEAD * 16, ssl=tls_context(),
+                                               server_hostname=host) if tls
+                       else asyncio.open_connection(host, port, limit=_MAX_HEAD * 16))
+            reader, writer = await asyncio.wait_for(opening, timeout)
         except asyncio.TimeoutError:
             raise ExchangeError("connect_timeout", f"no connection to {host}:{port} within {timeout}s") from None
+        except ssl.SSLError as exc:
+            hint = (" (SSL_CERT_FILE names the certificates to trust: a bundle with your CA's)"
+                    if isinstance(exc, ssl.SSLCertVerificationError) else "")
+            raise ExchangeError("connect", f"{host}:{port}: {exc}{hint}") from None
         except OSError as exc:
             raise ExchangeError("connect", f"{host}:{port}: {exc}") from None
         return _Connection(reader, writer), False
 
-    def _release(self, host: str, port: int, conn: _Connection) -> None:
-        idle = self._idle.setdefault((host, port), [])
+    def _release(self, where: tuple[str, int, bool], conn: _Connection) -> None:
+        idle = self._idle.setdefault(where, [])
         if len(idle) < self.max_idle:
             idle.append(conn)
         else:
@@ -351,13 +408,14 @@ def pool_transport(library: str = "httpx2") -> Any:
 
         async def handle_async_request(self, request: Any) -> Any:
             url = request.url
-            if url.scheme != "http":
-                raise lib.UnsupportedProtocol(f"KeepAliveTransport speaks plain http, not {url.scheme}")
-            host, port = url.host, url.port or 80
+            if url.scheme not in ("http", "https"):
+                raise lib.UnsupportedProtocol(f"KeepAliveTransport speaks http and https, not {url.scheme}")
+            tls = url.scheme == "https"
+            host, port = url.host, url.port or (443 if tls else 80)
             timeouts = request.extensions.get("timeout") or {}
             body = await request.aread()
             target = url.raw_path.decode("ascii")
-            head = [f"{request.method} {target} HTTP/1.1", f"Host: {host}:{port}"]
+            head = [f"{request.method} {target} HTTP/1.1", f"Host: {authority(host, port, tls)}"]
             for name, value in request.headers.multi_items():
                 if any(c in name or c in value for c in "\r\n\0"):  # a templated value cannot add a header
                     raise lib.LocalProtocolError(f"illegal character in the header {name!r}")
@@ -369,7 +427,7 @@ def pool_transport(library: str = "httpx2") -> Any:
             except UnicodeEncodeError as exc:
                 raise lib.LocalProtocolError(f"a header is not Latin-1 text: {exc}") from None
             try:
-                status, headers, content = await self.pool.exchange(host, port, payload, timeouts)
+                status, headers, content = await self.pool.exchange(host, port, payload, timeouts, tls)
             except ExchangeError as exc:
                 if exc.kind.startswith("connect"):
                     raise errors[exc.kind](exc.message) from None
@@ -390,12 +448,13 @@ def __getattr__(name: str) -> Any:
 
 
 def http_client_for(base_url: str, timeout_s: float) -> Any:
-    """An httpx2 client on the keep-alive transport for http:// endpoints; None (the openai default) otherwise.
+    """An httpx2 client on the keep-alive transport for the endpoints it serves (``pooled``); None (the openai
+    default) otherwise.
 
     ``EVALGATE_HTTP_TRANSPORT=default`` keeps the openai client's own transport everywhere (for a proxy or
     server this small transport does not speak to).
     """
-    if not plain_http(base_url):
+    if not pooled(base_url):
         return None
     import httpx2
 

@@ -61,7 +61,9 @@ class HttpTarget:
         self._shape: RequestShape | None = None
         self._client: Any = None
         self._pooled: Any = None
-        """An httpx client on the keep-alive pool, for plain http:// URLs (None: every request goes by httpx's)."""
+        """An httpx client on the keep-alive pool, for the URLs it takes (``transport.pooled``; None: every request
+        goes by httpx's)."""
+        self._by_pool: dict[str, bool] = {}
         self._secrets: list[str] = []
 
     async def start(self) -> None:
@@ -78,10 +80,10 @@ class HttpTarget:
         self._shape = RequestShape(url, self.method, headers, self.body)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         self._client = httpx.AsyncClient(limits=limits, trust_env=False)
-        from ..models.transport import plain_http, pool_transport
+        from ..models.transport import pool_transport, pooled
 
-        if plain_http(url) and (self.response is None or self.response.delta is None):
-            # plain http:// without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
+        if pooled(url) and (self.response is None or self.response.delta is None):
+            # http:// or https:// (no proxy) without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
             # I/O thread (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
             self._pooled = httpx.AsyncClient(transport=pool_transport("httpx")(), trust_env=False)
 
@@ -117,7 +119,7 @@ class HttpTarget:
             "content": exchange.text_body.encode("utf-8")}
         if self.method == "GET":
             kwargs = {}
-        pooled = self._pooled is not None and exchange.url.startswith("http://")
+        pooled = self._pooled is not None and self._goes_by_pool(exchange.url)
         timing = Exchange_() if pooled else None
         token = EXCHANGE.set(timing) if timing is not None else None
         try:
@@ -125,6 +127,17 @@ class HttpTarget:
         finally:
             if token is not None:
                 EXCHANGE.reset(token)
+
+    def _goes_by_pool(self, url: str) -> bool:
+        """Whether the keep-alive pool takes a request to ``url`` (a templated URL may name another scheme or host
+        than the target's own): asked once per scheme and host."""
+        key = url.partition("://")[0] + "://" + url.partition("://")[2].partition("/")[0]
+        found = self._by_pool.get(key)
+        if found is None:
+            from ..models.transport import pooled
+
+            found = self._by_pool[key] = pooled(url)
+        return found
 
     async def _answer(self, exchange: Exchange, headers: dict[str, str], kwargs: dict[str, Any], start: float,
                       timeout_s: float, timing: Any) -> Reply:
