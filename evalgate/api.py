@@ -157,6 +157,9 @@ def run(paths: list[str] | None = None, *, config: Config | None = None, store_p
         finally:
             for t in started:
                 await t.close()
+            from .models.shared import close_shared
+
+            await close_shared()  # the judges' and simulated users' clients (their I/O threads) end with the run
 
     joined = None
     if options.executor is not None and options.distributed is None:

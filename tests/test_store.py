@@ -316,6 +316,7 @@ def test_a_store_that_runs_out_of_space_keeps_what_it_stored_and_the_run_resumes
         go.touch()
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 3, (out, err)
+        assert out.strip(), err[-3000:]
         s = json.loads(out)["suites"][0]
         assert s["status"] == "stopped" and s["cases"] == 601
         reason = s["verdict"]["reasons"][0]

@@ -284,8 +284,11 @@ class _PlainEndpoint:
                 merged[header.lower()] = (header, os.environ[env])
         for name, value in headers.items():  # the configured headers win, whatever their case
             merged[name.lower()] = (name, value)
-        self.head = "".join(f"{name}: {value}\r\n" for name, value in merged.values()
-                            if name.lower() not in ("host", "content-length", "transfer-encoding", "connection"))
+        sent = [(name, value) for name, value in merged.values()
+                if name.lower() not in ("host", "content-length", "transfer-encoding", "connection")]
+        self.head = "".join(f"{name}: {value}\r\n" for name, value in sent)
+        self.head_elsewhere = "".join(f"{name}: {value}\r\n" for name, value in sent if name.lower() != "authorization")
+        """The headers for another origin a redirect leads to: without the key, as httpx sends them."""
         self.bad_header: Exception | None = None
         try:  # httpx takes header values as ASCII: any other is an error at each call, as through it
             for name, value in merged.values():
@@ -302,17 +305,29 @@ class _PlainEndpoint:
                              allow_nan=False).encode()
         if self.bad_header is not None:
             raise self.bad_header
-        payload = (f"POST {self.target} HTTP/1.1\r\nHost: {authority(self.host, self.port, self.tls)}\r\n{self.head}"
-                   f"Content-Length: {len(content)}\r\n\r\n").encode("latin-1") + content
         timeouts = {"connect": self.timeout_s, "read": self.timeout_s, "write": self.timeout_s, "pool": self.timeout_s}
-        try:
-            status, headers, data = await self.pool.exchange(self.host, self.port, payload, timeouts, self.tls)
-        except ExchangeError as exc:
-            if exc.kind.endswith("timeout"):
-                raise _Failed("timeout") from None
-            # the SDK says only "Connection error."; a certificate not trusted says so, with what to do
-            tls = " " + exc.message if "SSL" in exc.message else ""
-            raise _Failed("connection", "Connection error." + tls) from None
+        where, head = (self.tls, self.host, self.port, self.target), self.head
+        for _ in range(_MAX_REDIRECTS + 1):
+            tls, host, port, target = where
+            payload = (f"POST {target} HTTP/1.1\r\nHost: {authority(host, port, tls)}\r\n{head}"
+                       f"Content-Length: {len(content)}\r\n\r\n").encode("latin-1") + content
+            try:
+                status, headers, data = await self.pool.exchange(host, port, payload, timeouts, tls)
+            except ExchangeError as exc:
+                if exc.kind.endswith("timeout"):
+                    raise _Failed("timeout") from None
+                # the SDK says only "Connection error."; what evalgate can tell more is said after it
+                raise _Failed("connection", f"Connection error. {exc.message}") from None
+            location = _header(headers, "location") if status in (307, 308) else None
+            if location is None:
+                break
+            # a 307 or 308 is followed with the same POST, as the openai client follows it; another origin is not
+            # sent the key
+            where = _redirected(where, location)
+            if where[:3] != (self.tls, self.host, self.port):
+                head = self.head_elsewhere
+        else:
+            raise _Failed("connection", f"Connection error. more than {_MAX_REDIRECTS} redirects") from None
         answer = _Answer(status, headers, data)
         if not 200 <= status < 300:
             raise _Failed("status", _status_message(answer), status, answer.header("retry-after"))
@@ -323,6 +338,28 @@ class _PlainEndpoint:
 
     async def close(self) -> None:
         await self.pool.aclose()
+
+
+_MAX_REDIRECTS = 20
+"""As httpx's."""
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((v for n, v in headers if n.lower() == name), None)
+
+
+def _redirected(where: tuple[bool, str, int, str], location: str) -> tuple[bool, str, int, str]:
+    """Where a redirect's Location leads from ``where`` (tls, host, port, target)."""
+    from urllib.parse import urljoin, urlsplit
+
+    tls, host, port, target = where
+    base = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}{target}"
+    parts = urlsplit(urljoin(base, location))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _Failed("connection", f"Connection error. a redirect to {location[:200]!r}")
+    tls = parts.scheme == "https"
+    return tls, parts.hostname, parts.port or (443 if tls else 80), (parts.path or "/") + (
+        f"?{parts.query}" if parts.query else "")
 
 
 class _Answer:

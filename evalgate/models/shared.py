@@ -40,3 +40,10 @@ def shared_client(base_url: str, api_key_env: str | None, concurrency: int, time
         per_loop[key] = ModelClient(base_url, api_key_env=api_key_env, concurrency=concurrency, timeout_s=timeout_s,
                                     cache=response_cache, cache_mode=mode, offline=offline)
     return per_loop[key]
+
+
+async def close_shared() -> None:
+    """Close the clients shared on the running loop (a run's end): their connections, their I/O threads."""
+    per_loop = _clients.pop(asyncio.get_running_loop(), {})
+    for client in per_loop.values():
+        await client.close()

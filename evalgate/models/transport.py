@@ -43,6 +43,15 @@ from .exchange import EXCHANGE, Exchange
 
 _MAX_HEAD = 64 * 1024
 _T = TypeVar("_T")
+MAX_BODY_BYTES = 64 * 1024 * 1024
+"""The largest answer the pool reads (a model's or a service's); a larger one fails its call, unread."""
+_UNKNOWN_ISSUER = (18, 19, 20, 21)
+"""OpenSSL's verify codes for a certificate whose issuer is not trusted here (self-signed, or a CA not in the
+bundle): the ones SSL_CERT_FILE can mend (a wrong host name or an expired certificate it cannot)."""
+
+
+class _TooLarge(ValueError):
+    """An answer larger than the caller's limit."""
 
 SWITCH_INTERVAL_S = 0.0005
 """The longest the thread that routes and scores holds the GIL while the I/O thread waits for it, as long as an I/O
@@ -62,9 +71,10 @@ def _shorten_switch_interval() -> None:
     with _switch_lock:
         _switch_holders += 1
         before = sys.getswitchinterval()
-        if _switch_holders == 1 and before > SWITCH_INTERVAL_S:
+        if before > SWITCH_INTERVAL_S:  # also when the process set it longer while another I/O thread ran
             sys.setswitchinterval(SWITCH_INTERVAL_S)
-            _switch_set = (before, sys.getswitchinterval())
+            if _switch_set is None:
+                _switch_set = (before, sys.getswitchinterval())
 
 
 def _restore_switch_interval() -> None:
@@ -178,12 +188,23 @@ class _IOThread:
                 future.set_result(task.result())
 
     def stop(self) -> None:
+        """Stop the loop once the exchanges still on it have been cancelled and have ended (an interrupted run's)."""
         if self.loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.loop.call_soon_threadsafe(self._stop_when_drained)
         if threading.current_thread() is not self.thread:
             self.thread.join(5)
+
+    def _stop_when_drained(self) -> None:
+        pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        if not pending:
+            self.loop.stop()
+            return
+        drained = asyncio.gather(*pending, return_exceptions=True)
+        drained.add_done_callback(lambda _: self.loop.stop())
 
 
 class _Connection:
@@ -199,35 +220,41 @@ class _Connection:
 
 
 class ExchangeError(Exception):
-    """An exchange that failed: ``kind`` is connect_timeout, connect, read_timeout, read or protocol."""
+    """An exchange that failed: ``kind`` is connect_timeout, connect, read_timeout, read, protocol or too_large."""
 
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind, self.message = kind, message
 
 
-def pooled(url: str) -> bool:
-    """Whether calls to ``url`` go through the keep-alive pool: http://, and https:// unless a proxy is set for its
-    host; neither with EVALGATE_HTTP_TRANSPORT=default."""
+def pooled(url: str, *, proxies: bool = True) -> bool:
+    """Whether calls to ``url`` go through the keep-alive pool: http://, and https:// unless (with ``proxies``) the
+    environment sends it through a proxy; neither with EVALGATE_HTTP_TRANSPORT=default."""
     if os.environ.get("EVALGATE_HTTP_TRANSPORT") == "default":
         return False
     if url.startswith("http://"):
         return True
-    return url.startswith("https://") and not _proxied(url)
+    return url.startswith("https://") and not (proxies and _proxied(url))
 
 
 def _proxied(url: str) -> bool:
-    """Whether the environment sends https to ``url``'s host through a proxy (HTTPS_PROXY or ALL_PROXY, in either
-    case, and the host not in NO_PROXY), as httpx reads it."""
-    from urllib.parse import urlsplit
-    from urllib.request import getproxies_environment
-    from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # public, not in typeshed
+    """Whether the openai client (httpx2, its environment trusted) sends ``url`` through a proxy: asked of httpx2's
+    own reading of HTTPS_PROXY, ALL_PROXY and NO_PROXY (``.example.com`` is its subdomains only, as in curl), and
+    httpx2 imported only when such a proxy is set."""
+    from urllib.request import getproxies
 
-    proxies = getproxies_environment()
+    proxies = getproxies()
     if not (proxies.get("https") or proxies.get("all")):
         return False
-    host = urlsplit(url).hostname or ""
-    return not proxy_bypass_environment(host, proxies)
+    import httpx2
+    from httpx2._utils import URLPattern, get_environment_proxies
+
+    target = httpx2.URL(url)
+    patterns = sorted((URLPattern(key), proxy) for key, proxy in get_environment_proxies().items())
+    for pattern, proxy in patterns:  # most specific first, as httpx2 mounts them
+        if pattern.matches(target):
+            return proxy is not None
+    return False
 
 
 def tls_context() -> Any:
@@ -252,8 +279,9 @@ def _tls_context(cafile: str | None, capath: str | None) -> Any:
 
 
 def authority(host: str, port: int, tls: bool) -> str:
-    """The Host header's value: the port left out where it is the scheme's own."""
-    return host if port == (443 if tls else 80) else f"{host}:{port}"
+    """The Host header's value: an IPv6 address in brackets, the port left out where it is the scheme's own."""
+    name = f"[{host}]" if ":" in host else host
+    return name if port == (443 if tls else 80) else f"{name}:{port}"
 
 
 class KeepAlivePool:
@@ -265,50 +293,63 @@ class KeepAlivePool:
         self._io: _IOThread | None = None
 
     async def exchange(self, host: str, port: int, payload: bytes, timeouts: dict[str, Any],
-                       tls: bool = False) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send ``payload`` (a whole request) and read the response: status, headers, body (de-chunked); over TLS
-        (``tls_context``) with ``tls``."""
+                       tls: bool = False, max_body: int = MAX_BODY_BYTES) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Send ``payload`` (a whole request) and read the response: status, headers, body (de-chunked, at most
+        ``max_body`` bytes); over TLS (``tls_context``) with ``tls``."""
         timing = EXCHANGE.get()
         if timing is None:
             timing = Exchange()
         if self._io is None:
             self._io = _IOThread()
-        return await self._io.run(self._exchange((host, port, tls), payload, timeouts, timing))
+        return await self._io.run(self._exchange((host, port, tls), payload, timeouts, timing, max_body))
 
-    async def _exchange(self, where: tuple[str, int, bool], payload: bytes,
-                        timeouts: dict[str, Any], timing: Exchange) -> tuple[int, list[tuple[str, str]], bytes]:
-        """One request and its response, on the I/O loop; ``timing`` gets the attempt that answered."""
-        for attempt in (0, 1):
-            conn, reused = await self._connection(where, timeouts.get("connect"))
-            try:
-                timing.sent = time.perf_counter()
-                conn.writer.write(payload)
-                status, headers, content, keep = await asyncio.wait_for(self._read(conn.reader), timeouts.get("read"))
-                timing.received = time.perf_counter()
-            except asyncio.TimeoutError:
-                conn.close()
-                raise ExchangeError("read_timeout", f"no response within {timeouts.get('read')}s") from None
-            except (ConnectionError, asyncio.IncompleteReadError, OSError) as exc:
-                conn.close()
-                if reused and attempt == 0:
-                    continue  # the server closed an idle connection: once more on a fresh one
-                raise ExchangeError("read", f"{type(exc).__name__}: {exc}") from None
-            except ValueError as exc:
-                conn.close()
-                raise ExchangeError("protocol", str(exc)) from None
-            if keep:
-                self._release(where, conn)
-            else:
-                conn.close()
-            return status, headers, content
-        raise ExchangeError("read", "connection closed")  # unreachable: the loop returns or raises
+    async def _exchange(self, where: tuple[str, int, bool], payload: bytes, timeouts: dict[str, Any],
+                        timing: Exchange, max_body: int) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One request and its response, on the I/O loop. A request is sent once: a connection that fails after it
+        was written may have been answered by the system (the client's retries decide, as through httpx)."""
+        conn = await self._connection(where, timeouts.get("connect"))
+        try:
+            timing.sent = time.perf_counter()
+            conn.writer.write(payload)
+            status, headers, content, keep = await asyncio.wait_for(self._read(conn.reader, max_body),
+                                                                    timeouts.get("read"))
+            timing.received = time.perf_counter()
+        except asyncio.TimeoutError:
+            conn.close()
+            raise ExchangeError("read_timeout", f"no response within {timeouts.get('read')}s") from None
+        except asyncio.IncompleteReadError as exc:
+            conn.close()
+            said = "without sending a response" if not exc.partial else "in the middle of the response"
+            raise ExchangeError("read", f"the server disconnected {said}") from None
+        except asyncio.LimitOverrunError:
+            conn.close()
+            raise ExchangeError("protocol", f"a response line or header block longer than {_MAX_HEAD * 16} bytes"
+                                ) from None
+        except (ConnectionError, OSError) as exc:
+            conn.close()
+            raise ExchangeError("read", f"{type(exc).__name__}: {exc}") from None
+        except _TooLarge as exc:
+            conn.close()
+            raise ExchangeError("too_large", str(exc)) from None
+        except ValueError as exc:
+            conn.close()
+            raise ExchangeError("protocol", str(exc)) from None
+        except BaseException:  # cancelled (a deadline, Ctrl-C): the connection may be mid-answer
+            conn.close()
+            raise
+        if keep:
+            self._release(where, conn)
+        else:
+            conn.close()
+        return status, headers, content
 
-    async def _connection(self, where: tuple[str, int, bool], timeout: float | None) -> tuple[_Connection, bool]:
+    async def _connection(self, where: tuple[str, int, bool], timeout: float | None) -> _Connection:
+        """An idle connection the server has not closed, else a new one."""
         idle = self._idle.get(where)
         while idle:
             conn = idle.pop()
             if not conn.reader.at_eof() and not conn.writer.is_closing():
-                return conn, True
+                return conn
             conn.close()
         host, port, tls = where
         try:
@@ -319,12 +360,12 @@ class KeepAlivePool:
         except asyncio.TimeoutError:
             raise ExchangeError("connect_timeout", f"no connection to {host}:{port} within {timeout}s") from None
         except ssl.SSLError as exc:
-            hint = (" (SSL_CERT_FILE names the certificates to trust: a bundle with your CA's)"
-                    if isinstance(exc, ssl.SSLCertVerificationError) else "")
+            unknown_issuer = isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_code in _UNKNOWN_ISSUER
+            hint = " (SSL_CERT_FILE names the certificates to trust: a bundle with your CA's)" if unknown_issuer else ""
             raise ExchangeError("connect", f"{host}:{port}: {exc}{hint}") from None
         except OSError as exc:
             raise ExchangeError("connect", f"{host}:{port}: {exc}") from None
-        return _Connection(reader, writer), False
+        return _Connection(reader, writer)
 
     def _release(self, where: tuple[str, int, bool], conn: _Connection) -> None:
         idle = self._idle.setdefault(where, [])
@@ -334,13 +375,18 @@ class KeepAlivePool:
             conn.close()
 
     @staticmethod
-    async def _read(reader: asyncio.StreamReader) -> tuple[int, list[tuple[str, str]], bytes, bool]:
-        raw = await reader.readuntil(b"\r\n\r\n")
-        lines = raw[:-4].decode("latin-1").split("\r\n")
-        version, _, rest = lines[0].partition(" ")
-        if not version.startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
-        status = int(rest.split(" ", 1)[0])
+    async def _read(reader: asyncio.StreamReader, max_body: int) -> tuple[int, list[tuple[str, str]], bytes, bool]:
+        while True:
+            raw = await reader.readuntil(b"\r\n\r\n")
+            lines = raw[:-4].decode("latin-1").split("\r\n")
+            version, _, rest = lines[0].partition(" ")
+            if not version.startswith("HTTP/1."):
+                raise ValueError(f"not an HTTP/1.x response: {lines[0][:80]!r}")
+            status = int(rest.split(" ", 1)[0])
+            if not 100 <= status < 200 or status == 101:
+                break  # an interim answer (100 Continue, 103 Early Hints) is followed by the response
+        if status == 101:
+            raise ValueError("the server switched protocols (101), which a request and its answer do not")
         headers: list[tuple[str, str]] = []
         length: int | None = None
         chunked = False
@@ -357,21 +403,36 @@ class KeepAlivePool:
             elif lower == "connection":
                 connection = value.lower()
         keep = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
+        if status in (204, 304):  # no body, whatever the headers say
+            return status, headers, b"", keep
         if chunked:
             parts = []
+            size = 0
             while True:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
-                if size == 0:
-                    await reader.readuntil(b"\r\n")  # trailers are not used by model endpoints
+                chunk = int((await reader.readuntil(b"\r\n")).split(b";")[0].strip(), 16)
+                if chunk == 0:
+                    while await reader.readuntil(b"\r\n") != b"\r\n":
+                        pass  # trailers, up to the blank line (model endpoints send none worth reading)
                     break
-                parts.append(await reader.readexactly(size))
+                size += chunk
+                if size > max_body:
+                    raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB")
+                parts.append(await reader.readexactly(chunk))
                 await reader.readexactly(2)
             content = b"".join(parts)
             headers = [(n, v) for n, v in headers if n.lower() != "transfer-encoding"]
         elif length is not None:
+            if length > max_body:
+                raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB (Content-Length {length})")
             content = await reader.readexactly(length)
-        else:
-            content, keep = await reader.read(), False
+        else:  # the body is what comes until the server closes
+            parts, size = [], 0
+            while block := await reader.read(1 << 16):
+                size += len(block)
+                if size > max_body:
+                    raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB")
+                parts.append(block)
+            content, keep = b"".join(parts), False
         return status, headers, content, keep
 
     async def aclose(self) -> None:
@@ -397,14 +458,15 @@ def pool_transport(library: str = "httpx2") -> Any:
     import importlib
 
     lib = importlib.import_module(library)
-    errors = {"connect_timeout": lib.ConnectTimeout, "connect": lib.ConnectError,
-              "read_timeout": lib.ReadTimeout, "read": lib.ReadError, "protocol": lib.RemoteProtocolError}
+    errors = {"connect_timeout": lib.ConnectTimeout, "connect": lib.ConnectError, "read_timeout": lib.ReadTimeout,
+              "read": lib.ReadError, "protocol": lib.RemoteProtocolError, "too_large": lib.ReadError}
 
     class KeepAliveTransport(lib.AsyncBaseTransport):  # type: ignore[misc,name-defined]
-        """The keep-alive pool as a transport."""
+        """The keep-alive pool as a transport; an answer larger than ``max_body`` bytes is a ReadError."""
 
-        def __init__(self, max_idle: int = 256):
+        def __init__(self, max_idle: int = 256, max_body: int = MAX_BODY_BYTES):
             self.pool = KeepAlivePool(max_idle)
+            self.max_body = max_body
 
         async def handle_async_request(self, request: Any) -> Any:
             url = request.url
@@ -427,7 +489,7 @@ def pool_transport(library: str = "httpx2") -> Any:
             except UnicodeEncodeError as exc:
                 raise lib.LocalProtocolError(f"a header is not Latin-1 text: {exc}") from None
             try:
-                status, headers, content = await self.pool.exchange(host, port, payload, timeouts, tls)
+                status, headers, content = await self.pool.exchange(host, port, payload, timeouts, tls, self.max_body)
             except ExchangeError as exc:
                 if exc.kind.startswith("connect"):
                     raise errors[exc.kind](exc.message) from None

@@ -82,10 +82,11 @@ class HttpTarget:
         self._client = httpx.AsyncClient(limits=limits, trust_env=False)
         from ..models.transport import pool_transport, pooled
 
-        if pooled(url) and (self.response is None or self.response.delta is None):
+        if pooled(url, proxies=False) and (self.response is None or self.response.delta is None):
             # http:// or https:// (no proxy) without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
             # I/O thread (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
-            self._pooled = httpx.AsyncClient(transport=pool_transport("httpx")(), trust_env=False)
+            self._pooled = httpx.AsyncClient(transport=pool_transport("httpx")(max_body=MAX_ANSWER_BYTES),
+                                             trust_env=False)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -136,7 +137,7 @@ class HttpTarget:
         if found is None:
             from ..models.transport import pooled
 
-            found = self._by_pool[key] = pooled(url)
+            found = self._by_pool[key] = pooled(url, proxies=False)  # httpx here goes by no proxy either
         return found
 
     async def _answer(self, exchange: Exchange, headers: dict[str, str], kwargs: dict[str, Any], start: float,
