@@ -41,8 +41,28 @@ def _flat(value: Any) -> str:
         return f"<{type(value).__name__} nested deeper than {MAX_DEPTH} levels>"
 
 
+def _plainly_storable(raw: Any) -> bool:
+    """Whether ``raw`` certainly needs nothing made storable, told in C (json) rather than by walking it: it is JSON
+    without NaN or infinity, valid Unicode throughout, too short to hold an oversize text and with too few brackets
+    to nest deeper than MAX_DEPTH. An answer this says no to is walked (most of them are fine all the same)."""
+    try:
+        text = json.dumps(raw, ensure_ascii=False, allow_nan=False, check_circular=False)
+    except (TypeError, ValueError, RecursionError):
+        return False
+    if len(text) > MAX_TEXT_BYTES // 4 or text.count("{") + text.count("[") >= MAX_DEPTH:
+        return False
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+    return True
+
+
 def storable(raw: Any) -> tuple[Any, list[str]]:
     """``raw`` with every value made storable, and what was changed (empty when nothing was)."""
+    if isinstance(raw, (dict, list)) and _plainly_storable(raw):
+        return raw, []
     notes: list[str] = []
 
     def walk(value: Any, depth: int, where: str) -> Any:

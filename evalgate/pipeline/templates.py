@@ -24,9 +24,13 @@ def compile_template(source: str) -> Any:
     from jinja2 import TemplateSyntaxError
 
     try:
-        return _environment().from_string(source)
+        template = _environment().from_string(source)
     except TemplateSyntaxError as exc:
         raise ValueError(f"template syntax error on its line {exc.lineno}: {exc.message}") from None
+    # its globals as one dict: jinja2 keeps them as a ChainMap over the environment's, which every render copies
+    # key by key (half the time of rendering "refund policy {{ input }}"); the environment's never change
+    template.globals = dict(template.globals)
+    return template
 
 
 class TemplateError(Exception):

@@ -45,23 +45,26 @@ class _QuoteFinder:
 
     def __init__(self, texts: Iterable[tuple[str, str]], n: int):
         self.n = n
-        self.index: dict[tuple[str, ...], set[str]] = {}
+        found: dict[tuple[str, ...], set[str]] = {}
         for doc_id, text in texts:
             words = _words(text)
             for i in range(len(words) - n + 1):
-                self.index.setdefault(tuple(words[i:i + n]), set()).add(doc_id)
+                found.setdefault(tuple(words[i:i + n]), set()).add(doc_id)
+        shared: dict[frozenset[str], frozenset[str]] = {}  # one object per set of documents: quotes are told apart
+        self.index: dict[tuple[str, ...], frozenset[str]] = {  # by it, not by every run of words they share
+            run: shared.setdefault(frozenset(docs), frozenset(docs)) for run, docs in found.items()}
 
     def runs(self, text: str) -> set[tuple[str, ...]]:
         """The runs of n words in ``text``."""
         words = _words(text)
         return {tuple(words[i:i + self.n]) for i in range(len(words) - self.n + 1)}
 
-    def quoted(self, text: str, skip: set[tuple[str, ...]] | None = None) -> list[set[str]]:
-        """For each quoted run (those in ``skip`` left out), the documents it appears in."""
+    def quoted(self, text: str, skip: set[tuple[str, ...]] | None = None) -> list[frozenset[str]]:
+        """The sets of documents the quoted runs (those in ``skip`` left out) appear in, each set once."""
         words = _words(text)
         runs = (tuple(words[i:i + self.n]) for i in range(len(words) - self.n + 1))
         found = (self.index.get(run) for run in runs if not skip or run not in skip)
-        return [docs for docs in found if docs]
+        return list({id(docs): docs for docs in found if docs}.values())
 
 
 def user_of(ctx: ScoreContext) -> User:
