@@ -112,6 +112,9 @@ class ResultWriter:
         """Why the run's own row could not be updated at the end (it then reads as interrupted)."""
         self._types: dict[str, dict[str, str]] | None = None
         self._reset()
+        # the batches are NumPy columns: imported now, before the first turn, not by the first flush on the writer
+        # thread, where its ~0.1 s held the GIL while the model I/O thread had answers to timestamp
+        import numpy  # noqa: F401
 
     def _reset(self) -> None:
         self._rows = Rows()
