@@ -71,15 +71,7 @@ class Scripted:
         finally:
             writer.close()
 
-    async def _close(self) -> None:
-        self.server.close()
-        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-        for t in handlers:
-            t.cancel()
-        await asyncio.gather(*handlers, return_exceptions=True)
-
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
@@ -253,36 +245,3 @@ def test_calls_cancelled_in_flight_end_before_the_pool_closes(tmp_path: Path) ->
                              timeout=60)
     assert out.returncode == 0 and out.stdout.strip() == "closed", out
     assert "destroyed but it is pending" not in out.stderr, out.stderr[-2000:]
-
-
-@pytest.mark.parametrize("stream", [
-    b"data: one\n\ndata: two\n\n",
-    b"data: one\r\n\r\ndata: two\r\n\r\n",
-    b"data: one\r\rdata:two\r\r",
-    b": a comment\nevent: delta\nid: 7\nretry: 10\ndata: a\ndata:  b\ndata\n\n",
-    b"data: done\n\ndata: no blank line after it\n",
-    b"\n\n\ndata: after blank lines\n\n",
-    "data: \u00e9t\u00e9 \u2603\n\n".encode(),
-])
-def test_a_stream_read_whole_gives_the_events_httpx_sse_gives(stream: bytes) -> None:
-    """The pool reads a stream whole and the http target splits it into events itself (to know where each ended):
-    the same events as httpx-sse reading it from the wire."""
-    import httpx
-    from httpx_sse import EventSource
-
-    from evalgate.targets.http import _events_in
-
-    async def theirs() -> list[str]:
-        resp = httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(stream))
-        return [e.data async for e in EventSource(resp).aiter_sse()]
-
-    ours = _events_in(stream)
-    assert [data for data, _ in ours] == asyncio.run(theirs())
-    assert all(0 < end <= len(stream) and stream[end - 1:end] in (b"\n", b"\r") for _, end in ours)
-
-
-def test_a_stream_s_byte_order_mark_is_not_part_of_its_first_field() -> None:
-    """As the HTML standard has it (httpx-sse reads the marked first line as an unknown field and drops it)."""
-    from evalgate.targets.http import _events_in
-
-    assert _events_in(b"\xef\xbb\xbfdata: bom\n\n") == [("bom", 14)]

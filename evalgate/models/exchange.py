@@ -15,20 +15,10 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class Exchange:
-    """When one request's first byte was sent and its response's last byte read (``time.perf_counter``); with
-    ``arrivals`` a list, also when each piece of a chunked or streamed body had arrived: (the body's bytes so far,
-    the time), so a streamed answer's first text can be timed where its bytes arrived."""
+    """When one request's first byte was sent and its response's last byte read (``time.perf_counter``)."""
 
     sent: float = 0.0
     received: float = 0.0
-    arrivals: list[tuple[int, float]] | None = None
-
-    def arrived(self, offset: int) -> float | None:
-        """When the body's first ``offset`` bytes had all arrived (None: not timed)."""
-        for size, at in self.arrivals or ():
-            if size >= offset:
-                return at
-        return None
 
     @property
     def ms(self) -> float | None:

@@ -311,8 +311,8 @@ class KeepAlivePool:
         try:
             timing.sent = time.perf_counter()
             conn.writer.write(payload)
-            status, headers, content, keep = await asyncio.wait_for(
-                self._read(conn.reader, max_body, timing.arrivals), timeouts.get("read"))
+            status, headers, content, keep = await asyncio.wait_for(self._read(conn.reader, max_body),
+                                                                    timeouts.get("read"))
             timing.received = time.perf_counter()
         except asyncio.TimeoutError:
             conn.close()
@@ -375,10 +375,7 @@ class KeepAlivePool:
             conn.close()
 
     @staticmethod
-    async def _read(reader: asyncio.StreamReader, max_body: int,
-                    arrivals: list[tuple[int, float]] | None = None) -> tuple[int, list[tuple[str, str]], bytes, bool]:
-        """The response: status, headers, body, whether the connection may be kept; each piece of a chunked body or
-        one read until the server closes noted in ``arrivals`` (its end offset, when it had arrived)."""
+    async def _read(reader: asyncio.StreamReader, max_body: int) -> tuple[int, list[tuple[str, str]], bytes, bool]:
         while True:
             raw = await reader.readuntil(b"\r\n\r\n")
             lines = raw[:-4].decode("latin-1").split("\r\n")
@@ -421,15 +418,13 @@ class KeepAlivePool:
                 if size > max_body:
                     raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB")
                 parts.append(await reader.readexactly(chunk))
-                if arrivals is not None:
-                    arrivals.append((size, time.perf_counter()))
                 await reader.readexactly(2)
             content = b"".join(parts)
             headers = [(n, v) for n, v in headers if n.lower() != "transfer-encoding"]
         elif length is not None:
             if length > max_body:
                 raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB (Content-Length {length})")
-            content = await reader.readexactly(length)  # not streamed: no arrivals
+            content = await reader.readexactly(length)
         else:  # the body is what comes until the server closes
             parts, size = [], 0
             while block := await reader.read(1 << 16):
@@ -437,8 +432,6 @@ class KeepAlivePool:
                 if size > max_body:
                     raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB")
                 parts.append(block)
-                if arrivals is not None:
-                    arrivals.append((size, time.perf_counter()))
             content, keep = b"".join(parts), False
         return status, headers, content, keep
 

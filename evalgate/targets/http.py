@@ -82,9 +82,9 @@ class HttpTarget:
         self._client = httpx.AsyncClient(limits=limits, trust_env=False)
         from ..models.transport import pool_transport, pooled
 
-        if pooled(url, proxies=False):
-            # evalgate's keep-alive pool, which times the bytes on its own I/O thread, a streamed answer's pieces
-            # too (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
+        if pooled(url, proxies=False) and (self.response is None or self.response.delta is None):
+            # http:// or https:// (no proxy) without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
+            # I/O thread (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
             self._pooled = httpx.AsyncClient(transport=pool_transport("httpx")(max_body=MAX_ANSWER_BYTES),
                                              trust_env=False)
 
@@ -121,7 +121,7 @@ class HttpTarget:
         if self.method == "GET":
             kwargs = {}
         pooled = self._pooled is not None and self._goes_by_pool(exchange.url)
-        timing = Exchange_(arrivals=[]) if pooled else None
+        timing = Exchange_() if pooled else None
         token = EXCHANGE.set(timing) if timing is not None else None
         try:
             return await self._answer(exchange, headers, kwargs, start, timeout_s, timing)
@@ -142,9 +142,8 @@ class HttpTarget:
 
     async def _answer(self, exchange: Exchange, headers: dict[str, str], kwargs: dict[str, Any], start: float,
                       timeout_s: float, timing: Any) -> Reply:
-        """The answer; with ``timing`` (the keep-alive pool's), its time is the exchange's bytes on the wire, and a
-        streamed answer's time to its first text is when the bytes of that text had arrived, from the first byte
-        sent."""
+        """The answer; with ``timing`` (the keep-alive pool's), its time is the exchange's bytes on the wire, and
+        there is no time to a first token (the pool reads an answer whole)."""
         client = self._pooled if timing is not None else self._client
         async with client.stream(self.method, exchange.url, headers=headers, timeout=timeout_s, **kwargs) as resp:
             if resp.status_code >= 400:
@@ -153,9 +152,7 @@ class HttpTarget:
             kind = resp.headers.get("content-type", "").partition(";")[0].strip().lower()
             if kind == "text/event-stream":
                 return await self._events(resp, start, timing)
-            chunked = (resp.headers.get("transfer-encoding", "").lower() == "chunked" if timing is None
-                       else bool(timing.arrivals))  # the pool de-chunks, and notes each piece's arrival
-            streamed = chunked and kind.startswith("text/plain")
+            streamed = resp.headers.get("transfer-encoding", "").lower() == "chunked" and kind.startswith("text/plain")
             first: float | None = None
             chunks: list[bytes] = []
             size = 0
@@ -178,11 +175,7 @@ class HttpTarget:
             except (ValueError, RecursionError):
                 raise TargetError(f"response is not JSON: {text[:120]!r}") from None
             raw = self._mapped(document, text) if self.response is not None else document
-        if streamed and timing is not None:
-            at = timing.arrived(1)
-            if at is not None and timing.sent:
-                raw = _with_first_token(raw, (at - timing.sent) * 1000)
-        elif streamed and first is not None:
+        if streamed and first is not None and timing is None:
             raw = _with_first_token(raw, (first - start) * 1000)
         return Reply(raw, elapsed)
 
@@ -194,20 +187,13 @@ class HttpTarget:
         return trace
 
     async def _events(self, resp: Any, start: float, timing: Any = None) -> Reply:
-        """A server-sent event stream's answer; its time to the first text is from the call's start as the loop saw
-        it (httpx), or, when the pool read the stream (``timing``), from the first byte sent to the arrival of the
-        bytes that ended the first event with text."""
+        from httpx_sse import EventSource
+
         events: list[Any] = []
         first: float | None = None
         size = 0
-        if timing is not None:
-            stream: Any = _events_in(await resp.aread())
-        else:
-            from httpx_sse import EventSource
-
-            stream = ((event.data, None) async for event in EventSource(resp).aiter_sse())
-        async for data, end in _aiter(stream):
-            data = self._scrub(data) if self._secrets else data
+        async for event in EventSource(resp).aiter_sse():
+            data = self._scrub(event.data) if self._secrets else event.data
             if data.strip() == "[DONE]":
                 break
             size += len(data)
@@ -215,13 +201,11 @@ class HttpTarget:
                 raise TargetError(f"the streamed answer is larger than {MAX_ANSWER_BYTES // 2**20} MiB")
             value = sse_event_value(data)
             if first is None and self._text_of(value):
-                if timing is None:
-                    first = time.perf_counter()
-                else:
-                    at = timing.arrived(end)
-                    first = None if at is None else start + (at - timing.sent)  # as from the call's start, below
+                first = time.perf_counter()
             events.append(value)
         elapsed = _elapsed(start, timing)
+        if timing is not None:
+            first = None  # the pool read the stream whole: no time to its first text
         if self.response is not None:
             raw: Any = self.response.from_events(events)
         else:  # evalgate's own protocol, streamed: text events are the output, a final JSON event the trace
@@ -247,42 +231,6 @@ class HttpTarget:
             await self._client.aclose()
         if self._pooled is not None:
             await self._pooled.aclose()
-
-
-def _events_in(body: bytes) -> list[tuple[str, int]]:
-    """The data of each server-sent event in a whole stream, with the offset of the byte that ended it (the line
-    ending after which it was dispatched): the event stream format of the HTML standard, as httpx-sse reads it."""
-    events: list[tuple[str, int]] = []
-    data: list[str] = []
-    pos = 3 if body.startswith(b"\xef\xbb\xbf") else 0
-    for line in _LINE.finditer(body, pos):
-        text = line.group(1).decode("utf-8", "replace")
-        if not text:
-            if data:
-                events.append(("\n".join(data), line.end()))
-                data = []
-            continue
-        if text.startswith(":"):
-            continue
-        name, colon, value = text.partition(":")
-        if colon and value.startswith(" "):
-            value = value[1:]
-        if name == "data":
-            data.append(value)
-    return events  # an event without the blank line after it is not dispatched, as in the standard
-
-
-_LINE = re.compile(rb"([^\r\n]*)(?:\r\n|\r|\n)")
-
-
-async def _aiter(items: Any) -> Any:
-    """An async iterator over a list or an async iterator."""
-    if hasattr(items, "__aiter__"):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
 
 
 def _elapsed(start: float, timing: Any) -> float:
