@@ -237,3 +237,51 @@ def test_joining_a_file_that_is_not_otlp_is_exit_2_and_stores_nothing(cli, proje
     assert r.code == 2 and "not a valid OTLP export" in r.err, r
     r = cli("traces", "join", str(tmp_path / "missing.json"))
     assert r.code == 2 and "no such file" in r.err, r
+
+
+def test_a_secret_echoed_across_two_streamed_deltas_is_redacted(tmp_path: Path, monkeypatch) -> None:
+    """Each event is scrubbed of the suite's secrets, and so is the output they join into: a token split over two
+    deltas is whole only there."""
+    from http.server import BaseHTTPRequestHandler
+
+    from conftest import serving
+
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions
+
+    token = "sk-streamed-secret-0123456789"
+
+    class Splitting(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            said = self.headers["Authorization"].removeprefix("Bearer ")
+            body = b"".join(f"data: {json.dumps({'text': piece})}\n\n".encode()
+                            for piece in ("your key is ", said[:10], said[10:], "."))
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    monkeypatch.setenv("SPLIT_TOKEN", token)
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    with serving(Splitting) as url:
+        suite = write(tmp_path / "suites" / "split.yaml", f"""
+            name: split
+            target:
+              http: "{url}/chat"
+              headers: {{Authorization: "Bearer ${{SPLIT_TOKEN}}"}}
+              body: {{text: "{{{{ input }}}}"}}
+              response: {{delta: text}}
+            cases:
+              - {{id: one, input: hello}}
+        """)
+        db = tmp_path / "store.duckdb"
+        run([str(suite)], config=find_config(tmp_path), store_path=db, options=RunOptions(cache_mode="off"))
+    [(output, trace)] = query(db, "SELECT output, trace FROM turns")
+    assert output == "your key is [redacted].", output
+    assert token not in trace and token[:10] not in trace.replace("[redacted]", ""), trace

@@ -71,7 +71,15 @@ class Scripted:
         finally:
             writer.close()
 
+    async def _close(self) -> None:
+        self.server.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in handlers:
+            t.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+
     def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._close(), self.loop).result(5)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 

@@ -214,6 +214,8 @@ class HttpTarget:
             texts = "".join(e for e in events if isinstance(e, str))
             if texts and "output" not in raw:
                 raw["output"] = texts
+        if self._secrets and isinstance(raw.get("output"), str):  # a secret echoed across two deltas is whole here
+            raw["output"] = self._scrub(raw["output"])
         if first is not None:
             raw = _with_first_token(raw, (first - start) * 1000)
         return Reply(raw, elapsed)
