@@ -285,3 +285,58 @@ def test_a_secret_echoed_across_two_streamed_deltas_is_redacted(tmp_path: Path, 
     [(output, trace)] = query(db, "SELECT output, trace FROM turns")
     assert output == "your key is [redacted].", output
     assert token not in trace and token[:10] not in trace.replace("[redacted]", ""), trace
+
+
+def test_a_session_cookie_stays_with_its_own_case(tmp_path: Path) -> None:
+    """A service that keeps its sessions by cookie: each case run's later turns send the cookie its first turn was
+    given, and no other case's (an httpx client's own jar sent the first case's cookie with every case's turns)."""
+    import itertools
+    from http.server import BaseHTTPRequestHandler
+
+    from conftest import serving
+
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions
+
+    numbers = itertools.count(1)
+
+    class CookieSessions(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            got = self.headers.get("Cookie", "")
+            out = json.dumps({"output": f"cookie [{got}]"}).encode()
+            self.send_response(200)
+            if "sid=" not in got:
+                self.send_header("Set-Cookie", f"sid=s{next(numbers)}; Path=/; HttpOnly")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    with serving(CookieSessions) as url:
+        suite = write(tmp_path / "suites" / "cookies.yaml", f"""
+            name: cookies
+            target:
+              http: "{url}/chat"
+              headers: {{Cookie: "theme=dark"}}
+              body: {{text: "{{{{ input }}}}"}}
+            cases:
+              - {{id: alice, turns: [{{input: hi}}, {{input: again}}, {{input: once more}}]}}
+              - {{id: bob, turns: [{{input: hello}}, {{input: more}}]}}
+        """)
+        db = tmp_path / "store.duckdb"
+        run([str(suite)], config=find_config(tmp_path), store_path=db, options=RunOptions(cache_mode="off", concurrency=1))
+    got = {(c, t): o for c, t, o in query(db, "SELECT case_id, turn, output FROM turns")}
+    own = "[redacted]"  # the suite's own Cookie header, a value without a template: a secret, scrubbed from answers
+    first_alice = got[("alice", 2)].removeprefix(f"cookie [{own}; ").rstrip("]")
+    assert got[("alice", 1)] == f"cookie [{own}]" and got[("bob", 1)] == f"cookie [{own}]", got
+    assert first_alice.startswith("sid=s") and got[("alice", 3)] == got[("alice", 2)], got
+    first_bob = got[("bob", 2)].removeprefix(f"cookie [{own}; ").rstrip("]")
+    assert first_bob.startswith("sid=s") and first_bob != first_alice, got

@@ -64,6 +64,9 @@ class HttpTarget:
         """An httpx client on the keep-alive pool, for the URLs it takes (``transport.pooled``; None: every request
         goes by httpx's)."""
         self._by_pool: dict[str, bool] = {}
+        self._jars: dict[tuple[Any, Any], Any] = {}
+        """The cookies a service set, per case run (one user's browser): a turn sends its own case run's only. The
+        clients themselves keep none, which sent one case's session cookie with every other case's turns."""
         self._secrets: list[str] = []
 
     async def start(self) -> None:
@@ -79,14 +82,14 @@ class HttpTarget:
         self._secrets = sorted((v for v in values if len(v) >= 8), key=len, reverse=True)
         self._shape = RequestShape(url, self.method, headers, self.body)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        self._client = httpx.AsyncClient(limits=limits, trust_env=False)
+        self._client = httpx.AsyncClient(limits=limits, trust_env=False, cookies=_keeping_none())
         from ..models.transport import pool_transport, pooled
 
         if pooled(url, proxies=False) and (self.response is None or self.response.delta is None):
             # http:// or https:// (no proxy) without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
             # I/O thread (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
             self._pooled = httpx.AsyncClient(transport=pool_transport("httpx")(max_body=MAX_ANSWER_BYTES),
-                                             trust_env=False)
+                                             trust_env=False, cookies=_keeping_none())
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -116,6 +119,12 @@ class HttpTarget:
 
     async def _exchange(self, exchange: Exchange, request: dict[str, Any], start: float, timeout_s: float) -> Reply:
         headers = {**exchange.headers, **marker_headers(request)}
+        jar = self._jars.get((request.get("case_id"), request.get("repeat")))
+        if jar:
+            sent = _cookie_header(jar, exchange.url)
+            if sent:
+                own = next((k for k in headers if k.lower() == "cookie"), None)
+                headers[own or "Cookie"] = f"{headers[own]}; {sent}" if own else sent
         kwargs: dict[str, Any] = {"json": exchange.json_body} if exchange.text_body is None else {
             "content": exchange.text_body.encode("utf-8")}
         if self.method == "GET":
@@ -124,7 +133,7 @@ class HttpTarget:
         timing = Exchange_() if pooled else None
         token = EXCHANGE.set(timing) if timing is not None else None
         try:
-            return await self._answer(exchange, headers, kwargs, start, timeout_s, timing)
+            return await self._answer(exchange, headers, kwargs, start, timeout_s, timing, request)
         finally:
             if token is not None:
                 EXCHANGE.reset(token)
@@ -140,12 +149,19 @@ class HttpTarget:
             found = self._by_pool[key] = pooled(url, proxies=False)  # httpx here goes by no proxy either
         return found
 
+    def _jar(self, request: dict[str, Any]) -> Any:
+        import httpx
+
+        return self._jars.setdefault((request.get("case_id"), request.get("repeat")), httpx.Cookies())
+
     async def _answer(self, exchange: Exchange, headers: dict[str, str], kwargs: dict[str, Any], start: float,
-                      timeout_s: float, timing: Any) -> Reply:
+                      timeout_s: float, timing: Any, request: dict[str, Any]) -> Reply:
         """The answer; with ``timing`` (the keep-alive pool's), its time is the exchange's bytes on the wire, and
         there is no time to a first token (the pool reads an answer whole)."""
         client = self._pooled if timing is not None else self._client
         async with client.stream(self.method, exchange.url, headers=headers, timeout=timeout_s, **kwargs) as resp:
+            if "set-cookie" in resp.headers:  # kept for this case's later turns only, as one user's browser keeps them
+                self._jar(request).extract_cookies(resp)
             if resp.status_code >= 400:
                 body = (await _read(resp, 4096)).decode("utf-8", "replace")
                 raise TargetError(self._scrub(f"HTTP {resp.status_code} from {self._where(exchange)}: {body[:200]}"))
@@ -233,6 +249,27 @@ class HttpTarget:
             await self._client.aclose()
         if self._pooled is not None:
             await self._pooled.aclose()
+
+
+def _keeping_none() -> Any:
+    """A cookie jar that stores nothing (an httpx client's own would share cookies among all the cases)."""
+    from http.cookiejar import CookieJar, DefaultCookiePolicy
+
+    class _Refusing(DefaultCookiePolicy):
+        def set_ok(self, cookie: Any, request: Any) -> bool:
+            return False
+
+    return CookieJar(policy=_Refusing())
+
+
+def _cookie_header(jar: Any, url: str) -> str | None:
+    """The Cookie header ``jar`` sends to ``url`` (its domain, path, expiry and secure rules)."""
+    import httpx
+
+    probe = httpx.Request("GET", url)
+    jar.set_cookie_header(probe)
+    sent: str | None = probe.headers.get("cookie")
+    return sent
 
 
 def _elapsed(start: float, timing: Any) -> float:
