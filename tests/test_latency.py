@@ -218,3 +218,48 @@ def test_a_switch_interval_set_shorter_by_the_process_is_kept(tmp_path: Path) ->
         assert sys.getswitchinterval() == shorter
     finally:
         sys.setswitchinterval(before)
+
+
+class StreamingModel(DelayedModel):
+    """A service that streams its answer as server-sent events: the first text at 50 ms, the last at SLOW_S (for
+    'slow'), each event a chunk of its own."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+        import json as _json
+
+        body = _json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = body["messages"][-1]["content"]
+        slow = "slow" in text
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def event(data: str) -> None:
+            raw = f"data: {data}\n\n".encode()
+            self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+            self.wfile.flush()
+
+        time.sleep(0.05 if slow else 0.005)
+        event(_json.dumps({"text": "echo: "}))
+        time.sleep(SLOW_S - 0.05 if slow else 0.005)
+        event(_json.dumps({"text": text}))
+        event("[DONE]")
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
+
+def test_a_streamed_answer_s_first_text_is_timed_where_its_bytes_arrived(tmp_path: Path) -> None:
+    """The first text event arrives at 50 ms and the last at 250 ms while a scorer holds the loop until about 610:
+    the stored time to the first token is about 50, the turn's about 250 (as the loop saw them: about 610 each)."""
+    with serving(StreamingModel) as url:
+        target = (f'{{http: "{url}/chat/completions", body: {{model: tiny-model, messages: '
+                  '[{role: user, content: "{{ input }}"}]}, response: {delta: "text"}}')
+        db = _run_beside_a_busy_loop(tmp_path, target)
+    rows = query(db, "SELECT case_id, output, elapsed_ms, CAST(json_extract(trace, '$.latency_ms.first_token') "
+                     "AS DOUBLE) FROM turns")
+    by_case = {r[0]: r[1:] for r in rows}
+    output, elapsed, first = by_case["slow"]
+    assert output == "echo: slow one", by_case
+    assert 45 <= first < 50 + 120, by_case
+    assert SLOW_S * 1000 - 5 <= elapsed < SLOW_S * 1000 + 120, by_case

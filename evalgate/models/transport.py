@@ -101,7 +101,7 @@ class _Job:
         self.cancelled = False
 
 
-class _IOThread:
+class IOThread:
     """A daemon thread running an event loop (uvloop where installed) that only does socket I/O.
 
     Hand-offs are batched both ways: a wake-up of the other loop (a write to its self-pipe) is sent only when its
@@ -290,7 +290,7 @@ class KeepAlivePool:
     def __init__(self, max_idle: int = 256):
         self.max_idle = max_idle
         self._idle: dict[tuple[str, int, bool], list[_Connection]] = {}
-        self._io: _IOThread | None = None
+        self._io: IOThread | None = None
 
     async def exchange(self, host: str, port: int, payload: bytes, timeouts: dict[str, Any],
                        tls: bool = False, max_body: int = MAX_BODY_BYTES) -> tuple[int, list[tuple[str, str]], bytes]:
@@ -300,7 +300,7 @@ class KeepAlivePool:
         if timing is None:
             timing = Exchange()
         if self._io is None:
-            self._io = _IOThread()
+            self._io = IOThread()
         return await self._io.run(self._exchange((host, port, tls), payload, timeouts, timing, max_body))
 
     async def _exchange(self, where: tuple[str, int, bool], payload: bytes, timeouts: dict[str, Any],

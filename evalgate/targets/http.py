@@ -65,6 +65,9 @@ class HttpTarget:
         goes by httpx's)."""
         self._by_pool: dict[str, bool] = {}
         self._jars: dict[tuple[Any, Any], Any] = {}
+        self._io: Any = None
+        self._io_client: Any = None
+        """An httpx client on an I/O thread of its own, for streamed answers (None: they are read on the run's loop)."""
         """The cookies a service set, per case run (one user's browser): a turn sends its own case run's only. The
         clients themselves keep none, which sent one case's session cookie with every other case's turns."""
         self._secrets: list[str] = []
@@ -85,11 +88,20 @@ class HttpTarget:
         self._client = httpx.AsyncClient(limits=limits, trust_env=False, cookies=_keeping_none())
         from ..models.transport import pool_transport, pooled
 
-        if pooled(url, proxies=False) and (self.response is None or self.response.delta is None):
+        streamed = self.response is not None and self.response.delta is not None
+        if pooled(url, proxies=False) and not streamed:
             # http:// or https:// (no proxy) without a streamed answer: evalgate's keep-alive pool, which times the bytes on its own
             # I/O thread (httpx's pool looks at every idle connection per request: ~10 ms of CPU a turn at 64)
             self._pooled = httpx.AsyncClient(transport=pool_transport("httpx")(max_body=MAX_ANSWER_BYTES),
                                              trust_env=False, cookies=_keeping_none())
+        elif streamed and os.environ.get("EVALGATE_HTTP_TRANSPORT") != "default":
+            # a streamed answer is read by httpx as before (its decoding, [DONE], its limits), but on an I/O thread
+            # of its own, which does nothing else: the time to its first text and to its end are taken there, not
+            # when the run's loop, busy scoring other turns, got round to the events
+            from ..models.transport import IOThread
+
+            self._io = IOThread()
+            self._io_client = await self._io.run(_client_on_this_loop(limits))
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -129,6 +141,10 @@ class HttpTarget:
             "content": exchange.text_body.encode("utf-8")}
         if self.method == "GET":
             kwargs = {}
+        if self._io_client is not None:
+            reply: Reply = await self._io.run(self._answer(exchange, headers, kwargs, None, timeout_s, None, request,
+                                                           self._io_client))
+            return reply
         pooled = self._pooled is not None and self._goes_by_pool(exchange.url)
         timing = Exchange_() if pooled else None
         token = EXCHANGE.set(timing) if timing is not None else None
@@ -154,11 +170,15 @@ class HttpTarget:
 
         return self._jars.setdefault((request.get("case_id"), request.get("repeat")), httpx.Cookies())
 
-    async def _answer(self, exchange: Exchange, headers: dict[str, str], kwargs: dict[str, Any], start: float,
-                      timeout_s: float, timing: Any, request: dict[str, Any]) -> Reply:
+    async def _answer(self, exchange: Exchange, headers: dict[str, str], kwargs: dict[str, Any], start: float | None,
+                      timeout_s: float, timing: Any, request: dict[str, Any], client: Any = None) -> Reply:
         """The answer; with ``timing`` (the keep-alive pool's), its time is the exchange's bytes on the wire, and
-        there is no time to a first token (the pool reads an answer whole)."""
-        client = self._pooled if timing is not None else self._client
+        there is no time to a first token (the pool reads an answer whole). Without ``start`` (on the streaming I/O
+        thread) its time starts now."""
+        if start is None:
+            start = time.perf_counter()
+        if client is None:
+            client = self._pooled if timing is not None else self._client
         async with client.stream(self.method, exchange.url, headers=headers, timeout=timeout_s, **kwargs) as resp:
             if "set-cookie" in resp.headers:  # kept for this case's later turns only, as one user's browser keeps them
                 self._jar(request).extract_cookies(resp)
@@ -245,10 +265,22 @@ class HttpTarget:
         return isinstance(value, dict) and bool(value.get("output"))
 
     async def close(self) -> None:
+        if self._io is not None:
+            io, self._io = self._io, None
+            if self._io_client is not None:
+                await io.run(self._io_client.aclose())
+            io.stop()
         if self._client is not None:
             await self._client.aclose()
         if self._pooled is not None:
             await self._pooled.aclose()
+
+
+async def _client_on_this_loop(limits: Any) -> Any:
+    """An httpx client made on the loop that will use it (the streaming I/O thread's)."""
+    import httpx
+
+    return httpx.AsyncClient(limits=limits, trust_env=False, cookies=_keeping_none())
 
 
 def _keeping_none() -> Any:
