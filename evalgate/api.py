@@ -356,13 +356,22 @@ def _share_rules(con: Any, run_id: str, suite: Suite, rules: list[Any], data: li
     return out
 
 
+_HEADLINE_APART_TURNS = 20_000
+"""From this many turns the headline metrics are read on a connection of their own, so what DuckDB held for them is
+let go before the gate reads the run; below it a connection of its own cost more time (~20 ms) than it saved."""
+
+
 def finish(store: Store, suite: Suite, outcome: Execution, base: BaselineChoice | None = None,
            confirmation: list[Execution] | None = None, upstream_calls: dict[str, Any] | None = None) -> SuiteReport:
     """Compute metrics, compare with the baseline, decide the verdict, and store them."""
     base = base or BaselineChoice(None)
-    with store.connect() as con:  # on its own: what DuckDB holds for the headline's queries is let go (~50 MB at 100k)
-        head = metrics.headline(con, outcome.run_id)
+    apart = outcome.turns >= _HEADLINE_APART_TURNS
+    if apart:  # on its own: what DuckDB holds for the headline's queries is let go (~50 MB at 100k)
+        with store.connect() as con:
+            head = metrics.headline(con, outcome.run_id)
     with store.connect() as con:
+        if not apart:
+            head = metrics.headline(con, outcome.run_id)
         cand = stored.snapshot(con, outcome.run_id, turns=False)  # only the turns a comparison reads
         rounds = [c.run_id for c in confirmation or []]
         confirmed = stored.snapshot(con, rounds[0], rounds, turns=False) if rounds else None
