@@ -65,11 +65,11 @@ class HttpTarget:
         goes by httpx's)."""
         self._by_pool: dict[str, bool] = {}
         self._jars: dict[tuple[Any, Any], Any] = {}
+        """The cookies a service set, per case run (one user's browser): a turn sends its own case run's only. The
+        clients themselves keep none, which sent one case's session cookie with every other case's turns."""
         self._io: Any = None
         self._io_client: Any = None
         """An httpx client on an I/O thread of its own, for streamed answers (None: they are read on the run's loop)."""
-        """The cookies a service set, per case run (one user's browser): a turn sends its own case run's only. The
-        clients themselves keep none, which sent one case's session cookie with every other case's turns."""
         self._secrets: list[str] = []
 
     async def start(self) -> None:
@@ -266,9 +266,9 @@ class HttpTarget:
 
     async def close(self) -> None:
         if self._io is not None:
-            io, self._io = self._io, None
-            if self._io_client is not None:
-                await io.run(self._io_client.aclose())
+            io, client, self._io, self._io_client = self._io, self._io_client, None, None
+            if client is not None:
+                await io.run(client.aclose())
             io.stop()
         if self._client is not None:
             await self._client.aclose()
