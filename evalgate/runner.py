@@ -567,6 +567,9 @@ def run_suite(suite: Suite, store: Store, options: RunOptions | None = None, pro
             return await runner.run(target)
         finally:
             await target.close()
+            from .models.shared import close_shared
+
+            await close_shared()  # the judges' clients (their I/O threads) end with the run, as in api.run
 
     try:
         return asyncio.run(go())

@@ -216,3 +216,35 @@ def test_judge_calls_follow_the_runs_cache_and_offline(cli, project: Path, serve
     assert cli("run", "--offline", env=elsewhere).code == 3  # the configured cache never got the answer
     assert cli("run", "--cache", str(cache), "--cache-mode", "off", env=elsewhere).code == 0
     assert len(Judge.prompts) == 2  # the cache is off for the judge too
+
+
+@pytest.mark.parametrize("entry", ["api.run", "run_suite"])
+def test_a_judged_run_leaves_no_model_io_thread_behind(project: Path, server: str, entry: str) -> None:
+    """The judge's client is shared by the run's scorers and closed when the run ends, by either entry point: three
+    runs in one process leave no I/O thread running (each used to leave its own)."""
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions, run_suite
+    from evalgate.store import Store
+    from evalgate.suite import load_suite
+
+    def io_threads() -> int:
+        return sum(t.name == "evalgate-model-io" and t.is_alive() for t in threading.enumerate())
+
+    suite = write(project / "suites" / "demo.yaml", f"""
+        name: judged
+        target: {{python: bot:respond}}
+        scorers:
+          judge_order: {{use: judge, args: {{rubric: "names order 5521", model: judge-1, base_url: "{server}"}}}}
+        cases:
+          - {{id: r, input: "refund 5521", expect: {{judge_order: {{}}}}}}
+    """)
+    before = io_threads()
+    for _ in range(3):
+        if entry == "api.run":
+            run([str(suite)], config=find_config(project), store_path=project / "s.duckdb",
+                options=RunOptions(cache_mode="off"))
+        else:
+            run_suite(load_suite(suite), Store(project / "s.duckdb"), RunOptions(cache_mode="off"))
+    assert len(Judge.prompts) == 3
+    assert io_threads() == before
