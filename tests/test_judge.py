@@ -245,6 +245,6 @@ def test_a_judged_run_leaves_no_model_io_thread_behind(project: Path, server: st
             run([str(suite)], config=find_config(project), store_path=project / "s.duckdb",
                 options=RunOptions(cache_mode="off"))
         else:
-            run_suite(load_suite(suite), Store(project / "s.duckdb"), RunOptions(cache_mode="off"))
+            run_suite(load_suite(suite), Store(project / "s.duckdb"), RunOptions(cache_mode="off", root=project))
     assert len(Judge.prompts) == 3
     assert io_threads() == before
