@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import query, service_process, write
@@ -239,16 +240,28 @@ def test_joining_a_file_that_is_not_otlp_is_exit_2_and_stores_nothing(cli, proje
     assert r.code == 2 and "no such file" in r.err, r
 
 
-def test_a_secret_echoed_across_two_streamed_deltas_is_redacted(tmp_path: Path, monkeypatch) -> None:
-    """Each event is scrubbed of the suite's secrets, and so is the output they join into: a token split over two
-    deltas is whole only there."""
-    from http.server import BaseHTTPRequestHandler
-
+def _run_against(tmp_path: Path, handler: type, target: str, cases: str, **options: Any) -> Path:
+    """The http target ``target`` (YAML lines, ``{url}`` for the service's base URL) against ``handler`` served on
+    127.0.0.1, ``cases`` (YAML lines) run in this process; returns the store."""
     from conftest import serving
 
     from evalgate.api import run
     from evalgate.config import find_config
     from evalgate.runner import RunOptions
+
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    with serving(handler) as url:
+        suite = write(tmp_path / "suites" / "service.yaml",
+                      f"name: service\ntarget:\n{target.format(url=url)}\ncases:\n{cases}")
+        db = tmp_path / "store.duckdb"
+        run([str(suite)], config=find_config(tmp_path), store_path=db, options=RunOptions(cache_mode="off", **options))
+    return db
+
+
+def test_a_secret_echoed_across_two_streamed_deltas_is_redacted(tmp_path: Path, monkeypatch) -> None:
+    """Each event is scrubbed of the suite's secrets, and so is the output they join into: a token split over two
+    deltas is whole only there."""
+    from http.server import BaseHTTPRequestHandler
 
     token = "sk-streamed-secret-0123456789"
 
@@ -268,20 +281,10 @@ def test_a_secret_echoed_across_two_streamed_deltas_is_redacted(tmp_path: Path, 
             self.wfile.write(body)
 
     monkeypatch.setenv("SPLIT_TOKEN", token)
-    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
-    with serving(Splitting) as url:
-        suite = write(tmp_path / "suites" / "split.yaml", f"""
-            name: split
-            target:
-              http: "{url}/chat"
-              headers: {{Authorization: "Bearer ${{SPLIT_TOKEN}}"}}
-              body: {{text: "{{{{ input }}}}"}}
-              response: {{delta: text}}
-            cases:
-              - {{id: one, input: hello}}
-        """)
-        db = tmp_path / "store.duckdb"
-        run([str(suite)], config=find_config(tmp_path), store_path=db, options=RunOptions(cache_mode="off"))
+    db = _run_against(tmp_path, Splitting, """  http: "{url}/chat"
+  headers: {{Authorization: "Bearer ${{SPLIT_TOKEN}}"}}
+  body: {{text: "{{{{ input }}}}"}}
+  response: {{delta: text}}""", "  - {id: one, input: hello}\n")
     [(output, trace)] = query(db, "SELECT output, trace FROM turns")
     assert output == "your key is [redacted].", output
     assert token not in trace and token[:10] not in trace.replace("[redacted]", ""), trace
@@ -292,12 +295,6 @@ def test_a_session_cookie_stays_with_its_own_case(tmp_path: Path) -> None:
     given, and no other case's (an httpx client's own jar sent the first case's cookie with every case's turns)."""
     import itertools
     from http.server import BaseHTTPRequestHandler
-
-    from conftest import serving
-
-    from evalgate.api import run
-    from evalgate.config import find_config
-    from evalgate.runner import RunOptions
 
     numbers = itertools.count(1)
 
@@ -319,20 +316,11 @@ def test_a_session_cookie_stays_with_its_own_case(tmp_path: Path) -> None:
             self.end_headers()
             self.wfile.write(out)
 
-    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
-    with serving(CookieSessions) as url:
-        suite = write(tmp_path / "suites" / "cookies.yaml", f"""
-            name: cookies
-            target:
-              http: "{url}/chat"
-              headers: {{Cookie: "theme=dark"}}
-              body: {{text: "{{{{ input }}}}"}}
-            cases:
-              - {{id: alice, turns: [{{input: hi}}, {{input: again}}, {{input: once more}}]}}
-              - {{id: bob, turns: [{{input: hello}}, {{input: more}}]}}
-        """)
-        db = tmp_path / "store.duckdb"
-        run([str(suite)], config=find_config(tmp_path), store_path=db, options=RunOptions(cache_mode="off", concurrency=1))
+    db = _run_against(tmp_path, CookieSessions, """  http: "{url}/chat"
+  headers: {{Cookie: "theme=dark"}}
+  body: {{text: "{{{{ input }}}}"}}""", """  - {id: alice, turns: [{input: hi}, {input: again}, {input: once more}]}
+  - {id: bob, turns: [{input: hello}, {input: more}]}
+""", concurrency=1)
     got = {(c, t): o for c, t, o in query(db, "SELECT case_id, turn, output FROM turns")}
     own = "[redacted]"  # the suite's own Cookie header, a value without a template: a secret, scrubbed from answers
     first_alice = got[("alice", 2)].removeprefix(f"cookie [{own}; ").rstrip("]")

@@ -66,14 +66,22 @@ def _run_beside_a_busy_loop(tmp_path: Path, target: str) -> Path:
     return db
 
 
+def _latency(name: str) -> str:
+    """The SQL for a trace's ``latency_ms.NAME``."""
+    return f"CAST(json_extract(trace, '$.latency_ms.{name}') AS DOUBLE)"
+
+
+def _by_case(db: Path, *columns: str) -> dict[str, tuple[Any, ...]]:
+    """Each case's turn as ``columns`` (SQL over the turns table)."""
+    return {r[0]: r[1:] for r in query(db, f"SELECT case_id, {', '.join(columns)} FROM turns")}
+
+
 def test_stored_latency_is_the_servers_delay_not_the_event_loops_lag(tmp_path: Path) -> None:
     with serving(DelayedModel) as url:
         pipeline = (f'{{pipeline: {{endpoint: {{base_url: "{url}", max_retries: 0}}, router: {{fallback: answer}}, '
                     'routes: {answer: {model: {name: tiny-model}}}}}')
         db = _run_beside_a_busy_loop(tmp_path, pipeline)
-    rows = query(db, "SELECT case_id, elapsed_ms, CAST(json_extract(trace, '$.latency_ms.model') AS DOUBLE), "
-                     "CAST(json_extract(trace, '$.latency_ms.total') AS DOUBLE) FROM turns")
-    by_case = {r[0]: r[1:] for r in rows}
+    by_case = _by_case(db, "elapsed_ms", _latency("model"), _latency("total"))
     elapsed, model, total = by_case["slow"]
     # the slow answer arrives at 250 ms while the fast turn's scorer holds the loop until about 610 ms: a time taken
     # when the waiting coroutine resumes says about 610; the bytes' own arrival says 250 (the margin, 120 ms each
@@ -256,9 +264,7 @@ def test_a_streamed_answer_s_first_text_is_timed_where_its_bytes_arrived(tmp_pat
         target = (f'{{http: "{url}/chat/completions", body: {{model: tiny-model, messages: '
                   '[{role: user, content: "{{ input }}"}]}, response: {delta: "text"}}')
         db = _run_beside_a_busy_loop(tmp_path, target)
-    rows = query(db, "SELECT case_id, output, elapsed_ms, CAST(json_extract(trace, '$.latency_ms.first_token') "
-                     "AS DOUBLE) FROM turns")
-    by_case = {r[0]: r[1:] for r in rows}
+    by_case = _by_case(db, "output", "elapsed_ms", _latency("first_token"))
     output, elapsed, first = by_case["slow"]
     assert output == "echo: slow one", by_case
     assert 45 <= first < 50 + 120, by_case

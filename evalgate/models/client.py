@@ -318,7 +318,8 @@ class _PlainEndpoint:
                     raise _Failed("timeout") from None
                 # the SDK says only "Connection error."; what evalgate can tell more is said after it
                 raise _Failed("connection", f"Connection error. {exc.message}") from None
-            location = _header(headers, "location") if status in (307, 308) else None
+            answer = _Answer(status, headers, data)
+            location = answer.header("location") if status in (307, 308) else None
             if location is None:
                 break
             # a 307 or 308 is followed with the same POST, as the openai client follows it; another origin is not
@@ -328,7 +329,6 @@ class _PlainEndpoint:
                 head = self.head_elsewhere
         else:
             raise _Failed("connection", f"Connection error. more than {_MAX_REDIRECTS} redirects") from None
-        answer = _Answer(status, headers, data)
         if not 200 <= status < 300:
             raise _Failed("status", _status_message(answer), status, answer.header("retry-after"))
         content_type = (answer.header("content-type") or "*").split(";")[0]
@@ -344,16 +344,14 @@ _MAX_REDIRECTS = 20
 """As httpx's."""
 
 
-def _header(headers: list[tuple[str, str]], name: str) -> str | None:
-    return next((v for n, v in headers if n.lower() == name), None)
-
-
 def _redirected(where: tuple[bool, str, int, str], location: str) -> tuple[bool, str, int, str]:
     """Where a redirect's Location leads from ``where`` (tls, host, port, target)."""
     from urllib.parse import urljoin, urlsplit
 
+    from .transport import authority
+
     tls, host, port, target = where
-    base = f"{'https' if tls else 'http'}://{f'[{host}]' if ':' in host else host}:{port}{target}"
+    base = f"{'https' if tls else 'http'}://{authority(host, port, tls)}{target}"
     parts = urlsplit(urljoin(base, location))
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _Failed("connection", f"Connection error. a redirect to {location[:200]!r}")

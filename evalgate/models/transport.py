@@ -53,6 +53,10 @@ bundle): the ones SSL_CERT_FILE can mend (a wrong host name or an expired certif
 class _TooLarge(ValueError):
     """An answer larger than the caller's limit."""
 
+    def __init__(self, max_body: int, detail: str = ""):
+        super().__init__(f"the answer is larger than {max_body // 2**20} MiB{detail}")
+
+
 SWITCH_INTERVAL_S = 0.0005
 """The longest the thread that routes and scores holds the GIL while the I/O thread waits for it, as long as an I/O
 thread runs. The I/O thread lets the GIL go at every select and send and needs it back for microseconds each time;
@@ -67,6 +71,7 @@ _switch_set: tuple[float, float] | None = None  # (the interval before, the inte
 
 
 def _shorten_switch_interval() -> None:
+    """SWITCH_INTERVAL_S while an I/O thread starts and runs (the interval before is kept for its restoring)."""
     global _switch_holders, _switch_set
     with _switch_lock:
         _switch_holders += 1
@@ -267,12 +272,10 @@ def tls_context() -> Any:
 @functools.lru_cache(maxsize=4)
 def _tls_context(cafile: str | None, capath: str | None) -> Any:
     if cafile is None and capath is None:
-        try:
+        with contextlib.suppress(ImportError):  # without certifi: the system's certificates
             import certifi
 
             cafile = certifi.where()
-        except ImportError:
-            pass
     context = ssl.create_default_context(cafile=cafile, capath=capath)
     context.set_alpn_protocols(["http/1.1"])
     return context
@@ -416,21 +419,21 @@ class KeepAlivePool:
                     break
                 size += chunk
                 if size > max_body:
-                    raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB")
+                    raise _TooLarge(max_body)
                 parts.append(await reader.readexactly(chunk))
                 await reader.readexactly(2)
             content = b"".join(parts)
             headers = [(n, v) for n, v in headers if n.lower() != "transfer-encoding"]
         elif length is not None:
             if length > max_body:
-                raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB (Content-Length {length})")
+                raise _TooLarge(max_body, f" (Content-Length {length})")
             content = await reader.readexactly(length)
         else:  # the body is what comes until the server closes
             parts, size = [], 0
             while block := await reader.read(1 << 16):
                 size += len(block)
                 if size > max_body:
-                    raise _TooLarge(f"the answer is larger than {max_body // 2**20} MiB")
+                    raise _TooLarge(max_body)
                 parts.append(block)
             content, keep = b"".join(parts), False
         return status, headers, content, keep

@@ -51,8 +51,10 @@ class _QuoteFinder:
             for i in range(len(words) - n + 1):
                 found.setdefault(tuple(words[i:i + n]), set()).add(doc_id)
         shared: dict[frozenset[str], frozenset[str]] = {}  # one object per set of documents: quotes are told apart
-        self.index: dict[tuple[str, ...], frozenset[str]] = {  # by it, not by every run of words they share
-            run: shared.setdefault(frozenset(docs), frozenset(docs)) for run, docs in found.items()}
+        self.index: dict[tuple[str, ...], frozenset[str]] = {}  # by it, not by every run of words they share
+        for run, docs in found.items():
+            key = frozenset(docs)
+            self.index[run] = shared.setdefault(key, key)
 
     def runs(self, text: str) -> set[tuple[str, ...]]:
         """The runs of n words in ``text``."""
