@@ -269,3 +269,113 @@ def test_a_streamed_answer_s_first_text_is_timed_where_its_bytes_arrived(tmp_pat
     assert output == "echo: slow one", by_case
     assert 45 <= first < 50 + 120, by_case
     assert SLOW_S * 1000 - 5 <= elapsed < SLOW_S * 1000 + 120, by_case
+
+
+TEAM_APP = """
+import asyncio, functools, os, time
+
+from openai import AsyncOpenAI
+
+client = AsyncOpenAI(base_url=os.environ["TEAM_APP_URL"], api_key="team-key", max_retries=0)  # once, at import
+
+
+async def answer(request):
+    reply = await client.chat.completions.create(
+        model="tiny-model", messages=[{"role": "user", "content": request["input"]}])
+    return reply.choices[0].message.content
+
+
+def traced(fn):  # a tracing decorator that hands back its coroutine from a plain function, without functools.wraps
+    def wrapper(request):
+        return fn(request)
+    return wrapper
+
+
+answer_traced = traced(answer)
+
+
+class Answerer:
+    async def __call__(self, request):
+        return await answer(request)
+
+
+answer_object = Answerer()
+
+
+async def stuck(request):
+    if "stuck" in request["input"]:
+        time.sleep(2.0)  # a blocking call in an async function: it holds its own loop, not the run's
+    return "ok"
+"""
+
+
+def _team_app(tmp_path: Path, url: str, monkeypatch: Any) -> None:
+    write(tmp_path / "team_app.py", TEAM_APP)
+    monkeypatch.setenv("TEAM_APP_URL", url)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("team_app", None)
+
+
+def test_an_async_python_target_s_time_is_its_own_await_not_the_run_loop_s_lag(tmp_path: Path, monkeypatch: Any) -> None:
+    """A team's async function (the openai package's AsyncOpenAI client made at import) runs on a loop of its own:
+    its answer, arriving while a scorer of the other turn holds the run's loop, is timed when it arrived."""
+    with serving(DelayedModel) as url:
+        _team_app(tmp_path, url, monkeypatch)
+        db = _run_beside_a_busy_loop(tmp_path, '{python: "team_app:answer"}')
+    by_case = _by_case(db, "elapsed_ms", "output")
+    # awaited on the run's loop, the slow answer (at 250 ms) resumed when the busy scorer let go, at about 610 ms
+    assert SLOW_S * 1000 - 5 <= by_case["slow"][0] < SLOW_S * 1000 + 120, by_case
+    assert by_case["slow"][1] == "echo: slow one"
+
+
+def test_a_client_made_at_import_serves_every_run_and_suite_of_the_process(tmp_path: Path, monkeypatch: Any) -> None:
+    """Two runs in one process (a test session), then one run of two suites: the module's client, whose connections
+    belong to the loop that first used them, keeps working, and a decorated or callable-object async target is
+    awaited, not stored as a coroutine."""
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions
+
+    with serving(DelayedModel) as url:
+        _team_app(tmp_path, url, monkeypatch)
+        write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+        suites = [write(tmp_path / "suites" / f"{name}.yaml", f"""
+            name: {name}
+            target: {{python: "team_app:{name}"}}
+            cases:
+              - {{id: a, input: first, expect: {{output: {{contains: ["echo: first"]}}}}}}
+              - {{id: b, input: second, expect: {{output: {{contains: ["echo: second"]}}}}}}
+        """) for name in ("answer", "answer_traced", "answer_object")]
+        db = tmp_path / "store.duckdb"
+        for paths in ([suites[0]], [suites[0]], suites):
+            report = run([str(p) for p in paths], config=find_config(tmp_path), store_path=db,
+                         options=RunOptions(concurrency=2, cache_mode="off"))
+            assert report.exit_code == 0, [(s.suite, s.verdict) for s in report.suites]
+    rows = query(db, "SELECT case_id, output, error FROM turns ORDER BY case_id")
+    assert len(rows) == 2 * 5 and all(error is None for _, _, error in rows), rows
+    assert {output for _, output, _ in rows} == {"echo: first", "echo: second"}
+
+
+def test_an_async_target_that_blocks_its_loop_times_out_on_the_run_s(tmp_path: Path, monkeypatch: Any) -> None:
+    """A blocking call inside an async function holds the target's loop, not the run's: the turn fails at its
+    timeout, while the call is still blocked, and the run goes on."""
+    from evalgate.api import run
+    from evalgate.config import find_config
+    from evalgate.runner import RunOptions
+
+    _team_app(tmp_path, "http://127.0.0.1:9/v1", monkeypatch)  # no call reaches the client
+    write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
+    suite = write(tmp_path / "suites" / "stuck.yaml", """
+        name: stuck
+        target: {python: "team_app:stuck"}
+        cases:
+          - {id: stuck, input: stuck here}
+    """)
+    started = time.perf_counter()
+    report = run([str(suite)], config=find_config(tmp_path), store_path=tmp_path / "store.duckdb",
+                 options=RunOptions(cache_mode="off", timeout_s=0.3))
+    took = time.perf_counter() - started
+    [(error,)] = query(tmp_path / "store.duckdb", "SELECT error FROM turns")
+    assert error is not None and "timed out after 0.3s" in error, error
+    assert report.exit_code == 3
+    assert took < 1.7, took  # the run ended before the blocked call did (at 2 s)

@@ -70,8 +70,17 @@ _switch_holders = 0
 _switch_set: tuple[float, float] | None = None  # (the interval before, the interval set) while shortened
 
 
-def _shorten_switch_interval() -> None:
-    """SWITCH_INTERVAL_S while an I/O thread starts and runs (the interval before is kept for its restoring)."""
+def _fast_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def shorten_switch_interval() -> None:
+    """SWITCH_INTERVAL_S while an I/O thread (or an async python target) runs: each call is matched by one
+    ``restore_switch_interval`` (the interval before is kept for it)."""
     global _switch_holders, _switch_set
     with _switch_lock:
         _switch_holders += 1
@@ -82,9 +91,9 @@ def _shorten_switch_interval() -> None:
                 _switch_set = (before, sys.getswitchinterval())
 
 
-def _restore_switch_interval() -> None:
-    """The interval as it was before the first I/O thread, when the last one stops, unless the process has set
-    another meanwhile."""
+def restore_switch_interval() -> None:
+    """The interval as it was before the first holder, when the last one lets go, unless the process has set another
+    meanwhile."""
     global _switch_holders, _switch_set
     with _switch_lock:
         _switch_holders -= 1
@@ -107,24 +116,24 @@ class _Job:
 
 
 class IOThread:
-    """A daemon thread running an event loop (uvloop where installed) that only does socket I/O.
+    """A daemon thread running an event loop that does nothing but what is handed to it: socket I/O (on uvloop where
+    installed), or a user's async target (``fast=False``: the standard library's loop, as the user's own program
+    would run it). While it runs, the switch interval is ``SWITCH_INTERVAL_S`` (``short_switch=False``: its owner
+    shortens it while it needs to).
 
     Hand-offs are batched both ways: a wake-up of the other loop (a write to its self-pipe) is sent only when its
     queue was empty, so at 64 calls in flight one wake-up carries many requests or many answers.
     """
 
-    def __init__(self) -> None:
-        try:
-            import uvloop
-
-            self.loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-        except ImportError:
-            self.loop = asyncio.new_event_loop()
+    def __init__(self, *, name: str = "evalgate-model-io", fast: bool = True, short_switch: bool = True) -> None:
+        self.loop: asyncio.AbstractEventLoop = _fast_loop() if fast else asyncio.new_event_loop()
         self._lock = threading.Lock()
         self._inbox: list[_Job] = []
         self._outbox: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
-        self.thread = threading.Thread(target=self._run, name="evalgate-model-io", daemon=True)
-        _shorten_switch_interval()
+        self._short_switch = short_switch
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        if short_switch:
+            shorten_switch_interval()
         self.thread.start()
 
     def _run(self) -> None:
@@ -132,8 +141,11 @@ class IOThread:
         try:
             self.loop.run_forever()
         finally:
+            with contextlib.suppress(Exception):  # a user's async generators left open get their finally blocks
+                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             self.loop.close()
-            _restore_switch_interval()
+            if self._short_switch:
+                restore_switch_interval()
 
     async def run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         """Await ``coro`` on the I/O loop from another loop (cancelling this cancels it there)."""

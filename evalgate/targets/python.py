@@ -1,19 +1,31 @@
-"""The python target: a function in the user's code, sync or async."""
+"""The python target: a function in the user's code, sync or async.
+
+A sync function runs in the target's threads and is timed there, around the call. An async one runs on an event
+loop of its own, on a thread that does nothing else (one for the process, so a client the user's module made at
+import keeps its connections from one run to the next), and is timed there, around its await: the run's loop,
+busy scoring other turns when an answer arrives, no longer puts its lag into the turn's time. A sync function that
+hands back an awaitable (a decorator that wraps an async function in a plain one) is awaited on that loop too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ..references import import_reference
 from .base import Reply, TargetContext, TargetError, target
 from .spec import PythonTargetSpec, TargetConfig
+
+if TYPE_CHECKING:
+    from ..models.transport import IOThread
 
 __all__ = ["PythonTarget", "import_reference", "python_target"]
 
@@ -26,7 +38,7 @@ def python_target(config: TargetConfig, ctx: TargetContext) -> PythonTarget:
 
 
 class PythonTarget:
-    """Calls ``package.module:function(request)``; sync functions run in threads."""
+    """Calls ``package.module:function(request)``; sync functions run in threads, async ones on the user's loop."""
 
     def __init__(self, ref: str, *, search_paths: Sequence[Path | str] = (), workers: int = 8):
         self.ref = ref
@@ -35,6 +47,7 @@ class PythonTarget:
         self.fn: Callable[..., Any] | None = None
         self.is_async = False
         self._pool: ThreadPoolExecutor | None = None
+        self._holds_switch = False
 
     async def start(self) -> None:
         try:
@@ -49,20 +62,35 @@ class PythonTarget:
         if not callable(fn):
             raise UsageError(f"target '{self.ref}' is not callable")
         self.fn = fn
-        self.is_async = inspect.iscoroutinefunction(fn)
-        if not self.is_async:
+        self.is_async = _is_async(fn)
+        if self.is_async:
+            self._hold_switch()
+        else:
             self._pool = ThreadPoolExecutor(max_workers=max(1, self.workers), thread_name_prefix="evalgate-target")
+
+    def _hold_switch(self) -> None:
+        """The user's loop gets the GIL back within SWITCH_INTERVAL_S of asking while this target runs (a sync target
+        does not: with its many threads a short interval measured dearer and no more honest)."""
+        if not self._holds_switch:
+            from ..models.transport import shorten_switch_interval
+
+            shorten_switch_interval()
+            self._holds_switch = True
 
     async def call(self, request: dict[str, Any], turn: Any, timeout_s: float) -> Reply:
         assert self.fn is not None
         try:
             if self.is_async:
-                start = time.perf_counter()
-                raw = await asyncio.wait_for(self.fn(request), timeout_s)
-                return Reply(raw, (time.perf_counter() - start) * 1000)
+                raw, elapsed = await asyncio.wait_for(user_loop().run(_awaited(self.fn, request)), timeout_s)
+                return Reply(raw, elapsed)
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self._pool, _timed, self.fn, request)
             raw, elapsed = await asyncio.wait_for(fut, timeout_s)
+            if isinstance(raw, _Awaitable):  # the function turned out to hand back awaitables: await them there
+                self.is_async = True
+                self._hold_switch()
+                raw, more = await asyncio.wait_for(user_loop().run(_awaited_result(raw.value)), timeout_s)
+                elapsed += more
             return Reply(raw, elapsed)
         except asyncio.TimeoutError:
             raise TargetError(f"timed out after {timeout_s:g}s") from None
@@ -72,9 +100,75 @@ class PythonTarget:
     async def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._holds_switch:
+            from ..models.transport import restore_switch_interval
+
+            restore_switch_interval()
+            self._holds_switch = False
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """An ``async def`` function, one wrapped by a decorator that keeps ``__wrapped__``, or an object whose
+    ``__call__`` is ``async def``."""
+    try:
+        unwrapped = inspect.unwrap(fn)
+    except ValueError:  # a cycle of __wrapped__
+        unwrapped = fn
+    return any(inspect.iscoroutinefunction(f) for f in (fn, unwrapped, getattr(fn, "__call__", None)))
+
+
+class _Awaitable:
+    """What a sync call handed back when it was an awaitable (kept apart from a trace that is one by accident)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
 
 
 def _timed(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     raw = fn(request)
+    elapsed = (time.perf_counter() - start) * 1000
+    return (_Awaitable(raw) if inspect.isawaitable(raw) else raw), elapsed
+
+
+async def _awaited(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]:
+    """On the user's loop: the call and its await, timed there."""
+    start = time.perf_counter()
+    raw = fn(request)
+    if inspect.isawaitable(raw):
+        raw = await raw
     return raw, (time.perf_counter() - start) * 1000
+
+
+async def _awaited_result(awaitable: Any) -> tuple[Any, float]:
+    start = time.perf_counter()
+    raw = await awaitable
+    return raw, (time.perf_counter() - start) * 1000
+
+
+_user_loop: IOThread | None = None
+_user_loop_lock = threading.Lock()
+
+
+def user_loop() -> IOThread:
+    """The event loop async targets run on (a ``transport.IOThread`` on the standard library's loop), started at the
+    first call and kept for the process: a client the user's module made at import, whose connections belong to
+    the loop that first used them, works in every later run as it would in the user's own program."""
+    global _user_loop
+    if _user_loop is None:
+        with _user_loop_lock:
+            if _user_loop is None:
+                from ..models.transport import IOThread
+
+                _user_loop = IOThread(name="evalgate-target-loop", fast=False, short_switch=False)
+    return _user_loop
+
+
+def _forget_user_loop() -> None:
+    global _user_loop, _user_loop_lock
+    _user_loop, _user_loop_lock = None, threading.Lock()  # a forked child has the object but not the thread
+
+
+os.register_at_fork(after_in_child=_forget_user_loop)
