@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
 
 from conftest import REPO, query, run_cli_in_process, write
 
@@ -184,3 +183,52 @@ def test_a_permission_function_is_the_truth_and_none_means_unknown() -> None:
     assert not s.passed and s.explanation.endswith("(truth: function acl:may_read)")
     s = run(fin, context=[{"id": "wiki/page"}])
     assert not s.passed and "wiki/page (context) is unknown to function acl:may_read: failing closed" in s.explanation
+
+
+def test_ids_words_and_quotes_are_found_as_their_regex_definitions_find_them() -> None:
+    """The fast paths (ASCII words by str methods, ids by a set lookup per run of id characters, runs made by zip)
+    against the definitions they replace, on random text of id-like tokens, punctuation, dots, Unicode and
+    control characters."""
+    import random
+    import re
+
+    from evalgate.scorers.permissions import _IdFinder, _QuoteFinder, _words
+
+    rng = random.Random(18)
+    plain_ids = ["kb/a", "kb/a-b", "kb/a.b", "v1.", "doc_1", "x", "kb/ß-straße", "a.b.c", "a.b"]
+    odd_ids = [*plain_ids, "doc 7", "kb:9", "r&d/plan"]
+    pieces = [*plain_ids, *odd_ids, "kb", "/", ".", "-", "..", " ", "\n", "\t", ",", "(", ")", "'", "\x00", "\x1f",
+              "É", "é", "İ", "ß", "Σ", "٣", "_", "word", "Word", "WORDS", "é.", "kb/a.", "kb/a-", "x.y", "5.5%"]
+
+    def reference_ids(ids: list[str], text: str) -> list[str]:
+        ordered = sorted(set(ids), key=len, reverse=True)
+        pattern = re.compile(r"(?<![\w/.-])(?:" + "|".join(map(re.escape, ordered)) + r")(?![\w/-])")
+        return list(dict.fromkeys(m.group(0) for m in pattern.finditer(text)))
+
+    docs = [("d1", "alpha beta gamma delta epsilon zeta eta theta iota"), ("d2", "Gamma DELTA epsilon, zeta eta "
+            "theta iota kappa lambda"), ("d3", "ünï ćödé wörds ünï ćödé wörds ünï ćödé wörds"), ("d4", "")]
+    finder = _QuoteFinder(docs, 4)
+
+    def reference_quoted(text: str, skip: set[tuple[str, ...]] | None) -> list[frozenset[str]]:
+        words = re.findall(r"\w+", text.casefold())
+        runs = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+        found = (finder.index.get(r) for r in runs if not skip or r not in skip)
+        return list({id(d): d for d in found if d}.values())
+
+    quoted = 0
+    quote_words = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda ünï ćödé wörds".split()
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " ", ".", "-", "/"]) for _ in range(rng.randint(0, 12)))
+        assert _words(text) == re.findall(r"\w+", text.casefold()), repr(text)
+        for ids in (plain_ids, odd_ids):
+            assert _IdFinder(ids).find(text) == reference_ids(ids, text), (ids, repr(text))
+        quote = " ".join(rng.choice(quote_words) + rng.choice(["", ",", ".", "!"]) for _ in range(rng.randint(0, 9)))
+        if rng.random() < 0.5:  # a passage of a document in it, at some case
+            doc = rng.choice(docs)[1].split()
+            at = rng.randint(0, len(doc))
+            quote += " " + " ".join(doc[at:at + rng.randint(3, 6)]).upper()
+        skip = finder.runs(rng.choice(["", quote[: len(quote) // 2], "alpha beta gamma delta"]))
+        for s in (None, skip):
+            assert finder.quoted(quote, s) == reference_quoted(quote, s), (quote, s)
+            quoted += bool(reference_quoted(quote, s))
+    assert quoted > 500  # the texts did quote documents, often

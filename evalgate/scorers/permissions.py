@@ -34,10 +34,21 @@ from . import Check, Score, ScoreContext, scorer
 
 _ID_KEYS = ("doc_id", "document_id")
 _WORD = re.compile(r"\w+")
+_ASCII_NON_WORD = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) == "_")}
+"""What ``\\w`` does not match among ASCII characters, as spaces: an ASCII text's words by ``str.split``."""
 
 
 def _words(text: str) -> list[str]:
+    """The text's words (``\\w+``), casefolded: an ASCII text's found by str methods, four times faster than the
+    regex on a prompt of retrieved documents."""
+    if text.isascii():
+        return text.lower().translate(_ASCII_NON_WORD).split()
     return _WORD.findall(text.casefold())
+
+
+def _runs(words: list[str], n: int) -> list[tuple[str, ...]]:
+    """Every run of n words in order (made in C by zip, not sliced word by word)."""
+    return list(zip(*(words[j:] for j in range(n))))
 
 
 class _QuoteFinder:
@@ -47,9 +58,8 @@ class _QuoteFinder:
         self.n = n
         found: dict[tuple[str, ...], set[str]] = {}
         for doc_id, text in texts:
-            words = _words(text)
-            for i in range(len(words) - n + 1):
-                found.setdefault(tuple(words[i:i + n]), set()).add(doc_id)
+            for run in _runs(_words(text), n):
+                found.setdefault(run, set()).add(doc_id)
         shared: dict[frozenset[str], frozenset[str]] = {}  # one object per set of documents: quotes are told apart
         self.index: dict[tuple[str, ...], frozenset[str]] = {}  # by it, not by every run of words they share
         for run, docs in found.items():
@@ -58,15 +68,20 @@ class _QuoteFinder:
 
     def runs(self, text: str) -> set[tuple[str, ...]]:
         """The runs of n words in ``text``."""
-        words = _words(text)
-        return {tuple(words[i:i + self.n]) for i in range(len(words) - self.n + 1)}
+        return set(_runs(_words(text), self.n))
 
     def quoted(self, text: str, skip: set[tuple[str, ...]] | None = None) -> list[frozenset[str]]:
         """The sets of documents the quoted runs (those in ``skip`` left out) appear in, each set once."""
-        words = _words(text)
-        runs = (tuple(words[i:i + self.n]) for i in range(len(words) - self.n + 1))
-        found = (self.index.get(run) for run in runs if not skip or run not in skip)
-        return list({id(docs): docs for docs in found if docs}.values())
+        runs = _runs(_words(text), self.n)
+        found = list(map(self.index.get, runs))
+        sets = {id(docs): docs for docs in found if docs}
+        if not skip or not sets.keys() & {id(docs) for docs in map(self.index.get, skip) if docs}:
+            return list(sets.values())  # no skipped run is of a set found: none to leave out
+        sets = {}
+        for run, docs in zip(runs, found):
+            if docs and id(docs) not in sets and run not in skip:
+                sets[id(docs)] = docs
+        return list(sets.values())
 
 
 def user_of(ctx: ScoreContext) -> User:
@@ -77,18 +92,44 @@ def user_of(ctx: ScoreContext) -> User:
     return ctx.case.user
 
 
+_ID_TOKEN = re.compile(r"[\w/.-]+")
+_ASCII_NON_ID = {c: " " for c in range(128) if not (chr(c).isalnum() or chr(c) in "_/.-")}
+
+
 class _IdFinder:
-    """Finds known document ids in free text (one regex for the whole set, built once)."""
+    """Finds known document ids in free text: a known id not inside a longer run of ``[\\w/.-]`` (it may end
+    before a full stop), the longest where several fit.
+
+    Ids made of those characters only (``kb/refund-policy``, ``doc_12.v2``) are found by splitting the text into
+    such runs and looking each up, with its prefixes before a ``.``: a set lookup per word, whatever the number
+    of documents (one regex of every id tried each of them at every position: 2,000 ids cost 2.5 times 3). Other
+    ids take that regex, built once."""
 
     def __init__(self, ids: Iterable[str]):
-        ordered = sorted(set(ids), key=len, reverse=True)  # longest first: kb/a-b before kb/a
+        self.ids = {i for i in ids if i}
+        plain = all(_ID_TOKEN.fullmatch(i) for i in self.ids)
+        ordered = sorted(self.ids, key=len, reverse=True)  # longest first: kb/a-b before kb/a
         self.pattern = (re.compile(r"(?<![\w/.-])(?:" + "|".join(map(re.escape, ordered)) + r")(?![\w/-])")
-                        if ordered else None)
+                        if ordered and not plain else None)
 
     def find(self, text: str) -> list[str]:
-        if self.pattern is None or not text:
+        if not self.ids or not text:
             return []
-        return list(dict.fromkeys(m.group(0) for m in self.pattern.finditer(text)))
+        if self.pattern is not None:
+            return list(dict.fromkeys(m.group(0) for m in self.pattern.finditer(text)))
+        tokens = text.translate(_ASCII_NON_ID).split() if text.isascii() else _ID_TOKEN.findall(text)
+        ids = self.ids
+        named = {token: token for token in ids.intersection(tokens)}  # the token -> the id it names
+        for token in {t for t in tokens if "." in t}.difference(named):  # an id may end before a full stop
+            end = token.rfind(".")
+            while end > 0:  # the longest such prefix that is an id
+                if token[:end] in ids:
+                    named[token] = token[:end]
+                    break
+                end = token.rfind(".", 0, end)
+        if not named:
+            return []
+        return list(dict.fromkeys(named[t] for t in sorted(named, key=tokens.index)))  # in the text's order
 
 
 def _user_wrote(ctx: ScoreContext) -> str:
