@@ -36,7 +36,7 @@ from .scorers.output import SYSTEM_ERROR, system_error
 from .store import Store
 from .store.writer import ResultWriter
 from .suite import Suite
-from .targets import Reply, StopRun, Target, TargetError, make_target
+from .targets import Reply, StopRun, Target, TargetError, end_case, make_target
 from .traces import BadLine, Trace, describe_validation_error, request_for, traceparent
 
 DEFAULT_CONCURRENCY = 8
@@ -215,6 +215,13 @@ class Runner:
     # --- one case -------------------------------------------------------------
 
     async def run_case(self, target: Target, case: Case, repeat: int) -> CaseResult:
+        """One case run, turn by turn; the target is told when it is over (``targets.end_case``)."""
+        try:
+            return await self._run_case(target, case, repeat)
+        finally:
+            end_case(target, case.id, repeat)
+
+    async def _run_case(self, target: Target, case: Case, repeat: int) -> CaseResult:
         result = CaseResult(case.id, case.seq, repeat, case.tags, case.user.id, list(case.user.groups),
                             case.session_id, case.source, case.critical, meta=case.meta, variant_of=case.variant_of)
         source = (WrittenTurns(case.turns) if case.simulation is None

@@ -290,9 +290,9 @@ def test_a_secret_echoed_across_two_streamed_deltas_is_redacted(tmp_path: Path, 
     assert token not in trace and token[:10] not in trace.replace("[redacted]", ""), trace
 
 
-def test_a_session_cookie_stays_with_its_own_case(tmp_path: Path) -> None:
-    """A service that keeps its sessions by cookie: each case run's later turns send the cookie its first turn was
-    given, and no other case's (an httpx client's own jar sent the first case's cookie with every case's turns)."""
+def _cookie_sessions() -> type:
+    """A service that keeps its sessions by cookie: a request without one is given ``sid=sN``; answers echo the
+    Cookie header."""
     import itertools
     from http.server import BaseHTTPRequestHandler
 
@@ -316,7 +316,13 @@ def test_a_session_cookie_stays_with_its_own_case(tmp_path: Path) -> None:
             self.end_headers()
             self.wfile.write(out)
 
-    db = _run_against(tmp_path, CookieSessions, """  http: "{url}/chat"
+    return CookieSessions
+
+
+def test_a_session_cookie_stays_with_its_own_case(tmp_path: Path) -> None:
+    """Each case run's later turns send the cookie its first turn was given, and no other case's (an httpx client's
+    own jar sent the first case's cookie with every case's turns)."""
+    db = _run_against(tmp_path, _cookie_sessions(), """  http: "{url}/chat"
   headers: {{Cookie: "theme=dark"}}
   body: {{text: "{{{{ input }}}}"}}""", """  - {id: alice, turns: [{input: hi}, {input: again}, {input: once more}]}
   - {id: bob, turns: [{input: hello}, {input: more}]}
@@ -328,3 +334,39 @@ def test_a_session_cookie_stays_with_its_own_case(tmp_path: Path) -> None:
     assert first_alice.startswith("sid=s") and got[("alice", 3)] == got[("alice", 2)], got
     first_bob = got[("bob", 2)].removeprefix(f"cookie [{own}; ").rstrip("]")
     assert first_bob.startswith("sid=s") and first_bob != first_alice, got
+
+
+def test_a_case_run_s_cookies_go_when_it_ends(tmp_path: Path) -> None:
+    """The target is told when a case run is over and lets go of its jar: 200 case runs, each given a cookie, leave
+    none behind (each was kept until the run ended), and each one's second turn still sent its own."""
+    import asyncio
+
+    from conftest import serving
+
+    from evalgate.runner import Runner, RunOptions
+    from evalgate.store import Store
+    from evalgate.suite import load_suite
+
+    cases = "".join(f"  - {{id: c{i}, turns: [{{input: hi}}, {{input: again}}]}}\n" for i in range(200))
+    with serving(_cookie_sessions()) as url:
+        path = write(tmp_path / "service.yaml", f"""name: service
+target:
+  http: "{url}/chat"
+  body: {{text: "{{{{ input }}}}"}}
+cases:
+{cases}""")
+        runner = Runner(load_suite(path), Store(tmp_path / "store.duckdb"), RunOptions(cache_mode="off", concurrency=8))
+        target = runner.make_target()
+
+        async def go() -> None:
+            await target.start()
+            try:
+                await runner.run(target)
+            finally:
+                await target.close()
+
+        asyncio.run(go())
+    assert target._jars == {}  # type: ignore[attr-defined]
+    seconds = [o for (o,) in query(tmp_path / "store.duckdb", "SELECT output FROM turns WHERE turn = 2")]
+    assert len(seconds) == 200 and all(o.startswith("cookie [sid=s") for o in seconds), seconds[:3]
+    assert len(set(seconds)) == 200  # each its own

@@ -15,14 +15,15 @@ from .base import (
     TargetContext,
     TargetError,
     TargetKind,
+    end_case,
     known_kinds,
     lookup,
     target,
 )
 from .spec import TargetConfig
 
-__all__ = ["Reply", "StopRun", "Target", "TargetConfig", "TargetContext", "TargetError", "TargetKind", "known_kinds",
-           "lookup", "make_target", "target"]
+__all__ = ["Reply", "StopRun", "Target", "TargetConfig", "TargetContext", "TargetError", "TargetKind", "end_case",
+           "known_kinds", "lookup", "make_target", "target"]
 
 
 def make_target(config: TargetConfig, *, root: Any = None, concurrency: int = 8, documents: Any = None,

@@ -64,6 +64,14 @@ class Target(Protocol):
         """Release processes and connections."""
 
 
+def end_case(target: Any, case_id: str, repeat: int) -> None:
+    """Tell ``target`` a case run is over, when it keeps something per case run (``end_case(case_id, repeat)``,
+    optional: the http target lets go of the cookies the service set for it)."""
+    hook = getattr(target, "end_case", None)
+    if hook is not None:
+        hook(case_id, repeat)
+
+
 @dataclass(frozen=True)
 class TargetContext:
     """What a target factory is given besides its own configuration."""

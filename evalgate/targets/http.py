@@ -165,6 +165,10 @@ class HttpTarget:
             found = self._by_pool[key] = pooled(url, proxies=False)  # httpx here goes by no proxy either
         return found
 
+    def end_case(self, case_id: str, repeat: int) -> None:
+        """A case run is over: its cookies go (a run of 20,000 cases kept every one until it ended)."""
+        self._jars.pop((case_id, repeat), None)
+
     def _jar(self, request: dict[str, Any]) -> Any:
         import httpx
 
