@@ -33,11 +33,13 @@ def _exit_past_hung_threads(exc: SystemExit) -> None:
     import threading
     import time
 
+    targets = sys.modules.get("evalgate.targets.python")  # async targets' loop: its tasks' finally blocks run first
+    stuck = targets is not None and not targets.stop_user_loop()
     deadline = time.monotonic() + 0.5  # idle pool threads end as soon as their pool is shut down
     for t in threading.enumerate():
         if t.name.startswith(_USER_CODE_THREADS):
             t.join(max(0.0, deadline - time.monotonic()))
-    if any(t.name.startswith(_USER_CODE_THREADS) and t.is_alive() for t in threading.enumerate()):
+    if stuck or any(t.name.startswith(_USER_CODE_THREADS) and t.is_alive() for t in threading.enumerate()):
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(OSError, ValueError):  # a closed or detached stream has nothing left to flush

@@ -131,6 +131,7 @@ class IOThread:
         self._inbox: list[_Job] = []
         self._outbox: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         self._short_switch = short_switch
+        self._stop_asked = False
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
         if short_switch:
             shorten_switch_interval()
@@ -185,8 +186,11 @@ class IOThread:
             box.append(job)
             wake = len(box) == 1
         if wake:
-            with contextlib.suppress(RuntimeError):  # the caller's loop has closed: nobody is waiting
+            try:
                 job.loop.call_soon_threadsafe(self._deliver, job.loop)
+            except RuntimeError:  # the caller's loop has closed: nobody is waiting for what is in its box
+                with self._lock:
+                    self._outbox.pop(job.loop, None)
 
     # --- on the caller's loop ---
 
@@ -195,7 +199,9 @@ class IOThread:
             jobs = self._outbox.pop(loop, [])
         for job in jobs:
             task, future = job.task, job.future
-            if future.done() or task is None:
+            if future.done() or task is None:  # the caller gave up (a timeout, an interrupt)
+                if task is not None and not task.cancelled():
+                    task.exception()  # what it ended with is nobody's now: no "exception was never retrieved"
                 continue
             if task.cancelled():
                 future.cancel()
@@ -205,9 +211,11 @@ class IOThread:
                 future.set_result(task.result())
 
     def stop(self) -> None:
-        """Stop the loop once the exchanges still on it have been cancelled and have ended (an interrupted run's)."""
-        if self.loop.is_closed():
+        """Stop the loop once the exchanges still on it have been cancelled and have ended (an interrupted run's),
+        waiting at most 5 s (once: a loop stuck in a blocking call is not waited for again)."""
+        if self.loop.is_closed() or self._stop_asked:
             return
+        self._stop_asked = True
         with contextlib.suppress(RuntimeError):
             self.loop.call_soon_threadsafe(self._stop_when_drained)
         if threading.current_thread() is not self.thread:

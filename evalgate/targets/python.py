@@ -3,8 +3,11 @@
 A sync function runs in the target's threads and is timed there, around the call. An async one runs on an event
 loop of its own, on a thread that does nothing else (one for the process, so a client the user's module made at
 import keeps its connections from one run to the next), and is timed there, around its await: the run's loop,
-busy scoring other turns when an answer arrives, no longer puts its lag into the turn's time. A sync function that
-hands back an awaitable (a decorator that wraps an async function in a plain one) is awaited on that loop too.
+busy scoring other turns when an answer arrives, no longer puts its lag into the turn's time. The module is
+imported on that loop's thread, so what it binds to the running loop at import is the loop its calls run on. A
+sync function that hands back an awaitable (a decorator that wraps an async function in a plain one) is still
+called in a thread, and what it handed back is awaited on that loop. A SystemExit or KeyboardInterrupt the
+function raises fails its turn.
 """
 
 from __future__ import annotations
@@ -48,17 +51,22 @@ class PythonTarget:
         self.is_async = False
         self._pool: ThreadPoolExecutor | None = None
         self._holds_switch = False
+        self._on_loop = 0
+        """This target's calls running on the user's loop (the ones the run gave up on finish there)."""
+        self._on_loop_changed = threading.Condition()
 
     async def start(self) -> None:
-        try:
-            fn = import_reference(self.ref, self.search_paths)
+        try:  # on the loop its calls will run on: what the module binds to the running loop at import is that one
+            fn = await user_loop().run(_imported(self.ref, self.search_paths))
         except ModuleNotFoundError as exc:
             raise UsageError(f"target module does not import: {exc}",
                              hint=f"'{self.ref}' must be importable from the project root or the suite's folder") from None
         except AttributeError as exc:
             raise UsageError(f"target function not found: {exc}", hint=f"check the name after ':' in '{self.ref}'") from None
         except Exception as exc:
-            raise UsageError(f"importing target '{self.ref}' failed: {type(exc).__name__}: {exc}") from None
+            hint = ("the module is imported on the thread its async calls run on, not the main thread"
+                    if "main thread" in str(exc) else None)
+            raise UsageError(f"importing target '{self.ref}' failed: {type(exc).__name__}: {exc}", hint=hint) from None
         if not callable(fn):
             raise UsageError(f"target '{self.ref}' is not callable")
         self.fn = fn
@@ -81,23 +89,43 @@ class PythonTarget:
         assert self.fn is not None
         try:
             if self.is_async:
-                raw, elapsed = await asyncio.wait_for(user_loop().run(_awaited(self.fn, request)), timeout_s)
+                raw, elapsed = await asyncio.wait_for(user_loop().run(self._counted(_awaited(self.fn, request))),
+                                                      timeout_s)
                 return Reply(raw, elapsed)
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self._pool, _timed, self.fn, request)
             raw, elapsed = await asyncio.wait_for(fut, timeout_s)
-            if isinstance(raw, _Awaitable):  # the function turned out to hand back awaitables: await them there
-                self.is_async = True
+            if isinstance(raw, _Awaitable):  # a plain function that handed back an awaitable: awaited on the loop
                 self._hold_switch()
-                raw, more = await asyncio.wait_for(user_loop().run(_awaited_result(raw.value)), timeout_s)
+                raw, more = await asyncio.wait_for(user_loop().run(self._counted(_awaited_result(raw.value))),
+                                                   timeout_s)
                 elapsed += more
             return Reply(raw, elapsed)
         except asyncio.TimeoutError:
             raise TargetError(f"timed out after {timeout_s:g}s") from None
+        except TargetError:
+            raise
         except Exception as exc:
             raise TargetError(f"{type(exc).__name__}: {exc}") from None
 
+    async def _counted(self, coro: Any) -> Any:
+        """On the user's loop: ``coro``, counted while it runs (``close`` waits for the ones given up on)."""
+        with self._on_loop_changed:
+            self._on_loop += 1
+        try:
+            return await coro
+        finally:
+            with self._on_loop_changed:
+                self._on_loop -= 1
+                self._on_loop_changed.notify_all()
+
+    def _drained(self, timeout_s: float) -> bool:
+        with self._on_loop_changed:
+            return self._on_loop_changed.wait_for(lambda: self._on_loop == 0, timeout_s)
+
     async def close(self) -> None:
+        if self._on_loop:  # calls an interrupt or a timeout gave up on: their finally blocks run before the exit
+            await asyncio.get_running_loop().run_in_executor(None, self._drained, DRAIN_S)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._holds_switch:
@@ -107,14 +135,14 @@ class PythonTarget:
             self._holds_switch = False
 
 
+DRAIN_S = 5.0
+"""How long a target's close waits for its calls still on the user's loop (cancelled, in their finally blocks)."""
+
+
 def _is_async(fn: Callable[..., Any]) -> bool:
-    """An ``async def`` function, one wrapped by a decorator that keeps ``__wrapped__``, or an object whose
-    ``__call__`` is ``async def``."""
-    try:
-        unwrapped = inspect.unwrap(fn)
-    except ValueError:  # a cycle of __wrapped__
-        unwrapped = fn
-    return any(inspect.iscoroutinefunction(f) for f in (fn, unwrapped, getattr(fn, "__call__", None)))
+    """An ``async def`` function, or an object whose ``__call__`` is one. (A plain function wrapping one, which
+    may run it with ``asyncio.run``, is called in a thread; if it hands back an awaitable, that is awaited.)"""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
 
 
 class _Awaitable:
@@ -126,9 +154,24 @@ class _Awaitable:
         self.value = value
 
 
+def _failed(exc: BaseException) -> TargetError:
+    """A SystemExit or KeyboardInterrupt the user's code raised: that turn's failure, not the end of the run or of
+    the loop the calls run on."""
+    return TargetError(f"the target raised {type(exc).__name__}: {exc}")
+
+
+async def _imported(ref: str, search_paths: Sequence[Path | str]) -> Any:
+    return import_reference(ref, search_paths)
+
+
 def _timed(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]:
     start = time.perf_counter()
-    raw = fn(request)
+    try:
+        raw = fn(request)
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise _failed(exc) from None
     elapsed = (time.perf_counter() - start) * 1000
     return (_Awaitable(raw) if inspect.isawaitable(raw) else raw), elapsed
 
@@ -136,15 +179,25 @@ def _timed(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]
 async def _awaited(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]:
     """On the user's loop: the call and its await, timed there."""
     start = time.perf_counter()
-    raw = fn(request)
-    if inspect.isawaitable(raw):
-        raw = await raw
+    try:
+        raw = fn(request)
+        if inspect.isawaitable(raw):
+            raw = await raw
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise _failed(exc) from None
     return raw, (time.perf_counter() - start) * 1000
 
 
 async def _awaited_result(awaitable: Any) -> tuple[Any, float]:
     start = time.perf_counter()
-    raw = await awaitable
+    try:
+        raw = await awaitable
+    except (Exception, asyncio.CancelledError):
+        raise
+    except BaseException as exc:
+        raise _failed(exc) from None
     return raw, (time.perf_counter() - start) * 1000
 
 
@@ -154,16 +207,39 @@ _user_loop_lock = threading.Lock()
 
 def user_loop() -> IOThread:
     """The event loop async targets run on (a ``transport.IOThread`` on the standard library's loop), started at the
-    first call and kept for the process: a client the user's module made at import, whose connections belong to
-    the loop that first used them, works in every later run as it would in the user's own program."""
+    first target's start and kept for the process: a client the user's module made at import, whose connections
+    belong to the loop that first used them, works in every later run as it would in the user's own program. At
+    the interpreter's exit its tasks (the user's own background ones too) are cancelled and their finally blocks
+    run; a loop that has died (a background task raised SystemExit) is replaced."""
     global _user_loop
-    if _user_loop is None:
+    if _user_loop is None or not _user_loop.thread.is_alive():
         with _user_loop_lock:
-            if _user_loop is None:
+            if _user_loop is None or not _user_loop.thread.is_alive():
+                import atexit
+
                 from ..models.transport import IOThread
 
-                _user_loop = IOThread(name="evalgate-target-loop", fast=False, short_switch=False)
+                _user_loop = IOThread(name=USER_LOOP_THREAD, fast=False, short_switch=False)
+                atexit.register(_stop_at_exit, _user_loop, os.getpid())
     return _user_loop
+
+
+USER_LOOP_THREAD = "evalgate-user-loop"
+
+
+def stop_user_loop() -> bool:
+    """Cancel what still runs on the user's loop (a target's own background tasks too), let their finally blocks
+    run, and stop it (waiting at most ``IOThread.stop``'s 5 s); False when it is stuck in a blocking call."""
+    loop = _user_loop
+    if loop is None or not loop.thread.is_alive():
+        return True
+    loop.stop()
+    return not loop.thread.is_alive()
+
+
+def _stop_at_exit(loop: IOThread, pid: int) -> None:
+    if os.getpid() == pid and loop is _user_loop:  # a forked child shares the loop's wake-up pipe: never its parent's
+        stop_user_loop()
 
 
 def _forget_user_loop() -> None:
