@@ -13,6 +13,7 @@ function raises fails its turn.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import os
 import threading
@@ -89,16 +90,13 @@ class PythonTarget:
         assert self.fn is not None
         try:
             if self.is_async:
-                raw, elapsed = await asyncio.wait_for(user_loop().run(self._counted(_awaited(self.fn, request))),
-                                                      timeout_s)
-                return Reply(raw, elapsed)
+                return Reply(*await self._awaited_on_loop(functools.partial(self.fn, request), timeout_s))
             loop = asyncio.get_running_loop()
             fut = loop.run_in_executor(self._pool, _timed, self.fn, request)
             raw, elapsed = await asyncio.wait_for(fut, timeout_s)
             if isinstance(raw, _Awaitable):  # a plain function that handed back an awaitable: awaited on the loop
                 self._hold_switch()
-                raw, more = await asyncio.wait_for(user_loop().run(self._counted(_awaited_result(raw.value))),
-                                                   timeout_s)
+                raw, more = await self._awaited_on_loop(functools.partial(_given, raw.value), timeout_s)
                 elapsed += more
             return Reply(raw, elapsed)
         except asyncio.TimeoutError:
@@ -107,6 +105,10 @@ class PythonTarget:
             raise
         except Exception as exc:
             raise TargetError(f"{type(exc).__name__}: {exc}") from None
+
+    async def _awaited_on_loop(self, call: Callable[[], Any], timeout_s: float) -> tuple[Any, float]:
+        """``call()`` and its await on the user's loop, timed there; the run gives up on it at ``timeout_s``."""
+        return await asyncio.wait_for(user_loop().run(self._counted(_awaited(call))), timeout_s)
 
     async def _counted(self, coro: Any) -> Any:
         """On the user's loop: ``coro``, counted while it runs (``close`` waits for the ones given up on)."""
@@ -160,6 +162,10 @@ def _failed(exc: BaseException) -> TargetError:
     return TargetError(f"the target raised {type(exc).__name__}: {exc}")
 
 
+def _given(value: Any) -> Any:
+    return value
+
+
 async def _imported(ref: str, search_paths: Sequence[Path | str]) -> Any:
     return import_reference(ref, search_paths)
 
@@ -176,24 +182,13 @@ def _timed(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]
     return (_Awaitable(raw) if inspect.isawaitable(raw) else raw), elapsed
 
 
-async def _awaited(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]:
-    """On the user's loop: the call and its await, timed there."""
+async def _awaited(call: Callable[[], Any]) -> tuple[Any, float]:
+    """On the user's loop: ``call()`` and, when it hands back an awaitable, its await, timed there."""
     start = time.perf_counter()
     try:
-        raw = fn(request)
+        raw = call()
         if inspect.isawaitable(raw):
             raw = await raw
-    except (Exception, asyncio.CancelledError):
-        raise
-    except BaseException as exc:
-        raise _failed(exc) from None
-    return raw, (time.perf_counter() - start) * 1000
-
-
-async def _awaited_result(awaitable: Any) -> tuple[Any, float]:
-    start = time.perf_counter()
-    try:
-        raw = await awaitable
     except (Exception, asyncio.CancelledError):
         raise
     except BaseException as exc:
