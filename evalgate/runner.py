@@ -211,9 +211,6 @@ class Runner:
         self._models: Any = None
         self._scorer_pool: Any = None
         self._scorer_turns: dict[str, asyncio.Lock] = {}
-        self._call_slots: asyncio.Semaphore | None = None
-        """At most ``concurrency`` target calls at once, with twice as many cases under way (``_execute``): while one
-        case's answer is scored and stored, another's request is built and waits for the slot it frees."""
 
     # --- one case -------------------------------------------------------------
 
@@ -334,7 +331,7 @@ class Runner:
             reply = Reply(turn.recorded, None)  # nothing ran: no elapsed time to report
         else:
             try:
-                reply = await self._call(target, request, turn)
+                reply = await target.call(request, turn, self.timeout_s)
             except StopRun as exc:
                 self._stop(str(exc))
                 return TurnResult(index, turn.input, state, None, None, str(exc), [], turn.recorded)
@@ -361,15 +358,6 @@ class Runner:
         changes = diff_recorded(turn.recorded, trace) if turn.recorded is not None and not self.is_replay else None
         return TurnResult(index, turn.input, state, trace, reply.elapsed_ms, None, scores,
                           turn.recorded if not self.is_replay else None, changes)
-
-    async def _call(self, target: Target, request: dict[str, Any], turn: Turn) -> Reply:
-        """The target call, in one of ``concurrency`` slots (the system never sees more at once; the wait for a slot
-        is not in the turn's time)."""
-        slots = self._call_slots
-        if slots is None:
-            return await target.call(request, turn, self.timeout_s)
-        async with slots:
-            return await target.call(request, turn, self.timeout_s)
 
     # --- the run ---------------------------------------------------------------
 
@@ -539,9 +527,7 @@ class Runner:
                 if n % 64 == 0:
                     await asyncio.sleep(0)  # replay never suspends: let signals and others in
 
-        if not self.is_replay:  # twice the cases under way: as a call is answered, the next case's request is
-            self._call_slots = asyncio.Semaphore(self.concurrency)  # ready for its slot (measured: 1,000 @ 64 -8 %)
-        workers = [asyncio.create_task(worker()) for _ in range(1 if self.is_replay else 2 * self.concurrency)]
+        workers = [asyncio.create_task(worker()) for _ in range(1 if self.is_replay else self.concurrency)]
         stopper: asyncio.Task[Any] = asyncio.create_task(interrupted.wait())
         pending: set[asyncio.Task[Any]] = set(workers)
         while pending:
