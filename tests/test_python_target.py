@@ -71,6 +71,19 @@ async def fine(request):
     return "fine " + request["input"]
 
 
+IN_FLIGHT = [0, 0]  # now, most
+
+
+async def counted(request):
+    IN_FLIGHT[0] += 1
+    IN_FLIGHT[1] = max(IN_FLIGHT[1], IN_FLIGHT[0])
+    try:
+        await asyncio.sleep(0.05)
+    finally:
+        IN_FLIGHT[0] -= 1
+    return f"most {IN_FLIGHT[1]}"
+
+
 async def messy_cancel(request):
     try:
         await asyncio.sleep(10)
@@ -221,3 +234,15 @@ def test_ctrl_c_lets_the_calls_in_flight_and_the_targets_own_tasks_run_their_cle
     assert sorted(c for c in ended if c != "background") == sorted(started.read_text().split()), (ended, err)
     assert "background" in ended
     assert "Traceback" not in err and "never retrieved" not in err and "destroyed" not in err, err
+
+
+def test_no_more_calls_at_once_than_the_concurrency(tmp_path: Path, monkeypatch: Any) -> None:
+    """On its own loop the target still sees at most -j calls at once, and all of them are used."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    paths = _project(tmp_path, counted="".join(f"  - {{id: c{i:02d}, input: hi}}\n" for i in range(40)))
+    assert _run(tmp_path, paths, concurrency=4).exit_code == 0
+    import team_code
+
+    assert team_code.IN_FLIGHT[1] == 4
+    elapsed = sorted(e for (e,) in query(tmp_path / "store.duckdb", "SELECT elapsed_ms FROM turns"))
+    assert len(elapsed) == 40 and 45 < elapsed[0] and elapsed[-1] < 95, elapsed
