@@ -144,7 +144,7 @@ class CaseWorker:
                 return await runner.run_case(target, case, repeat)
 
         done = await asyncio.gather(*(one(c, r) for c, r in work))
-        return Batch([r for r in done if r is not None], runner.state.stop_reason, os.getpid())
+        return Batch([r for r in done if r is not None and not r.stopped], runner.state.stop_reason, os.getpid())
 
     def pid(self) -> int:
         return os.getpid()

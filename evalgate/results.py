@@ -59,6 +59,9 @@ class CaseResult:
     meta: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     variant_of: str | None = None
+    stopped: bool = False
+    """The run stopped in the middle of it (--max-cost reached, an offline cache miss): not evaluated, so not stored,
+    and ``--resume`` runs it."""
 
     def digest(self) -> str:
         """A short hash of what the system did on every turn (route, context, tools, output, state, error).

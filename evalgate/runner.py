@@ -187,6 +187,14 @@ def diff_recorded(recorded: Trace, now: Trace) -> dict[str, Any]:
     return changes
 
 
+class _Stopped(Exception):
+    """The run stopped (StopRun) when this turn was to run: its case is not evaluated."""
+
+    def __init__(self, turn: TurnResult):
+        super().__init__(turn.error)
+        self.turn = turn
+
+
 class Runner:
     """Runs one loaded suite against its target and stores the results."""
 
@@ -242,7 +250,7 @@ class Runner:
                 turn = await source.next(index, transcript)
             except RunStopped as exc:
                 self._stop(str(exc))
-                result.error = f"turn {index}: {exc}"
+                result.error, result.stopped = f"turn {index}: {exc}", True
                 break
             except TurnFailed as exc:
                 result.error = f"turn {index}: {exc}"
@@ -259,8 +267,11 @@ class Runner:
                                   run_id=self.run_id, resumed_from=resumed_from if turn.resume else None)
             proxy = self.options.upstreams if not self.is_replay else None
             visit = proxy.visit(self.suite.name, case.id, repeat, index, request, turn.recorded) if proxy else None
-            with visit or contextlib.nullcontext():  # the turn's upstream calls are attributed to it while it runs
-                tr = await self._run_turn(target, case, turn, index, request, state, tuple(earlier))
+            try:
+                with visit or contextlib.nullcontext():  # the turn's upstream calls are attributed to it while it runs
+                    tr = await self._run_turn(target, case, turn, index, request, state, tuple(earlier))
+            except _Stopped as stop:  # the run stopped before this turn could run: the case is not evaluated
+                tr, result.stopped = stop.turn, True
             if visit is not None:
                 visit.attach(tr)
             tr.tags = turn.tags
@@ -334,7 +345,7 @@ class Runner:
                 reply = await target.call(request, turn, self.timeout_s)
             except StopRun as exc:
                 self._stop(str(exc))
-                return TurnResult(index, turn.input, state, None, None, str(exc), [], turn.recorded)
+                raise _Stopped(TurnResult(index, turn.input, state, None, None, str(exc), [], turn.recorded)) from None
             except TargetError as exc:
                 return TurnResult(index, turn.input, state, None, None, str(exc), [], turn.recorded)
         try:
@@ -521,6 +532,8 @@ class Runner:
                 if self.state.stop:
                     return
                 result = await self.run_case(target, case, r)
+                if result.stopped:  # not evaluated: left to --resume, as the cases the stop kept from starting
+                    return
                 writer.add(result)
                 self.progress.advance(1)
                 n += 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from conftest import REPO, run_cli_in_process, write
+from conftest import REPO, run_cli_in_process, write, query
 from evalgate.documents import DocumentSet, GroupPermissions
 from evalgate.pipeline import Pipeline, PipelineSpec
 from evalgate.pipeline.context import Retriever
@@ -333,6 +333,23 @@ def test_max_cost_stops_new_calls_and_exits_3(server: str, tmp_path: Path) -> No
     assert "--max-cost $5 reached (spent $11.000003 on 1 model call(s)); no new model calls were started" in reasons
     story = run_cli_in_process("show", "latest", "a", "--json", cwd=project).json()["repeats"][0]["turns"][0]
     assert story["usage"]["cost_usd"] == 11.000003
+
+
+def test_a_case_the_budget_stopped_is_not_stored_and_resume_runs_it(server: str, tmp_path: Path) -> None:
+    """b's call is refused (the budget is spent by a's), and c never starts: neither is stored as an errored case
+    (--resume skips every stored case, so a stored "--max-cost reached" would never be run again); resuming with a
+    larger budget runs both."""
+    project = _project(tmp_path, server, "prices: {tiny-model: {input: 1000000, output: 1}}")
+    env = {"EVALGATE_TEST_KEY": SECRET}
+    r = run_cli_in_process("run", "--max-cost", "5", "-j", "1", "--json", cwd=project, env=env)
+    assert r.code == 3, r
+    db = project / ".evalgate" / "evalgate.duckdb"
+    assert query(db, "SELECT case_id, errored FROM cases") == [("a", False)]
+    assert query(db, "SELECT status, cases_done FROM runs") == [("stopped", 1)]
+    r = run_cli_in_process("run", "--resume", "latest", "--max-cost", "1000", "-j", "1", "--json", cwd=project, env=env)
+    assert r.code == 0, r
+    assert query(db, "SELECT case_id, errored FROM cases ORDER BY case_id") == [("a", False), ("b", False),
+                                                                                  ("c", False)]
 
 
 def test_max_cost_is_the_whole_runs_budget_not_each_suites(server: str, tmp_path: Path) -> None:
