@@ -92,10 +92,15 @@ async def messy_cancel(request):
 """
 
 
+_EARLIER: list[Any] = []
+"""Each test imports its own team_code; the earlier ones are kept, as a process keeps its modules: the task one
+started at import on the target's loop would otherwise be collected while pending ("Task was destroyed")."""
+
+
 def _project(tmp_path: Path, **suites: str) -> list[Path]:
     write(tmp_path / "pyproject.toml", '[tool.evalgate]\nsuites = "suites"\n')
     write(tmp_path / "team_code.py", APP)
-    sys.modules.pop("team_code", None)
+    _EARLIER.append(sys.modules.pop("team_code", None))
     return [write(tmp_path / "suites" / f"{name}.yaml", f"name: {name}\ntarget: {{python: \"team_code:{name}\"}}\n"
                   f"cases:\n{cases}") for name, cases in suites.items()]
 

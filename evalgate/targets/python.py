@@ -65,7 +65,8 @@ class PythonTarget:
         except AttributeError as exc:
             raise UsageError(f"target function not found: {exc}", hint=f"check the name after ':' in '{self.ref}'") from None
         except Exception as exc:
-            hint = ("the module is imported on the thread its async calls run on, not the main thread"
+            hint = ("evalgate imports the module on the thread of the event loop its async calls run on, not the "
+                    "main thread: install signal handlers later, or serve the code as a command target"
                     if "main thread" in str(exc) else None)
             raise UsageError(f"importing target '{self.ref}' failed: {type(exc).__name__}: {exc}", hint=hint) from None
         if not callable(fn):
