@@ -456,10 +456,10 @@ def validate(paths: list[str] | None = None, *, config: Config | None = None, st
     out = []
     for s in suites:
         if check_target and s.target is not None and s.target.kind == "python":
-            from .references import import_reference
+            from .targets.python import import_target
 
-            try:
-                import_reference(s.target.spec["python"], [config.root, s.path.parent])
+            try:  # as a run imports it, on the loop its async calls run on
+                import_target(s.target.spec["python"], [config.root, s.path.parent])
             except Exception as exc:
                 raise UsageError(f"suite {s.path}: target '{s.target.spec['python']}' does not import: {exc}") from None
         sessions, bad_total, bad_msgs = _stream_recorded(s, strict)

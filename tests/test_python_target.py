@@ -251,3 +251,13 @@ def test_no_more_calls_at_once_than_the_concurrency(tmp_path: Path, monkeypatch:
     assert team_code.IN_FLIGHT[1] == 4
     elapsed = sorted(e for (e,) in query(tmp_path / "store.duckdb", "SELECT elapsed_ms FROM turns"))
     assert len(elapsed) == 40 and 45 < elapsed[0] and elapsed[-1] < 95, elapsed
+
+
+def test_validate_imports_the_target_as_a_run_does(tmp_path: Path, monkeypatch: Any) -> None:
+    """The module that binds the running loop at import passes ``validate`` as it runs (imported on the main thread,
+    with no loop running, it failed there)."""
+    from conftest import run_cli_in_process
+
+    _project(tmp_path, bound="  - {id: a, input: one}\n")
+    r = run_cli_in_process("validate", "--json", cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert r.code == 0, r

@@ -31,7 +31,7 @@ from .spec import PythonTargetSpec, TargetConfig
 if TYPE_CHECKING:
     from ..models.transport import IOThread
 
-__all__ = ["PythonTarget", "import_reference", "python_target"]
+__all__ = ["PythonTarget", "import_reference", "import_target", "python_target"]
 
 
 @target("python", spec=PythonTargetSpec)
@@ -169,6 +169,11 @@ def _given(value: Any) -> Any:
 
 async def _imported(ref: str, search_paths: Sequence[Path | str]) -> Any:
     return import_reference(ref, search_paths)
+
+
+def import_target(ref: str, search_paths: Sequence[Path | str]) -> Any:
+    """What ``ref`` names, imported as a run imports it: on the user's loop (``validate`` checks it so)."""
+    return asyncio.run_coroutine_threadsafe(_imported(ref, search_paths), user_loop().loop).result()
 
 
 def _timed(fn: Callable[..., Any], request: dict[str, Any]) -> tuple[Any, float]:
