@@ -160,8 +160,10 @@ def evaluate(inputs: GateInputs) -> Verdict:
     status: VerdictStatus
     if inputs.run_status != "completed":
         status, code = "error", EXIT_RUN_ERROR
+        rest = ("; 'evalgate run --resume latest' runs the rest" if inputs.run_status in ("interrupted", "stopped")
+                else "")
         reasons.append(f"the run was {inputs.run_status}" + (f": {inputs.run_failure}" if inputs.run_failure else "")
-                       + f" after {inputs.cases} case(s); results so far are stored")
+                       + f" after {inputs.cases} case(s); results so far are stored{rest}")
     elif error_rate > inputs.gate.max_error_rate:
         status, code = "error", EXIT_RUN_ERROR
         reasons.append(f"{inputs.errors} of {inputs.cases} case(s) errored ({error_rate:.1%}), above max_error_rate "

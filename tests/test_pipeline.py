@@ -343,6 +343,7 @@ def test_a_case_the_budget_stopped_is_not_stored_and_resume_runs_it(server: str,
     env = {"EVALGATE_TEST_KEY": SECRET}
     r = run_cli_in_process("run", "--max-cost", "5", "-j", "1", "--json", cwd=project, env=env)
     assert r.code == 3, r
+    assert "'evalgate run --resume latest' runs the rest" in " ".join(r.json()["suites"][0]["verdict"]["reasons"])
     db = project / ".evalgate" / "evalgate.duckdb"
     assert query(db, "SELECT case_id, errored FROM cases") == [("a", False)]
     assert query(db, "SELECT status, cases_done FROM runs") == [("stopped", 1)]
